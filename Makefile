@@ -1,0 +1,32 @@
+# Two commands matter (see README.md):
+#   make run    runs the main example on embedded defaults
+#   make test   starts the services the tests need and runs every test
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: run test test-unit test-faults services lint bench
+
+run:
+	$(GO) run ./examples/bookings
+
+services:
+	scripts/services
+
+# Every test, then the server-wide fault tests alone (they restart RabbitMQ and
+# pause the replica, so nothing else may share the servers while they run).
+test: services
+	$(GO) test -race -count=1 -timeout 15m ./...
+	FAULT_TESTS=1 $(GO) test -race -count=1 -p 1 -timeout 10m -run '^TestFault' ./...
+
+# Tests that need no external service still run; the rest skip with the reason.
+test-unit:
+	$(GO) test -count=1 ./...
+
+lint:
+	test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+	$(GO) vet ./...
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	"$$($(GO) env GOPATH)/bin/staticcheck" ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...

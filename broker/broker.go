@@ -1,0 +1,245 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Message is one event travelling through a broker.
+//
+// Publishers read ID, Key, Payload, Header, Time and Priority. Subscribers also
+// fill Topic, Attempt and Raw on delivery. A Message handed to a Handler
+// belongs to that handler; a Message passed to Publish must not be changed
+// until Publish returns.
+type Message struct {
+	// ID identifies the message across redeliveries and dead-lettering.
+	// Publish fills it with a random ID (see NewID) when empty.
+	ID string
+	// Key is the routing key (RabbitMQ) or partition key (Kafka): dot-separated
+	// words such as "rentals.france.nevache". Subscriptions filter on it with
+	// patterns (see Match) and order is kept per key.
+	Key string
+	// Payload is the body, any bytes (binary and non-UTF-8 included).
+	Payload []byte
+	// Header carries metadata such as trace context. Adapters map it to their
+	// native headers.
+	Header map[string]string
+	// Time is when the event happened. Publish sets it to the current time when zero.
+	Time time.Time
+	// Priority orders delivery within a queue where the adapter supports it
+	// (higher first); zero is normal priority.
+	Priority uint8
+
+	// Topic is the topic the message was delivered from (set on delivery).
+	Topic string
+	// Attempt is 1 on the first delivery and grows with each redelivery (set on delivery).
+	Attempt int
+	// Raw is the adapter's own delivery (for example *amqp091.Delivery or
+	// *kgo.Record) for users who need it; nil on publish. Each adapter documents its type.
+	Raw any
+}
+
+// Publisher sends messages to a topic.
+type Publisher interface {
+	// Publish returns nil only when the broker has durably accepted every
+	// message; otherwise it returns an error and the caller should treat every
+	// message of the call as unsent (some may still arrive: delivery is
+	// at-least-once). Publish fills empty IDs and zero Times on msgs.
+	Publish(ctx context.Context, topic string, msgs ...Message) error
+	// Close flushes what is in flight and releases resources. Publish after
+	// Close returns ErrClosed. Close is idempotent.
+	Close() error
+}
+
+// Handler processes one delivered message. Returning nil acknowledges it;
+// returning an error redelivers it (until the subscription's MaxAttempts, then
+// it is dead-lettered). Wrap an error with Permanent to skip the retries.
+type Handler func(ctx context.Context, m Message) error
+
+// Middleware wraps a Handler with behaviour such as retries or timeouts.
+type Middleware func(Handler) Handler
+
+// Chain applies middleware so that the first one is the outermost:
+// Chain(a, b)(h) is a(b(h)).
+func Chain(mws ...Middleware) Middleware {
+	return func(h Handler) Handler {
+		for i := len(mws) - 1; i >= 0; i-- {
+			h = mws[i](h)
+		}
+		return h
+	}
+}
+
+// Subscription says what a subscriber receives and how.
+type Subscription struct {
+	// Topic to receive from. Required.
+	Topic string
+	// Group names a durable consumer group: members of one group compete for
+	// messages and every group gets every message. Empty means a private group
+	// for this Subscribe call alone, which ends with it.
+	Group string
+	// Keys are routing-key patterns ("*" one word, "#" zero or more words); a
+	// message is delivered once if any pattern matches its Key. Empty means all keys.
+	Keys []string
+	// Concurrency is how many handlers run at once; order is kept per key.
+	// Zero means 1; negative is an error.
+	Concurrency int
+	// MaxAttempts is how often a message is tried before it is dead-lettered.
+	// Zero means redeliver without limit.
+	MaxAttempts int
+	// DeadLetterTopic receives messages that used up MaxAttempts or failed with
+	// a Permanent error, with the Header* dead-letter headers added. Empty means
+	// Topic + ".dlq" when MaxAttempts is set; with neither set a permanently
+	// failing message is dropped (and logged by the adapter).
+	DeadLetterTopic string
+}
+
+// Subscriber receives messages.
+type Subscriber interface {
+	// Subscribe runs h for each message of s until ctx is done (then it
+	// returns nil) or Close is called (then it returns ErrClosed). Handlers in
+	// flight finish and are acknowledged before Subscribe returns; messages not
+	// yet handled stay with the broker for the next member of the group.
+	Subscribe(ctx context.Context, s Subscription, h Handler) error
+	// Close stops every Subscribe call, waits for running handlers and
+	// releases resources. Close is idempotent.
+	Close() error
+}
+
+// Provisioner is implemented by subscribers that can create a subscription's
+// durable state (queue, bindings, consumer group) before Subscribe runs, so
+// messages published in between are kept for it.
+type Provisioner interface {
+	Provision(ctx context.Context, s Subscription) error
+}
+
+// Dead-letter headers, added to a message when it is dead-lettered. Adapters may
+// add their own (for example Kafka's partition and offset).
+const (
+	HeaderOriginTopic     = "x-origin-topic"      // topic the message failed on
+	HeaderOriginKey       = "x-origin-key"        // its routing key
+	HeaderOriginGroup     = "x-origin-group"      // the group whose handler failed
+	HeaderError           = "x-error"             // the last handler error
+	HeaderAttempts        = "x-attempts"          // how many times it was tried
+	HeaderDeadLetteredAt  = "x-dead-lettered-at"  // RFC 3339 time with nanoseconds
+	HeaderOriginPartition = "x-origin-partition"  // Kafka partition it came from
+	HeaderOriginOffset    = "x-origin-offset"     // Kafka offset it came from
+)
+
+// Errors shared by every adapter; test them with errors.Is.
+var (
+	// ErrClosed is returned by Publish and Subscribe after Close.
+	ErrClosed = errors.New("broker: closed")
+	// ErrInvalidPattern is returned for a routing-key pattern that cannot match as written.
+	ErrInvalidPattern = errors.New("broker: invalid routing-key pattern")
+	// ErrInvalidSubscription is returned for an empty topic, a nil handler,
+	// negative concurrency or attempts.
+	ErrInvalidSubscription = errors.New("broker: invalid subscription")
+	// ErrInvalidMessage is returned by Publish for an empty topic or a message
+	// the adapter cannot carry (too large, bad header).
+	ErrInvalidMessage = errors.New("broker: invalid message")
+	// ErrUnroutable is returned by publishers that detect a message no queue
+	// would receive (RabbitMQ's mandatory flag), where that check is enabled.
+	ErrUnroutable = errors.New("broker: message is unroutable")
+	// ErrNotConfirmed is returned when the broker refused a message or its
+	// confirmation was lost and could not be recovered in time.
+	ErrNotConfirmed = errors.New("broker: publish not confirmed")
+)
+
+// permanentError marks an error that retries cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return "permanent: " + e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err so that retries stop and the message is dead-lettered at
+// once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// Validate checks s and h as every adapter does before subscribing: a topic,
+// a handler, concurrency and attempts not negative, and valid key patterns.
+func (s Subscription) Validate(h Handler) error {
+	if s.Topic == "" {
+		return fmt.Errorf("%w: empty topic", ErrInvalidSubscription)
+	}
+	if h == nil {
+		return fmt.Errorf("%w: nil handler", ErrInvalidSubscription)
+	}
+	if s.Concurrency < 0 {
+		return fmt.Errorf("%w: negative concurrency %d", ErrInvalidSubscription, s.Concurrency)
+	}
+	if s.MaxAttempts < 0 {
+		return fmt.Errorf("%w: negative MaxAttempts %d", ErrInvalidSubscription, s.MaxAttempts)
+	}
+	if s.DeadLetterTopic != "" && s.DeadLetterTopic == s.Topic {
+		return fmt.Errorf("%w: dead-letter topic %q is the topic itself", ErrInvalidSubscription, s.Topic)
+	}
+	for _, k := range s.Keys {
+		if err := ValidatePattern(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Workers returns the number of handlers to run: Concurrency, or 1 when zero.
+func (s Subscription) Workers() int {
+	if s.Concurrency <= 0 {
+		return 1
+	}
+	return s.Concurrency
+}
+
+// DeadLetterDestination returns where failed messages go: DeadLetterTopic,
+// Topic+".dlq" when only MaxAttempts is set, or "" for none.
+func (s Subscription) DeadLetterDestination() string {
+	if s.DeadLetterTopic != "" {
+		return s.DeadLetterTopic
+	}
+	if s.MaxAttempts > 0 {
+		return s.Topic + ".dlq"
+	}
+	return ""
+}
+
+// ValidateTopic reports an empty topic as ErrInvalidMessage; every Publish calls it.
+func ValidateTopic(topic string) error {
+	if topic == "" {
+		return fmt.Errorf("%w: empty topic", ErrInvalidMessage)
+	}
+	return nil
+}
+
+// DeadLetter returns m prepared for the dead-letter topic: a copy with its
+// header copied and the Header* dead-letter headers added.
+func DeadLetter(m Message, group string, cause error, at time.Time) Message {
+	h := make(map[string]string, len(m.Header)+6)
+	for k, v := range m.Header {
+		h[k] = v
+	}
+	h[HeaderOriginTopic] = m.Topic
+	h[HeaderOriginKey] = m.Key
+	if group != "" {
+		h[HeaderOriginGroup] = group
+	}
+	if cause != nil {
+		h[HeaderError] = cause.Error()
+	}
+	h[HeaderAttempts] = fmt.Sprint(m.Attempt)
+	h[HeaderDeadLetteredAt] = at.UTC().Format(time.RFC3339Nano)
+	out := Message{ID: m.ID, Key: m.Key, Payload: m.Payload, Header: h, Time: m.Time, Priority: m.Priority}
+	return out
+}
