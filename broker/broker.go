@@ -118,14 +118,14 @@ type Provisioner interface {
 // Dead-letter headers, added to a message when it is dead-lettered. Adapters may
 // add their own (for example Kafka's partition and offset).
 const (
-	HeaderOriginTopic     = "x-origin-topic"      // topic the message failed on
-	HeaderOriginKey       = "x-origin-key"        // its routing key
-	HeaderOriginGroup     = "x-origin-group"      // the group whose handler failed
-	HeaderError           = "x-error"             // the last handler error
-	HeaderAttempts        = "x-attempts"          // how many times it was tried
-	HeaderDeadLetteredAt  = "x-dead-lettered-at"  // RFC 3339 time with nanoseconds
-	HeaderOriginPartition = "x-origin-partition"  // Kafka partition it came from
-	HeaderOriginOffset    = "x-origin-offset"     // Kafka offset it came from
+	HeaderOriginTopic     = "x-origin-topic"     // topic the message failed on
+	HeaderOriginKey       = "x-origin-key"       // its routing key
+	HeaderOriginGroup     = "x-origin-group"     // the group whose handler failed
+	HeaderError           = "x-error"            // the last handler error
+	HeaderAttempts        = "x-attempts"         // how many times it was tried
+	HeaderDeadLetteredAt  = "x-dead-lettered-at" // RFC 3339 time with nanoseconds
+	HeaderOriginPartition = "x-origin-partition" // Kafka partition it came from
+	HeaderOriginOffset    = "x-origin-offset"    // Kafka offset it came from
 )
 
 // Errors shared by every adapter; test them with errors.Is.
