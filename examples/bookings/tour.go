@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 )
 
 // tour runs steps and remembers how each went.
 type tour struct {
+	mu      sync.Mutex // steps print from handler goroutines
 	w       io.Writer
 	results []result
 }
@@ -26,7 +28,11 @@ type errSkip struct{ why string }
 
 func (e errSkip) Error() string { return "skipped: " + e.why }
 
-func (t *tour) printf(format string, args ...any) { fmt.Fprintf(t.w, format, args...) }
+func (t *tour) printf(format string, args ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fmt.Fprintf(t.w, format, args...)
+}
 
 func (t *tour) step(name string, f func(ctx context.Context, t *tour) error) {
 	t.printf("\n== %s\n", name)
