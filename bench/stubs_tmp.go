@@ -1,0 +1,6 @@
+package main
+
+import "context"
+
+func kafkaScenario(ctx context.Context, cfg config) []*row   { return nil }
+func webhookScenario(ctx context.Context, cfg config) []*row { return nil }
