@@ -6,7 +6,7 @@
 //
 // It lives in its own module so that the peer libraries never enter the
 // library's go.mod. Every scenario runs a fixed number of messages per round
-// (three rounds by default, in rotating order; the table shows the median and
+// (five rounds by default, in rotating order; the table shows the median and
 // half the spread) under a deadline per run. A service that is not reachable
 // gives a "skipped: reason" cell instead of failing the run.
 //
@@ -56,7 +56,7 @@ func main() {
 		cfg  config
 		only string
 	)
-	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds per scenario; the table shows the median")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds per scenario; the table shows the median")
 	flag.Float64Var(&cfg.scale, "scale", 1, "multiply every scenario's message count by this")
 	flag.DurationVar(&cfg.perRun, "timeout", 45*time.Second, "deadline for one side's run of one round")
 	flag.StringVar(&only, "only", "", "comma-separated scenarios to run (memory,rabbitmq,kafka,webhook); empty runs all")
@@ -138,7 +138,11 @@ func printTable(w io.Writer, machine string, rows []*row, cfg config, took time.
 
 func (r *row) title() string {
 	if r.n > 0 {
-		return fmt.Sprintf("%s (%s msgs/round)", r.scenario, group(float64(r.n)))
+		what := "msgs"
+		if r.unit == nsPerOp {
+			what = "ops"
+		}
+		return fmt.Sprintf("%s (%s %s/round)", r.scenario, group(float64(r.n)), what)
 	}
 	return r.scenario
 }

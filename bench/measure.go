@@ -115,6 +115,9 @@ func (o *outcome) cell(u unit) string {
 	if len(o.samples) > 1 {
 		s += fmt.Sprintf(" ±%.0f%%", o.spread(u)/2)
 	}
+	if a := o.samples[0].allocs; a >= 0 {
+		s += fmt.Sprintf(", %d allocs/op", a)
+	}
 	return s
 }
 

@@ -26,7 +26,7 @@ const (
 )
 
 func memoryScenario(ctx context.Context, cfg config) []*row {
-	n := cfg.scaled(200_000)
+	n := cfg.scaled(100_000)
 	r := &row{scenario: "memory: publish→handler, 1 KiB, 64 keys, 16 publishers, concurrency 16", unit: msgPerSec, n: n}
 	r.ours.label = "broker/memory"
 	r.raw.label = "buffered Go channel + 16 goroutines (floor)"

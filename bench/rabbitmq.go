@@ -34,7 +34,7 @@ const (
 func rabbitScenario(ctx context.Context, cfg config) []*row {
 	n := cfg.scaled(10_000)
 	pub := &row{scenario: "RabbitMQ publish with confirms, 1 KiB persistent, 16 publishing goroutines", unit: msgPerSec, n: n}
-	con := &row{scenario: "RabbitMQ consume with acks, 16 handlers, messages the side published (first→last)", unit: msgPerSec, n: n}
+	con := &row{scenario: "RabbitMQ consume with acks, 16 handlers, messages the side published (Subscribe to last handled)", unit: msgPerSec, n: n}
 	rows := []*row{pub, con}
 	env, err := newRabbitEnv()
 	if err != nil {
@@ -142,27 +142,29 @@ func (e *rabbitEnv) purge(queue string) error {
 	return err
 }
 
-// consumeTimer counts handled messages and times the first to the last.
+// consumeTimer counts handled messages and times them from its creation,
+// just before the consumer is created (group join and first fetch included),
+// to the last one handled.
 type consumeTimer struct {
 	*counter
-	once  sync.Once
-	first time.Time
+	start time.Time
 	last  time.Time
 }
 
-func newConsumeTimer(n int) *consumeTimer { return &consumeTimer{counter: newCounter(n)} }
+func newConsumeTimer(n int) *consumeTimer {
+	return &consumeTimer{counter: newCounter(n), start: time.Now()}
+}
 
 func (t *consumeTimer) inc() {
-	t.once.Do(func() { t.first = time.Now() })
 	if t.counter.count.Add(1) == t.counter.n {
 		t.last = time.Now()
 		close(t.counter.done)
 	}
 }
 
-// sample is valid after wait returned nil: n-1 messages from the first to the last.
+// sample is valid after wait returned nil.
 func (t *consumeTimer) sample() sample {
-	return sample{n: int(t.counter.n) - 1, elapsed: t.last.Sub(t.first), allocs: -1}
+	return sample{n: int(t.counter.n), elapsed: t.last.Sub(t.start), allocs: -1}
 }
 
 func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
@@ -204,6 +206,7 @@ func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 
+	t := newConsumeTimer(n)
 	ch, err := conn.Channel()
 	if err != nil {
 		return []sample{pubSample}, err
@@ -211,7 +214,6 @@ func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
 	if err := ch.Qos(rmqPrefetch, 0, false); err != nil {
 		return []sample{pubSample}, err
 	}
-	t := newConsumeTimer(n)
 	deliveries, err := ch.ConsumeWithContext(ctx, queue, "bench-raw", false, false, false, false, nil)
 	if err != nil {
 		return []sample{pubSample}, err
@@ -300,6 +302,7 @@ func rabbitWatermill(ctx context.Context, env *rabbitEnv, n int) ([]sample, erro
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 
+	t := newConsumeTimer(n)
 	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
 	if err != nil {
 		return []sample{pubSample}, err
@@ -307,7 +310,6 @@ func rabbitWatermill(ctx context.Context, env *rabbitEnv, n int) ([]sample, erro
 	defer sub.Close()
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	t := newConsumeTimer(n)
 	var wg sync.WaitGroup
 	for range rmqHandlers {
 		msgs, err := sub.Subscribe(sctx, topic)
