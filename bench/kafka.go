@@ -25,40 +25,42 @@ const (
 
 func kafkaScenario(ctx context.Context, cfg config) []*row {
 	n := cfg.scaled(100_000)
-	pub := &row{scenario: "Kafka (kfake) produce, 1 KiB, 64 keys, 8 partitions, 16 producing goroutines", unit: msgPerSec, n: n}
-	con := &row{scenario: "Kafka (kfake) group consume with commits, messages the side produced (Subscribe to last handled)", unit: msgPerSec, n: n}
-	rows := []*row{pub, con}
+	const what = "1 KiB, 64 keys, 8 partitions, 16 producing goroutines"
+	sync := &row{scenario: "Kafka (kfake) produce, " + what + ", each call waits for its ack", unit: msgPerSec, n: n}
+	async := &row{scenario: "Kafka (kfake) produce async, " + what + ", then Flush", unit: msgPerSec, n: n}
+	con := &row{scenario: "Kafka (kfake) group consume with commits, what the side produced (Subscribe to last handled)", unit: msgPerSec, n: n}
+	rows := []*row{sync, async, con}
 	var topics []string
 	for r := range cfg.rounds {
 		for _, s := range []string{"ours", "raw", "watermill"} {
-			topics = append(topics, kafkaTopic(s, r))
+			topics = append(topics, kafkaTopic(s, r), kafkaTopic(s, r)+"-async")
 		}
 	}
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(kafkaPartitions),
 		kfake.SeedTopics(kafkaPartitions, topics...))
 	if err != nil {
-		err = skipped("kfake: %v", err)
-		for _, r := range rows {
-			r.ours.err, r.raw.err, r.peer.err = err, err, err
-		}
-		return rows
+		return []*row{{scenario: "Kafka produce and group consume", skip: skipped("kfake: %v", err)}}
 	}
 	defer cluster.Close()
 	addrs := cluster.ListenAddrs()
-	pub.ours.label = "broker/kafka"
-	pub.raw.label = "franz-go v1.22.3 async Produce + Flush (acks=all, idempotent: the defaults)"
-	pub.peer.label = "watermill-kafka v3.0.6 (Sarama sync producer, WaitForAll acks), partition key from metadata"
+	sync.ours.label = "broker/kafka Publish (one message per call)"
+	sync.raw.label = "franz-go v1.22.3 ProduceSync (acks=all, idempotent: the defaults)"
+	sync.peer.label = "watermill-kafka v3.0.6 (Sarama sync producer, WaitForAll acks), partition key from metadata"
+	async.ours.label = "broker/kafka PublishAsync + Flush"
+	async.raw.label = "franz-go v1.22.3 Produce with a promise + Flush"
+	async.peer.label = "none"
+	async.peer.err = notApplicable("Watermill's Kafka publisher is synchronous")
 	con.ours.label = "broker/kafka, Subscription.Concurrency 16"
 	con.raw.label = "franz-go v1.22.3 consumer group, PollFetches loop, CommitUncommittedOffsets after each poll"
 	con.peer.label = "watermill-kafka v3.0.6 (Sarama consumer group, oldest offset), 16 goroutines acking, offsets marked on ack and auto-committed every 1 s"
 	runRounds(ctx, cfg.rounds, cfg.perRun,
-		side{[]*outcome{&pub.ours, &con.ours}, func(ctx context.Context, r int) ([]sample, error) {
+		side{[]*outcome{&sync.ours, &con.ours, &async.ours}, func(ctx context.Context, r int) ([]sample, error) {
 			return kafkaOurs(ctx, addrs, kafkaTopic("ours", r), n)
 		}},
-		side{[]*outcome{&pub.raw, &con.raw}, func(ctx context.Context, r int) ([]sample, error) {
+		side{[]*outcome{&sync.raw, &con.raw, &async.raw}, func(ctx context.Context, r int) ([]sample, error) {
 			return kafkaRaw(ctx, addrs, kafkaTopic("raw", r), n)
 		}},
-		side{[]*outcome{&pub.peer, &con.peer}, func(ctx context.Context, r int) ([]sample, error) {
+		side{[]*outcome{&sync.peer, &con.peer}, func(ctx context.Context, r int) ([]sample, error) {
 			return kafkaWatermill(ctx, addrs, kafkaTopic("watermill", r), n)
 		}},
 	)
@@ -68,8 +70,11 @@ func kafkaScenario(ctx context.Context, cfg config) []*row {
 // kafkaTopic names a side's topic for one round: every round starts empty.
 func kafkaTopic(side string, round int) string { return fmt.Sprintf("bench-%s-%d", side, round) }
 
+// kafkaRaw produces n records to topic with ProduceSync from 16 goroutines,
+// consumes them in a group, then produces n more to topic+"-async" with
+// Produce and Flush.
 func kafkaRaw(ctx context.Context, addrs []string, topic string, n int) ([]sample, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic(topic))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +83,20 @@ func kafkaRaw(ctx context.Context, addrs []string, topic string, n int) ([]sampl
 		return nil, err
 	}
 	p, keys := payload1K(), benchKeys()
+	start := time.Now()
+	err = publishParallel(ctx, n, kafkaProducers, func(ctx context.Context, i int) error {
+		return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(keys[i%64]), Value: p}).FirstErr()
+	})
+	syncSample := sample{n: n, elapsed: time.Since(start), allocs: -1}
+	if err != nil {
+		return nil, fmt.Errorf("produce: %w", err)
+	}
+
+	conSample, err := kafkaRawConsume(ctx, addrs, topic, n)
+	if err != nil {
+		return []sample{syncSample}, err
+	}
+
 	var (
 		mu       sync.Mutex
 		firstErr error
@@ -94,48 +113,49 @@ func kafkaRaw(ctx context.Context, addrs []string, topic string, n int) ([]sampl
 	// Records are buffered past the goroutine's return: give them the
 	// round's context, not publishParallel's, which ends when it returns.
 	produceCtx := ctx
-	start := time.Now()
+	start = time.Now()
 	err = publishParallel(ctx, n, kafkaProducers, func(_ context.Context, i int) error {
-		cl.Produce(produceCtx, &kgo.Record{Key: []byte(keys[i%64]), Value: p}, promise)
+		cl.Produce(produceCtx, &kgo.Record{Topic: topic + "-async", Key: []byte(keys[i%64]), Value: p}, promise)
 		return nil
 	})
 	if err == nil {
 		err = cl.Flush(ctx)
 	}
-	pubSample := sample{n: n, elapsed: time.Since(start), allocs: -1}
+	asyncSample := sample{n: n, elapsed: time.Since(start), allocs: -1}
 	mu.Lock()
 	if err == nil {
 		err = firstErr
 	}
 	mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("produce: %w", err)
+		return []sample{syncSample, conSample}, fmt.Errorf("async produce: %w", err)
 	}
+	return []sample{syncSample, conSample, asyncSample}, nil
+}
 
+// kafkaRawConsume reads n records of topic in a new group, committing after each poll.
+func kafkaRawConsume(ctx context.Context, addrs []string, topic string, n int) (sample, error) {
 	t := newConsumeTimer(n)
 	cons, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumerGroup(topic+"-group"),
 		kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		return []sample{pubSample}, err
+		return sample{}, err
 	}
 	defer cons.Close()
-	for {
+	for t.count.Load() < int64(n) {
 		fs := cons.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return []sample{pubSample}, fmt.Errorf("consume: %d of %d: %w", t.count.Load(), n, ctx.Err())
+			return sample{}, fmt.Errorf("consume: %d of %d: %w", t.count.Load(), n, ctx.Err())
 		}
 		if errs := fs.Errors(); len(errs) > 0 {
-			return []sample{pubSample}, fmt.Errorf("consume: %w", errs[0].Err)
+			return sample{}, fmt.Errorf("consume: %w", errs[0].Err)
 		}
 		fs.EachRecord(func(*kgo.Record) { t.inc() })
 		if err := cons.CommitUncommittedOffsets(ctx); err != nil {
-			return []sample{pubSample}, fmt.Errorf("commit: %w", err)
-		}
-		if t.count.Load() >= int64(n) {
-			break
+			return sample{}, fmt.Errorf("commit: %w", err)
 		}
 	}
-	return []sample{pubSample, t.sample()}, nil
+	return t.sample(), nil
 }
 
 func kafkaWatermill(ctx context.Context, addrs []string, topic string, n int) ([]sample, error) {

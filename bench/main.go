@@ -119,6 +119,10 @@ func printTable(w io.Writer, machine string, rows []*row, cfg config, took time.
 	fmt.Fprintln(w, "| # | scenario | ours | raw client | Watermill / peer lib | ours/raw | ours/peer |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for i, r := range rows {
+		if r.skip != nil {
+			fmt.Fprintf(w, "| %d | %s | %s | | | | |\n", i+1, r.scenario, errorCell(r.skip))
+			continue
+		}
 		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s |\n", i+1, r.title(),
 			r.ours.cell(r.unit), r.raw.cell(r.unit), r.peer.cell(r.unit),
 			ratio(r.unit, &r.ours, &r.raw), ratio(r.unit, &r.ours, &r.peer))
@@ -130,6 +134,10 @@ func printTable(w io.Writer, machine string, rows []*row, cfg config, took time.
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Sides:")
 	for i, r := range rows {
+		if r.skip != nil {
+			fmt.Fprintf(w, "%d. %s.\n", i+1, errorCell(r.skip))
+			continue
+		}
 		labels := []string{"ours: " + r.ours.label, "raw: " + r.raw.label, "peer: " + r.peer.label}
 		labels = slices.DeleteFunc(labels, func(s string) bool { return strings.HasSuffix(s, ": ") })
 		fmt.Fprintf(w, "%d. %s.\n", i+1, strings.Join(labels, "; "))

@@ -12,6 +12,9 @@ import (
 // errNotLanded marks an "ours" side whose package is not on main yet.
 var errNotLanded = errors.New("n/a (not landed)")
 
+// errInterrupted marks a side that had no complete round when the run was interrupted.
+var errInterrupted = errors.New("interrupted")
+
 // skipError marks a side or scenario that cannot run here (a service is down);
 // its cell says "skipped: reason" instead of failing the run.
 type skipError struct{ reason string }
@@ -21,6 +24,13 @@ func (e *skipError) Error() string { return "skipped: " + e.reason }
 func skipped(format string, args ...any) error {
 	return &skipError{reason: fmt.Sprintf(format, args...)}
 }
+
+// naError marks a cell with nothing to measure (the peer has no such API).
+type naError struct{ reason string }
+
+func (e *naError) Error() string { return "n/a (" + e.reason + ")" }
+
+func notApplicable(reason string) error { return &naError{reason: reason} }
 
 // unit says how a row is measured.
 type unit int
@@ -122,10 +132,15 @@ func (o *outcome) cell(u unit) string {
 }
 
 func errorCell(err error) string {
-	var sk *skipError
+	var (
+		sk *skipError
+		na *naError
+	)
 	switch {
-	case errors.Is(err, errNotLanded):
-		return errNotLanded.Error()
+	case errors.As(err, &na):
+		return na.Error()
+	case errors.Is(err, errNotLanded), errors.Is(err, errInterrupted):
+		return err.Error()
 	case errors.As(err, &sk):
 		return sk.Error()
 	default:
@@ -167,8 +182,9 @@ func ratio(u unit, a, b *outcome) string {
 type row struct {
 	scenario        string
 	unit            unit
-	n               int // operations per round (0: chosen by testing.Benchmark)
+	n               int // operations per round
 	ours, raw, peer outcome
+	skip            error // the whole scenario could not run (a service is down)
 }
 
 // side is one library's part in a scenario. run measures one round and
@@ -204,6 +220,9 @@ func runRounds(ctx context.Context, rounds int, perRun time.Duration, sides ...s
 				err = fmt.Errorf("round %d not done within %s: %w", r+1, perRun, err)
 			}
 			cancel()
+			if ctx.Err() != nil {
+				break // interrupted: keep the rounds that completed
+			}
 			for j, o := range s.outs {
 				if j < len(smps) {
 					o.add(smps[j], nil)
@@ -216,7 +235,7 @@ func runRounds(ctx context.Context, rounds int, perRun time.Duration, sides ...s
 	for _, s := range sides {
 		for _, o := range s.outs {
 			if ctx.Err() != nil && !o.failed() && len(o.samples) == 0 {
-				o.err = ctx.Err()
+				o.err = errInterrupted
 			}
 		}
 	}

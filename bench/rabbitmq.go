@@ -38,10 +38,7 @@ func rabbitScenario(ctx context.Context, cfg config) []*row {
 	rows := []*row{pub, con}
 	env, err := newRabbitEnv()
 	if err != nil {
-		for _, r := range rows {
-			r.ours.err, r.raw.err, r.peer.err = err, err, err
-		}
-		return rows
+		return []*row{{scenario: "RabbitMQ publish with confirms and consume with acks", skip: err}}
 	}
 	defer env.close()
 	pub.ours.label = "broker/rabbitmq"
@@ -51,7 +48,7 @@ func rabbitScenario(ctx context.Context, cfg config) []*row {
 	con.raw.label = fmt.Sprintf("amqp091-go v1.16.0, one channel, prefetch %d, 16 goroutines acking each delivery", rmqPrefetch)
 	con.peer.label = "watermill-amqp v3.0.2, 16 Subscribe calls on the queue (one message in flight each), prefetch 16"
 	runRounds(ctx, cfg.rounds, cfg.perRun,
-		side{[]*outcome{&pub.ours, &con.ours}, func(ctx context.Context, r int) ([]sample, error) { return rabbitOurs(ctx, env, n) }},
+		side{[]*outcome{&pub.ours, &con.ours}, func(ctx context.Context, r int) ([]sample, error) { return rabbitOurs(ctx, env, r, n) }},
 		side{[]*outcome{&pub.raw, &con.raw}, func(ctx context.Context, r int) ([]sample, error) { return rabbitRaw(ctx, env, n) }},
 		side{[]*outcome{&pub.peer, &con.peer}, func(ctx context.Context, r int) ([]sample, error) { return rabbitWatermill(ctx, env, n) }},
 	)

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// oursPubSub is the "ours" side of a broker scenario, for any adapter: it
+// provisions s (so the group keeps what is published), publishes n 1 KiB
+// messages over 64 keys from publishers goroutines through pub, then times
+// Subscribe with s until n messages were handled.
+func oursPubSub(ctx context.Context, pub broker.Publisher, sub broker.Subscriber, s broker.Subscription, n, publishers int) ([]sample, error) {
+	if p, ok := sub.(broker.Provisioner); ok {
+		if err := p.Provision(ctx, s); err != nil {
+			return nil, fmt.Errorf("provision: %w", err)
+		}
+	}
+	p, keys := payload1K(), benchKeys()
+	start := time.Now()
+	err := publishParallel(ctx, n, publishers, func(ctx context.Context, i int) error {
+		return pub.Publish(ctx, s.Topic, broker.Message{Key: keys[i%64], Payload: p})
+	})
+	pubSample := sample{n: n, elapsed: time.Since(start), allocs: -1}
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+
+	t := newConsumeTimer(n)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	subErr := make(chan error, 1)
+	go func() {
+		subErr <- sub.Subscribe(sctx, s, func(context.Context, broker.Message) error {
+			t.inc()
+			return nil
+		})
+	}()
+	select {
+	case <-t.done:
+	case err = <-subErr:
+		if err == nil {
+			err = errors.New("Subscribe returned early")
+		}
+		return []sample{pubSample}, fmt.Errorf("consume: %w", err)
+	case <-ctx.Done():
+		err = fmt.Errorf("%d of %d handled: %w", t.count.Load(), n, ctx.Err())
+	}
+	stop()
+	if serr := <-subErr; err == nil && serr != nil {
+		err = serr
+	}
+	if err != nil {
+		return []sample{pubSample}, fmt.Errorf("consume: %w", err)
+	}
+	return []sample{pubSample, t.sample()}, nil
+}
