@@ -43,7 +43,7 @@ func oursPubSub(ctx context.Context, pub broker.Publisher, sub broker.Subscriber
 	case <-t.done:
 	case err = <-subErr:
 		if err == nil {
-			err = errors.New("Subscribe returned early")
+			err = errors.New("subscribe returned early")
 		}
 		return []sample{pubSample}, fmt.Errorf("consume: %w", err)
 	case <-ctx.Done():

@@ -11,8 +11,9 @@ import (
 )
 
 // rabbitOurs measures broker/rabbitmq with its defaults: a fresh topic
-// exchange and group queue per round, 16 publishing goroutines, and a
-// subscription with Concurrency 16.
+// exchange and group queue per round, one message per Publish call from 16
+// goroutines, a subscription with Concurrency 16, then Publish calls of
+// rmqBatch messages from 16 goroutines into the same queue (deleted after).
 func rabbitOurs(ctx context.Context, env *rabbitEnv, round, n int) ([]sample, error) {
 	pub, err := rabbitmq.NewPublisher(ctx, env.url, rabbitmq.WithConnectionName("bench-ours-pub"))
 	if err != nil {
@@ -25,5 +26,23 @@ func rabbitOurs(ctx context.Context, env *rabbitEnv, round, n int) ([]sample, er
 	}
 	defer sub.Close()
 	s := broker.Subscription{Topic: fmt.Sprintf("ours%d", round), Group: "g", Concurrency: rmqHandlers}
-	return oursPubSub(ctx, pub, sub, s, n, rmqPublishers)
+	smps, err := oursPubSub(ctx, pub, sub, s, n, rmqPublishers)
+	if err != nil {
+		return smps, err
+	}
+	p, keys := payload1K(), benchKeys()
+	batch, err := publishBatches(ctx, n, rmqBatch, rmqPublishers, func(ctx context.Context, lo, hi int) error {
+		msgs := make([]broker.Message, hi-lo)
+		for i := range msgs {
+			msgs[i] = broker.Message{Key: keys[(lo+i)%64], Payload: p}
+		}
+		return pub.Publish(ctx, s.Topic, msgs...)
+	})
+	if err != nil {
+		return smps, fmt.Errorf("batch publish: %w", err)
+	}
+	if err := env.deleteQueue(rabbitmq.DefaultQueueName(s.Topic, s.Group)); err != nil {
+		return smps, err
+	}
+	return append(smps, batch), nil
 }

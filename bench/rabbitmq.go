@@ -29,13 +29,15 @@ const (
 	rmqHandlers   = 16
 	rmqWindow     = 128 // raw: unconfirmed publishes per goroutine
 	rmqPrefetch   = 256 // raw: one consumer channel; watermill: 16 per subscription
+	rmqBatch      = 128 // messages per Publish call in the batch row
 )
 
 func rabbitScenario(ctx context.Context, cfg config) []*row {
 	n := cfg.scaled(10_000)
 	pub := &row{scenario: "RabbitMQ publish with confirms, 1 KiB persistent, 16 publishing goroutines", unit: msgPerSec, n: n}
 	con := &row{scenario: "RabbitMQ consume with acks, 16 handlers, messages the side published (Subscribe to last handled)", unit: msgPerSec, n: n}
-	rows := []*row{pub, con}
+	batch := &row{scenario: fmt.Sprintf("RabbitMQ publish with confirms, 1 KiB persistent, 16 publishing goroutines, %d messages per Publish call", rmqBatch), unit: msgPerSec, n: n}
+	rows := []*row{pub, batch, con}
 	env, err := newRabbitEnv()
 	if err != nil {
 		return []*row{{scenario: "RabbitMQ publish with confirms and consume with acks", skip: err}}
@@ -44,14 +46,18 @@ func rabbitScenario(ctx context.Context, cfg config) []*row {
 	pub.ours.label = "broker/rabbitmq"
 	pub.raw.label = fmt.Sprintf("amqp091-go v1.16.0, a channel per goroutine, %d deferred confirms in flight each (RabbitMQ %s)", rmqWindow, env.version)
 	pub.peer.label = "watermill-amqp v3.0.2, NewDurableQueueConfig, ConfirmDelivery, ChannelPoolSize 16"
+	batch.ours.label = fmt.Sprintf("broker/rabbitmq, Publish(ctx, topic, msgs...) with %d messages", rmqBatch)
+	batch.peer.label = fmt.Sprintf("watermill-amqp v3.0.2, Publish(topic, msgs...) with %d messages", rmqBatch)
 	con.ours.label = "broker/rabbitmq, Subscription.Concurrency 16"
 	con.raw.label = fmt.Sprintf("amqp091-go v1.16.0, one channel, prefetch %d, 16 goroutines acking each delivery", rmqPrefetch)
 	con.peer.label = "watermill-amqp v3.0.2, 16 Subscribe calls on the queue (one message in flight each), prefetch 16"
 	runRounds(ctx, cfg.rounds, cfg.perRun,
-		side{[]*outcome{&pub.ours, &con.ours}, func(ctx context.Context, r int) ([]sample, error) { return rabbitOurs(ctx, env, r, n) }},
+		side{[]*outcome{&pub.ours, &con.ours, &batch.ours}, func(ctx context.Context, r int) ([]sample, error) { return rabbitOurs(ctx, env, r, n) }},
 		side{[]*outcome{&pub.raw, &con.raw}, func(ctx context.Context, r int) ([]sample, error) { return rabbitRaw(ctx, env, n) }},
-		side{[]*outcome{&pub.peer, &con.peer}, func(ctx context.Context, r int) ([]sample, error) { return rabbitWatermill(ctx, env, n) }},
+		side{[]*outcome{&pub.peer, &con.peer, &batch.peer}, func(ctx context.Context, r int) ([]sample, error) { return rabbitWatermill(ctx, env, n) }},
 	)
+	batch.raw = pub.raw
+	batch.raw.label = "the raw run of the row above (it keeps 128 confirms in flight per goroutine)"
 	return rows
 }
 
@@ -137,6 +143,31 @@ func (e *rabbitEnv) purge(queue string) error {
 	}
 	_, err = ch.QueuePurge(queue, false)
 	return err
+}
+
+// deleteQueue deletes queue with its messages.
+func (e *rabbitEnv) deleteQueue(queue string) error {
+	conn, err := e.dial("bench-admin")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	_, err = ch.QueueDelete(queue, false, false, false)
+	return err
+}
+
+// publishBatches calls publish with index ranges [lo, hi) of at most batch
+// messages covering [0, n), from g goroutines, and times it.
+func publishBatches(ctx context.Context, n, batch, g int, publish func(ctx context.Context, lo, hi int) error) (sample, error) {
+	start := time.Now()
+	err := publishParallel(ctx, (n+batch-1)/batch, g, func(ctx context.Context, b int) error {
+		return publish(ctx, b*batch, min(b*batch+batch, n))
+	})
+	return sample{n: n, elapsed: time.Since(start), allocs: -1}, err
 }
 
 // consumeTimer counts handled messages and times them from its creation,
@@ -330,5 +361,21 @@ func rabbitWatermill(ctx context.Context, env *rabbitEnv, n int) ([]sample, erro
 	if err != nil {
 		return []sample{pubSample}, fmt.Errorf("consume: %w", err)
 	}
-	return []sample{pubSample, t.sample()}, nil
+	conSample := t.sample()
+
+	batchSample, err := publishBatches(ctx, n, rmqBatch, rmqPublishers, func(ctx context.Context, lo, hi int) error {
+		msgs := make([]*message.Message, hi-lo)
+		for i := range msgs {
+			msgs[i] = message.NewMessage(watermill.NewUUID(), p)
+			msgs[i].SetContext(ctx)
+		}
+		return pub.Publish(topic, msgs...)
+	})
+	if err != nil {
+		return []sample{pubSample, conSample}, fmt.Errorf("batch publish: %w", err)
+	}
+	if err := env.purge(topic); err != nil {
+		return []sample{pubSample, conSample}, err
+	}
+	return []sample{pubSample, conSample, batchSample}, nil
 }
