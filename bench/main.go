@@ -102,15 +102,23 @@ func machineLine(now time.Time) string {
 			}
 		}
 	}
-	load := ""
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) >= 3 {
-			load = fmt.Sprintf(", load average %s %s %s at start", f[0], f[1], f[2])
-		}
-	}
 	return fmt.Sprintf("Machine: %s, %d cores (GOMAXPROCS %d), %s %s/%s%s, %s",
 		cpu, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		load, now.UTC().Format("2006-01-02 15:04 MST"))
+		loadAverage(", load average at the start "), now.UTC().Format("2006-01-02 15:04 MST"))
+}
+
+// loadAverage returns prefix and the 1, 5 and 15 minute load averages, or ""
+// where /proc/loadavg is missing.
+func loadAverage(prefix string) string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return prefix + strings.Join(f[:3], " ")
 }
 
 func printTable(w io.Writer, machine string, rows []*row, cfg config, took time.Duration) {
@@ -128,8 +136,8 @@ func printTable(w io.Writer, machine string, rows []*row, cfg config, took time.
 			ratio(r.unit, &r.ours, &r.raw), ratio(r.unit, &r.ours, &r.peer))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Median of %d rounds (± half the spread between rounds), sides run in rotating order; whole run %s.\n",
-		cfg.rounds, took.Round(time.Second))
+	fmt.Fprintf(w, "Median of %d rounds (webhook rows: %d shorter ones), sides in rotating order; ± is half the range of the middle rounds"+
+		" (the fastest and slowest fifth left out); whole run %s%s.\n", cfg.rounds, 3*cfg.rounds, took.Round(time.Second), loadAverage(", load average at the end "))
 	fmt.Fprintln(w, "Ratios are ours divided by the other side in the row's unit: above 1 is faster for msg/s, slower for ns/op.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Sides:")

@@ -99,18 +99,23 @@ func (o *outcome) median(u unit) (float64, bool) {
 	return vs[m], true
 }
 
-// spread returns (max-min)/median over the rounds as a percentage.
+// spread returns, as a percentage of the median, the range of the middle
+// rounds: with five rounds or more the fastest and slowest fifth are left out,
+// so one round disturbed by another process does not dominate.
 func (o *outcome) spread(u unit) float64 {
 	med, ok := o.median(u)
 	if !ok || len(o.samples) < 2 || med == 0 {
 		return 0
 	}
-	lo, hi := o.samples[0].value(u), o.samples[0].value(u)
-	for _, s := range o.samples[1:] {
-		v := s.value(u)
-		lo, hi = min(lo, v), max(hi, v)
+	vs := make([]float64, len(o.samples))
+	for i, s := range o.samples {
+		vs[i] = s.value(u)
 	}
-	return 100 * (hi - lo) / med
+	slices.Sort(vs)
+	if trim := len(vs) / 5; trim > 0 {
+		vs = vs[trim : len(vs)-trim]
+	}
+	return 100 * (vs[len(vs)-1] - vs[0]) / med
 }
 
 func (o *outcome) cell(u unit) string {
