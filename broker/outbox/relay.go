@@ -192,9 +192,11 @@ func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, err
 	id := t.ident
 	// Claim: walk the buckets from a random offset, lock (for this
 	// transaction) those that have pending rows, up to $3 of them. The lock
-	// key is (table oid, bucket): unique per table in the database.
+	// key is (table oid, bucket): unique per table in the database. The
+	// "order by seq limit 1" probe (rather than exists) makes the planner use
+	// the (bucket, seq) index instead of a sequential scan per bucket.
 	r.claimSQL = fmt.Sprintf(`select s.b::int2 from (select ((g + $1) %% %d) as b from generate_series(0, %d) g) s
-where case when exists (select 1 from %s o where o.bucket = s.b and o.published_at is null)
+where case when (select o.seq from %s o where o.bucket = s.b and o.published_at is null order by o.seq limit 1) is not null
            then pg_try_advisory_xact_lock($2::int4, s.b::int4) else false end
 limit $3`, Buckets, Buckets-1, id)
 	// Fetch runs as its own statement, after the claim: its snapshot is taken
