@@ -198,9 +198,10 @@ func (c *collector) check(t testing.TB, unique int) (dups int) {
 // Publish was confirmed.
 type faultyPublisher struct {
 	broker.Publisher
-	down  atomic.Bool
-	calls atomic.Int64
-	after func(topic string, msgs []broker.Message)
+	down   atomic.Bool
+	calls  atomic.Int64
+	after  func(topic string, msgs []broker.Message)
+	refuse func(m broker.Message) bool // refuse a call holding such a message as invalid
 }
 
 var errBrokerDown = errors.New("test: broker down")
@@ -209,6 +210,11 @@ func (p *faultyPublisher) Publish(ctx context.Context, topic string, msgs ...bro
 	p.calls.Add(1)
 	if p.down.Load() {
 		return fmt.Errorf("%w: %w", broker.ErrNotConfirmed, errBrokerDown)
+	}
+	for _, m := range msgs {
+		if p.refuse != nil && p.refuse(m) {
+			return fmt.Errorf("%w: test: message %s refused", broker.ErrInvalidMessage, m.ID)
+		}
 	}
 	if err := p.Publisher.Publish(ctx, topic, msgs...); err != nil {
 		return err

@@ -555,3 +555,66 @@ func TestRunStopsOnCancelAndRefusesSecondRun(t *testing.T) {
 	}
 	// goleak in TestMain checks that nothing it started is left.
 }
+
+// TestRefusedMessageDoesNotBlockItsKey: a message the broker refuses as
+// invalid is set aside (marked with its reason) and the rest of its key and
+// batch go on, in order.
+func TestRefusedMessageDoesNotBlockItsKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var got []string
+	arrived := make(chan struct{}, 1)
+	s := broker.Subscription{Topic: e.topic, Group: "g"}
+	if err := e.mem.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- e.mem.Subscribe(sctx, s, func(_ context.Context, m broker.Message) error {
+			mu.Lock()
+			got = append(got, m.Key+":"+string(m.Payload))
+			mu.Unlock()
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			return nil
+		})
+	}()
+	defer func() { cancel(); <-subDone }()
+
+	pub := &faultyPublisher{Publisher: e.mem, refuse: func(m broker.Message) bool { return string(m.Payload) == "poison" }}
+	e.add(t, msg("a", 0), broker.Message{Key: "a", Payload: []byte("poison")}, msg("a", 1), msg("b", 0), msg("a", 2))
+	r, _ := run(t, newPool(t, e.dsn), pub, outbox.Config{PollInterval: 20 * time.Millisecond})
+	want := "a:0 a:1 b:0 a:2"
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 4 {
+			break
+		}
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d messages arrived", n)
+		}
+	}
+	waitFor(t, func() bool { st, err := r.Stats(ctx); return err == nil && st.Pending == 0 })
+	mu.Lock()
+	if g := strings.Join(got, " "); g != want {
+		t.Errorf("arrived %q, want %q", g, want)
+	}
+	mu.Unlock()
+	st, err := r.Stats(ctx)
+	if err != nil || st.Refused != 1 || st.Published != 4 {
+		t.Errorf("stats %+v, %v; want 1 refused, 4 published", st, err)
+	}
+	var reason string
+	if err := e.db.QueryRow(ctx, `select error from outbox where payload = 'poison' and published_at is not null`).Scan(&reason); err != nil || !strings.Contains(reason, "refused") {
+		t.Errorf("refused row: reason %q, %v", reason, err)
+	}
+}

@@ -112,6 +112,10 @@ type Stats struct {
 	Published int64
 	// Failed counts messages whose Publish failed (each attempt counts), since NewRelay.
 	Failed int64
+	// Refused counts messages the broker refused as invalid
+	// (broker.ErrInvalidMessage or a broker.Permanent error): they are marked
+	// published with the reason in the error column, and not retried.
+	Refused int64
 	// Batches counts committed batches of this relay.
 	Batches int64
 }
@@ -131,10 +135,10 @@ type Relay struct {
 	bo   BatchObserver
 	fo   FailureObserver
 
-	published, failed, batches atomic.Int64
-	running                    atomic.Bool
+	published, failed, refused, batches atomic.Int64
+	running                             atomic.Bool
 
-	claimSQL, fetchSQL, markSQL, statsSQL, cleanupSQL string
+	claimSQL, fetchSQL, markSQL, refuseSQL, statsSQL, cleanupSQL string
 }
 
 // NewRelay returns a relay from pool's table (cfg.Table) to pub. It checks cfg
@@ -205,6 +209,8 @@ limit $3`, Buckets, Buckets-1, id)
 	r.fetchSQL = `select seq, id, topic, key, header, payload, priority, event_time, created_at from ` + id + `
 where published_at is null and bucket = any($1::int2[]) order by seq limit $2`
 	r.markSQL = `update ` + id + ` set published_at = now() where seq = any($1::int8[])`
+	r.refuseSQL = `update ` + id + ` o set published_at = now(), error = u.error
+from unnest($1::int8[], $2::text[]) as u(seq, error) where o.seq = u.seq`
 	r.statsSQL = `select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8 from ` + id + ` where published_at is null`
 	r.cleanupSQL = `delete from ` + id + ` where seq in (select seq from ` + id + `
 where published_at < now() - make_interval(secs => $1) limit $2)`
@@ -382,45 +388,53 @@ func (r *Relay) batch(ctx context.Context, worker int, classid int32) (int, erro
 		byTopic[tp] = append(byTopic[tp], i)
 	}
 	done := make([]int64, 0, len(batch))
+	var refused []int64
+	var reasons []string
 	var oldest time.Time
 	var pubErr error
 	for _, tp := range topics {
 		idx := byTopic[tp]
-		msgs := make([]broker.Message, len(idx))
+		rs := make([]*row, len(idx))
 		for j, i := range idx {
-			msgs[j] = batch[i].msg
+			rs[j] = &batch[i]
 		}
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		err := r.pub.Publish(pctx, tp, msgs...)
-		cancel()
+		ok, bad, why, err := r.publishTopic(ctx, worker, tp, rs)
+		done = append(done, ok...)
+		refused = append(refused, bad...)
+		reasons = append(reasons, why...)
 		if err != nil {
-			r.failed.Add(int64(len(msgs)))
-			r.fail(ctx, worker, tp, len(msgs), err)
-			pubErr = fmt.Errorf("outbox: publish %d messages to %q: %w", len(msgs), tp, err)
+			pubErr = err
 			// Later topics are still tried: their order does not depend on this one.
-			continue
 		}
-		for _, i := range idx {
-			done = append(done, batch[i].seq)
-			if oldest.IsZero() || batch[i].created.Before(oldest) {
-				oldest = batch[i].created
-			}
+	}
+	for i := range batch {
+		if oldest.IsZero() || batch[i].created.Before(oldest) {
+			oldest = batch[i].created
 		}
 	}
 	confirmed := time.Now()
-	if len(done) > 0 {
+	if len(done)+len(refused) > 0 {
 		// Mark and commit even when ctx was cancelled meanwhile: the messages
 		// are out, and marking them saves duplicates.
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
 		defer cancel()
-		if _, err := tx.Exec(mctx, r.markSQL, done); err != nil {
-			r.fail(ctx, worker, "", len(done), err)
-			return 0, fmt.Errorf("outbox: mark %d rows published (they will be published again): %w", len(done), err)
+		if len(done) > 0 {
+			if _, err := tx.Exec(mctx, r.markSQL, done); err != nil {
+				r.fail(ctx, worker, "", len(done), err)
+				return 0, fmt.Errorf("outbox: mark %d rows published (they will be published again): %w", len(done), err)
+			}
+		}
+		if len(refused) > 0 {
+			if _, err := tx.Exec(mctx, r.refuseSQL, refused, reasons); err != nil {
+				r.fail(ctx, worker, "", len(refused), err)
+				return 0, fmt.Errorf("outbox: mark %d rows refused: %w", len(refused), err)
+			}
 		}
 		if err := tx.Commit(mctx); err != nil {
 			r.fail(ctx, worker, "", len(done), err)
 			return 0, fmt.Errorf("outbox: commit %d published rows (they will be published again): %w", len(done), err)
 		}
+		r.refused.Add(int64(len(refused)))
 		r.published.Add(int64(len(done)))
 		r.batches.Add(1)
 		b := Batch{Worker: worker, Messages: len(done), Buckets: len(buckets), Lag: confirmed.Sub(oldest), Duration: time.Since(start)}
@@ -429,7 +443,61 @@ func (r *Relay) batch(ctx context.Context, worker int, classid int32) (int, erro
 			r.bo.ObserveBatch(ctx, b)
 		}
 	}
-	return len(done), pubErr
+	return len(done) + len(refused), pubErr
+}
+
+// refusal reports whether err says the broker will never take the message:
+// republishing it cannot help.
+func refusal(err error) bool {
+	return errors.Is(err, broker.ErrInvalidMessage) || broker.IsPermanent(err)
+}
+
+// publishTopic publishes rs (one topic, seq order) in one call. When the
+// broker refuses the call as invalid it publishes the rows one at a time to
+// find the refused ones, so that one bad message does not block its bucket:
+// those are returned in refused (with reasons) and marked, not retried. On any
+// other error it stops; the rows not returned stay pending, in order.
+func (r *Relay) publishTopic(ctx context.Context, worker int, topic string, rs []*row) (done, refused []int64, reasons []string, err error) {
+	publish := func(rs []*row) error {
+		msgs := make([]broker.Message, len(rs))
+		for i, x := range rs {
+			msgs[i] = x.msg
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		defer cancel()
+		return r.pub.Publish(pctx, topic, msgs...)
+	}
+	failed := func(n int, err error) error {
+		r.failed.Add(int64(n))
+		r.fail(ctx, worker, topic, n, err)
+		return fmt.Errorf("outbox: publish %d messages to %q: %w", n, topic, err)
+	}
+	err = publish(rs)
+	if err == nil {
+		for _, x := range rs {
+			done = append(done, x.seq)
+		}
+		return done, nil, nil, nil
+	}
+	if !refusal(err) {
+		return nil, nil, nil, failed(len(rs), err)
+	}
+	for i, x := range rs {
+		err := publish(rs[i : i+1])
+		switch {
+		case err == nil:
+			done = append(done, x.seq)
+		case refusal(err):
+			r.fail(ctx, worker, topic, 1, err)
+			r.log.Error("outbox relay: broker refused a message; it will not be retried",
+				"topic", topic, "id", x.msg.ID, "key", x.msg.Key, "seq", x.seq, "error", err)
+			refused = append(refused, x.seq)
+			reasons = append(reasons, err.Error())
+		default:
+			return done, refused, reasons, failed(len(rs)-i, err)
+		}
+	}
+	return done, refused, reasons, nil
 }
 
 func (r *Relay) fetch(ctx context.Context, tx pgx.Tx, buckets []int16) ([]row, error) {
@@ -460,7 +528,7 @@ func (r *Relay) fail(ctx context.Context, worker int, topic string, n int, err e
 // Stats returns this relay's counters and the table's pending count and the
 // age of its oldest pending row (one query).
 func (r *Relay) Stats(ctx context.Context) (Stats, error) {
-	s := Stats{Published: r.published.Load(), Failed: r.failed.Load(), Batches: r.batches.Load()}
+	s := Stats{Published: r.published.Load(), Failed: r.failed.Load(), Refused: r.refused.Load(), Batches: r.batches.Load()}
 	var age float64
 	if err := r.pool.QueryRow(ctx, r.statsSQL).Scan(&s.Pending, &age); err != nil {
 		return s, fmt.Errorf("outbox: stats: %w", err)

@@ -89,7 +89,8 @@ func (t *Table) Name() string { return t.name }
 // Columns: seq orders the outbox (identity); id, topic, key, header (jsonb),
 // payload, priority and event_time carry the broker.Message; bucket is
 // hash(key) % Buckets; created_at is when the row was written; published_at is
-// set once the publisher confirmed it. Indexes: pending rows by bucket and by
+// set once the publisher confirmed it, or refused it as invalid (then error
+// holds the reason). Indexes: pending rows by bucket and by
 // seq (partial, so they stay small however many published rows are kept), and
 // published rows by published_at for Cleanup.
 func (t *Table) SQL() string {
@@ -106,7 +107,8 @@ func (t *Table) SQL() string {
   priority     smallint    not null default 0,
   event_time   timestamptz not null,
   created_at   timestamptz not null default now(),
-  published_at timestamptz
+  published_at timestamptz,
+  error        text
 );
 create index if not exists ` + idx("pending_bucket") + ` on ` + t.ident + ` (bucket, seq) where published_at is null;
 create index if not exists ` + idx("pending_seq") + ` on ` + t.ident + ` (seq) where published_at is null;
