@@ -618,3 +618,37 @@ func TestRefusedMessageDoesNotBlockItsKey(t *testing.T) {
 		t.Errorf("refused row: reason %q, %v", reason, err)
 	}
 }
+
+// TestListenerReconnects cuts the relay's LISTEN connection: it must listen
+// again, so notifications wake it though polling is an hour apart.
+func TestListenerReconnects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.collect(t, 1)
+	app := testenv.Name(t, "relay")
+	run(t, newPool(t, e.dsn+"&application_name="+app), e.mem, outbox.Config{
+		PollInterval: time.Hour, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	})
+	listener := func() (pid int32) {
+		waitFor(t, func() bool {
+			err := e.db.QueryRow(ctx, `select pid from pg_stat_activity where application_name = $1 and query like 'listen %'`, app).Scan(&pid)
+			return err == nil
+		})
+		return pid
+	}
+	first := listener()
+	e.add(t, msg("k", 0))
+	c.wait(t, 1, 10*time.Second)
+	if _, err := e.db.Exec(ctx, `select pg_terminate_backend($1)`, first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		var pid int32
+		err := e.db.QueryRow(ctx, `select pid from pg_stat_activity where application_name = $1 and query like 'listen %' and pid <> $2`, app, first).Scan(&pid)
+		return err == nil
+	})
+	e.add(t, msg("k", 1))
+	c.wait(t, 2, 10*time.Second)
+	c.check(t, 2)
+}

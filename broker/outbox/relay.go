@@ -44,7 +44,8 @@ type Config struct {
 	// keys per batch. Between 1 and Buckets. Default: Buckets/4.
 	ClaimBuckets int
 	// Workers is how many batches this relay runs at once, each on its own
-	// connection and its own buckets. Default: 1.
+	// pool connection and its own buckets (keep the pool's MaxConns above
+	// it). Default: 1.
 	Workers int
 	// PollInterval is how long an idle worker waits before looking for rows
 	// again when no notification arrives. Default: 1 s.
@@ -353,7 +354,11 @@ func (r *Relay) batch(ctx context.Context, worker int, classid int32) (int, erro
 		r.fail(ctx, worker, "", 0, err)
 		return 0, fmt.Errorf("outbox: begin: %w", err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after Commit, a no-op
+	}()
 
 	var buckets []int16
 	rows, err := tx.Query(ctx, r.claimSQL, rand.IntN(Buckets), classid, r.cfg.ClaimBuckets)
