@@ -652,3 +652,43 @@ func TestListenerReconnects(t *testing.T) {
 	c.wait(t, 2, 10*time.Second)
 	c.check(t, 2)
 }
+
+func TestRunReturnsErrClosedWhenPublisherIsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.mem.Client()
+	if err := client.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.add(t, msg("k", 0))
+	r, err := outbox.NewRelay(e.db, client, outbox.Config{Workers: 2, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Run(ctx); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Run with a closed publisher: %v, want ErrClosed", err)
+	}
+	st, err := r.Stats(ctx)
+	if err != nil || st.Pending != 1 {
+		t.Fatalf("stats %+v, %v; want the row still pending", st, err)
+	}
+}
+
+// TestSimpleProtocol runs Add and the relay with pgx's simple protocol, as
+// behind PgBouncer in transaction mode (where LISTEN does not work: NoListen).
+func TestSimpleProtocol(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	simple := newPool(t, e.dsn+"&default_query_exec_mode=simple_protocol")
+	c := e.collect(t, 1)
+	m := broker.Message{Key: "k", Payload: []byte("0"), Header: map[string]string{"a": "b'c"}}
+	if err := outbox.Add(ctx, simple, e.topic, m, msg("k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	run(t, simple, e.mem, outbox.Config{NoListen: true, PollInterval: 20 * time.Millisecond})
+	c.wait(t, 2, 10*time.Second)
+	c.check(t, 2)
+}

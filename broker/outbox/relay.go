@@ -221,14 +221,18 @@ where published_at < now() - make_interval(secs => $1) limit $2)`
 // Run publishes pending rows until ctx is done, then returns nil once every
 // goroutine it started has ended (a batch in flight is abandoned: its rows
 // stay pending). Workers wake on NOTIFY from Add, or every PollInterval, and
-// back off while the publisher or the database fails. Run returns an error at
-// once only when the table does not exist, and ErrRunning when the relay is
-// already running.
+// back off while the publisher or the database fails. Run returns an error
+// only when the table does not exist (at once), when the publisher was closed
+// (an error wrapping broker.ErrClosed, once the other goroutines ended), and
+// ErrRunning when the relay is already running.
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer r.running.Store(false)
+	parent := ctx
+	ctx, stop := context.WithCancelCause(parent)
+	defer stop(nil)
 
 	classid, err := r.resolve(ctx)
 	if err != nil {
@@ -268,10 +272,15 @@ func (r *Relay) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.work(ctx, i, classid, wakes[i])
+			r.work(ctx, i, classid, wakes[i], stop)
 		}()
 	}
 	wg.Wait()
+	if parent.Err() == nil {
+		if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -297,14 +306,20 @@ func (r *Relay) resolve(ctx context.Context) (int32, error) {
 }
 
 // work runs batches while they find rows, waits for a wake-up or the poll
-// interval when idle, and backs off after failures.
-func (r *Relay) work(ctx context.Context, worker int, classid int32, wake <-chan struct{}) {
+// interval when idle, and backs off after failures. A closed publisher stops
+// the whole Run through stop.
+func (r *Relay) work(ctx context.Context, worker int, classid int32, wake <-chan struct{}, stop context.CancelCauseFunc) {
 	var b backoff
 	poll := time.NewTimer(r.cfg.PollInterval)
 	defer poll.Stop()
 	for ctx.Err() == nil {
 		n, err := r.batch(ctx, worker, classid)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, broker.ErrClosed) {
+			r.log.Error("outbox relay: publisher closed; stopping", "worker", worker, "error", err)
+			stop(err)
 			return
 		}
 		if err != nil {
