@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,4 +157,102 @@ func BenchmarkLatency(b *testing.B) {
 			b.ReportMetric(q(0.99), "p99-ms")
 		})
 	}
+}
+
+// confirmTimes records when the publisher confirmed each message ID.
+type confirmTimes struct {
+	broker.Publisher
+	mu   sync.Mutex
+	at   map[string]time.Time
+	want int
+	done chan struct{}
+}
+
+func (p *confirmTimes) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	if err := p.Publisher.Publish(ctx, topic, msgs...); err != nil {
+		return err
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs {
+		p.at[m.ID] = now
+	}
+	if len(p.at) >= p.want {
+		select {
+		case <-p.done:
+		default:
+			close(p.done)
+		}
+	}
+	return nil
+}
+
+// BenchmarkUnderLoad: 4 writers commit b.N messages on 50 keys in
+// transactions of 20 while one relay (LISTEN/NOTIFY, batches of 500)
+// publishes them; it reports the rate from first commit to last confirm and
+// the latency of each message from its commit to its confirm.
+func BenchmarkUnderLoad(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	pub := &confirmTimes{Publisher: e.mem, at: make(map[string]time.Time, b.N), want: b.N, done: make(chan struct{})}
+	run(b, newPool(b, e.dsn), pub, outbox.Config{Logger: quiet, PollInterval: time.Hour})
+	const writers, perTx = 4, 20
+	payload := make([]byte, 200)
+	var mu sync.Mutex
+	committed := make(map[string]time.Time, b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			share := b.N / writers
+			if w == 0 {
+				share += b.N % writers
+			}
+			msgs := make([]broker.Message, perTx)
+			for i := 0; i < share; i += perTx {
+				n := min(perTx, share-i)
+				for j := range n {
+					msgs[j] = broker.Message{Key: fmt.Sprintf("k%02d", (w*perTx+i+j)%50), Payload: payload}
+				}
+				tx, err := e.db.Begin(ctx)
+				if err == nil {
+					err = outbox.Add(ctx, tx, e.topic, msgs[:n]...)
+				}
+				if err == nil {
+					err = tx.Commit(ctx)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				now := time.Now()
+				mu.Lock()
+				for _, m := range msgs[:n] {
+					committed[m.ID] = now
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-pub.done:
+	case <-time.After(time.Minute):
+		b.Fatal("not every message was published")
+	}
+	b.StopTimer()
+	pub.mu.Lock()
+	lat := make([]time.Duration, 0, b.N)
+	for id, c := range committed {
+		lat = append(lat, max(0, pub.at[id].Sub(c)))
+	}
+	pub.mu.Unlock()
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
 }
