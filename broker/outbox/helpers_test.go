@@ -240,3 +240,51 @@ func (f *failures) ObserveFailure(_ context.Context, x outbox.Failure) {
 	default:
 	}
 }
+
+// batches sums what a BatchObserver hears.
+type batches struct {
+	n, msgs atomic.Int64
+	lag     atomic.Int64 // largest Lag seen, ns
+}
+
+func (b *batches) ObserveBatch(_ context.Context, x outbox.Batch) {
+	b.n.Add(1)
+	b.msgs.Add(int64(x.Messages))
+	if x.Messages <= 0 || x.Buckets <= 0 || x.Duration <= 0 {
+		panic(fmt.Sprintf("odd batch %+v", x))
+	}
+	for {
+		old := b.lag.Load()
+		if int64(x.Lag) <= old || b.lag.CompareAndSwap(old, int64(x.Lag)) {
+			return
+		}
+	}
+}
+
+// levels counts log records by level and passes them on to next.
+type levels struct {
+	slog.Handler
+	warn, info *atomic.Int64
+}
+
+func newLevels(t testing.TB) *levels {
+	return &levels{Handler: slog.NewTextHandler(t.Output(), nil), warn: new(atomic.Int64), info: new(atomic.Int64)}
+}
+
+func (h *levels) Handle(ctx context.Context, r slog.Record) error {
+	switch r.Level {
+	case slog.LevelWarn:
+		h.warn.Add(1)
+	case slog.LevelInfo:
+		h.info.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *levels) WithAttrs(as []slog.Attr) slog.Handler {
+	return &levels{Handler: h.Handler.WithAttrs(as), warn: h.warn, info: h.info}
+}
+
+func (h *levels) WithGroup(name string) slog.Handler {
+	return &levels{Handler: h.Handler.WithGroup(name), warn: h.warn, info: h.info}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,8 @@ func TestRelayPublishesEveryFieldInOrderPerKey(t *testing.T) {
 		}
 		e.add(t, batch...)
 	}
-	run(t, newPool(t, e.dsn), e.mem, outbox.Config{BatchSize: 17, PollInterval: 20 * time.Millisecond})
+	obs := &batches{}
+	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.Config{BatchSize: 17, PollInterval: 20 * time.Millisecond, Observer: obs})
 
 	select {
 	case got = <-gotc:
@@ -77,6 +79,11 @@ func TestRelayPublishesEveryFieldInOrderPerKey(t *testing.T) {
 	c.wait(t, keys*perKey, 10*time.Second)
 	if d := c.check(t, keys*perKey); d != 0 {
 		t.Errorf("%d duplicates with one relay and no fault", d)
+	}
+	const total = keys*perKey + 1
+	waitFor(t, func() bool { st, err := r.Stats(ctx); return err == nil && st.Published == total })
+	if st, _ := r.Stats(ctx); obs.msgs.Load() != total || obs.n.Load() != st.Batches || obs.n.Load() < keys*perKey/17 || obs.lag.Load() <= 0 {
+		t.Errorf("observer heard %d messages in %d batches (max lag %v); stats %+v", obs.msgs.Load(), obs.n.Load(), time.Duration(obs.lag.Load()), st)
 	}
 }
 
@@ -382,9 +389,10 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	pub := &faultyPublisher{Publisher: e.mem}
 	pub.down.Store(true)
 	fails := newFailures()
+	logs := newLevels(t)
 	r, _ := run(t, newPool(t, e.dsn), pub, outbox.Config{
 		PollInterval: 20 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
-		BatchSize: 50, Observer: fails,
+		BatchSize: 50, Observer: fails, Logger: slog.New(logs),
 	})
 
 	const keys, perKey = 5, 60
@@ -432,6 +440,9 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 		st, err := r.Stats(ctx)
 		return err == nil && st.Pending == 0 && st.OldestPending == 0 && st.Published == keys*perKey
 	})
+	if logs.warn.Load() == 0 || logs.info.Load() == 0 {
+		t.Errorf("logged %d warnings and %d infos; want the failures and the recovery", logs.warn.Load(), logs.info.Load())
+	}
 	t.Logf("broker down: %d failed publish attempts (%d messages) before it returned", fails.n.Load(), st.Failed)
 }
 
