@@ -231,6 +231,27 @@ func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
 	return m, n, nil
 }
 
+// Resend delivers a message again, to one endpoint or (endpointID "") to
+// every endpoint it was sent to, from the first attempt of the schedule.
+// It returns how many deliveries were queued again.
+func (s *Sender) Resend(ctx context.Context, messageID, endpointID string) (int, error) {
+	n, err := s.store.Resend(ctx, messageID, endpointID, s.cfg.now())
+	if err == nil {
+		s.Wake()
+	}
+	return n, err
+}
+
+// ResendFailed queues every failed delivery of an endpoint again (after the
+// endpoint is fixed and enabled) and returns how many.
+func (s *Sender) ResendFailed(ctx context.Context, endpointID string) (int, error) {
+	n, err := s.store.ResendFailed(ctx, endpointID, s.cfg.now())
+	if err == nil {
+		s.Wake()
+	}
+	return n, err
+}
+
 // Wake makes Run look for due deliveries now (after a Resend, say).
 func (s *Sender) Wake() {
 	select {

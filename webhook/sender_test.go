@@ -373,7 +373,7 @@ func TestSenderDisablesEndpointFailingTooLong(t *testing.T) {
 	if err := f.store.EnableEndpoint(ctx, "e"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := f.store.ResendFailed(ctx, "e", clock()); n != 1 || err != nil {
+	if n, err := f.sender.ResendFailed(ctx, "e"); n != 1 || err != nil {
 		t.Fatalf("ResendFailed = %d, %v", n, err)
 	}
 	if n, _ := f.sender.RunOnce(ctx); n != 1 {
@@ -563,5 +563,59 @@ func TestSSRFGuardChecksResolvedAddresses(t *testing.T) {
 			t.Fatalf("allow=%v: the server got %d requests, want %d", allow, got, wantReqs)
 		}
 		_ = s.Close()
+	}
+}
+
+func TestSenderResend(t *testing.T) {
+	es := newEndpointServer(t, func(int, http.ResponseWriter, *http.Request) {})
+	f := newSenderFixture(t)
+	f.endpoint(t, "a", es.URL)
+	f.endpoint(t, "b", es.URL)
+	m := f.send(t, "t", `{"n":1}`)
+	ctx := context.Background()
+	if n, _ := f.sender.RunOnce(ctx); n != 2 {
+		t.Fatalf("%d attempts", n)
+	}
+	if n, err := f.sender.Resend(ctx, m.ID, "b"); n != 1 || err != nil {
+		t.Fatalf("Resend(b) = %d, %v", n, err)
+	}
+	if n, _ := f.sender.RunOnce(ctx); n != 1 {
+		t.Fatalf("%d attempts after resend to one endpoint", n)
+	}
+	if n, err := f.sender.Resend(ctx, m.ID, ""); n != 2 || err != nil {
+		t.Fatalf("Resend(all) = %d, %v", n, err)
+	}
+	if n, _ := f.sender.RunOnce(ctx); n != 2 {
+		t.Fatalf("%d attempts after resend to all", n)
+	}
+	reqs := es.requests()
+	if len(reqs) != 5 {
+		t.Fatalf("%d requests, want 5", len(reqs))
+	}
+	for _, r := range reqs {
+		if r.header.Get("webhook-id") != m.ID || string(r.body) != `{"n":1}` {
+			t.Fatalf("resent request: %v %s", r.header, r.body)
+		}
+	}
+	if _, err := f.sender.Resend(ctx, "msg_unknown", ""); !errors.Is(err, webhook.ErrNotFound) {
+		t.Fatalf("Resend of an unknown message: %v", err)
+	}
+}
+
+type failingDedup struct{}
+
+func (failingDedup) Begin(context.Context, string, time.Time, time.Time) (webhook.DedupState, error) {
+	return 0, errors.New("dedup store down")
+}
+func (failingDedup) Done(context.Context, string, time.Time) error { return nil }
+func (failingDedup) Forget(context.Context, string) error          { return nil }
+
+func TestReceiverDedupStoreDown(t *testing.T) {
+	f := newReceiverFixture(t, func(context.Context, webhook.Event) error { return nil }, webhook.WithDedup(failingDedup{}))
+	if code, _ := f.post(t, "msg_d", []byte("{}"), nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("dedup store down: %d, want 503", code)
+	}
+	if f.calls.Load() != 0 {
+		t.Fatal("handled without replay protection")
 	}
 }

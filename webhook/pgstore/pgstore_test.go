@@ -1,6 +1,7 @@
 package pgstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -338,3 +339,58 @@ func TestEnqueueTxIsAtomic(t *testing.T) {
 	}
 	var _ pgstore.Querier = pgx.Tx(nil)
 }
+
+// TestReceiversShareDedup: two receiver processes behind a load balancer get
+// the same message at once (a retry racing the original); it is handled once.
+func TestReceiversShareDedup(t *testing.T) {
+	pool := newPool(t)
+	secret := webhook.NewSecret()
+	var handled atomic.Int32
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	mk := func() *httptest.Server {
+		v, _ := webhook.NewVerifier([]string{secret})
+		srv := httptest.NewServer(webhook.NewReceiver(v, webhook.WithDedup(pgstore.NewDedup(pool))).Handler(
+			func(context.Context, webhook.Event) error {
+				handled.Add(1)
+				select {
+				case entered <- struct{}{}:
+				default:
+				}
+				<-release
+				return nil
+			}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	a, b := mk(), mk()
+	signer, _ := webhook.NewSigner(secret)
+	post := func(url string) int {
+		body := []byte(`{"n":1}`)
+		req, _ := http.NewRequest(http.MethodPost, url, bytesReader(body))
+		signer.SignHeader(req.Header, "msg_shared", time.Now(), body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	codes := make(chan int, 2)
+	go func() { codes <- post(a.URL) }()
+	// Whichever gets there second sees the first in flight.
+	<-entered
+	second := post(b.URL)
+	close(release)
+	first := <-codes
+	if first != http.StatusNoContent || second != http.StatusConflict || handled.Load() != 1 {
+		t.Fatalf("codes %d and %d, handled %d; want 204, 409 and 1", first, second, handled.Load())
+	}
+	if code := post(b.URL); code != http.StatusOK || handled.Load() != 1 {
+		t.Fatalf("replay to the other receiver: %d, handled %d", code, handled.Load())
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
