@@ -49,11 +49,13 @@ func NewSecretSize(n int) (string, error) {
 }
 
 // NewKeyPair returns a fresh ed25519 key pair for "v1a" signatures: a private
-// key "whsk_<base64 of the 64-byte key>" for the Signer and a public key
-// "whpk_<base64 of the 32-byte key>" for Verifiers.
+// key "whsk_<base64 of the 32-byte seed>" for the Signer (the form the
+// Standard Webhooks reference libraries read; a 64-byte private key is
+// accepted too) and a public key "whpk_<base64 of the 32-byte key>" for
+// Verifiers.
 func NewKeyPair() (private, public string) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	return PrivateKeyPrefix + base64.StdEncoding.EncodeToString(priv),
+	return PrivateKeyPrefix + base64.StdEncoding.EncodeToString(priv.Seed()),
 		PublicKeyPrefix + base64.StdEncoding.EncodeToString(pub)
 }
 

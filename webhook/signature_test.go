@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -187,6 +188,18 @@ func TestEd25519(t *testing.T) {
 	v2, _ := NewVerifier([]string{otherPub}, WithClock(fixedClock(now)))
 	if err := v2.VerifyValues("msg_e", strconv.Itoa(now), sig, body); !errors.Is(err, ErrNoMatchingSignature) {
 		t.Fatalf("other public key: %v", err)
+	}
+	// The 64-byte form of the private key signs the same.
+	seed, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(priv, "whsk_"))
+	if len(seed) != ed25519.SeedSize {
+		t.Fatalf("private key holds %d bytes, want the %d-byte seed", len(seed), ed25519.SeedSize)
+	}
+	long, err := NewSigner("whsk_" + base64.StdEncoding.EncodeToString(ed25519.NewKeyFromSeed(seed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := long.Sign("msg_e", time.Unix(now, 0), body); !strings.Contains(sig, got) {
+		t.Fatalf("64-byte key signs %q, seed signs %q", got, sig)
 	}
 	if _, err := NewSigner(pub); !errors.Is(err, ErrInvalidSecret) {
 		t.Fatalf("signer from a public key: %v", err)
