@@ -66,7 +66,7 @@ type Receiver struct {
 type ReceiverOption func(*Receiver)
 
 // WithMaxBodyBytes sets the largest body accepted; larger ones get 413.
-// Default DefaultMaxBodyBytes (1 MiB).
+// Default (and for n <= 0) DefaultMaxBodyBytes (1 MiB).
 func WithMaxBodyBytes(n int64) ReceiverOption { return func(r *Receiver) { r.maxBody = n } }
 
 // WithDedup sets the store that remembers handled IDs. Default a MemoryDedup
@@ -93,12 +93,21 @@ func WithOnReject(f func(*http.Request, error)) ReceiverOption {
 	return func(r *Receiver) { r.onReject = f }
 }
 
-// NewReceiver returns a Receiver that verifies with v.
+// NewReceiver returns a Receiver that verifies with v (required).
 func NewReceiver(v *Verifier, opts ...ReceiverOption) *Receiver {
 	r := &Receiver{verifier: v, dedup: NewMemoryDedup(), maxBody: DefaultMaxBodyBytes,
 		lease: DefaultDedupLease, keep: DefaultDedupKeep, now: time.Now}
 	for _, o := range opts {
 		o(r)
+	}
+	if r.maxBody <= 0 {
+		r.maxBody = DefaultMaxBodyBytes
+	}
+	if r.lease <= 0 {
+		r.lease = DefaultDedupLease
+	}
+	if r.keep <= 0 {
+		r.keep = DefaultDedupKeep
 	}
 	return r
 }
