@@ -236,6 +236,19 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
+func TestVerifyNonCanonicalHeaderKeys(t *testing.T) {
+	v := vectors[0]
+	ver, _ := NewVerifier([]string{v.secret}, WithClock(fixedClock(v.ts)))
+	h := http.Header{
+		"webhook-id":        {v.id},
+		"WEBHOOK-TIMESTAMP": {strconv.FormatInt(v.ts, 10)},
+		"webhook-signature": {v.sig},
+	}
+	if err := ver.Verify(h, []byte(v.body)); err != nil {
+		t.Fatalf("lower-case header keys: %v", err)
+	}
+}
+
 func TestVerifyAllocs(t *testing.T) {
 	secret := NewSecret()
 	body := make([]byte, 1024)

@@ -76,9 +76,17 @@ func NewVerifier(secrets []string, opts ...VerifierOption) (*Verifier, error) {
 	return v, nil
 }
 
+// headerValue returns the first value of a header. Headers built by net/http
+// have canonical keys; for maps built elsewhere (serverless events, tests with
+// "webhook-id" keys) it falls back to a case-insensitive search.
 func headerValue(h http.Header, canonical string) string {
 	if vs := h[canonical]; len(vs) > 0 {
 		return vs[0]
+	}
+	for k, vs := range h {
+		if len(vs) > 0 && strings.EqualFold(k, canonical) {
+			return vs[0]
+		}
 	}
 	return ""
 }
