@@ -415,6 +415,7 @@ func (s *Sender) jittered(d time.Duration) time.Duration {
 // Retry-After delay the endpoint asked for (zero when none or not honoured).
 func (s *Sender) attempt(ctx context.Context, d Delivery) (Attempt, time.Duration) {
 	a := Attempt{DeliveryID: d.ID, Start: s.cfg.now()}
+	began := time.Now()
 	sg, err := s.signer(d.Endpoint.Secrets)
 	if err != nil {
 		a.Error = "endpoint secrets: " + err.Error()
@@ -434,7 +435,6 @@ func (s *Sender) attempt(ctx context.Context, d Delivery) (Attempt, time.Duratio
 	req.Header.Set("Content-Type", s.cfg.contentType)
 	req.Header.Set("User-Agent", s.cfg.userAgent)
 	sg.SignHeader(req.Header, d.Message.ID, a.Start, d.Message.Payload)
-	began := time.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
 		a.Duration = time.Since(began)
