@@ -89,3 +89,34 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerifyJunkEntries: a header of 5000 junk entries before the good
+// one costs a bounded scan (WithMaxSignatures), not 5000 comparisons.
+func BenchmarkVerifyJunkEntries(b *testing.B) {
+	secret, body := benchSetup(b)
+	s, _ := NewSigner(secret)
+	v, _ := NewVerifier([]string{secret}, WithClock(fixedClock(benchTS)))
+	h := make(map[string][]string)
+	s.SignHeader(h, benchID, time.Unix(benchTS, 0), body)
+	h[HeaderSignature] = []string{strings.Repeat("v1,AAAA ", 5000) + h[HeaderSignature][0]}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = v.Verify(h, body)
+	}
+}
+
+// BenchmarkVerifyRotation: two keys, the signature made with the second.
+func BenchmarkVerifyRotation(b *testing.B) {
+	secret, body := benchSetup(b)
+	s, _ := NewSigner(secret)
+	v, _ := NewVerifier([]string{NewSecret(), secret}, WithClock(fixedClock(benchTS)))
+	h := make(map[string][]string)
+	s.SignHeader(h, benchID, time.Unix(benchTS, 0), body)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := v.Verify(h, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -270,3 +270,39 @@ func (s *MemoryStore) Attempts(_ context.Context, deliveryID string) ([]Attempt,
 	defer s.mu.Unlock()
 	return slices.Clone(s.attempts[deliveryID]), nil
 }
+
+// Purge deletes the messages created before cutoff that have no pending
+// delivery, with their deliveries and attempt logs, and returns how many
+// messages it deleted.
+func (s *MemoryStore) Purge(_ context.Context, cutoff time.Time) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keep := map[string]bool{}
+	for id, m := range s.messages {
+		keep[id] = !m.Time.Before(cutoff)
+	}
+	for _, d := range s.deliveries {
+		if d.State == DeliveryPending {
+			keep[d.Message.ID] = true
+		}
+	}
+	var n int64
+	for id, k := range keep {
+		if !k {
+			delete(s.messages, id)
+			n++
+		}
+	}
+	ds := s.deliveries[:0]
+	for _, d := range s.deliveries {
+		if keep[d.Message.ID] {
+			ds = append(ds, d)
+		} else {
+			delete(s.byID, d.ID)
+			delete(s.attempts, d.ID)
+		}
+	}
+	clear(s.deliveries[len(ds):])
+	s.deliveries = ds
+	return n, nil
+}

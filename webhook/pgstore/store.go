@@ -334,3 +334,16 @@ from webhook_attempts where delivery_id = $1 order by id`, id)
 	}
 	return slices.Clip(as), nil
 }
+
+// Purge deletes the messages created before cutoff that have no pending
+// delivery, with their deliveries and attempt logs, and returns how many
+// messages it deleted. Run it periodically to bound the tables.
+func (s *Store) Purge(ctx context.Context, cutoff time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `
+delete from webhook_messages m where m.created_at < $1
+and not exists (select 1 from webhook_deliveries d where d.message_id = m.id and d.state = 'pending')`, cutoff)
+	if err != nil {
+		return 0, wrap("purge", err)
+	}
+	return tag.RowsAffected(), nil
+}

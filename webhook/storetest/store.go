@@ -11,6 +11,12 @@ import (
 	"github.com/go-integration/patterns/webhook"
 )
 
+// Purger is implemented by stores that can delete finished messages
+// (webhook.MemoryStore and pgstore.Store); RunStore tests it when present.
+type Purger interface {
+	Purge(ctx context.Context, cutoff time.Time) (int64, error)
+}
+
 // RunStore runs the Store conformance tests; newStore returns an empty store.
 func RunStore(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 	ctx := context.Background()
@@ -252,6 +258,41 @@ func RunStore(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 		}
 		if _, err := s.Resend(ctx, "nope", "", t0); !errors.Is(err, webhook.ErrNotFound) {
 			t.Fatalf("Resend of an unknown message: %v", err)
+		}
+	})
+
+	t.Run("Purge", func(t *testing.T) {
+		s := newStore(t)
+		p, ok := s.(Purger)
+		if !ok {
+			t.Skip("store has no Purge")
+		}
+		save(t, s, ep("a"))
+		for _, id := range []string{"done", "pending"} {
+			if _, err := s.Enqueue(ctx, webhook.Message{ID: id, Type: "t", Time: t0}, t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Enqueue(ctx, webhook.Message{ID: "recent", Type: "t", Time: t0.Add(time.Hour)}, t0); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range claim(t, s, t0, 10) {
+			if d.Message.ID == "pending" {
+				continue
+			}
+			if _, err := s.Record(ctx, d, webhook.Attempt{Number: 1, Start: t0, StatusCode: 200, State: webhook.DeliverySucceeded}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := p.Purge(ctx, t0.Add(time.Minute))
+		if err != nil || n != 1 {
+			t.Fatalf("Purge = %d, %v; want 1 (old and finished)", n, err)
+		}
+		if ds := deliveriesOf(t, s, "done"); len(ds) != 0 {
+			t.Fatalf("purged message still has deliveries: %+v", ds)
+		}
+		if len(deliveriesOf(t, s, "pending")) != 1 || len(deliveriesOf(t, s, "recent")) != 1 {
+			t.Fatal("Purge deleted a pending or recent message")
 		}
 	})
 
