@@ -619,3 +619,40 @@ func TestReceiverDedupStoreDown(t *testing.T) {
 		t.Fatal("handled without replay protection")
 	}
 }
+
+func TestSenderEd25519Endpoint(t *testing.T) {
+	priv, pub := webhook.NewKeyPair()
+	v, _ := webhook.NewVerifier([]string{pub})
+	var handled atomic.Int32
+	srv := httptest.NewServer(webhook.NewReceiver(v).Handler(func(context.Context, webhook.Event) error {
+		handled.Add(1)
+		return nil
+	}))
+	defer srv.Close()
+	f := newSenderFixture(t)
+	if err := f.store.SaveEndpoint(context.Background(), webhook.Endpoint{ID: "asym", URL: srv.URL, Secrets: []string{priv}}); err != nil {
+		t.Fatal(err)
+	}
+	f.send(t, "t", `{"signed":"v1a"}`)
+	if _, err := f.sender.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a := f.next(t); a.State != webhook.DeliverySucceeded || handled.Load() != 1 {
+		t.Fatalf("v1a delivery: %+v, handled %d", a, handled.Load())
+	}
+}
+
+func TestSenderBadEndpointURL(t *testing.T) {
+	f := newSenderFixture(t, webhook.WithSchedule(0))
+	f.endpoint(t, "ftp", "ftp://files.example/hook")
+	f.endpoint(t, "junk", "http://[::1")
+	f.send(t, "t", "{}")
+	if n, err := f.sender.RunOnce(context.Background()); n != 2 || err != nil {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	for range 2 {
+		if a := f.next(t); a.State != webhook.DeliveryFailed || !strings.Contains(a.Error, "endpoint URL") {
+			t.Fatalf("attempt: %+v", a)
+		}
+	}
+}
