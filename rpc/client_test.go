@@ -250,7 +250,10 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	var hits atomic.Int64
 	var times [2]time.Time
 	srv := httptest.NewServer(script(&hits,
-		func(w http.ResponseWriter, r *http.Request) { times[0] = time.Now(); status(503, "Retry-After", "2")(w, r) },
+		func(w http.ResponseWriter, r *http.Request) {
+			times[0] = time.Now()
+			status(503, "Retry-After", "2")(w, r)
+		},
 		func(w http.ResponseWriter, r *http.Request) { times[1] = time.Now(); status(200)(w, r) }))
 	defer srv.Close()
 	// The backoff alone would retry at once: only Retry-After can delay it.
