@@ -290,23 +290,21 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// We own the key: run the handler, keep what it answers.
 	rw := &recorder{w: w, status: http.StatusOK}
+	// The response is stored even when the client has gone away: the handler
+	// ran. Stores bound their own calls (pgstore has a query timeout).
+	ctx := context.WithoutCancel(r.Context())
 	completed := false
 	defer func() {
 		if completed {
 			return
 		}
 		// The handler panicked: free the key so the client can retry.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-		defer cancel()
 		if err := h.store.Release(ctx, skey); err != nil {
 			h.c.logger.Error("rpc: idempotency: releasing key after panic", "key", key, "err", err)
 		}
 	}()
 	h.next.ServeHTTP(rw, r)
 	completed = true
-
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-	defer cancel()
 	if !h.c.store(rw.status) {
 		if err := h.store.Release(ctx, skey); err != nil {
 			h.c.logger.Error("rpc: idempotency: releasing key", "key", key, "err", err)
@@ -328,6 +326,9 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	r.Body.Close()
