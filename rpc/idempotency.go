@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -290,6 +291,11 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// We own the key: run the handler, keep what it answers.
 	rw := &recorder{w: w, status: http.StatusOK}
+	if len(w.Header()) > 0 {
+		// Headers set before this middleware (by outer ones) are not the
+		// handler's response: keep them out of the store.
+		rw.before = w.Header().Clone()
+	}
 	// The response is stored even when the client has gone away: the handler
 	// ran. Stores bound their own calls (pgstore has a query timeout).
 	ctx := context.WithoutCancel(r.Context())
@@ -311,8 +317,8 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if rw.header == nil {
-		rw.header = w.Header().Clone()
+	if !rw.wrote {
+		rw.snapshot()
 	}
 	resp := &StoredResponse{StatusCode: rw.status, Header: rw.header, Body: rw.body.Bytes()}
 	if err := h.store.Complete(ctx, skey, resp, h.c.ttl); err != nil {
@@ -367,7 +373,8 @@ func problem(w http.ResponseWriter, status int, title, detail string) {
 type recorder struct {
 	w      http.ResponseWriter
 	status int
-	header http.Header
+	header http.Header // the handler's headers, kept at WriteHeader
+	before http.Header // headers present before the handler ran
 	wrote  bool
 	body   bytes.Buffer
 }
@@ -384,8 +391,20 @@ func (r *recorder) WriteHeader(code int) {
 	}
 	r.wrote = true
 	r.status = code
-	r.header = r.w.Header().Clone()
+	r.snapshot()
 	r.w.WriteHeader(code)
+}
+
+// snapshot keeps the headers the handler set or changed.
+func (r *recorder) snapshot() {
+	cur := r.w.Header()
+	r.header = make(http.Header, len(cur))
+	for k, v := range cur {
+		if old, ok := r.before[k]; ok && slices.Equal(old, v) {
+			continue
+		}
+		r.header[k] = slices.Clone(v)
+	}
 }
 
 func (r *recorder) Write(p []byte) (int, error) {

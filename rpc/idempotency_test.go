@@ -348,3 +348,18 @@ func TestRetriedPostRunsTheHandlerOnce(t *testing.T) {
 	}
 	t.Logf("%d requests reached the server for %d calls", front.Load(), n)
 }
+
+func TestIdempotencyKeepsOnlyTheHandlersHeaders(t *testing.T) {
+	o := &orders{}
+	inner := middleware(t, rpc.NewMemoryStore())(o)
+	var n atomic.Int64
+	outer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", fmt.Sprint(n.Add(1))) // set by an outer middleware
+		inner.ServeHTTP(w, r)
+	})
+	serve(outer, "POST", "/", "x", key, "k")
+	w := serve(outer, "POST", "/", "x", key, "k")
+	if w.Header().Get("X-Request-Id") != "2" || w.Header().Get("Location") != "/orders/1" {
+		t.Fatalf("replayed headers %v: want the outer header of this request and the handler's of the first", w.Header())
+	}
+}
