@@ -177,7 +177,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 		areq := req
 		actx, cancel := attemptContext(ctx, t.cfg.attemptTO)
-		if actx != ctx {
+		if actx != ctx || n > 1 {
+			// A fresh shallow copy per attempt: the base transport never
+			// sees the same *Request twice.
 			areq = req.WithContext(actx)
 		}
 		if n > 1 && hasBody(req) {
@@ -188,9 +190,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 					done(errExcluded)
 				}
 				return nil, fmt.Errorf("rpc: replaying request body: %w", err)
-			}
-			if areq == req {
-				areq = req.WithContext(actx)
 			}
 			areq.Body = body
 		}
