@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ func BenchmarkClient(b *testing.B) {
 	}
 	run := func(b *testing.B, c *http.Client) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				resp, err := c.Get(srv.URL)
@@ -98,6 +100,54 @@ func BenchmarkIdempotency(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			m.ServeHTTP(httptest.NewRecorder(), req("k"))
+		}
+	})
+}
+
+// reportCPU reports the process's CPU time (user+system) per operation, a
+// figure less disturbed than wall time by other processes on a shared machine.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() {
+		b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// stub answers every request at once, without a network, so that
+// BenchmarkTransportOverhead measures only what rpc.Transport adds.
+type stub struct{}
+
+func (stub) RoundTrip(r *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+}
+
+// BenchmarkTransportOverhead is the cost rpc.Transport adds to one
+// successful request (breaker, budget, classification), next to the same
+// request on the bare base RoundTripper.
+func BenchmarkTransportOverhead(b *testing.B) {
+	req := httptest.NewRequest(http.MethodGet, "http://example.test/x", nil)
+	b.Run("base", func(b *testing.B) {
+		var rt http.RoundTripper = stub{}
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, _ := rt.RoundTrip(req)
+			resp.Body.Close()
+		}
+	})
+	b.Run("rpc.Transport", func(b *testing.B) {
+		rt, _ := rpc.NewTransport(rpc.WithBase(stub{}))
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, _ := rt.RoundTrip(req)
+			resp.Body.Close()
 		}
 	})
 }
