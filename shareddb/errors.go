@@ -2,7 +2,6 @@ package shareddb
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 
@@ -33,17 +32,28 @@ var (
 )
 
 // NodeError tells which node an error came from. It wraps the server's or
-// driver's error, and one of this package's error values where one applies
+// driver's error and, where one applies, this package's error value for it
 // (ErrReadOnly, ErrRecoveryConflict), so errors.Is works on both.
 type NodeError struct {
 	Node string // node name, as in NodeStatus.Name
-	Err  error
+	Kind error  // ErrReadOnly, ErrRecoveryConflict or nil
+	Err  error  // the server's or driver's error
 }
 
-func (e *NodeError) Error() string { return "shareddb: " + e.Node + ": " + e.Err.Error() }
+func (e *NodeError) Error() string {
+	if e.Kind != nil {
+		return "shareddb: " + e.Node + ": " + strings.TrimPrefix(e.Kind.Error(), "shareddb: ") + ": " + e.Err.Error()
+	}
+	return "shareddb: " + e.Node + ": " + e.Err.Error()
+}
 
-// Unwrap returns the wrapped error.
-func (e *NodeError) Unwrap() error { return e.Err }
+// Unwrap returns Kind (when set) and Err.
+func (e *NodeError) Unwrap() []error {
+	if e.Kind != nil {
+		return []error{e.Kind, e.Err}
+	}
+	return []error{e.Err}
+}
 
 // errKind classifies an error returned by a node.
 type errKind int
@@ -82,11 +92,12 @@ func classify(err error) errKind {
 
 // wrapNodeErr wraps err with the node's name and this package's error value for its kind.
 func wrapNodeErr(node string, kind errKind, err error) error {
+	e := &NodeError{Node: node, Err: err}
 	switch kind {
 	case errConflict:
-		err = fmt.Errorf("%w: %w", ErrRecoveryConflict, err)
+		e.Kind = ErrRecoveryConflict
 	case errReadOnly:
-		err = fmt.Errorf("%w: %w", ErrReadOnly, err)
+		e.Kind = ErrReadOnly
 	}
-	return &NodeError{Node: node, Err: err}
+	return e
 }
