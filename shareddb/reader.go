@@ -101,7 +101,9 @@ type Config struct {
 	// whose tables changed under it fails at start, listing every difference.
 	Contract *Contract
 	// ConfigurePool, when set, adjusts each node's pool config (MaxConns,
-	// tracer, ...) before New forces default_transaction_read_only=on.
+	// tracer, ...) before New forces default_transaction_read_only=on. New
+	// wraps AfterConnect and PrepareConn (the deprecated BeforeAcquire is
+	// ignored: set PrepareConn instead).
 	ConfigurePool func(node string, cfg *pgxpool.Config)
 	// Logger receives health changes (Warn/Info) and fallbacks (Debug).
 	// Nil means slog.Default().
@@ -305,7 +307,8 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 		configure(name, pc)
 	}
 	// Read-only for real: every transaction on these connections is read-only,
-	// and a connection that was switched back (SET ... = off) is never reused.
+	// and a connection that was switched back (SET ... = off) is destroyed
+	// instead of being used again.
 	pc.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	afterConnect := pc.AfterConnect
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
@@ -317,12 +320,17 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 		}
 		return nil
 	}
-	afterRelease := pc.AfterRelease
-	pc.AfterRelease = func(c *pgx.Conn) bool {
+	// Checked on acquire, synchronously and without a round trip (the server
+	// reports the setting); pgxpool runs AfterRelease in a goroutine per release.
+	prepare := pc.PrepareConn
+	pc.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		if v := c.PgConn().ParameterStatus("default_transaction_read_only"); v != "" && v != "on" {
-			return false
+			return false, nil // destroyed; pgxpool takes another connection
 		}
-		return afterRelease == nil || afterRelease(c)
+		if prepare != nil {
+			return prepare(ctx, c)
+		}
+		return true, nil
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
