@@ -87,13 +87,14 @@ func (e *env) waitReplica(t *testing.T) {
 	}
 }
 
-// testConfig is a Config with quick checks and small pools.
+// config is a Config with quick checks and small pools.
 func (e *env) config(replicas ...string) Config {
 	return Config{
-		PrimaryURL:    e.primaryURL,
-		ReplicaURLs:   replicas,
-		CheckInterval: 100 * time.Millisecond,
-		CheckTimeout:  100 * time.Millisecond,
+		PrimaryURL:  e.primaryURL,
+		ReplicaURLs: replicas,
+		// Quick, but with room for a loaded machine: a check that times out marks the node down.
+		CheckInterval: 300 * time.Millisecond,
+		CheckTimeout:  300 * time.Millisecond,
 		ConfigurePool: func(_ string, c *pgxpool.Config) { c.MaxConns = 4 },
 		Logger:        slog.New(slog.DiscardHandler),
 	}

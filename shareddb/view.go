@@ -74,35 +74,56 @@ type View struct {
 	o readOpts
 }
 
+// attempts is the retry state of one read.
+type attempts struct {
+	excluded uint64 // nodes that failed this read
+	retries  int
+	lastErr  error
+}
+
 // do runs f on the routed node and retries it on another node after a
 // recovery conflict or a lost connection (Config.Retries times).
 func (v *View) do(ctx context.Context, f func(n *node) error) error {
-	r := v.r
-	o := &v.o
-	var excluded uint64
-	var lastErr error
-	for attempt := 0; ; attempt++ {
-		n, err := r.route(ctx, o, excluded)
+	var a attempts
+	for {
+		n, err := v.next(ctx, &a)
 		if err != nil {
-			if errors.Is(err, errAllTried) && lastErr != nil {
-				return lastErr
-			}
 			return err
 		}
 		err = f(n)
 		if err == nil {
 			return nil
 		}
-		kind, err := r.nodeErr(ctx, n, err)
-		if (kind == errDown || kind == errConflict) && ctx.Err() == nil && attempt < r.cfg.Retries {
-			excluded |= 1 << n.idx
-			lastErr = err
-			r.note(n, Retried, err)
-			r.log.Info("read retried on another node", "node", n.name, "err", err)
-			continue
+		again, err := v.failed(ctx, &a, n, err)
+		if !again {
+			return err
 		}
-		return err
 	}
+}
+
+// next routes the next attempt of a read.
+func (v *View) next(ctx context.Context, a *attempts) (*node, error) {
+	n, err := v.r.route(ctx, &v.o, a.excluded)
+	if err != nil && errors.Is(err, errAllTried) && a.lastErr != nil {
+		return nil, a.lastErr
+	}
+	return n, err
+}
+
+// failed handles an attempt's error on n: it reports whether to try another
+// node, and the error to return otherwise.
+func (v *View) failed(ctx context.Context, a *attempts, n *node, err error) (bool, error) {
+	r := v.r
+	kind, err := r.nodeErr(ctx, n, err)
+	if (kind == errDown || kind == errConflict) && ctx.Err() == nil && a.retries < r.cfg.Retries {
+		a.retries++
+		a.excluded |= 1 << n.idx
+		a.lastErr = err
+		r.note(n, Retried, err)
+		r.log.Info("read retried on another node", "node", n.name, "err", err)
+		return true, err
+	}
+	return false, err
 }
 
 // nodeErr classifies an error from node n, marks n down after a lost
@@ -122,43 +143,88 @@ func (r *ReplicaReader) nodeErr(ctx context.Context, n *node, err error) (errKin
 	return kind, wrapNodeErr(n.name, kind, err)
 }
 
-// Query runs a read on the best node. It is retried on another node when the
-// node fails before answering (Config.Retries); an error while reading rows
-// is reported by rows.Err(), wrapped with the node's name and, for a
-// recovery conflict, ErrRecoveryConflict (use QueryRow or ReadTx to have
-// those retried). A write fails with ErrReadOnly.
+// Query runs a read on the best node. A recovery conflict or a lost
+// connection before the first row is retried on another node
+// (Config.Retries); an error after rows have been read is reported by
+// rows.Err(), wrapped with the node's name and, for a recovery conflict,
+// ErrRecoveryConflict. A write fails with ErrReadOnly.
 func (v *View) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	var rows pgx.Rows
-	var on *node
-	err := v.do(ctx, func(n *node) error {
-		rs, err := n.pool.Query(ctx, sql, args...)
+	rs := &nodeRows{v: v, ctx: ctx, sql: sql, args: args}
+	if err := rs.start(); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// nodeRows reads rows from one node, moving to another one if that node
+// fails before the first row, and wraps the errors with the node's name.
+type nodeRows struct {
+	pgx.Rows
+	v       *View
+	ctx     context.Context
+	sql     string
+	args    []any
+	n       *node
+	a       attempts
+	started bool  // a row was read: no more retries
+	err     error // a retry's own failure
+}
+
+// start runs the query on the next node, retrying failures to start it.
+func (rs *nodeRows) start() error {
+	for {
+		n, err := rs.v.next(rs.ctx, &rs.a)
 		if err != nil {
 			return err
 		}
-		rows, on = rs, n
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		rows, err := n.pool.Query(rs.ctx, rs.sql, rs.args...)
+		if err == nil {
+			rs.Rows, rs.n = rows, n
+			return nil
+		}
+		again, err := rs.v.failed(rs.ctx, &rs.a, n, err)
+		if !again {
+			return err
+		}
 	}
-	return &nodeRows{Rows: rows, r: v.r, n: on, ctx: ctx}, nil
 }
 
-// nodeRows wraps the errors of rows read from one node.
-type nodeRows struct {
-	pgx.Rows
-	r   *ReplicaReader
-	n   *node
-	ctx context.Context
+// Next advances to the next row; see Query for retries.
+func (rs *nodeRows) Next() bool {
+	for {
+		if rs.err != nil {
+			return false
+		}
+		if rs.Rows.Next() {
+			rs.started = true
+			return true
+		}
+		err := rs.Rows.Err()
+		if rs.started || err == nil {
+			return false
+		}
+		again, err := rs.v.failed(rs.ctx, &rs.a, rs.n, err)
+		if !again {
+			rs.err = err
+			return false
+		}
+		if err := rs.start(); err != nil {
+			rs.err = err
+			return false
+		}
+	}
 }
 
-// Err returns the error met while reading, wrapped as by Query.
+// Err returns the error met while reading, wrapped as described by Query.
 func (rs *nodeRows) Err() error {
+	if rs.err != nil {
+		return rs.err
+	}
 	err := rs.Rows.Err()
 	if err == nil {
 		return nil
 	}
-	_, err = rs.r.nodeErr(rs.ctx, rs.n, err)
+	_, err = rs.v.r.nodeErr(rs.ctx, rs.n, err)
 	return err
 }
 
