@@ -113,7 +113,8 @@ type Config struct {
 }
 
 // Hook receives the reader's events. A value may implement any of RouteHook
-// and CheckHook; New detects which, once.
+// and CheckHook; New detects which, once, and rejects a Hook that implements
+// neither. Hooks are called from many goroutines at once.
 type Hook any
 
 // RouteHook is told about every routing decision. It runs on the query path:
@@ -196,11 +197,10 @@ func New(ctx context.Context, cfg Config) (*ReplicaReader, error) {
 	r := &ReplicaReader{cfg: cfg, picker: cfg.Picker}
 	r.View = View{r: r, o: r.baseOpts()}
 	r.log = cfg.Logger.With("component", "shareddb")
-	if h, ok := cfg.Hook.(RouteHook); ok {
-		r.routeHook = h
-	}
-	if h, ok := cfg.Hook.(CheckHook); ok {
-		r.checkHook = h
+	r.routeHook, _ = cfg.Hook.(RouteHook)
+	r.checkHook, _ = cfg.Hook.(CheckHook)
+	if cfg.Hook != nil && r.routeHook == nil && r.checkHook == nil {
+		return nil, fmt.Errorf("%w: Hook %T implements neither RouteHook nor CheckHook", ErrInvalidConfig, cfg.Hook)
 	}
 
 	urls := append([]string{cfg.PrimaryURL}, cfg.ReplicaURLs...)

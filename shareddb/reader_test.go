@@ -279,6 +279,7 @@ func TestBadConfig(t *testing.T) {
 		{"replica is a primary", Config{PrimaryURL: primary, ReplicaURLs: []string{primary}}, ErrNotReplica, "is not in recovery (pg_is_in_recovery() = false)"},
 		{"primary in recovery", Config{PrimaryURL: replica, ReplicaURLs: []string{replica}}, ErrPrimaryInRecovery, "it is a standby"},
 		{"contract on a missing table", Config{PrimaryURL: primary, Contract: &Contract{Tables: []Table{{Schema: "public", Name: "no_such_table_shareddb", Columns: []Column{{Name: "id", Type: "int"}}}}}}, ErrContract, "missing table public.no_such_table_shareddb"},
+		{"hook of no kind", Config{PrimaryURL: primary, Hook: 42}, ErrInvalidConfig, "Hook int implements neither RouteHook nor CheckHook"},
 		{"empty contract", Config{PrimaryURL: primary, Contract: &Contract{}}, ErrInvalidConfig, "declares no tables"},
 	}
 	for _, c := range cases {
