@@ -93,8 +93,8 @@ func (e *env) config(replicas ...string) Config {
 		PrimaryURL:  e.primaryURL,
 		ReplicaURLs: replicas,
 		// Quick, but with room for a loaded machine: a check that times out marks the node down.
-		CheckInterval: 300 * time.Millisecond,
-		CheckTimeout:  300 * time.Millisecond,
+		CheckInterval: 500 * time.Millisecond,
+		CheckTimeout:  500 * time.Millisecond,
 		ConfigurePool: func(_ string, c *pgxpool.Config) { c.MaxConns = 4 },
 		Logger:        slog.New(slog.DiscardHandler),
 	}

@@ -44,6 +44,9 @@ const (
 	DefaultRetries         = 1
 )
 
+// firstCheckTimeout is the least time New gives each node to answer its first check.
+const firstCheckTimeout = 3 * time.Second
+
 // maxNodes bounds the replicas: node sets are bit masks.
 const maxReplicas = 63
 
@@ -186,9 +189,9 @@ type ReplicaReader struct {
 	closeOnce sync.Once
 }
 
-// New connects to the primary and the replicas, checks each once (the primary
-// must answer and not be in recovery; a replica that answers must be in
-// recovery), verifies the Contract if set, and starts one background checker
+// New connects to the primary and the replicas, checks each once (within
+// CheckTimeout, but at least 3 s: the primary must answer and not be in
+// recovery; a replica that answers must be in recovery), verifies the Contract if set, and starts one background checker
 // per node. Close releases everything.
 func New(ctx context.Context, cfg Config) (*ReplicaReader, error) {
 	if err := cfg.setDefaults(); err != nil {
@@ -347,17 +350,20 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 
 // firstCheck checks every node once, concurrently, and reports configuration errors.
 func (r *ReplicaReader) firstCheck(ctx context.Context) error {
+	// The first check allows for a slow first connect: New must not fail
+	// because a busy server took more than CheckTimeout to accept.
+	timeout := max(r.cfg.CheckTimeout, firstCheckTimeout)
 	var wg sync.WaitGroup
 	ids := make([]int64, len(r.nodes))
 	idErrs := make([]error, len(r.nodes))
 	// The primary first: replicas need its WAL position for byte lag.
-	r.checkOnce(ctx, r.primary)
+	r.checkOnce(ctx, r.primary, timeout)
 	ids[0], idErrs[0] = systemID(ctx, r.primary)
 	for i, n := range r.replicas {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.checkOnce(ctx, n)
+			r.checkOnce(ctx, n, timeout)
 			ids[i+1], idErrs[i+1] = systemID(ctx, n)
 		}()
 	}
@@ -410,17 +416,17 @@ func (r *ReplicaReader) checkLoop(ctx context.Context, n *node) {
 			return
 		case <-t.C:
 		}
-		r.checkOnce(ctx, n)
+		r.checkOnce(ctx, n, r.cfg.CheckTimeout)
 	}
 }
 
 // checkOnce runs one check on n, stores the result and logs what changed.
-func (r *ReplicaReader) checkOnce(ctx context.Context, n *node) {
+func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Duration) {
 	var primaryLSN LSN
 	if n != r.primary {
 		primaryLSN = r.primary.state.Load().currentLSN
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CheckTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	s := n.check(cctx, primaryLSN)
 	cancel()
 	if ctx.Err() != nil {
