@@ -379,3 +379,23 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestRoundRobinSpreadsReadsOverReplicas(t *testing.T) {
+	e := setup(t)
+	cfg := e.config(e.replicaURL, e.replicaURL) // the same server twice: two nodes to the reader
+	cfg.Picker = RoundRobin()
+	r := newReader(t, cfg)
+	eventually(t, 5*time.Second, "both replicas fresh", func() bool {
+		s := r.Status()
+		return s[1].Healthy && s[1].LagKnown && s[2].Healthy && s[2].LagKnown
+	})
+	for range 10 {
+		if !onReplica(t, r) {
+			t.Fatal("read went to the primary")
+		}
+	}
+	s := r.Status()
+	if s[1].Routed != 5 || s[2].Routed != 5 {
+		t.Fatalf("routed %d and %d, want 5 and 5", s[1].Routed, s[2].Routed)
+	}
+}
