@@ -47,7 +47,7 @@ const (
 // firstCheckTimeout is the least time New gives each node to answer its first check.
 const firstCheckTimeout = 3 * time.Second
 
-// maxNodes bounds the replicas: node sets are bit masks.
+// maxReplicas bounds the replicas: the nodes a read tried are a 64-bit mask.
 const maxReplicas = 63
 
 // Config configures a ReplicaReader. Only PrimaryURL is required; every other
