@@ -209,6 +209,11 @@ func (e *Exporter) run(ctx context.Context, ds Dataset, from, to Day, changedOnl
 	if err != nil {
 		return nil, err
 	}
+	if c, ok := e.store.(Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return nil, fmt.Errorf("filetransfer: export %s: %w", ds.Name, err)
+		}
+	}
 	m := &Manifest{Dataset: ds.Name, From: from, To: to, GeneratedAt: e.cfg.Now().UTC()}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -133,3 +133,11 @@ func CheckTTL(ttl time.Duration) error {
 	}
 	return nil
 }
+
+// Checker is implemented by stores that can tell up front whether they are
+// usable (the bucket exists, the credentials are accepted, the folder is
+// there). The Exporter calls Check before it touches the database, so a
+// misconfigured store fails fast with a clear error.
+type Checker interface {
+	Check(ctx context.Context) error
+}

@@ -74,6 +74,15 @@ func New(cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// Check reports whether the folder still exists and is a folder.
+func (s *Store) Check(ctx context.Context) error {
+	st, err := os.Stat(s.dir)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("fs: folder %q: %w", s.dir, filetransfer.ErrStoreNotFound)
+	}
+	return nil
+}
+
 // Close releases the folder handle.
 func (s *Store) Close() error { return s.root.Close() }
 
