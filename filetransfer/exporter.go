@@ -13,6 +13,7 @@ import (
 	"hash"
 	"io"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -504,7 +505,11 @@ func (e *Exporter) dayQuery(ctx context.Context, conn *pgxpool.Conn, ds Dataset,
 		case oidTimestamptz:
 			lo, hi = "TIMESTAMPTZ '"+start.Format(time.RFC3339)+"'", "TIMESTAMPTZ '"+end.Format(time.RFC3339)+"'"
 		default:
-			return dayQuery{}, fmt.Errorf("%w: %s: column %q has type oid %d; want date, timestamp or timestamptz", ErrNoDayColumn, ds.Name, ds.DayColumn, oid)
+			typ := fmt.Sprintf("oid %d", oid)
+			if cols, err := columnTypes(ctx, conn, sd.Fields); err == nil {
+				typ = cols[slices.IndexFunc(cols, func(c Column) bool { return c.Name == ds.DayColumn })].Type
+			}
+			return dayQuery{}, fmt.Errorf("%w: %s: column %q is %s; want date, timestamp or timestamptz", ErrNoDayColumn, ds.Name, ds.DayColumn, typ)
 		}
 		col := "q." + pgx.Identifier{ds.DayColumn}.Sanitize()
 		sql = "select * from (" + inner + ") q where " + col + " >= " + lo + " and " + col + " < " + hi
