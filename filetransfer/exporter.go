@@ -217,6 +217,7 @@ func (e *Exporter) run(ctx context.Context, ds Dataset, from, to Day, changedOnl
 	}
 	m := &Manifest{Dataset: ds.Name, From: from, To: to, GeneratedAt: e.cfg.Now().UTC()}
 
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make([]dayResult, len(days))
@@ -233,7 +234,11 @@ func (e *Exporter) run(ctx context.Context, ds Dataset, from, to Day, changedOnl
 				f, unchanged, err := e.exportDay(ctx, ds, days[i], changedOnly)
 				if err != nil {
 					mu.Lock()
-					errs = append(errs, fmt.Errorf("filetransfer: export %s %s: %w", ds.Name, days[i], err))
+					// Days we cancelled because another day failed are not
+					// worth reporting next to that day's error.
+					if len(errs) == 0 || parent.Err() != nil || !errors.Is(err, context.Canceled) {
+						errs = append(errs, fmt.Errorf("filetransfer: export %s %s: %w", ds.Name, days[i], err))
+					}
 					mu.Unlock()
 					cancel()
 					continue

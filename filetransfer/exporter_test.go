@@ -447,3 +447,24 @@ func TestMissingFolder(t *testing.T) {
 		t.Fatalf("export to a removed folder: %v, want ErrStoreNotFound", err)
 	}
 }
+
+// When one day fails, the days after it are not started, the days before it
+// stay published, the failed day publishes nothing, and no export manifest is
+// written.
+func TestFailedDayStopsTheExport(t *testing.T) {
+	d := newDB(t, 2)
+	store := newMemory(t)
+	e := newExporter(t, d, store, filetransfer.Config{Parallelism: 1})
+	ds := filetransfer.Dataset{Name: "partial", Template: "select g, 1 / (case when {day} = DATE '2024-01-02' then 0 else 1 end) as x from generate_series(1, 10) g"}
+	m, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-03"))
+	if err == nil || !strings.Contains(err.Error(), "2024-01-02") || !strings.Contains(err.Error(), "division by zero") || errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the 2024-01-02 division by zero alone", err)
+	}
+	if len(m.Files) != 1 || m.Files[0].Day.String() != "2024-01-01" {
+		t.Fatalf("manifest files %+v, want 2024-01-01 only", m.Files)
+	}
+	want := []string{"partial/dt=2024-01-01/_SUCCESS", "partial/dt=2024-01-01/partial-2024-01-01.csv"}
+	if keys := store.Keys(); !slices.Equal(keys, want) {
+		t.Fatalf("keys %v, want %v", keys, want)
+	}
+}
