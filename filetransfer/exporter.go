@@ -369,20 +369,38 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		_ = c.Close(cctx)
 	}()
 
+	// reusable reports whether the connection may go back to the pool after
+	// an error: never after a cancellation (it may have struck mid-protocol),
+	// never while busy or closed; an open transaction is rolled back first.
+	reusable := func() bool {
+		pc := conn.Conn().PgConn()
+		if ctx.Err() != nil || pc.IsClosed() || pc.IsBusy() {
+			return false
+		}
+		if pc.TxStatus() != 'I' {
+			if _, err := conn.Exec(ctx, "rollback"); err != nil {
+				return false
+			}
+		}
+		return pc.TxStatus() == 'I'
+	}
+
 	q, err := e.dayQuery(ctx, conn, ds, day)
 	if err != nil {
-		healthy = isServerError(err) && conn.Conn().PgConn().TxStatus() == 'I' && !conn.Conn().PgConn().IsBusy()
+		healthy = reusable()
 		return DayFile{}, false, err
 	}
 	var state *SourceState
 	inTx := false
 	if ds.UpdatedColumn != "" {
 		if _, err := conn.Exec(ctx, "begin isolation level repeatable read read only"); err != nil {
+			healthy = reusable()
 			return DayFile{}, false, err
 		}
 		inTx = true
 		state, err = sourceState(ctx, conn, q.sql, ds.UpdatedColumn)
 		if err != nil {
+			healthy = reusable()
 			return DayFile{}, false, err
 		}
 		if prev != nil && prev.Source != nil && *prev.Source == *state {
@@ -396,6 +414,7 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 
 	w, err := e.store.Create(ctx, key)
 	if err != nil {
+		healthy = reusable()
 		return DayFile{}, false, fmt.Errorf("store: %w", err)
 	}
 	p := e.newPipe(w, ds.Name, day, key)
@@ -415,10 +434,14 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
+		// A server error (ReadyForQuery received) leaves the connection
+		// usable; a store error or cancellation mid-COPY does not.
+		healthy = reusable()
 		return DayFile{}, false, err
 	}
 	if inTx {
 		if _, err := conn.Exec(ctx, "commit"); err != nil {
+			healthy = reusable()
 			return DayFile{}, false, err
 		}
 	}
@@ -436,11 +459,6 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		GeneratedAt: e.cfg.Now().UTC(),
 		Source:      state,
 	}, false, nil
-}
-
-func isServerError(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) || errors.Is(err, ErrNoDayColumn) || errors.Is(err, ErrInvalidDataset)
 }
 
 func sourceState(ctx context.Context, conn *pgxpool.Conn, sql, updated string) (*SourceState, error) {

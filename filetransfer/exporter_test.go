@@ -305,6 +305,10 @@ func TestQueryErrorPublishesNothing(t *testing.T) {
 	d := newDB(t, 1)
 	store := newMemory(t)
 	e := newExporter(t, d, store, filetransfer.Config{})
+	var pid1 uint32
+	if err := d.pool.QueryRow(tctx(t), "select pg_backend_pid()").Scan(&pid1); err != nil {
+		t.Fatal(err)
+	}
 	ds := filetransfer.Dataset{Name: "boom", Template: "select g, 1 / (g - 5000) as x, {day} as day from generate_series(1, 10000) g"}
 	_, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-01"))
 	if err == nil || !strings.Contains(err.Error(), "division by zero") {
@@ -313,9 +317,28 @@ func TestQueryErrorPublishesNothing(t *testing.T) {
 	if keys := store.Keys(); len(keys) != 0 {
 		t.Fatalf("published after a failed COPY: %v", keys)
 	}
-	var one int
-	if err := d.pool.QueryRow(tctx(t), "select 1").Scan(&one); err != nil {
+	// The server ended the COPY cleanly, so the connection is kept.
+	var pid2 uint32
+	if err := d.pool.QueryRow(tctx(t), "select pg_backend_pid()").Scan(&pid2); err != nil {
 		t.Fatalf("pool unusable after a query error: %v", err)
+	}
+	if pid1 != pid2 {
+		t.Errorf("a connection that ended the COPY cleanly was discarded (pid %d, then %d)", pid1, pid2)
+	}
+	// With UpdatedColumn the day runs in a transaction; the error rolls it back.
+	ds.UpdatedColumn = "g"
+	if _, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-01")); err == nil {
+		t.Fatal("no error")
+	}
+	// (pgxpool destroys a connection released inside a transaction, so the
+	// same pid means it was rolled back and kept.)
+	c, err := d.pool.Acquire(tctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	if c.Conn().PgConn().PID() != pid1 || c.Conn().PgConn().TxStatus() != 'I' {
+		t.Errorf("after a failed transactional day: pid %d (was %d), status %c", c.Conn().PgConn().PID(), pid1, c.Conn().PgConn().TxStatus())
 	}
 }
 
