@@ -44,6 +44,10 @@ type Config struct {
 	// Concurrency is how many parts of one object upload at once while the
 	// next part fills. Default 2.
 	Concurrency int
+	// SkipCheck makes Check return nil without calling HeadBucket, for
+	// credentials limited to object operations (HeadBucket needs
+	// s3:ListBucket). Errors then surface on the first write. Default false.
+	SkipCheck bool
 	// AbortTimeout bounds the clean-up (AbortMultipartUpload) after a
 	// failure or cancellation, which runs even though the caller's context
 	// is done. Default 30 seconds.
@@ -83,6 +87,9 @@ func New(cfg Config) (*Store, error) {
 // (HeadBucket), with the same error classification as the other methods.
 // The Exporter calls it before touching the database.
 func (s *Store) Check(ctx context.Context) error {
+	if s.cfg.SkipCheck {
+		return nil
+	}
 	_, err := s.client.HeadBucket(ctx, &awss3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
 	if err != nil {
 		var re *smithyhttp.ResponseError
