@@ -142,8 +142,9 @@ func Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) e
 // consumers can deduplicate redeliveries on it. Messages are published in the
 // order given (and, across transactions, in commit order for each key).
 //
-// It returns broker.ErrInvalidMessage for an empty topic. Add with no messages
-// does nothing.
+// Message.Time is stored to the microsecond (PostgreSQL timestamptz); Topic,
+// Attempt and Raw are not stored. It returns broker.ErrInvalidMessage for an
+// empty topic. Add with no messages does nothing.
 func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) error {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return err
