@@ -69,7 +69,7 @@ func webhookScenario(ctx context.Context, cfg config) []*row {
 				if opsErr != nil {
 					return sample{}, opsErr
 				}
-				return webhookRun(ctx, ops, op.verify, body, n)
+				return webhookRun(ctx, ops, raw.verify, op.verify, body, n)
 			})
 		}
 		runRounds(ctx, cfg.rounds, cfg.perRun,
@@ -81,9 +81,10 @@ func webhookScenario(ctx context.Context, cfg config) []*row {
 	return rows
 }
 
-// webhookRun checks that the side's signatures verify (with its own verify
-// and with the bare one), then times n signs or n verifies on one goroutine.
-func webhookRun(ctx context.Context, ops webhookOps, verify bool, body []byte, n int) (sample, error) {
+// webhookRun checks that the side's signature verifies with its own verify
+// and with bare (so every side computes the same thing) and that a tampered
+// body fails, then times n signs or n verifies on one goroutine.
+func webhookRun(ctx context.Context, ops webhookOps, bare func([]byte, http.Header) error, verify bool, body []byte, n int) (sample, error) {
 	now := time.Now()
 	sig, err := ops.sign(webhookID, now, body)
 	if err != nil {
@@ -95,6 +96,9 @@ func webhookRun(ctx context.Context, ops webhookOps, verify bool, body []byte, n
 	h.Set("webhook-signature", sig)
 	if err := ops.verify(body, h); err != nil {
 		return sample{}, fmt.Errorf("own signature does not verify: %w", err)
+	}
+	if err := bare(body, h); err != nil {
+		return sample{}, fmt.Errorf("signature does not verify with the bare scheme: %w", err)
 	}
 	tampered := append([]byte(nil), body...)
 	tampered[0] ^= 1
