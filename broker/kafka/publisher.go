@@ -1,0 +1,211 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// Publisher publishes messages to Kafka with an idempotent producer and
+// acks=all. Concurrent Publish calls share produce requests. It implements
+// broker.Publisher.
+type Publisher struct {
+	cfg   config
+	admin *Admin
+	cl    *kgo.Client
+
+	mu       sync.RWMutex // guards closed against inflight.Add
+	closed   bool
+	inflight sync.WaitGroup
+	known    sync.Map // topic -> struct{}: topics checked or created
+
+	produced atomic.Uint64
+	failed   atomic.Uint64
+}
+
+var _ broker.Publisher = (*Publisher)(nil)
+
+// NewPublisher returns a Publisher for the seed brokers. It does not connect
+// until the first Publish; call Ping to check the cluster answers.
+func NewPublisher(brokers []string, opts ...Option) (*Publisher, error) {
+	cfg, err := newConfig(brokers, opts)
+	if err != nil {
+		return nil, err
+	}
+	adm, err := newAdmin(cfg)
+	if err != nil {
+		return nil, err
+	}
+	popts := []kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()), // the default, stated: idempotence needs it
+		kgo.ProducerLinger(cfg.linger),
+	}
+	cl, err := kgo.NewClient(append(popts, cfg.baseOpts(adm.hook)...)...)
+	if err != nil {
+		adm.Close()
+		return nil, fmt.Errorf("kafka: new producer: %w", err)
+	}
+	return &Publisher{cfg: cfg, admin: adm, cl: cl}, nil
+}
+
+// Client returns the underlying franz-go producer client (the escape hatch).
+// Do not close it: Close does.
+func (p *Publisher) Client() *kgo.Client { return p.cl }
+
+// Admin returns an Admin sharing this publisher's settings.
+func (p *Publisher) Admin() *Admin { return p.admin }
+
+// Ping checks that a broker answers before ctx ends.
+func (p *Publisher) Ping(ctx context.Context) error {
+	return p.admin.hook.wrap(ctx, "ping", p.cl.Ping(ctx))
+}
+
+// begin registers a call in flight, or reports ErrClosed.
+func (p *Publisher) begin() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return broker.ErrClosed
+	}
+	p.inflight.Add(1)
+	return nil
+}
+
+// prepareTopic checks once per topic that it exists, creating it when
+// CreateTopics is set.
+func (p *Publisher) prepareTopic(ctx context.Context, topic string) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	if _, ok := p.known.Load(topic); ok {
+		return nil
+	}
+	if err := p.admin.requireTopic(ctx, topic, p.cfg.createTopics, p.cfg.topicDefaults); err != nil {
+		return err
+	}
+	p.known.Store(topic, struct{}{})
+	return nil
+}
+
+// Publish sends msgs to topic and returns nil only when the brokers have
+// acknowledged every one of them (acks=all). Messages of one call and of
+// concurrent calls are batched together. Errors wrap broker.ErrInvalidMessage
+// (too large), ErrUnknownTopic, ErrUnreachable, broker.ErrNotConfirmed or
+// broker.ErrClosed.
+func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	defer p.inflight.Done()
+	if err := p.prepareTopic(ctx, topic); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	broker.Prepare(msgs, time.Now())
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	wg.Add(len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		r := toRecord(topic, m)
+		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+			if err != nil {
+				p.failed.Add(1)
+				errMu.Lock()
+				if first == nil {
+					first = p.admin.hook.publishError(ctx, topic, m, recordSize(r), err)
+				}
+				errMu.Unlock()
+			} else {
+				p.produced.Add(1)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// PublishAsync sends m to topic and returns at once; done (which may be nil)
+// is called with nil once the brokers acknowledged m, or with the error
+// Publish would have returned. done runs on the producer's goroutine: it must
+// be quick and must not call Publish. PublishAsync may block while the
+// producer's buffer is full, until ctx ends.
+func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Message, done func(broker.Message, error)) {
+	if done == nil {
+		done = func(broker.Message, error) {}
+	}
+	if err := p.begin(); err != nil {
+		done(m, err)
+		return
+	}
+	if err := p.prepareTopic(ctx, topic); err != nil {
+		p.inflight.Done()
+		done(m, err)
+		return
+	}
+	one := []broker.Message{m}
+	broker.Prepare(one, time.Now())
+	m = one[0]
+	p.cl.Produce(ctx, toRecord(topic, &m), func(r *kgo.Record, err error) {
+		defer p.inflight.Done()
+		if err != nil {
+			p.failed.Add(1)
+			done(m, p.admin.hook.publishError(ctx, topic, &m, recordSize(r), err))
+			return
+		}
+		p.produced.Add(1)
+		done(m, nil)
+	})
+}
+
+// Flush waits until every message published so far is acknowledged or failed.
+func (p *Publisher) Flush(ctx context.Context) error {
+	return p.cl.Flush(ctx)
+}
+
+// PublisherStats are counters since NewPublisher.
+type PublisherStats struct {
+	Produced uint64 // messages acknowledged by the brokers
+	Failed   uint64 // messages whose publish failed
+}
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{Produced: p.produced.Load(), Failed: p.failed.Load()}
+}
+
+// Close waits for Publish calls in flight (and their acknowledgements, up to
+// 30 s), then closes the client. Publish after Close returns broker.ErrClosed.
+// Close is idempotent.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := p.cl.Flush(ctx)
+	p.inflight.Wait()
+	p.cl.Close()
+	p.admin.Close()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("kafka: close publisher: flush: %w", err)
+	}
+	return nil
+}
