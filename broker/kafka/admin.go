@@ -144,6 +144,9 @@ func (a *Admin) createTopic(ctx context.Context, t Topic) (bool, error) {
 	switch {
 	case err == nil:
 		a.cfg.logger.Info("kafka: created topic", "topic", t.Name, "partitions", resp.NumPartitions)
+		// kadm answers from cached metadata, which may remember the
+		// topic as unknown: forget it.
+		a.cl.PurgeTopicsFromClient(t.Name)
 		return true, a.waitTopic(ctx, t.Name)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 		return false, nil
@@ -237,6 +240,16 @@ func cmpErr(err, def error) error {
 
 // topicExists reports whether topic exists.
 func (a *Admin) topicExists(ctx context.Context, topic string) (bool, error) {
+	ok, err := a.topicExistsCached(ctx, topic)
+	if err != nil || ok {
+		return ok, err
+	}
+	// Metadata may be cached from before someone created it: ask again.
+	a.cl.PurgeTopicsFromClient(topic)
+	return a.topicExistsCached(ctx, topic)
+}
+
+func (a *Admin) topicExistsCached(ctx context.Context, topic string) (bool, error) {
 	td, err := a.adm.ListTopics(ctx, topic)
 	if err != nil {
 		return false, a.hook.wrap(ctx, "look up topic "+topic, err)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/internal/testenv"
 	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
@@ -22,6 +24,9 @@ func quick(extra ...Option) []Option {
 		CommitInterval(200 * time.Millisecond),
 		DrainTimeout(5 * time.Second),
 		WithLogger(testLogger()),
+	}
+	if os.Getenv("KAFKA_TEST_LOG") == "kgo" {
+		opts = append(opts, WithClientOptions(kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelDebug, nil))))
 	}
 	return append(opts, extra...)
 }
@@ -89,7 +94,13 @@ func subscribe(t *testing.T, s *Subscriber, sub broker.Subscription, h broker.Ha
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- s.Subscribe(ctx, sub, h) }()
+	go func() {
+		err := s.Subscribe(ctx, sub, h)
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("Subscribe(%+v) returned early: %v", sub, err)
+		}
+		errc <- err
+	}()
 	var once sync.Once
 	var err error
 	stop = func() error {

@@ -39,6 +39,16 @@ type run struct {
 
 	mu      sync.Mutex
 	workers map[int32]*worker
+
+	killed atomic.Bool // tests: a member that dies without committing
+}
+
+// kill simulates a crashed member (tests only): it stops the workers without
+// marking or committing anything and closes the client.
+func (r *run) kill() {
+	r.killed.Store(true)
+	r.stopWorkers(nil, true, false)
+	r.cl.Close()
 }
 
 // start checks the topics, resolves the start position and creates the client.
@@ -82,11 +92,16 @@ func (r *run) start(ctx context.Context) error {
 			kgo.AutoCommitInterval(s.cfg.commitInterval),
 			kgo.AutoCommitCallback(r.onCommit),
 			kgo.OnPartitionsRevoked(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+				if r.killed.Load() {
+					return
+				}
+				s.st.revoked.Add(uint64(len(m[sub.Topic])))
 				r.stopWorkers(m[sub.Topic], false, true)
 				r.commit(ctx)
 			}),
 			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 				s.cfg.logger.Warn("kafka: partitions lost; their uncommitted records will be redelivered", "group", sub.Group, "topic", sub.Topic, "partitions", m[sub.Topic])
+				s.st.lost.Add(uint64(len(m[sub.Topic])))
 				r.stopWorkers(m[sub.Topic], false, false)
 			}),
 		)
@@ -143,7 +158,7 @@ func (r *run) loop(ctx context.Context) error {
 
 // commit synchronously commits the marked offsets (group consumers only).
 func (r *run) commit(ctx context.Context) {
-	if !r.group {
+	if !r.group || r.killed.Load() {
 		return
 	}
 	marked := r.cl.MarkedOffsets()

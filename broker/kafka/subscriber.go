@@ -38,7 +38,7 @@ var (
 
 // counters are the subscriber's statistics.
 type counters struct {
-	consumed, handled, skipped, retried, deadLettered, dropped, commits, commitErrors atomic.Uint64
+	consumed, handled, skipped, retried, deadLettered, dropped, commits, commitErrors, revoked, lost atomic.Uint64
 }
 
 // NewSubscriber returns a Subscriber for the seed brokers. It does not
@@ -217,6 +217,8 @@ type SubscriberStats struct {
 	Dropped      uint64 // permanently failed records with no dead-letter topic
 	Commits      uint64 // partition offsets committed successfully
 	CommitErrors uint64 // failed commit requests
+	Revoked      uint64 // partitions revoked from this subscriber's members by rebalances
+	Lost         uint64 // partitions lost (session expired, fenced) without a chance to commit
 	// Lag is, per topic and partition being consumed now, the high
 	// watermark at the last fetch minus the next offset to handle.
 	Lag map[string]map[int32]int64
@@ -228,6 +230,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Consumed: s.st.consumed.Load(), Handled: s.st.handled.Load(), Skipped: s.st.skipped.Load(),
 		Retried: s.st.retried.Load(), DeadLettered: s.st.deadLettered.Load(), Dropped: s.st.dropped.Load(),
 		Commits: s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
+		Revoked: s.st.revoked.Load(), Lost: s.st.lost.Load(),
 		Lag: map[string]map[int32]int64{},
 	}
 	s.mu.Lock()
