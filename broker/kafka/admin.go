@@ -394,6 +394,9 @@ func (a *Admin) committed(ctx context.Context, group, topic string) (map[int32]i
 	if err == nil {
 		err = resp.Error()
 	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[int32]int64{}, nil // a group that never committed
+	}
 	if err != nil {
 		return nil, a.hook.wrap(ctx, fmt.Sprintf("fetch offsets of group %q", group), err)
 	}
