@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,7 +66,7 @@ func (h *dialHook) wrap(ctx context.Context, what string, err error) error {
 	h.mu.Unlock()
 	if (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || isDialError(err)) && !ok {
 		cause := err
-		if last != nil {
+		if last != nil && !strings.Contains(err.Error(), last.Error()) {
 			cause = fmt.Errorf("%w (last dial error: %v)", err, last)
 		}
 		return fmt.Errorf("%w: %s: no broker of %v answered: %w", ErrUnreachable, what, h.brokers, cause)

@@ -32,7 +32,7 @@ func quick(extra ...Option) []Option {
 }
 
 func testLogger() *slog.Logger {
-	level := slog.LevelError
+	level := slog.LevelError + 4 // quiet: tests check behaviour, not logs
 	if os.Getenv("KAFKA_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
