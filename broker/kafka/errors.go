@@ -83,17 +83,17 @@ func isDialError(err error) bool {
 }
 
 // publishError classifies a failed produce of message id to topic.
-func (h *dialHook) publishError(ctx context.Context, topic string, m *broker.Message, size int, err error) error {
+func (h *dialHook) publishError(ctx context.Context, topic, id string, size int, err error) error {
 	switch {
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
-		return fmt.Errorf("%w: message %s to %q is %d bytes, over the producer's or topic's max.message.bytes: %w", broker.ErrInvalidMessage, m.ID, topic, size, err)
+		return fmt.Errorf("%w: message %s to %q is %d bytes, over the producer's or topic's max.message.bytes: %w", broker.ErrInvalidMessage, id, topic, size, err)
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
-		return fmt.Errorf("%w: %q (publish message %s; create it, or use CreateTopics): %w", ErrUnknownTopic, topic, m.ID, err)
+		return fmt.Errorf("%w: %q (publish message %s; create it, or use CreateTopics): %w", ErrUnknownTopic, topic, id, err)
 	case errors.Is(err, kgo.ErrClientClosed):
-		return fmt.Errorf("%w: message %s to %q: %w", broker.ErrClosed, m.ID, topic, err)
+		return fmt.Errorf("%w: message %s to %q: %w", broker.ErrClosed, id, topic, err)
 	}
 	if w := h.wrap(ctx, "publish to "+topic, err); errors.Is(w, ErrUnreachable) {
 		return fmt.Errorf("%w: %w", broker.ErrNotConfirmed, w)
 	}
-	return fmt.Errorf("%w: message %s to %q: %w", broker.ErrNotConfirmed, m.ID, topic, err)
+	return fmt.Errorf("%w: message %s to %q: %w", broker.ErrNotConfirmed, id, topic, err)
 }

@@ -39,7 +39,7 @@ func defaultConfig() config {
 		backoffMax:     5 * time.Second,
 		drainTimeout:   30 * time.Second,
 		commitInterval: time.Second,
-		maxBuffered:    2048,
+		maxBuffered:    10000,
 	}
 }
 
@@ -153,8 +153,11 @@ func CommitInterval(d time.Duration) Option {
 	return func(c *config) { c.commitInterval = d }
 }
 
-// MaxBufferedRecords bounds how many fetched records wait per partition
-// before fetching of that partition is paused. Default: 2048. Read by Subscriber.
+// MaxBufferedRecords bounds the fetched records waiting for handlers: the
+// subscription stops polling while this many wait, and pauses fetching of a
+// partition whose own queue reaches it (a record backing off), so the other
+// partitions go on. One fetch response (kgo.FetchMaxBytes) may come on top.
+// Default: 10,000. Read by Subscriber.
 func MaxBufferedRecords(n int) Option {
 	return func(c *config) { c.maxBuffered = n }
 }

@@ -110,29 +110,40 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 	if len(msgs) == 0 {
 		return nil
 	}
-	broker.Prepare(msgs, time.Now())
+	now := time.Now()
+	nh := 0
+	for i := range msgs {
+		prepare(&msgs[i], now)
+		nh += headerCount(&msgs[i])
+	}
+	// One allocation for the records and one for their headers.
+	recs := make([]kgo.Record, len(msgs))
+	hdrs := make([]kgo.RecordHeader, nh)
 	var (
 		wg    sync.WaitGroup
 		errMu sync.Mutex
 		first error
 	)
+	promise := func(r *kgo.Record, err error) {
+		if err != nil {
+			p.failed.Add(1)
+			errMu.Lock()
+			if first == nil {
+				first = p.admin.hook.publishError(ctx, topic, messageID(r), recordSize(r), err)
+			}
+			errMu.Unlock()
+		} else {
+			p.produced.Add(1)
+		}
+		wg.Done()
+	}
 	wg.Add(len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
-		r := toRecord(topic, m)
-		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			if err != nil {
-				p.failed.Add(1)
-				errMu.Lock()
-				if first == nil {
-					first = p.admin.hook.publishError(ctx, topic, m, recordSize(r), err)
-				}
-				errMu.Unlock()
-			} else {
-				p.produced.Add(1)
-			}
-			wg.Done()
-		})
+		n := headerCount(m)
+		fillRecord(&recs[i], hdrs[:0:n], topic, m)
+		hdrs = hdrs[n:]
+		p.cl.Produce(ctx, &recs[i], promise)
 	}
 	wg.Wait()
 	return first
@@ -156,19 +167,28 @@ func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Mes
 		done(m, err)
 		return
 	}
-	one := []broker.Message{m}
-	broker.Prepare(one, time.Now())
-	m = one[0]
-	p.cl.Produce(ctx, toRecord(topic, &m), func(r *kgo.Record, err error) {
+	prepare(&m, time.Now())
+	a := &asyncRec{m: m, done: done}
+	fillRecord(&a.rec, a.hdrs[:0], topic, &a.m)
+	p.cl.Produce(ctx, &a.rec, func(r *kgo.Record, err error) {
 		defer p.inflight.Done()
 		if err != nil {
 			p.failed.Add(1)
-			done(m, p.admin.hook.publishError(ctx, topic, &m, recordSize(r), err))
+			a.done(a.m, p.admin.hook.publishError(ctx, topic, a.m.ID, recordSize(r), err))
 			return
 		}
 		p.produced.Add(1)
-		done(m, nil)
+		a.done(a.m, nil)
 	})
+}
+
+// asyncRec keeps a PublishAsync record, its first headers and its message in
+// one allocation.
+type asyncRec struct {
+	rec  kgo.Record
+	hdrs [2]kgo.RecordHeader
+	m    broker.Message
+	done func(broker.Message, error)
 }
 
 // Flush waits until every message published so far is acknowledged or failed.

@@ -1,7 +1,11 @@
 package kafka
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"strconv"
+	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -18,32 +22,82 @@ const (
 	HeaderPriority = "x-priority"
 )
 
-// toRecord maps m to a record: Key to the record key (so Kafka's default
-// partitioner, murmur2 like Java's, keeps a key on one partition), an empty
-// Key to a nil key (spread over partitions), Header to record headers, Time to
-// the record timestamp, and a nil Payload to a nil value (a tombstone on
-// compacted topics).
+// toRecord maps m to a new record; see fillRecord.
 func toRecord(topic string, m *broker.Message) *kgo.Record {
-	r := &kgo.Record{Topic: topic, Value: m.Payload, Timestamp: m.Time}
-	if m.Key != "" {
-		r.Key = []byte(m.Key)
-	}
+	r := new(kgo.Record)
+	fillRecord(r, nil, topic, m)
+	return r
+}
+
+// headerCount is how many record headers m needs.
+func headerCount(m *broker.Message) int {
 	n := len(m.Header) + 1
 	if m.Priority != 0 {
 		n++
 	}
-	r.Headers = make([]kgo.RecordHeader, 0, n)
-	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderMessageID, Value: []byte(m.ID)})
+	return n
+}
+
+// fillRecord maps m to r: Key to the record key (so Kafka's default
+// partitioner, murmur2 like Java's, keeps a key on one partition), an empty
+// Key to a nil key (spread over partitions), Header to record headers, Time to
+// the record timestamp, and a nil Payload to a nil value (a tombstone on
+// compacted topics). hdrs, when it has room for headerCount(m) headers, holds
+// the headers. Strings are shared with the record, not copied: franz-go
+// never writes to record bytes, and a published message must not change until
+// it is acknowledged.
+func fillRecord(r *kgo.Record, hdrs []kgo.RecordHeader, topic string, m *broker.Message) {
+	r.Topic, r.Value, r.Timestamp = topic, m.Payload, m.Time
+	if m.Key != "" {
+		r.Key = bytesOf(m.Key)
+	}
+	if cap(hdrs) < headerCount(m) {
+		hdrs = make([]kgo.RecordHeader, 0, headerCount(m))
+	}
+	hdrs = append(hdrs[:0], kgo.RecordHeader{Key: HeaderMessageID, Value: bytesOf(m.ID)})
 	if m.Priority != 0 {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderPriority, Value: []byte(strconv.Itoa(int(m.Priority)))})
+		hdrs = append(hdrs, kgo.RecordHeader{Key: HeaderPriority, Value: []byte(strconv.Itoa(int(m.Priority)))})
 	}
 	for k, v := range m.Header {
 		if k == HeaderMessageID || k == HeaderPriority {
 			continue
 		}
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		hdrs = append(hdrs, kgo.RecordHeader{Key: k, Value: bytesOf(v)})
 	}
-	return r
+	r.Headers = hdrs
+}
+
+// bytesOf returns the bytes of s without copying; they must not be written.
+func bytesOf(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// prepare fills an empty ID (the format of broker.NewID, with one
+// allocation) and a zero Time, as broker.Prepare does.
+func prepare(m *broker.Message, now time.Time) {
+	if m.ID == "" {
+		var raw [16]byte
+		_, _ = rand.Read(raw[:])
+		b := make([]byte, 32)
+		hex.Encode(b, raw[:])
+		m.ID = unsafe.String(&b[0], len(b))
+	}
+	if m.Time.IsZero() {
+		m.Time = now
+	}
+}
+
+// messageID returns the ID header of a record built by fillRecord.
+func messageID(r *kgo.Record) string {
+	for _, h := range r.Headers {
+		if h.Key == HeaderMessageID {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // recordSize is the approximate size of r for error messages.

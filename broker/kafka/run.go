@@ -15,9 +15,6 @@ import (
 	"github.com/go-integration/patterns/broker"
 )
 
-// maxPoll bounds the records one poll returns.
-const maxPoll = 4096
-
 // run is one Subscribe call: a consuming client, a poll loop and one worker
 // per assigned partition. Workers of different partitions run in parallel,
 // at most Workers() handlers at once; each worker handles its partition's
@@ -40,6 +37,14 @@ type run struct {
 	mu      sync.Mutex
 	workers map[int32]*worker
 
+	// queued counts the records waiting in the queues of partitions that
+	// are not paused; the poll loop waits while it is at the limit, so a
+	// slow handler slows fetching instead of filling memory. A partition
+	// whose own queue fills (a record backing off) is paused and left out,
+	// so it cannot hold the others up.
+	queued atomic.Int64
+	space  chan struct{}
+
 	killed atomic.Bool // tests: a member that dies without committing
 }
 
@@ -56,6 +61,7 @@ func (r *run) start(ctx context.Context) error {
 	s, sub := r.s, r.sub
 	r.group = sub.Group != ""
 	r.sem = make(chan struct{}, sub.Workers())
+	r.space = make(chan struct{}, 1)
 	r.base = context.WithoutCancel(ctx)
 	for _, t := range []string{sub.Topic, r.dlq} {
 		if t == "" {
@@ -128,8 +134,17 @@ func (r *run) start(ctx context.Context) error {
 // loop polls until ctx is done, then drains the workers, commits and closes.
 func (r *run) loop(ctx context.Context) error {
 	log := r.s.cfg.logger
+	limit := int64(r.s.cfg.maxBuffered)
 	for {
-		fs := r.cl.PollRecords(ctx, maxPoll)
+		for r.queued.Load() >= limit && ctx.Err() == nil {
+			select {
+			case <-r.space:
+			case <-ctx.Done():
+			}
+		}
+		// Take everything buffered, so franz-go fetches the next batch
+		// while the workers handle this one.
+		fs := r.cl.PollFetches(ctx)
 		if fs.IsClientClosed() || ctx.Err() != nil {
 			r.cl.AllowRebalance()
 			break
@@ -244,10 +259,22 @@ func (r *run) stopWorkers(parts []int32, all, mark bool) {
 		if w.paused {
 			w.paused = false
 			r.cl.ResumeFetchPartitions(map[string][]int32{r.sub.Topic: {w.part}})
+		} else {
+			r.queued.Add(-int64(len(w.queue)))
 		}
+		w.queue = nil
 		w.mu.Unlock()
 	}
 	t.Stop()
+	r.signalSpace()
+}
+
+// signalSpace wakes the poll loop if it waits for queue space.
+func (r *run) signalSpace() {
+	select {
+	case r.space <- struct{}{}:
+	default:
+	}
 }
 
 // worker handles one partition's records in order.
@@ -277,9 +304,13 @@ func (w *worker) push(recs []*kgo.Record, hwm int64) {
 	w.hwm.Store(hwm)
 	w.mu.Lock()
 	w.queue = append(w.queue, recs...)
-	if len(w.queue) >= w.r.s.cfg.maxBuffered && !w.paused {
-		w.paused = true
-		w.r.cl.PauseFetchPartitions(map[string][]int32{w.r.sub.Topic: {w.part}})
+	if !w.paused {
+		w.r.queued.Add(int64(len(recs)))
+		if len(w.queue) >= w.r.s.cfg.maxBuffered {
+			w.paused = true
+			w.r.queued.Add(-int64(len(w.queue)))
+			w.r.cl.PauseFetchPartitions(map[string][]int32{w.r.sub.Topic: {w.part}})
+		}
 	}
 	w.mu.Unlock()
 	select {
@@ -299,9 +330,16 @@ func (w *worker) take(n int) []*kgo.Record {
 	if len(w.queue) == 0 {
 		w.queue = nil
 	}
-	if w.paused && len(w.queue) <= w.r.s.cfg.maxBuffered/2 {
+	switch {
+	case !w.paused:
+		w.r.queued.Add(-int64(k))
+	case len(w.queue) <= w.r.s.cfg.maxBuffered/2:
 		w.paused = false
+		w.r.queued.Add(int64(len(w.queue)))
 		w.r.cl.ResumeFetchPartitions(map[string][]int32{w.r.sub.Topic: {w.part}})
+	}
+	if k > 0 && w.r.queued.Load() < int64(w.r.s.cfg.maxBuffered) {
+		w.r.signalSpace()
 	}
 	return batch
 }

@@ -1,0 +1,279 @@
+package kafka
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
+)
+
+// Benchmarks compare this adapter with raw franz-go on the same cluster in
+// the same run: 1 KiB records, 64 keys, 8 partitions.
+//
+//	go test -run '^$' -bench . -benchtime 200000x ./broker/kafka/
+
+const (
+	benchPartitions = 8
+	benchKeys       = 64
+	benchSize       = 1024
+)
+
+var benchPayload = func() []byte {
+	b := make([]byte, benchSize)
+	_, _ = rand.Read(b)
+	return b
+}()
+
+type benchEnv struct {
+	brokers []string
+	admin   *Admin
+	n       atomic.Int64
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	bs := kafkaenv.Brokers(b)
+	a, err := NewAdmin(bs, WithLogger(testLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { a.Close() })
+	return &benchEnv{brokers: bs, admin: a}
+}
+
+func (e *benchEnv) topic(b *testing.B) string {
+	b.Helper()
+	name := fmt.Sprintf("bench_%d_%d", time.Now().UnixNano(), e.n.Add(1))
+	if err := e.admin.EnsureTopic(context.Background(), Topic{Name: name, Partitions: benchPartitions}); err != nil {
+		b.Fatal(err)
+	}
+	return name
+}
+
+var benchKeyNames = func() [][]byte {
+	ks := make([][]byte, benchKeys)
+	for i := range ks {
+		ks[i] = []byte("rentals.france." + strconv.Itoa(i))
+	}
+	return ks
+}()
+
+func perSecond(b *testing.B, start time.Time) {
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+}
+
+// rawProducer is what the Publisher builds on: idempotent, acks=all, no linger.
+func rawProducer(b *testing.B, brokers []string) *kgo.Client {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cl.Close)
+	return cl
+}
+
+func BenchmarkPublish(b *testing.B) {
+	e := newBenchEnv(b)
+	b.Run("raw-franz-go-async", func(b *testing.B) {
+		cl := rawProducer(b, e.brokers)
+		topic := e.topic(b)
+		var failed atomic.Int64
+		b.SetBytes(benchSize)
+		b.ResetTimer()
+		start := time.Now()
+		for i := range b.N {
+			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Add(1)
+				}
+			})
+		}
+		if err := cl.Flush(context.Background()); err != nil || failed.Load() > 0 {
+			b.Fatal(err, failed.Load())
+		}
+		perSecond(b, start)
+	})
+	// The same with the ID header this adapter adds to every record.
+	b.Run("raw-franz-go-async-with-id-header", func(b *testing.B) {
+		cl := rawProducer(b, e.brokers)
+		topic := e.topic(b)
+		var failed atomic.Int64
+		b.SetBytes(benchSize)
+		b.ResetTimer()
+		start := time.Now()
+		for i := range b.N {
+			id := broker.NewID()
+			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload, Headers: []kgo.RecordHeader{{Key: HeaderMessageID, Value: []byte(id)}}}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Add(1)
+				}
+			})
+		}
+		if err := cl.Flush(context.Background()); err != nil || failed.Load() > 0 {
+			b.Fatal(err, failed.Load())
+		}
+		perSecond(b, start)
+	})
+	b.Run("PublishAsync", func(b *testing.B) {
+		p, err := NewPublisher(e.brokers, WithLogger(testLogger()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		topic := e.topic(b)
+		var failed atomic.Int64
+		done := func(_ broker.Message, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+		}
+		b.SetBytes(benchSize)
+		b.ResetTimer()
+		start := time.Now()
+		for i := range b.N {
+			p.PublishAsync(context.Background(), topic, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload}, done)
+		}
+		if err := p.Flush(context.Background()); err != nil || failed.Load() > 0 {
+			b.Fatal(err, failed.Load())
+		}
+		perSecond(b, start)
+	})
+	// Publish from many goroutines, one message per call: each call waits
+	// for its acknowledgement, and concurrent calls share batches.
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("Publish-concurrent-batch%d", batch), func(b *testing.B) {
+			p, err := NewPublisher(e.brokers, WithLogger(testLogger()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			topic := e.topic(b)
+			const goroutines = 256
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.SetBytes(benchSize)
+			b.ResetTimer()
+			start := time.Now()
+			for range goroutines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					msgs := make([]broker.Message, 0, batch)
+					for {
+						from := next.Add(int64(batch)) - int64(batch)
+						if from >= int64(b.N) {
+							return
+						}
+						to := min(from+int64(batch), int64(b.N))
+						msgs = msgs[:0]
+						for i := from; i < to; i++ {
+							msgs = append(msgs, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload})
+						}
+						if err := p.Publish(context.Background(), topic, msgs...); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			perSecond(b, start)
+		})
+	}
+}
+
+var benchKeys64 = func() []string {
+	ks := make([]string, benchKeys)
+	for i := range ks {
+		ks[i] = string(benchKeyNames[i])
+	}
+	return ks
+}()
+
+// fill produces n records to a new topic (outside the timer).
+func (e *benchEnv) fill(b *testing.B, n int) string {
+	b.Helper()
+	topic := e.topic(b)
+	cl := rawProducer(b, e.brokers)
+	for i := range n {
+		cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload, Headers: []kgo.RecordHeader{{Key: HeaderMessageID, Value: []byte(strconv.Itoa(i))}}}, nil)
+	}
+	if err := cl.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return topic
+}
+
+func BenchmarkConsume(b *testing.B) {
+	e := newBenchEnv(b)
+	b.Run("raw-franz-go-group", func(b *testing.B) {
+		b.StopTimer()
+		topic := e.fill(b, b.N)
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumerGroup("raw"), kgo.ConsumeTopics(topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		b.SetBytes(benchSize)
+		b.StartTimer()
+		start := time.Now()
+		n := 0
+		for n < b.N {
+			fs := cl.PollFetches(context.Background())
+			fs.EachRecord(func(*kgo.Record) { n++ })
+		}
+		if err := cl.CommitUncommittedOffsets(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		perSecond(b, start)
+	})
+	for _, conc := range []int{1, 8} {
+		b.Run(fmt.Sprintf("Subscribe-group-concurrency%d", conc), func(b *testing.B) {
+			b.StopTimer()
+			topic := e.fill(b, b.N)
+			opts := []Option{WithLogger(testLogger())}
+			if v := os.Getenv("BENCH_BUFFER"); v != "" {
+				n, _ := strconv.Atoi(v)
+				opts = append(opts, MaxBufferedRecords(n))
+			}
+			s, err := NewSubscriber(e.brokers, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var n atomic.Int64
+			done := make(chan struct{})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.SetBytes(benchSize)
+			b.StartTimer()
+			start := time.Now()
+			errc := make(chan error, 1)
+			go func() {
+				errc <- s.Subscribe(ctx, broker.Subscription{Topic: topic, Group: "ours", Concurrency: conc}, func(context.Context, broker.Message) error {
+					if n.Add(1) == int64(b.N) {
+						close(done)
+					}
+					return nil
+				})
+			}()
+			<-done
+			cancel() // includes the final commit
+			if err := <-errc; err != nil {
+				b.Fatal(err)
+			}
+			perSecond(b, start)
+		})
+	}
+}
