@@ -412,12 +412,16 @@ func (w *worker) loop() {
 		if !w.acquire() {
 			return
 		}
+		var c batchCounts
 		for _, rec := range batch {
-			if w.stopped() || !w.handle(rec) {
+			if w.stopped() || !w.handle(rec, &c) {
+				c.flush(&w.r.s.st)
 				return
 			}
 			last = rec
 		}
+		c.flush(&w.r.s.st)
+		w.next.Store(last.Offset + 1)
 		w.release()
 		if w.r.group {
 			w.r.cl.MarkCommitRecords(last)
@@ -425,23 +429,33 @@ func (w *worker) loop() {
 	}
 }
 
+// batchCounts are counted per batch rather than per record, to keep
+// contended atomic adds off the per-record path.
+type batchCounts struct{ consumed, handled, skipped uint64 }
+
+func (c *batchCounts) flush(st *counters) {
+	st.consumed.Add(c.consumed)
+	st.handled.Add(c.handled)
+	st.skipped.Add(c.skipped)
+	*c = batchCounts{}
+}
+
 // handle runs the handler on rec with retries and dead-lettering. It returns
 // false when the worker was stopped before rec was done with (rec is then
 // left uncommitted for redelivery).
-func (w *worker) handle(rec *kgo.Record) bool {
+func (w *worker) handle(rec *kgo.Record, c *batchCounts) bool {
 	r, st := w.r, &w.r.s.st
-	st.consumed.Add(1)
-	defer func() { w.next.Store(rec.Offset + 1) }()
-	m := fromRecord(rec)
-	if !r.pats.Match(m.Key) {
-		st.skipped.Add(1)
+	c.consumed++
+	if len(r.pats) > 0 && !r.pats.Match(string(rec.Key)) {
+		c.skipped++
 		return true
 	}
+	m := fromRecord(rec)
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
 		err := call(w.ctx, r.h, m)
 		if err == nil {
-			st.handled.Add(1)
+			c.handled++
 			return true
 		}
 		if w.ctx.Err() != nil {
