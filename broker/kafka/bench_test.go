@@ -277,3 +277,119 @@ func BenchmarkConsume(b *testing.B) {
 		})
 	}
 }
+
+// The machine running the benchmarks is shared, so load changes between
+// sub-benchmarks. The paired benchmarks alternate raw franz-go and this
+// adapter in rounds within one benchmark and report both rates and their
+// ratio (ours / raw): the fairest comparison on a noisy machine.
+
+const pairRound = 20000
+
+func reportPair(b *testing.B, n int, raw, ours time.Duration) {
+	b.ReportMetric(float64(n)/raw.Seconds(), "raw-records/s")
+	b.ReportMetric(float64(n)/ours.Seconds(), "ours-records/s")
+	b.ReportMetric(raw.Seconds()/ours.Seconds(), "ours/raw")
+}
+
+func BenchmarkPublishPaired(b *testing.B) {
+	e := newBenchEnv(b)
+	cl := rawProducer(b, e.brokers)
+	p, err := NewPublisher(e.brokers, WithLogger(testLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	rawTopic, ourTopic := e.topic(b), e.topic(b)
+	var failed atomic.Int64
+	rawDone := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+	}
+	ourDone := func(_ broker.Message, err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+	}
+	var raw, ours time.Duration
+	b.SetBytes(2 * benchSize)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += pairRound {
+		n := min(pairRound, b.N-done)
+		start := time.Now()
+		for i := range n {
+			cl.Produce(context.Background(), &kgo.Record{Topic: rawTopic, Key: benchKeyNames[i%benchKeys], Value: benchPayload}, rawDone)
+		}
+		if err := cl.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		raw += time.Since(start)
+		start = time.Now()
+		for i := range n {
+			p.PublishAsync(context.Background(), ourTopic, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload}, ourDone)
+		}
+		if err := p.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		ours += time.Since(start)
+	}
+	if failed.Load() > 0 {
+		b.Fatalf("%d failed", failed.Load())
+	}
+	reportPair(b, b.N, raw, ours)
+}
+
+func BenchmarkConsumePaired(b *testing.B) {
+	e := newBenchEnv(b)
+	s, err := NewSubscriber(e.brokers, WithLogger(testLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var raw, ours time.Duration
+	b.SetBytes(2 * benchSize)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += pairRound {
+		n := min(pairRound, b.N-done)
+		b.StopTimer()
+		rawTopic, ourTopic := e.fill(b, n), e.fill(b, n)
+		b.StartTimer()
+
+		start := time.Now()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumerGroup("raw"), kgo.ConsumeTopics(rawTopic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < n; {
+			fs := cl.PollFetches(context.Background())
+			fs.EachRecord(func(*kgo.Record) { got++ })
+		}
+		if err := cl.CommitUncommittedOffsets(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		cl.Close()
+		raw += time.Since(start)
+
+		start = time.Now()
+		var got atomic.Int64
+		all := make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			errc <- s.Subscribe(ctx, broker.Subscription{Topic: ourTopic, Group: "ours", Concurrency: benchPartitions}, func(context.Context, broker.Message) error {
+				if got.Add(1) == int64(n) {
+					close(all)
+				}
+				return nil
+			})
+		}()
+		<-all
+		cancel() // Subscribe returns after the final commit and leaving the group
+		if err := <-errc; err != nil {
+			b.Fatal(err)
+		}
+		ours += time.Since(start)
+	}
+	reportPair(b, b.N, raw, ours)
+}

@@ -21,10 +21,8 @@ type Publisher struct {
 	admin *Admin
 	cl    *kgo.Client
 
-	mu       sync.RWMutex // guards closed against inflight.Add
-	closed   bool
-	inflight sync.WaitGroup
-	known    sync.Map // topic -> struct{}: topics checked or created
+	closed atomic.Bool
+	known  sync.Map // topic -> struct{}: topics checked or created
 
 	produced atomic.Uint64
 	failed   atomic.Uint64
@@ -67,14 +65,12 @@ func (p *Publisher) Ping(ctx context.Context) error {
 	return p.admin.hook.wrap(ctx, "ping", p.cl.Ping(ctx))
 }
 
-// begin registers a call in flight, or reports ErrClosed.
+// begin reports ErrClosed after Close. A call racing Close gets the
+// client's closed error, mapped to broker.ErrClosed too.
 func (p *Publisher) begin() error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
+	if p.closed.Load() {
 		return broker.ErrClosed
 	}
-	p.inflight.Add(1)
 	return nil
 }
 
@@ -103,7 +99,6 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 	if err := p.begin(); err != nil {
 		return err
 	}
-	defer p.inflight.Done()
 	if err := p.prepareTopic(ctx, topic); err != nil {
 		return err
 	}
@@ -111,12 +106,26 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 		return nil
 	}
 	now := time.Now()
-	nh := 0
+	nh, nid := 0, 0
 	for i := range msgs {
-		prepare(&msgs[i], now)
+		if msgs[i].ID == "" {
+			nid++
+		}
+	}
+	var ids []byte
+	if nid > 0 {
+		ids = make([]byte, nid*idLen)
+	}
+	for i := range msgs {
+		if msgs[i].ID == "" {
+			prepare(&msgs[i], now, ids[:idLen])
+			ids = ids[idLen:]
+		} else {
+			prepare(&msgs[i], now, nil)
+		}
 		nh += headerCount(&msgs[i])
 	}
-	// One allocation for the records and one for their headers.
+	// One allocation each for the records, their headers and new IDs.
 	recs := make([]kgo.Record, len(msgs))
 	hdrs := make([]kgo.RecordHeader, nh)
 	var (
@@ -163,15 +172,13 @@ func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Mes
 		return
 	}
 	if err := p.prepareTopic(ctx, topic); err != nil {
-		p.inflight.Done()
 		done(m, err)
 		return
 	}
-	prepare(&m, time.Now())
 	a := &asyncRec{m: m, done: done}
+	prepare(&a.m, time.Now(), a.id[:])
 	fillRecord(&a.rec, a.hdrs[:0], topic, &a.m)
 	p.cl.Produce(ctx, &a.rec, func(r *kgo.Record, err error) {
-		defer p.inflight.Done()
 		if err != nil {
 			p.failed.Add(1)
 			a.done(a.m, p.admin.hook.publishError(ctx, topic, a.m.ID, recordSize(r), err))
@@ -187,6 +194,7 @@ func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Mes
 type asyncRec struct {
 	rec  kgo.Record
 	hdrs [2]kgo.RecordHeader
+	id   [idLen]byte
 	m    broker.Message
 	done func(broker.Message, error)
 }
@@ -207,21 +215,16 @@ func (p *Publisher) Stats() PublisherStats {
 	return PublisherStats{Produced: p.produced.Load(), Failed: p.failed.Load()}
 }
 
-// Close waits for Publish calls in flight (and their acknowledgements, up to
-// 30 s), then closes the client. Publish after Close returns broker.ErrClosed.
+// Close waits for the messages in flight to be acknowledged (up to 30 s),
+// then closes the client. Publish after Close returns broker.ErrClosed.
 // Close is idempotent.
 func (p *Publisher) Close() error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if !p.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	p.closed = true
-	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := p.cl.Flush(ctx)
-	p.inflight.Wait()
+	err := p.cl.Flush(ctx) // waits for every buffered record and its callback
 	p.cl.Close()
 	p.admin.Close()
 	if err != nil && !errors.Is(err, context.Canceled) {
