@@ -18,8 +18,12 @@ import (
 // quick are the options tests use: short group timeouts and backoff so that
 // rebalances and retries take milliseconds on kfake.
 func quick(extra ...Option) []Option {
+	session := 2 * time.Second // kfake allows 200 ms and up
+	if kafkaenv.External() {
+		session = 6 * time.Second // Kafka's default group.min.session.timeout.ms
+	}
 	opts := []Option{
-		GroupTimeouts(2*time.Second, 3*time.Second, 100*time.Millisecond),
+		GroupTimeouts(session, 10*time.Second, 100*time.Millisecond),
 		Backoff(5*time.Millisecond, 50*time.Millisecond),
 		CommitInterval(200 * time.Millisecond),
 		DrainTimeout(5 * time.Second),
