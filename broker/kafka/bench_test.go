@@ -28,11 +28,20 @@ const (
 	benchSize       = 1024
 )
 
-var benchPayload = func() []byte {
-	b := make([]byte, benchSize)
-	_, _ = rand.Read(b)
-	return b
+// benchPayloads are distinct random payloads, cycled: with a single payload
+// repeated, snappy (franz-go's default compression) would shrink each batch
+// to almost nothing and the benchmark would measure that, not messaging.
+// 256 KiB of them is more than snappy's 64 KiB window.
+var benchPayloads = func() [][]byte {
+	ps := make([][]byte, 256)
+	for i := range ps {
+		ps[i] = make([]byte, benchSize)
+		_, _ = rand.Read(ps[i])
+	}
+	return ps
 }()
+
+func benchPayload(i int) []byte { return benchPayloads[i%len(benchPayloads)] }
 
 type benchEnv struct {
 	brokers []string
@@ -92,7 +101,7 @@ func BenchmarkPublish(b *testing.B) {
 		b.ResetTimer()
 		start := time.Now()
 		for i := range b.N {
-			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload}, func(_ *kgo.Record, err error) {
+			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload(i)}, func(_ *kgo.Record, err error) {
 				if err != nil {
 					failed.Add(1)
 				}
@@ -113,7 +122,7 @@ func BenchmarkPublish(b *testing.B) {
 		start := time.Now()
 		for i := range b.N {
 			id := broker.NewID()
-			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload, Headers: []kgo.RecordHeader{{Key: HeaderMessageID, Value: []byte(id)}}}, func(_ *kgo.Record, err error) {
+			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload(i), Headers: []kgo.RecordHeader{{Key: HeaderMessageID, Value: []byte(id)}}}, func(_ *kgo.Record, err error) {
 				if err != nil {
 					failed.Add(1)
 				}
@@ -141,7 +150,7 @@ func BenchmarkPublish(b *testing.B) {
 		b.ResetTimer()
 		start := time.Now()
 		for i := range b.N {
-			p.PublishAsync(context.Background(), topic, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload}, done)
+			p.PublishAsync(context.Background(), topic, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload(i)}, done)
 		}
 		if err := p.Flush(context.Background()); err != nil || failed.Load() > 0 {
 			b.Fatal(err, failed.Load())
@@ -177,7 +186,7 @@ func BenchmarkPublish(b *testing.B) {
 						to := min(from+int64(batch), int64(b.N))
 						msgs = msgs[:0]
 						for i := from; i < to; i++ {
-							msgs = append(msgs, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload})
+							msgs = append(msgs, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload(int(i))})
 						}
 						if err := p.Publish(context.Background(), topic, msgs...); err != nil {
 							b.Error(err)
@@ -206,7 +215,7 @@ func (e *benchEnv) fill(b *testing.B, n int) string {
 	topic := e.topic(b)
 	cl := rawProducer(b, e.brokers)
 	for i := range n {
-		cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload, Headers: []kgo.RecordHeader{{Key: HeaderMessageID, Value: []byte(strconv.Itoa(i))}}}, nil)
+		cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: benchKeyNames[i%benchKeys], Value: benchPayload(i), Headers: []kgo.RecordHeader{{Key: HeaderMessageID, Value: []byte(strconv.Itoa(i))}}}, nil)
 	}
 	if err := cl.Flush(context.Background()); err != nil {
 		b.Fatal(err)
@@ -318,7 +327,7 @@ func BenchmarkPublishPaired(b *testing.B) {
 		n := min(pairRound, b.N-done)
 		start := time.Now()
 		for i := range n {
-			cl.Produce(context.Background(), &kgo.Record{Topic: rawTopic, Key: benchKeyNames[i%benchKeys], Value: benchPayload}, rawDone)
+			cl.Produce(context.Background(), &kgo.Record{Topic: rawTopic, Key: benchKeyNames[i%benchKeys], Value: benchPayload(i)}, rawDone)
 		}
 		if err := cl.Flush(context.Background()); err != nil {
 			b.Fatal(err)
@@ -326,7 +335,7 @@ func BenchmarkPublishPaired(b *testing.B) {
 		raw += time.Since(start)
 		start = time.Now()
 		for i := range n {
-			p.PublishAsync(context.Background(), ourTopic, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload}, ourDone)
+			p.PublishAsync(context.Background(), ourTopic, broker.Message{Key: benchKeys64[i%benchKeys], Payload: benchPayload(i)}, ourDone)
 		}
 		if err := p.Flush(context.Background()); err != nil {
 			b.Fatal(err)

@@ -82,6 +82,14 @@ func bytesOf(s string) []byte {
 // cheaper, and IDs need not be unpredictable.
 const idLen = 32
 
+// stringOf returns b as a string without copying; b must not change.
+func stringOf(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
 // prepare fills an empty ID and a zero Time, as broker.Prepare does. A
 // generated ID is written to buf when it has idLen bytes (so callers can
 // allocate the IDs of many messages at once), otherwise to a new buffer.
@@ -122,10 +130,12 @@ func recordSize(r *kgo.Record) int {
 
 // fromRecord maps a fetched record to a Message with Raw set to r. A record
 // without HeaderMessageID (from another producer) gets the ID
-// "topic/partition/offset".
+// "topic/partition/offset". Key, ID and header values share the record's
+// bytes instead of copying them (franz-go never reuses a record's memory
+// unless the user recycles records); handlers must not write to Raw's bytes.
 func fromRecord(r *kgo.Record) broker.Message {
 	m := broker.Message{
-		Key:     string(r.Key),
+		Key:     stringOf(r.Key),
 		Payload: r.Value,
 		Time:    r.Timestamp,
 		Topic:   r.Topic,
@@ -134,7 +144,7 @@ func fromRecord(r *kgo.Record) broker.Message {
 	for _, h := range r.Headers {
 		switch h.Key {
 		case HeaderMessageID:
-			m.ID = string(h.Value)
+			m.ID = stringOf(h.Value)
 		case HeaderPriority:
 			if p, err := strconv.Atoi(string(h.Value)); err == nil && p > 0 && p < 256 {
 				m.Priority = uint8(p)
@@ -143,7 +153,7 @@ func fromRecord(r *kgo.Record) broker.Message {
 			if m.Header == nil {
 				m.Header = make(map[string]string, len(r.Headers))
 			}
-			m.Header[h.Key] = string(h.Value)
+			m.Header[h.Key] = stringOf(h.Value)
 		}
 	}
 	if m.ID == "" {

@@ -446,7 +446,7 @@ func (c *batchCounts) flush(st *counters) {
 func (w *worker) handle(rec *kgo.Record, c *batchCounts) bool {
 	r, st := w.r, &w.r.s.st
 	c.consumed++
-	if len(r.pats) > 0 && !r.pats.Match(string(rec.Key)) {
+	if len(r.pats) > 0 && !r.pats.Match(stringOf(rec.Key)) {
 		c.skipped++
 		return true
 	}
