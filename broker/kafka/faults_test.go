@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -348,4 +350,49 @@ func partitionOf(t *testing.T, e *env, topic, key string) int32 {
 		t.Fatal(err)
 	}
 	return res[0].Record.Partition
+}
+
+// A poison record too large for the dead-letter topic is dead-lettered
+// without its payload (with a header saying so) instead of blocking.
+func TestDeadLetterTooLargeDropsPayload(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(1)
+	dlq := topic + "_small_dlq"
+	if err := e.admin.EnsureTopic(ctxT(t, 10*time.Second), Topic{Name: dlq, Partitions: 1, Config: map[string]string{"max.message.bytes": "2000"}}); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 20_000)
+	_, _ = rand.Read(big)
+	p := e.publisher()
+	if err := p.Publish(ctxT(t, 10*time.Second), topic, broker.Message{ID: "big", Payload: big}, broker.Message{ID: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	s := e.subscriber()
+	after := make(chan struct{})
+	subscribe(t, s, broker.Subscription{Topic: topic, Group: "g", MaxAttempts: 1, DeadLetterTopic: dlq}, func(_ context.Context, m broker.Message) error {
+		if m.ID == "big" {
+			return errors.New("poison")
+		}
+		close(after)
+		return nil
+	})
+	select {
+	case <-after:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the partition is blocked behind a dead letter too large for its topic")
+	}
+	r := e.subscriber(StartAt(Earliest()))
+	got := make(chan broker.Message, 1)
+	subscribe(t, r, broker.Subscription{Topic: dlq}, func(_ context.Context, m broker.Message) error {
+		got <- m
+		return nil
+	})
+	select {
+	case m := <-got:
+		if m.ID != "big" || m.Payload != nil || !strings.Contains(m.Header[HeaderPayloadDropped], "20000 bytes") || m.Header[broker.HeaderError] != "poison" {
+			t.Errorf("dead letter %+v", m)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no dead letter")
+	}
 }

@@ -21,6 +21,10 @@ const (
 	// HeaderPriority carries a non-zero Message.Priority (Kafka itself has no
 	// priorities: it is only carried through).
 	HeaderPriority = "x-priority"
+	// HeaderPayloadDropped is set on a dead letter whose payload was
+	// dropped because the dead-letter topic refused it as too large; it
+	// says how large it was and why.
+	HeaderPayloadDropped = "x-payload-dropped"
 )
 
 // toRecord maps m to a new record; see fillRecord.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -491,6 +492,15 @@ func (w *worker) deadLetter(m broker.Message, rec *kgo.Record, cause error) bool
 			st.deadLettered.Add(1)
 			log.Warn("kafka: message dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "id", m.ID, "attempts", m.Attempt, "dead_letter_topic", r.dlq, "err", cause)
 			return true
+		}
+		if errors.Is(err, kerr.MessageTooLarge) && dl.Payload != nil {
+			// The dead-letter topic takes smaller records than the source
+			// (or the headers tipped it over): keep the evidence, drop the
+			// payload, rather than block the partition.
+			log.Error("kafka: dead letter too large; publishing it without its payload", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "dead_letter_topic", r.dlq, "bytes", len(dl.Payload))
+			dl.Header[HeaderPayloadDropped] = fmt.Sprintf("%d bytes: %v", len(dl.Payload), err)
+			dl.Payload = nil
+			continue
 		}
 		log.Error("kafka: dead-lettering failed; retrying", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "dead_letter_topic", r.dlq, "err", err)
 		if w.ctx.Err() != nil || !w.sleep(r.s.cfg.backoff(try)) {
