@@ -418,7 +418,7 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		return DayFile{}, false, fmt.Errorf("store: %w", err)
 	}
 	p := e.newPipe(w, ds.Name, day, key)
-	tag, err := conn.Conn().PgConn().CopyTo(ctx, p, "COPY ("+q.sql+") TO STDOUT WITH (FORMAT csv, HEADER)")
+	tag, err := conn.Conn().PgConn().CopyTo(ctx, p, "COPY ("+q.sql+"\n) TO STDOUT WITH (FORMAT csv, HEADER)")
 	if err == nil {
 		err = p.close()
 	}
@@ -466,7 +466,7 @@ func sourceState(ctx context.Context, conn *pgxpool.Conn, sql, updated string) (
 		s   SourceState
 		max *string
 	)
-	err := conn.QueryRow(ctx, "select count(*), max(q."+pgx.Identifier{updated}.Sanitize()+")::text from ("+sql+") q").Scan(&s.Rows, &max)
+	err := conn.QueryRow(ctx, "select count(*), max(q."+pgx.Identifier{updated}.Sanitize()+")::text from ("+sql+"\n) q").Scan(&s.Rows, &max)
 	if err != nil {
 		return nil, fmt.Errorf("source state (UpdatedColumn %q): %w", updated, err)
 	}
@@ -535,7 +535,7 @@ func (e *Exporter) dayQuery(ctx context.Context, conn *pgxpool.Conn, ds Dataset,
 			return dayQuery{}, fmt.Errorf("%w: %s: column %q is %s; want date, timestamp or timestamptz", ErrNoDayColumn, ds.Name, ds.DayColumn, typ)
 		}
 		col := "q." + pgx.Identifier{ds.DayColumn}.Sanitize()
-		sql = "select * from (" + inner + ") q where " + col + " >= " + lo + " and " + col + " < " + hi
+		sql = "select * from (" + inner + "\n) q where " + col + " >= " + lo + " and " + col + " < " + hi
 	}
 	sd, err := describe(ctx, conn, sql)
 	if err != nil {

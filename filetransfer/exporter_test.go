@@ -31,7 +31,8 @@ func TestCSVMatchesPsql(t *testing.T) {
 				t.Fatal(err)
 			}
 			e := newExporter(t, d, store, filetransfer.Config{Gzip: gz, Prefix: "exports/v1"})
-			ds := filetransfer.Dataset{Name: "events", Query: "select * from " + table + " order by id", DayColumn: "day"}
+			// A trailing comment and semicolon must not break the wrapping.
+			ds := filetransfer.Dataset{Name: "events", Query: "select * from " + table + " order by id -- by id;\n ; ", DayColumn: "day", UpdatedColumn: "updated_at"}
 			m, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-03"))
 			if err != nil {
 				t.Fatal(err)

@@ -1,9 +1,11 @@
 package filetransfer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -313,5 +315,33 @@ func TestExportStoreErrorsS3(t *testing.T) {
 	}
 	if keys := env.Keys(t); len(keys) != 0 {
 		t.Fatalf("written despite store errors: %v", keys)
+	}
+}
+
+// A day larger than several parts streams through a multipart upload and
+// arrives byte-identical to psql's output.
+func TestMultipartExportMatchesPsql(t *testing.T) {
+	d := newDB(t, 2)
+	env := s3env.New(t)
+	store, err := fts3.New(fts3.Config{Client: env.Client, Bucket: env.Bucket, PartSize: fts3.MinPartSize, Concurrency: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const q = "select g as id, %s as day, md5(g::text) as h, repeat('é,\"', g %% 40) as u from generate_series(1, 120000) g order by g"
+	ds := filetransfer.Dataset{Name: "mp", Template: fmt.Sprintf(q, "{day}")}
+	m, err := newExporter(t, d, store, filetransfer.Config{}).Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Files[0].Bytes < 3*fts3.MinPartSize {
+		t.Fatalf("only %d bytes: not a multipart upload", m.Files[0].Bytes)
+	}
+	got := read(t, store, m.Files[0].Key)
+	want := d.psqlCopy(t, fmt.Sprintf(q, "DATE '2024-01-01'"))
+	if !bytes.Equal(got, want) || sha(got) != m.Files[0].SHA256 {
+		t.Fatalf("S3 object (%d bytes) differs from psql (%d bytes) or from its checksum", len(got), len(want))
+	}
+	if ups := env.Uploads(t); len(ups) != 0 {
+		t.Fatalf("%d uploads left", len(ups))
 	}
 }

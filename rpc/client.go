@@ -106,6 +106,15 @@ func (t *Transport) BreakerState(host string) BreakerState {
 	return fromGobreaker(t.breakers.get(host).State())
 }
 
+// CloseIdleConnections closes the idle connections of the base
+// RoundTripper, when it has such a method (http.Client.CloseIdleConnections
+// calls it).
+func (t *Transport) CloseIdleConnections() {
+	if ci, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
 // NewIdempotencyKey returns a random UUID (version 4), the default key of
 // WithIdempotencyKeys.
 func NewIdempotencyKey() string {

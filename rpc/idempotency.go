@@ -336,7 +336,29 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	var body []byte
+	var err error
+	if cl := r.ContentLength; cl > 0 {
+		// Known length: read into a buffer of that size (+1 to see EOF).
+		body = make([]byte, 0, cl+1)
+		for {
+			n, rerr := rd.Read(body[len(body):cap(body)])
+			body = body[:len(body)+n]
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				err = rerr
+				break
+			}
+			if len(body) == cap(body) {
+				body = append(body, 0)[:len(body)] // longer than announced: grow
+			}
+		}
+	} else {
+		body, err = io.ReadAll(rd)
+	}
 	r.Body.Close()
 	if err != nil {
 		return nil, err

@@ -363,3 +363,18 @@ func TestIdempotencyKeepsOnlyTheHandlersHeaders(t *testing.T) {
 		t.Fatalf("replayed headers %v: want the outer header of this request and the handler's of the first", w.Header())
 	}
 }
+
+func TestIdempotencyReadsTheWholeBodyWhateverContentLength(t *testing.T) {
+	var got atomic.Value
+	h := middleware(t, rpc.NewMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.Store(string(b))
+	}))
+	req := httptest.NewRequest("POST", "/", strings.NewReader("longer than announced"))
+	req.ContentLength = 3
+	req.Header.Set(key, "k")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if got.Load() != "longer than announced" {
+		t.Fatalf("handler read %q", got.Load())
+	}
+}

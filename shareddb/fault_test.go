@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,11 +89,29 @@ func pgctl(t *testing.T, action string) {
 		}
 		cluster = []string{names[len(names)-1], "replica"}
 	}
+	closeInheritedFiles()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", cluster[0], cluster[1], action).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_ctlcluster %s %s: %v: %s", strings.Join(cluster, " "), action, err, out)
+	}
+}
+
+// closeInheritedFiles marks every descriptor above stderr close-on-exec.
+// Descriptors this process inherited without that flag (the lock of
+// "flock /tmp/patterns-fault.lock go test ...") would otherwise pass through
+// pg_ctlcluster to the PostgreSQL server it starts, which would then hold the
+// fault lock for as long as it runs.
+func closeInheritedFiles() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }
 

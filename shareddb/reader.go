@@ -433,7 +433,10 @@ func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Dur
 		return // closing: keep the last real state
 	}
 	old := n.state.Swap(s)
+	wrongRole := func(err error) bool { return errors.Is(err, ErrNotReplica) || errors.Is(err, ErrPrimaryInRecovery) }
 	switch {
+	case wrongRole(s.err) && !wrongRole(old.err):
+		r.log.Error("node has the wrong role: reads skip it", "node", n.name, "addr", n.addr, "err", s.err)
 	case old.healthy && !s.healthy:
 		r.log.Warn("node unhealthy", "node", n.name, "addr", n.addr, "err", s.err)
 	case !old.healthy && s.healthy && !old.checkedAt.IsZero():

@@ -78,7 +78,7 @@ func TestIdleReplicaHasZeroLag(t *testing.T) {
 	e := setup(t)
 	r := newReader(t, e.config(e.replicaURL))
 	// A caught-up replica has zero lag however old its last replayed transaction is.
-	eventually(t, 5*time.Second, "replica lag 0", func() bool {
+	eventually(t, 10*time.Second, "replica lag 0", func() bool {
 		s := r.Status()[1]
 		return s.Healthy && s.LagKnown && s.Lag == 0
 	})

@@ -27,6 +27,8 @@ type Client struct {
 
 	mu       sync.Mutex
 	sess     *session
+	dialing  *dialing
+	dials    sync.WaitGroup
 	closed   bool
 	inflight sync.WaitGroup
 	closeErr error
@@ -61,28 +63,61 @@ func NewClient(url string, opts ...Option) (*Client, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	c := &Client{url: url, cfg: cfg, prefix: hex.EncodeToString(b[:]) + "-"}
-	if _, err := c.session(); err != nil {
+	if _, err := c.session(context.Background()); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// session returns the live session, dialling a new one when needed.
-func (c *Client) session() (*session, error) {
+// session returns the live session, dialling a new one when needed. Callers
+// wait for one shared dial under their own context.
+func (c *Client) session(ctx context.Context) (*session, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if s := c.sess; s != nil && s.alive() {
+		c.mu.Unlock()
 		return s, nil
 	}
-	s, err := c.dial()
-	if err != nil {
-		return nil, err
+	d := c.dialing
+	if d == nil {
+		d = &dialing{done: make(chan struct{})}
+		c.dialing = d
+		c.dials.Add(1)
+		go func() {
+			defer c.dials.Done()
+			s, err := c.dial()
+			c.mu.Lock()
+			if err == nil && c.closed {
+				s.closing.Store(true)
+				s.conn.Close()
+				s, err = nil, ErrClosed
+			}
+			if err == nil {
+				c.sess = s
+			}
+			c.dialing = nil
+			c.mu.Unlock()
+			d.s, d.err = s, err
+			close(d.done)
+		}()
 	}
-	c.sess = s
-	return s, nil
+	c.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.s, d.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("amqprpc: connecting: %w", ctx.Err())
+	}
+}
+
+// dialing is a dial in progress that callers wait for.
+type dialing struct {
+	done chan struct{}
+	s    *session
+	err  error
 }
 
 func (c *Client) dial() (*session, error) {
@@ -220,7 +255,7 @@ func (c *Client) Call(ctx context.Context, queue string, req Message) (Message, 
 	c.mu.Unlock()
 	defer c.inflight.Done()
 
-	s, err := c.session()
+	s, err := c.session(ctx)
 	if err != nil {
 		return Message{}, err
 	}
@@ -305,6 +340,7 @@ func (c *Client) Close() error {
 			<-s.done
 		}
 		<-drained
+		c.dials.Wait()
 	})
 	return c.closeErr
 }

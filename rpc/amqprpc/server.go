@@ -62,6 +62,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.serving = true
 	s.mu.Unlock()
 	defer close(s.stopped)
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
 	for {
 		err := s.serveConn(ctx)
 		select {
