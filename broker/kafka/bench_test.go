@@ -168,7 +168,10 @@ func BenchmarkPublish(b *testing.B) {
 			}
 			defer p.Close()
 			topic := e.topic(b)
-			const goroutines = 256
+			goroutines := 256
+			if v, _ := strconv.Atoi(os.Getenv("BENCH_GOROUTINES")); v > 0 {
+				goroutines = v
+			}
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.SetBytes(benchSize)
