@@ -182,3 +182,31 @@ func TestProvisionPinsLatest(t *testing.T) {
 	subscribe(t, s, sub, c.handler)
 	c.exactly(t, 50, 60)
 }
+
+// StartAt(AtOffsets) for a new group: Subscribe pins the offsets before
+// joining, so the group starts exactly there; a group with commits ignores it.
+func TestGroupStartsAtOffsets(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(1)
+	timed(t, e, topic, time.UnixMilli(1_780_000_000_000), 30)
+	s := e.subscriber(StartAt(AtOffsets(map[int32]int64{0: 12})))
+	sub := broker.Subscription{Topic: topic, Group: "from12"}
+	c := &ids{got: map[int]int{}}
+	stop := subscribe(t, s, sub, c.handler)
+	c.exactly(t, 12, 30)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	lag, err := e.admin.Lag(ctxT(t, 10*time.Second), "from12", topic)
+	if err != nil || lag[0] != 0 {
+		t.Fatalf("lag %v, %v after handling", lag, err)
+	}
+	// Committed offsets win over StartAt on the next run: nothing is replayed.
+	p := e.publisher()
+	if err := p.Publish(ctxT(t, 10*time.Second), topic, broker.Message{ID: "30"}); err != nil {
+		t.Fatal(err)
+	}
+	c2 := &ids{got: map[int]int{}}
+	subscribe(t, e.subscriber(StartAt(AtOffsets(map[int32]int64{0: 0}))), sub, c2.handler)
+	c2.exactly(t, 30, 31)
+}
