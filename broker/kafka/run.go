@@ -46,7 +46,8 @@ type run struct {
 	queued atomic.Int64
 	space  chan struct{}
 
-	killed atomic.Bool // tests: a member that dies without committing
+	killed   atomic.Bool // tests: a member that dies without committing
+	stopping atomic.Bool // the final revoke of leaving the group is not a rebalance
 }
 
 // kill simulates a crashed member (tests only): it stops the workers without
@@ -102,7 +103,9 @@ func (r *run) start(ctx context.Context) error {
 				if r.killed.Load() {
 					return
 				}
-				s.st.revoked.Add(uint64(len(m[sub.Topic])))
+				if !r.stopping.Load() {
+					s.st.revoked.Add(uint64(len(m[sub.Topic])))
+				}
 				r.stopWorkers(m[sub.Topic], false, true)
 				r.commit(ctx)
 			}),
@@ -164,6 +167,7 @@ func (r *run) loop(ctx context.Context) error {
 		})
 		r.cl.AllowRebalance()
 	}
+	r.stopping.Store(true)
 	r.stopWorkers(nil, true, true)
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	r.commit(cctx)
