@@ -37,6 +37,9 @@ type run struct {
 
 	mu      sync.Mutex
 	workers map[int32]*worker
+	// drainMu serializes stopWorkers, so a revoke that comes while the
+	// subscription drains at shutdown waits for the drain before it commits.
+	drainMu sync.Mutex
 
 	// queued counts the records waiting in the queues of partitions that
 	// are not paused; the poll loop waits while it is at the limit, so a
@@ -229,6 +232,8 @@ func (r *run) worker(p int32) *worker {
 // DrainTimeout to finish before their context is cancelled. With mark set,
 // each worker marks what it handled so the caller's commit includes it.
 func (r *run) stopWorkers(parts []int32, all, mark bool) {
+	r.drainMu.Lock()
+	defer r.drainMu.Unlock()
 	r.mu.Lock()
 	var ws []*worker
 	if all {
