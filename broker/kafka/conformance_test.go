@@ -44,13 +44,13 @@ func TestConformance(t *testing.T) {
 			}
 		},
 		Features: brokertest.Features{
-			Persistent:     true,
-			ConsumerGroups: true,
-			KeyFilter:      true, // client-side, with broker's matcher
-			OrderPerKey:    true, // per partition, and a key stays on one partition
-			DeadLetter:     true,
-			Priority:       false, // Kafka has no priorities: a partition is a log read in order
-			MaxPayload:     1 << 20,
+			Persistent:     true,    // records stay in the log; groups commit only what was handled
+			ConsumerGroups: true,    // Subscription.Group is the Kafka consumer group
+			KeyFilter:      true,    // on the client, with broker's matcher; skipped records are committed
+			OrderPerKey:    true,    // per partition, and a key stays on one partition
+			DeadLetter:     true,    // published to the dead-letter topic with origin partition and offset
+			Priority:       false,   // Kafka has no priorities: a partition is a log read in order
+			MaxPayload:     1 << 20, // with max.message.bytes raised to 2 MiB, see maxMessage
 		},
 	})
 }
