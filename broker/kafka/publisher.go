@@ -57,7 +57,8 @@ func NewPublisher(brokers []string, opts ...Option) (*Publisher, error) {
 // Do not close it: Close does.
 func (p *Publisher) Client() *kgo.Client { return p.cl }
 
-// Admin returns an Admin sharing this publisher's settings.
+// Admin returns the Admin this publisher uses to look up and create topics;
+// it is valid until the publisher is closed. Do not close it.
 func (p *Publisher) Admin() *Admin { return p.admin }
 
 // Ping checks that a broker answers before ctx ends.

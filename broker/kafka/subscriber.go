@@ -66,7 +66,8 @@ func NewSubscriber(brokers []string, opts ...Option) (*Subscriber, error) {
 // Message.Raw, a *kgo.Record. Do not close it: Close does.
 func (s *Subscriber) Client() *kgo.Client { return s.prod }
 
-// Admin returns an Admin sharing this subscriber's settings.
+// Admin returns the Admin this subscriber uses for topics and offsets; it
+// is valid until the subscriber is closed. Do not close it.
 func (s *Subscriber) Admin() *Admin { return s.admin }
 
 // Ping checks that a broker answers before ctx ends.
