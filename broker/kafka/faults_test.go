@@ -170,6 +170,11 @@ func TestRebalanceThirdMemberJoins(t *testing.T) {
 	if per[2].Load() == 0 {
 		t.Errorf("the third member handled nothing: no rebalance took place")
 	}
+	if r := s1.Stats().Revoked + s2.Stats().Revoked; r == 0 {
+		t.Errorf("no partition was revoked from the first two members")
+	} else {
+		t.Logf("%d partition revocations (second and third member joining)", r)
+	}
 	// In flight at a revoke: at most Concurrency running handlers per member
 	// (they finish and are committed before the partition moves).
 	if dups > 3*conc {
