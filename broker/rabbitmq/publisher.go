@@ -1,0 +1,383 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// Publisher publishes to durable topic exchanges with publisher confirms. It
+// is safe for concurrent use; concurrent Publish calls pipeline their confirms
+// over a small pool of channels. It implements broker.Publisher.
+type Publisher struct {
+	cfg   config
+	obs   *observer
+	c     *connection
+	r     route
+	slots []*pubSlot
+	next  atomic.Uint64
+
+	declMu   sync.Mutex
+	declared map[string]uint64 // exchange -> connection generation it was declared on
+
+	mu        sync.RWMutex // Publish holds it shared, Close exclusively
+	closed    bool
+	closing   chan struct{}
+	closeOnce sync.Once
+}
+
+var _ broker.Publisher = (*Publisher)(nil)
+
+type pubSlot struct {
+	lock chan struct{} // a mutex that honours contexts
+	pc   *pubChannel
+}
+
+// pubChannel is one confirm-mode channel of the pool.
+type pubChannel struct {
+	ch   *amqp.Channel
+	ac   *amqp.Connection
+	gen  uint64
+	dead chan struct{} // closed once ch is closed and err is set
+	err  atomic.Pointer[amqp.Error]
+
+	retMu    sync.Mutex
+	returns  chan amqp.Return
+	returned map[string]amqp.Return
+}
+
+// NewPublisher connects to the broker at url (amqp:// or amqps://) and returns
+// a Publisher. It fails when the first connection cannot be made (invalid URL,
+// unreachable server, wrong credentials); later outages are recovered from.
+func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange},
+		declared: map[string]uint64{}, closing: make(chan struct{})}
+	p.c, err = dial(ctx, url, &p.cfg, p.obs)
+	if err != nil {
+		return nil, err
+	}
+	p.slots = make([]*pubSlot, cfg.channels)
+	for i := range p.slots {
+		p.slots[i] = &pubSlot{lock: make(chan struct{}, 1)}
+	}
+	return p, nil
+}
+
+// Publish sends msgs to topic's exchange (declared on first use) and returns
+// nil once the broker confirmed every one. Messages whose confirm is lost to a
+// connection drop are republished on the new connection; while the broker is
+// unreachable or blocks publishing (resource alarm), Publish waits until ctx
+// ends and then fails with broker.ErrNotConfirmed. A broker nack fails with
+// broker.ErrNotConfirmed, an unroutable message with broker.ErrUnroutable
+// (WithMandatory), a message the adapter cannot carry with
+// broker.ErrInvalidMessage. Messages of one call keep their order.
+func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return broker.ErrClosed
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	broker.Prepare(msgs, time.Now())
+	pubs := make([]amqp.Publishing, len(msgs))
+	keys := make([]string, len(msgs))
+	for i := range msgs {
+		var err error
+		if pubs[i], err = toPublishing(&msgs[i], !p.cfg.transient, p.cfg.maxMessageSize, nil); err != nil {
+			return fmt.Errorf("rabbitmq: publish to %q: %w", topic, err)
+		}
+		keys[i] = p.r.key(topic, msgs[i].Key)
+		if err := shortString("routing key", keys[i]); err != nil {
+			return fmt.Errorf("rabbitmq: publish to %q: %w", topic, err)
+		}
+	}
+	return p.send(ctx, topic, p.r.exchange(topic), keys, pubs)
+}
+
+// maxSoftRetries bounds republishing after channel errors (as opposed to lost
+// connections, which are retried until the context ends).
+const maxSoftRetries = 5
+
+func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []string, pubs []amqp.Publishing) error {
+	pending := make([]int, len(pubs))
+	for i := range pending {
+		pending[i] = i
+	}
+	var lastErr error
+	soft := 0
+	notConfirmed := func(err error) error {
+		if errors.Is(err, broker.ErrClosed) {
+			return fmt.Errorf("rabbitmq: publish to %q: %d of %d message(s) not confirmed: %w", topic, len(pending), len(pubs), err)
+		}
+		if lastErr != nil {
+			return fmt.Errorf("%w: rabbitmq: publish to %q: %d of %d message(s) not confirmed (last problem: %v): %w", broker.ErrNotConfirmed, topic, len(pending), len(pubs), lastErr, err)
+		}
+		return fmt.Errorf("%w: rabbitmq: publish to %q: %d of %d message(s) not confirmed: %w", broker.ErrNotConfirmed, topic, len(pending), len(pubs), err)
+	}
+	for round := 0; ; round++ {
+		if round > 0 {
+			for _, i := range pending {
+				p.obs.emit(Event{Kind: EventRepublished, Topic: topic, MessageID: pubs[i].MessageId, Err: lastErr})
+			}
+		}
+		pc, err := p.channel(ctx)
+		if err != nil {
+			return notConfirmed(err)
+		}
+		if err := p.c.waitUnblocked(ctx, p.closing); err != nil {
+			return notConfirmed(err)
+		}
+		if err := p.declare(pc, exchange); err != nil {
+			if !pc.ch.IsClosed() {
+				return notConfirmed(err)
+			}
+			cause := pc.cause(ctx)
+			if cause != nil && cause.Recover {
+				soft++
+				if soft > maxSoftRetries {
+					return notConfirmed(err)
+				}
+			}
+			lastErr = err
+			continue
+		}
+		dcs := make([]*amqp.DeferredConfirmation, 0, len(pending))
+		var sendErr error
+		for _, i := range pending {
+			dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, keys[i], p.cfg.mandatory, false, pubs[i])
+			if err != nil {
+				sendErr = err
+				break
+			}
+			dcs = append(dcs, dc)
+			p.obs.emit(Event{Kind: EventPublished, Topic: topic, MessageID: pubs[i].MessageId})
+		}
+		var retry []int
+		for j, dc := range dcs {
+			i := pending[j]
+			acked, err := dc.WaitContext(ctx)
+			if err != nil {
+				pending = pending[j:]
+				return notConfirmed(err)
+			}
+			if !acked {
+				retry = append(retry, i)
+				continue
+			}
+			if p.cfg.mandatory {
+				if r, ok := pc.takeReturn(pubs[i].MessageId); ok {
+					p.obs.emit(Event{Kind: EventReturned, Topic: topic, MessageID: pubs[i].MessageId})
+					return fmt.Errorf("%w: rabbitmq: publish to %q: message %s with routing key %q reached no queue (%d %s)", broker.ErrUnroutable, topic, pubs[i].MessageId, keys[i], r.ReplyCode, r.ReplyText)
+				}
+			}
+			p.obs.emit(Event{Kind: EventConfirmed, Topic: topic, MessageID: pubs[i].MessageId})
+		}
+		retry = append(retry, pending[len(dcs):]...)
+		if len(retry) == 0 {
+			return nil
+		}
+		pending = retry
+		if ctx.Err() != nil {
+			return notConfirmed(ctx.Err())
+		}
+		if !pc.ch.IsClosed() {
+			if sendErr != nil {
+				return notConfirmed(sendErr)
+			}
+			for _, i := range pending {
+				p.obs.emit(Event{Kind: EventNacked, Topic: topic, MessageID: pubs[i].MessageId})
+			}
+			return notConfirmed(errors.New("the broker nacked them"))
+		}
+		cause := pc.cause(ctx)
+		switch {
+		case cause == nil || !cause.Recover:
+			// the connection dropped: republish on the next one.
+			lastErr = errors.New("connection lost")
+			if cause != nil {
+				lastErr = cause
+			}
+		case cause.Code == amqp.NotFound:
+			// the exchange was deleted behind our back: declare it again.
+			p.forget(exchange)
+			soft++
+			lastErr = cause
+		case cause.Code == amqp.PreconditionFailed && strings.Contains(cause.Reason, "max size"):
+			return fmt.Errorf("%w: rabbitmq: publish to %q: the server refused the message size: %w", broker.ErrInvalidMessage, topic, cause)
+		default:
+			soft++
+			lastErr = cause
+		}
+		if soft > maxSoftRetries {
+			return notConfirmed(lastErr)
+		}
+	}
+}
+
+// channel returns an open confirm-mode channel from the pool, opening one
+// (and waiting for a connection) when needed.
+func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
+	s := p.slots[p.next.Add(1)%uint64(len(p.slots))]
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.closing:
+		return nil, broker.ErrClosed
+	}
+	defer func() { <-s.lock }()
+	if s.pc != nil && !s.pc.ch.IsClosed() {
+		return s.pc, nil
+	}
+	for {
+		ac, gen, err := p.c.get(ctx, p.closing)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := openPubChannel(ac, gen, p.cfg.mandatory)
+		if err == nil {
+			s.pc = pc
+			return pc, nil
+		}
+		if !ac.IsClosed() {
+			return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
+		}
+	}
+}
+
+func openPubChannel(ac *amqp.Connection, gen uint64, mandatory bool) (*pubChannel, error) {
+	ch, err := ac.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	pc := &pubChannel{ch: ch, ac: ac, gen: gen, dead: make(chan struct{})}
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		for e := range closes {
+			if e != nil {
+				pc.err.Store(e)
+			}
+		}
+		close(pc.dead)
+	}()
+	if mandatory {
+		pc.returned = map[string]amqp.Return{}
+		pc.returns = ch.NotifyReturn(make(chan amqp.Return, 1024))
+	}
+	return pc, nil
+}
+
+// cause waits briefly for the close reason of a closed channel.
+func (pc *pubChannel) cause(ctx context.Context) *amqp.Error {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-pc.dead:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return pc.err.Load()
+}
+
+// takeReturn reports whether the message with id came back as unroutable.
+// The broker sends basic.return before the basic.ack of the same message and
+// amqp091 hands returns over before resolving the confirm, so draining the
+// listener after the ack sees it.
+func (pc *pubChannel) takeReturn(id string) (amqp.Return, bool) {
+	pc.retMu.Lock()
+	defer pc.retMu.Unlock()
+	for drained := false; !drained; {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				drained = true
+				break
+			}
+			if len(pc.returned) > 10000 {
+				clear(pc.returned) // returns nobody waited for (publishes abandoned on their context)
+			}
+			pc.returned[r.MessageId] = r
+		default:
+			drained = true
+		}
+	}
+	r, ok := pc.returned[id]
+	if ok {
+		delete(pc.returned, id)
+	}
+	return r, ok
+}
+
+// declare declares exchange once per connection.
+func (p *Publisher) declare(pc *pubChannel, exchange string) error {
+	p.declMu.Lock()
+	g, ok := p.declared[exchange]
+	p.declMu.Unlock()
+	if ok && g == pc.gen {
+		return nil
+	}
+	if err := pc.ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("rabbitmq: declare exchange %q: %w", exchange, err)
+	}
+	p.declMu.Lock()
+	p.declared[exchange] = pc.gen
+	p.declMu.Unlock()
+	return nil
+}
+
+func (p *Publisher) forget(exchange string) {
+	p.declMu.Lock()
+	delete(p.declared, exchange)
+	p.declMu.Unlock()
+}
+
+// Ping checks that the broker answers on the publisher's connection.
+func (p *Publisher) Ping(ctx context.Context) error { return p.c.ping(ctx, p.closing) }
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() Stats { return p.obs.stats() }
+
+// Conn returns the underlying connection, or nil during an outage. It is
+// replaced after a reconnect; do not close it.
+func (p *Publisher) Conn() *amqp.Connection { return p.c.current() }
+
+// Close stops publishing: calls waiting for a connection return
+// broker.ErrClosed, calls waiting for confirms finish, then the connection
+// closes. Close is idempotent.
+func (p *Publisher) Close() error {
+	p.closeOnce.Do(func() {
+		close(p.closing)
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		for _, s := range p.slots {
+			s.lock <- struct{}{}
+			if s.pc != nil {
+				_ = s.pc.ch.Close()
+			}
+		}
+		p.c.close()
+	})
+	return nil
+}

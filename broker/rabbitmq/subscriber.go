@@ -1,0 +1,429 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// Subscriber consumes from durable queues, one per Subscription.Group,
+// bound to the topic's exchange with the subscription's key patterns. It
+// implements broker.Subscriber and broker.Provisioner; it is safe for
+// concurrent use and one Subscriber can run many Subscribe calls.
+type Subscriber struct {
+	cfg config
+	obs *observer
+	c   *connection
+	r   route
+
+	mu        sync.Mutex
+	closed    bool
+	closing   chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var (
+	_ broker.Subscriber  = (*Subscriber)(nil)
+	_ broker.Provisioner = (*Subscriber)(nil)
+)
+
+// NewSubscriber connects to the broker at url and returns a Subscriber. It
+// fails when the first connection cannot be made or the options conflict;
+// later outages are recovered from.
+func NewSubscriber(ctx context.Context, url string, opts ...Option) (*Subscriber, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscriber{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange}, closing: make(chan struct{})}
+	s.c, err = dial(ctx, url, &s.cfg, s.obs)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Provision declares the subscription's exchange, durable queue, bindings and
+// dead-letter exchange and queue without consuming, so messages published
+// from now on are kept for the group. A subscription without a Group has no
+// durable queue: only its exchange and dead-letter topology are declared.
+func (s *Subscriber) Provision(ctx context.Context, sub broker.Subscription) error {
+	if err := sub.Validate(func(context.Context, broker.Message) error { return nil }); err != nil {
+		return err
+	}
+	ac, _, err := s.c.get(ctx, s.closing)
+	if err != nil {
+		return fmt.Errorf("rabbitmq: provision %q: %w", sub.Topic, err)
+	}
+	ch, err := ac.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq: provision %q: %w", sub.Topic, err)
+	}
+	defer ch.Close()
+	top := planTopology(&s.cfg, sub)
+	_, err = top.declare(ch, !top.private)
+	return err
+}
+
+// Subscribe consumes sub's queue and runs h for each message until ctx ends
+// (then it returns nil) or Close is called (then broker.ErrClosed). It
+// survives connection drops and broker restarts: it reconnects, declares its
+// topology again and resumes. Handler results: nil acks; an error hands the
+// message back for another attempt (at once, or after WithRetryDelay); after
+// sub.MaxAttempts attempts or a broker.Permanent error the message is
+// published to the dead-letter topic with the broker.Header* headers (and its
+// x-death history) and acked. Subscribe fails at once for an invalid
+// subscription or a queue that exists with other arguments.
+func (s *Subscriber) Subscribe(ctx context.Context, sub broker.Subscription, h broker.Handler) error {
+	if err := sub.Validate(h); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return broker.ErrClosed
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	top := planTopology(&s.cfg, sub)
+	wait := s.cfg.backoffMin
+	for {
+		ac, _, err := s.c.get(ctx, s.closing)
+		if err != nil {
+			return s.stopResult(ctx, err)
+		}
+		started := time.Now()
+		stopped, err := s.session(ctx, ac, &top, sub, h)
+		if stopped {
+			return s.stopResult(ctx, nil)
+		}
+		if isFatal(err) {
+			return err
+		}
+		s.cfg.logger.Warn("rabbitmq: consumer interrupted, resuming", "topic", sub.Topic, "group", sub.Group, "err", err)
+		if time.Since(started) > 5*time.Second {
+			wait = s.cfg.backoffMin
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-s.closing:
+			t.Stop()
+			return broker.ErrClosed
+		case <-t.C:
+		}
+		wait = min(wait*2, s.cfg.backoffMax)
+	}
+}
+
+func (s *Subscriber) stopResult(ctx context.Context, err error) error {
+	select {
+	case <-s.closing:
+		return broker.ErrClosed
+	default:
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+type job struct {
+	d amqp.Delivery
+	m broker.Message
+}
+
+// session is one consumer on one channel; it ends when stopped (ctx or
+// Close) or when the channel or consumer goes away.
+type session struct {
+	s     *Subscriber
+	sub   broker.Subscription
+	top   *topology
+	queue string
+	ac    *amqp.Connection
+
+	pubMu sync.Mutex
+	pub   *amqp.Channel
+}
+
+var seed = maphash.MakeSeed()
+
+func (s *Subscriber) session(ctx context.Context, ac *amqp.Connection, top *topology, sub broker.Subscription, h broker.Handler) (stopped bool, err error) {
+	ch, err := ac.Channel()
+	if err != nil {
+		return false, fmt.Errorf("rabbitmq: open channel: %w", err)
+	}
+	defer ch.Close()
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	cancels := ch.NotifyCancel(make(chan string, 4))
+	queue, err := top.declare(ch, true)
+	if err != nil {
+		return false, err
+	}
+	workers := sub.Workers()
+	prefetch := s.cfg.prefetch
+	if prefetch == 0 {
+		prefetch = workers * 16
+	}
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		return false, fmt.Errorf("rabbitmq: qos: %w", err)
+	}
+	ss := &session{s: s, sub: sub, top: top, queue: queue, ac: ac}
+	defer ss.closePub()
+	tag := "patterns-" + broker.NewID()[:16]
+	deliveries, err := ch.Consume(queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return false, fmt.Errorf("rabbitmq: consume %q: %w", queue, err)
+	}
+
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	var stopping atomic.Bool
+	jobs := make([]chan job, workers)
+	var wg sync.WaitGroup
+	for i := range jobs {
+		jobs[i] = make(chan job, prefetch)
+		wg.Add(1)
+		go func(in <-chan job) {
+			defer wg.Done()
+			for j := range in {
+				if stopping.Load() {
+					continue // left unacked: the broker requeues it when the channel closes
+				}
+				ss.handle(hctx, h, j)
+			}
+		}(jobs[i])
+	}
+
+	var reason error
+loop:
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				reason = errors.New("delivery channel closed")
+				break loop
+			}
+			m := fromDelivery(&d, sub.Topic, s.r)
+			w := 0
+			if workers > 1 {
+				w = int(maphash.String(seed, m.Key) % uint64(workers))
+			}
+			select {
+			case jobs[w] <- job{d: d, m: m}:
+			case <-ctx.Done():
+				stopped = true
+				break loop
+			case <-s.closing:
+				stopped = true
+				break loop
+			}
+		case <-ctx.Done():
+			stopped = true
+			break loop
+		case <-s.closing:
+			stopped = true
+			break loop
+		case <-cancels:
+			reason = fmt.Errorf("rabbitmq: the server cancelled the consumer of queue %q (queue deleted?)", queue)
+			s.obs.emit(Event{Kind: EventConsumerCancelled, Topic: sub.Topic, Queue: queue, Err: reason})
+			break loop
+		case e := <-closes:
+			reason = fmt.Errorf("rabbitmq: channel closed: %v", e)
+			break loop
+		}
+	}
+	if stopped {
+		_ = ch.Cancel(tag, false)
+	}
+	stopping.Store(true)
+	for _, j := range jobs {
+		close(j)
+	}
+	drain := time.AfterFunc(s.cfg.drainTimeout, hcancel)
+	wg.Wait()
+	drain.Stop()
+	return stopped, reason
+}
+
+func (ss *session) handle(ctx context.Context, h broker.Handler, j job) {
+	s := ss.s
+	s.obs.emit(Event{Kind: EventDelivered, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt})
+	err := h(ctx, j.m)
+	if err == nil {
+		if aerr := j.d.Ack(false); aerr != nil {
+			s.cfg.logger.Debug("rabbitmq: ack failed; the message will be redelivered", "queue", ss.queue, "id", j.m.ID, "err", aerr)
+		}
+		return
+	}
+	dest := ss.sub.DeadLetterDestination()
+	if broker.IsPermanent(err) || (ss.sub.MaxAttempts > 0 && j.m.Attempt >= ss.sub.MaxAttempts) {
+		if dest == "" {
+			s.cfg.logger.Warn("rabbitmq: dropping a permanently failing message (no dead-letter topic)", "topic", ss.sub.Topic, "id", j.m.ID, "attempt", j.m.Attempt, "err", err)
+			s.obs.emit(Event{Kind: EventDropped, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt, Err: err})
+			_ = j.d.Ack(false)
+			return
+		}
+		dl := broker.DeadLetter(j.m, ss.sub.Group, err, time.Now())
+		p := copyDelivery(&j.d)
+		for k, v := range dl.Header {
+			switch k {
+			case HeaderContentType, HeaderContentEncoding, HeaderCorrelationID, HeaderReplyTo:
+				continue
+			}
+			p.Headers[k] = strings.ToValidUTF8(v, "\uFFFD")
+		}
+		if perr := ss.publish(s.r.exchange(dest), s.r.key(dest, j.m.Key), p); perr != nil {
+			s.cfg.logger.Warn("rabbitmq: dead-lettering failed; the message will be redelivered", "topic", ss.sub.Topic, "id", j.m.ID, "err", perr)
+			_ = j.d.Nack(false, true)
+			return
+		}
+		_ = j.d.Ack(false)
+		s.cfg.logger.Info("rabbitmq: dead-lettered", "topic", ss.sub.Topic, "dead_letter_topic", dest, "id", j.m.ID, "attempt", j.m.Attempt, "err", err)
+		s.obs.emit(Event{Kind: EventDeadLettered, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt, Err: err})
+		return
+	}
+	s.obs.emit(Event{Kind: EventRetried, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt, Err: err})
+	if ss.top.quorum && ss.top.retryDelay == 0 {
+		// the server counts the attempt in x-delivery-count.
+		_ = j.d.Nack(false, true)
+		return
+	}
+	p := copyDelivery(&j.d)
+	p.Headers[headerAttempts] = int64(j.m.Attempt)
+	p.Headers[headerKey] = j.m.Key
+	target := ss.queue
+	if ss.top.retryDelay > 0 {
+		target = ss.top.retryQueue(ss.queue)
+		p.Expiration = strconv.FormatInt(ss.top.retryDelay, 10)
+	}
+	if perr := ss.publish("", target, p); perr != nil {
+		s.cfg.logger.Warn("rabbitmq: retry republish failed; requeueing", "queue", ss.queue, "id", j.m.ID, "err", perr)
+		_ = j.d.Nack(false, true)
+		return
+	}
+	_ = j.d.Ack(false)
+}
+
+// copyDelivery returns a Publishing with d's properties and body and a copy of
+// its headers without the per-copy bookkeeping.
+func copyDelivery(d *amqp.Delivery) amqp.Publishing {
+	h := make(amqp.Table, len(d.Headers)+8)
+	for k, v := range d.Headers {
+		switch k {
+		case headerAttempts, headerKey, "x-delivery-count":
+			continue
+		}
+		if s, ok := v.(string); ok && !utf8.ValidString(s) {
+			v = []byte(s)
+		}
+		h[k] = v
+	}
+	return amqp.Publishing{
+		Headers:         h,
+		ContentType:     d.ContentType,
+		ContentEncoding: d.ContentEncoding,
+		DeliveryMode:    amqp.Persistent,
+		Priority:        d.Priority,
+		CorrelationId:   d.CorrelationId,
+		ReplyTo:         d.ReplyTo,
+		MessageId:       d.MessageId,
+		Timestamp:       d.Timestamp,
+		Type:            d.Type,
+		AppId:           d.AppId,
+		Body:            d.Body,
+	}
+}
+
+// publish sends p and waits for its confirm, on a confirm channel of the
+// session's connection (opened on first use, reopened after a channel error).
+func (ss *session) publish(exchange, key string, p amqp.Publishing) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		ch, err := ss.pubChannel()
+		if err != nil {
+			return err
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p)
+		if err == nil {
+			var acked bool
+			if acked, err = dc.WaitContext(ctx); err == nil && acked {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("not confirmed")
+			}
+		}
+		if attempt >= 1 || ss.ac.IsClosed() {
+			return err
+		}
+	}
+}
+
+func (ss *session) pubChannel() (*amqp.Channel, error) {
+	ss.pubMu.Lock()
+	defer ss.pubMu.Unlock()
+	if ss.pub != nil && !ss.pub.IsClosed() {
+		return ss.pub, nil
+	}
+	ch, err := ss.ac.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	ss.pub = ch
+	return ch, nil
+}
+
+func (ss *session) closePub() {
+	ss.pubMu.Lock()
+	defer ss.pubMu.Unlock()
+	if ss.pub != nil {
+		_ = ss.pub.Close()
+	}
+}
+
+// Ping checks that the broker answers on the subscriber's connection.
+func (s *Subscriber) Ping(ctx context.Context) error { return s.c.ping(ctx, s.closing) }
+
+// Stats returns the subscriber's counters.
+func (s *Subscriber) Stats() Stats { return s.obs.stats() }
+
+// Conn returns the underlying connection, or nil during an outage. It is
+// replaced after a reconnect; do not close it.
+func (s *Subscriber) Conn() *amqp.Connection { return s.c.current() }
+
+// Close stops every Subscribe call, lets running handlers finish (up to the
+// drain timeout) and ack, then closes the connection. Messages received but
+// not yet handled go back to the queue. Close is idempotent.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.closing)
+		s.mu.Unlock()
+		s.wg.Wait()
+		s.c.close()
+	})
+	return nil
+}
