@@ -1,0 +1,124 @@
+package memory_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/brokertest"
+	"github.com/go-integration/patterns/broker/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	// One broker per test; every New hands out a Client of it, as a real
+	// adapter opens another connection to the same server. Every feature is on:
+	// only persistence across process restarts is out of reach, and the suite
+	// does not ask for it.
+	brokertest.Run(t, brokertest.Harness{
+		New: func(t *testing.T) (broker.Publisher, broker.Subscriber) {
+			c := brokerFor(t).Client()
+			return c, c
+		},
+		Features: brokertest.AllFeatures(),
+	})
+}
+
+var brokers sync.Map // test name -> *memory.Broker
+
+// brokerFor returns the broker of t's conformance test, made on first use.
+func brokerFor(t *testing.T) *memory.Broker {
+	b, loaded := brokers.LoadOrStore(t.Name(), memory.New())
+	if !loaded {
+		t.Cleanup(func() { brokers.Delete(t.Name()); _ = b.(*memory.Broker).Close() })
+	}
+	return b.(*memory.Broker)
+}
+
+func TestPublishToTopicWithoutGroupsIsDropped(t *testing.T) {
+	b := memory.New()
+	defer b.Close()
+	ctx := context.Background()
+	if err := b.Publish(ctx, "nobody", broker.Message{Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Provision(ctx, broker.Subscription{Topic: "nobody", Group: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Pending("nobody", "late"); n != 0 {
+		t.Fatalf("a group created after the publish holds %d messages", n)
+	}
+	if err := b.Publish(ctx, "nobody", broker.Message{Payload: []byte("y")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Pending("nobody", "late"); n != 1 {
+		t.Fatalf("pending = %d, want 1", n)
+	}
+}
+
+func TestHandlerContextOutlivesCancelledSubscribe(t *testing.T) {
+	b := memory.New(memory.WithDrainTimeout(time.Second))
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	ctxErrDuringDrain := make(chan error, 1)
+	done := make(chan error, 1)
+	if err := b.Provision(ctx, broker.Subscription{Topic: "t", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		done <- b.Subscribe(ctx, broker.Subscription{Topic: "t", Group: "g"}, func(hctx context.Context, m broker.Message) error {
+			close(started)
+			time.Sleep(100 * time.Millisecond) // Subscribe's ctx is cancelled meanwhile
+			ctxErrDuringDrain <- hctx.Err()
+			return nil
+		})
+	}()
+	if err := b.Publish(ctx, "t", broker.Message{Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Subscribe = %v, want nil after cancel", err)
+	}
+	if err := <-ctxErrDuringDrain; err != nil {
+		t.Fatalf("handler's context was cancelled before the drain timeout: %v", err)
+	}
+	if n := b.Pending("t", "g"); n != 0 {
+		t.Fatalf("%d messages pending: the drained handler's message was requeued", n)
+	}
+}
+
+func TestDrainTimeoutCancelsStuckHandlers(t *testing.T) {
+	b := memory.New(memory.WithDrainTimeout(50 * time.Millisecond))
+	started := make(chan struct{})
+	go func() {
+		_ = b.Subscribe(context.Background(), broker.Subscription{Topic: "t", Group: "g"}, func(ctx context.Context, m broker.Message) error {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+	}()
+	for b.Pending("t", "g") == 0 {
+		_ = b.Publish(context.Background(), "t", broker.Message{Payload: []byte("x")})
+		select {
+		case <-started:
+		case <-time.After(10 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	closed := make(chan struct{})
+	go func() { _ = b.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung on a handler that waits for its context")
+	}
+}

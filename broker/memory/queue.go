@@ -1,0 +1,198 @@
+package memory
+
+import (
+	"math/bits"
+	"sort"
+	"sync"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// maxPriority is the highest priority level kept apart; higher values count as
+// maxPriority, as RabbitMQ queues clamp to x-max-priority.
+const maxPriority = 9
+
+// envelope is one message waiting in, or taken from, a group's queue.
+type envelope struct {
+	msg     broker.Message
+	seq     uint64 // arrival order in the group, to requeue in order
+	attempt int    // deliveries so far
+}
+
+// fifo is a slice-backed queue that pops from a moving head.
+type fifo struct {
+	items []envelope
+	head  int
+}
+
+func (q *fifo) len() int { return len(q.items) - q.head }
+
+func (q *fifo) push(e envelope) { q.items = append(q.items, e) }
+
+func (q *fifo) pop() envelope {
+	e := q.items[q.head]
+	q.items[q.head] = envelope{}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 1024 && q.head*2 > len(q.items) {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return e
+}
+
+// pushFront puts es (already in order) ahead of everything queued.
+func (q *fifo) pushFront(es []envelope) {
+	if len(es) <= q.head {
+		q.head -= len(es)
+		copy(q.items[q.head:], es)
+		return
+	}
+	items := make([]envelope, 0, len(es)+q.len()+16)
+	items = append(items, es...)
+	items = append(items, q.items[q.head:]...)
+	q.items, q.head = items, 0
+}
+
+// group is a queue with its bindings: the named consumer group of a topic, or
+// the private group of one Subscribe call. Members compete for its messages.
+type group struct {
+	topic, name string
+	anonymous   bool
+
+	mu       sync.Mutex
+	matchAll bool
+	patterns broker.Patterns
+	levels   [maxPriority + 1]fifo
+	nonEmpty uint16 // bit i set when levels[i] has messages
+	size     int
+	seq      uint64
+	waiters  int
+	signal   chan struct{} // closed and replaced when a message arrives for waiters
+}
+
+func newGroup(topic, name string, anonymous bool) *group {
+	return &group{topic: topic, name: name, anonymous: anonymous, signal: make(chan struct{})}
+}
+
+// bind adds patterns to the group's bindings; no patterns binds every key.
+func (g *group) bind(ps broker.Patterns) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(ps) == 0 {
+		g.matchAll = true
+		return
+	}
+	g.patterns = append(g.patterns, ps...)
+}
+
+func (g *group) matches(key string) bool {
+	return g.matchAll || (len(g.patterns) > 0 && g.patterns.Match(key))
+}
+
+func level(p uint8) int {
+	if p > maxPriority {
+		return maxPriority
+	}
+	return int(p)
+}
+
+// offer queues m when the group's bindings match its key.
+func (g *group) offer(m *broker.Message) {
+	g.mu.Lock()
+	if !g.matches(m.Key) {
+		g.mu.Unlock()
+		return
+	}
+	e := envelope{msg: *m, seq: g.seq}
+	g.seq++
+	// Every group gets its own copy, as from a real broker: handlers may keep or change it.
+	e.msg.Payload = cloneBytes(m.Payload)
+	e.msg.Header = cloneHeader(m.Header)
+	l := level(m.Priority)
+	g.levels[l].push(e)
+	g.nonEmpty |= 1 << l
+	g.size++
+	g.wakeLocked()
+	g.mu.Unlock()
+}
+
+func (g *group) wakeLocked() {
+	if g.waiters > 0 {
+		close(g.signal)
+		g.signal = make(chan struct{})
+		g.waiters = 0
+	}
+}
+
+// take moves up to len(buf) messages, highest priority first, into buf. When
+// the queue is empty it returns 0 and a channel closed on the next arrival.
+func (g *group) take(buf []envelope) (int, <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.size == 0 {
+		g.waiters++
+		return 0, g.signal
+	}
+	n := 0
+	for n < len(buf) && g.size > 0 {
+		l := 15 - bits.LeadingZeros16(g.nonEmpty)
+		buf[n] = g.levels[l].pop()
+		n++
+		g.size--
+		if g.levels[l].len() == 0 {
+			g.nonEmpty &^= 1 << l
+		}
+	}
+	return n, nil
+}
+
+// requeue puts messages taken but not handled back at the front, in arrival order.
+func (g *group) requeue(es []envelope) {
+	if len(es) == 0 {
+		return
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].seq < es[j].seq })
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var byLevel [maxPriority + 1][]envelope
+	for _, e := range es {
+		l := level(e.msg.Priority)
+		byLevel[l] = append(byLevel[l], e)
+	}
+	for l, part := range byLevel {
+		if len(part) > 0 {
+			g.levels[l].pushFront(part)
+			g.nonEmpty |= 1 << l
+			g.size += len(part)
+		}
+	}
+	g.wakeLocked()
+}
+
+// pending reports how many messages wait in the group.
+func (g *group) pending() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.size
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}
+
+func cloneHeader(h map[string]string) map[string]string {
+	if h == nil {
+		return nil
+	}
+	c := make(map[string]string, len(h))
+	for k, v := range h {
+		c[k] = v
+	}
+	return c
+}
