@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -265,7 +266,7 @@ loop:
 func (ss *session) handle(ctx context.Context, h broker.Handler, j job) {
 	s := ss.s
 	s.obs.emit(Event{Kind: EventDelivered, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt})
-	err := h(ctx, j.m)
+	err := callHandler(ctx, h, j.m)
 	if err == nil {
 		if aerr := j.d.Ack(false); aerr != nil {
 			s.cfg.logger.Debug("rabbitmq: ack failed; the message will be redelivered", "queue", ss.queue, "id", j.m.ID, "err", aerr)
@@ -319,6 +320,17 @@ func (ss *session) handle(ctx context.Context, h broker.Handler, j job) {
 		return
 	}
 	_ = j.d.Ack(false)
+}
+
+// callHandler runs h, turning a panic into an error so the message is retried
+// like any failure instead of killing the process.
+func callHandler(ctx context.Context, h broker.Handler, m broker.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("rabbitmq: handler panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return h(ctx, m)
 }
 
 // copyDelivery returns a Publishing with d's properties and body and a copy of
