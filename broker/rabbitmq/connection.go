@@ -164,7 +164,8 @@ func (c *connection) loop(ac *amqp.Connection) {
 		select {
 		case why = <-lost:
 		case <-c.closing:
-			_ = ac.Close()
+			// a deadline, as a blocked connection may never answer connection.close.
+			_ = ac.CloseDeadline(time.Now().Add(5 * time.Second))
 			for range lost { //nolint:revive // drain until amqp091 closes it
 			}
 			return

@@ -241,9 +241,12 @@ func WithRetryDelay(d time.Duration) Option { return func(c *config) { c.retryDe
 
 // WithoutDeadLetterQueue stops subscribers from declaring a durable queue on
 // the dead-letter topic. By default a subscription with a dead-letter topic
-// declares the queue that a subscriber of that topic with the same Group
-// (or group "dlq" for private subscriptions) would use, so dead letters are
-// kept until someone reads them. Subscriber only.
+// declares the queue that this subscriber would declare for that topic with
+// the same Group (or group "dlq" for private subscriptions), queue options
+// included, so dead letters are kept until someone reads them. With
+// WithMessageTTL or WithMaxLength, that queue would expire or drop dead
+// letters too: use this option and provision the dead-letter queue with
+// another Subscriber. Subscriber only.
 func WithoutDeadLetterQueue() Option { return func(c *config) { c.deadLetterQueue = false } }
 
 // WithDrainTimeout bounds how long handlers in flight may run after Subscribe's

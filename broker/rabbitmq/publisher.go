@@ -137,14 +137,14 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 				p.obs.emit(Event{Kind: EventRepublished, Topic: topic, MessageID: pubs[i].MessageId, Err: lastErr})
 			}
 		}
+		if err := p.c.waitUnblocked(ctx, p.closing); err != nil {
+			return notConfirmed(err)
+		}
 		pc, err := p.channel(ctx)
 		if err != nil {
 			return notConfirmed(err)
 		}
-		if err := p.c.waitUnblocked(ctx, p.closing); err != nil {
-			return notConfirmed(err)
-		}
-		if err := p.declare(pc, exchange); err != nil {
+		if err := p.declare(ctx, pc, exchange); err != nil {
 			if !pc.ch.IsClosed() {
 				return notConfirmed(err)
 			}
@@ -251,14 +251,42 @@ func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
 		if err != nil {
 			return nil, err
 		}
-		pc, err := openPubChannel(ac, gen, p.cfg.mandatory)
+		pc, err := openWithContext(ctx, ac, gen, p.cfg.mandatory)
 		if err == nil {
 			s.pc = pc
 			return pc, nil
 		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
 		if !ac.IsClosed() {
 			return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
 		}
+	}
+}
+
+// openWithContext opens a channel but stops waiting when ctx ends: channel
+// open is an RPC that a blocked connection (resource alarm) never answers.
+func openWithContext(ctx context.Context, ac *amqp.Connection, gen uint64, mandatory bool) (*pubChannel, error) {
+	type result struct {
+		pc  *pubChannel
+		err error
+	}
+	rc := make(chan result, 1)
+	go func() {
+		pc, err := openPubChannel(ac, gen, mandatory)
+		rc <- result{pc, err}
+	}()
+	select {
+	case r := <-rc:
+		return r.pc, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-rc; r.pc != nil {
+				_ = r.pc.ch.Close()
+			}
+		}()
+		return nil, fmt.Errorf("rabbitmq: open channel: %w", ctx.Err())
 	}
 }
 
@@ -330,14 +358,23 @@ func (pc *pubChannel) takeReturn(id string) (amqp.Return, bool) {
 }
 
 // declare declares exchange once per connection.
-func (p *Publisher) declare(pc *pubChannel, exchange string) error {
+func (p *Publisher) declare(ctx context.Context, pc *pubChannel, exchange string) error {
 	p.declMu.Lock()
 	g, ok := p.declared[exchange]
 	p.declMu.Unlock()
 	if ok && g == pc.gen {
 		return nil
 	}
-	if err := pc.ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+	errc := make(chan error, 1)
+	go func() { errc <- pc.ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		// a blocked connection does not answer; the channel stays usable once it does.
+		err = ctx.Err()
+	}
+	if err != nil {
 		return fmt.Errorf("rabbitmq: declare exchange %q: %w", exchange, err)
 	}
 	p.declMu.Lock()
@@ -371,13 +408,7 @@ func (p *Publisher) Close() error {
 		p.mu.Lock()
 		p.closed = true
 		p.mu.Unlock()
-		for _, s := range p.slots {
-			s.lock <- struct{}{}
-			if s.pc != nil {
-				_ = s.pc.ch.Close()
-			}
-		}
-		p.c.close()
+		p.c.close() // closes the channels with it
 	})
 	return nil
 }

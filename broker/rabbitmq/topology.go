@@ -23,6 +23,7 @@ type topology struct {
 	dlTopic    string // dead-letter topic, "" for none
 	dlExchange string
 	dlQueue    string // "" when no dead-letter queue is declared
+	dlArgs     amqp.Table
 	dlBinding  string
 
 	retryDelay int64 // milliseconds, 0 for immediate retries
@@ -80,7 +81,10 @@ func planTopology(cfg *config, s broker.Subscription) topology {
 			if g == "" {
 				g = "dlq"
 			}
-			t.dlQueue = cfg.queueName(dl, g)
+			// declared as a subscription to the dead-letter topic by this
+			// subscriber would declare it, so that one does not conflict.
+			dt := planTopology(cfg, broker.Subscription{Topic: dl, Group: g})
+			t.dlQueue, t.dlArgs = dt.queue, dt.args
 		}
 	}
 	for k, v := range cfg.queueArgs {
@@ -108,7 +112,7 @@ func (t *topology) declare(ch *amqp.Channel, withQueue bool) (string, error) {
 			}
 		}
 		if t.dlQueue != "" {
-			if _, err := ch.QueueDeclare(t.dlQueue, true, false, false, false, nil); err != nil {
+			if _, err := ch.QueueDeclare(t.dlQueue, true, false, false, false, t.dlArgs); err != nil {
 				return "", declareError("dead-letter queue", t.dlQueue, err)
 			}
 			if err := ch.QueueBind(t.dlQueue, t.dlBinding, t.dlExchange, false, nil); err != nil {
