@@ -348,3 +348,43 @@ func TestUnroutableAndDeletedExchange(t *testing.T) {
 		t.Error("Conn() is nil while connected")
 	}
 }
+
+// TestSharedExchange: with WithExchange every topic goes through one exchange
+// with the topic as routing-key prefix; keys, filters, isolation and
+// dead-lettering behave as with one exchange per topic.
+func TestSharedExchange(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.VHost(t)
+	opt := rabbitmq.WithExchange("events")
+	p := newPublisher(t, url, opt)
+	s := newSubscriber(t, url, opt)
+	orders, dead := newCollector(), newCollector()
+	fail := func(ctx context.Context, m broker.Message) error {
+		if m.ID == "bad" {
+			return broker.Permanent(errors.New("bad order"))
+		}
+		return orders.handle(ctx, m)
+	}
+	run(t, s, broker.Subscription{Topic: "orders", Group: "g", Keys: []string{"a.*", ""}, MaxAttempts: 2}, fail)
+	run(t, s, broker.Subscription{Topic: "orders.dlq", Group: "g"}, dead.handle)
+	ctx := ctxT(t, 30*time.Second)
+	msgs := []broker.Message{{ID: "ab", Key: "a.b"}, {ID: "nokey"}, {ID: "abc", Key: "a.b.c"}, {ID: "bad", Key: "a.x"}}
+	if err := p.Publish(ctx, "orders", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, "users", broker.Message{ID: "user", Key: "a.b"}); err != nil {
+		t.Fatal(err)
+	}
+	orders.waitFor(t, 10*time.Second, "ab", "nokey")
+	dead.waitFor(t, 10*time.Second, "bad")
+	time.Sleep(200 * time.Millisecond)
+	if n := orders.unique(); n != 2 {
+		t.Errorf("orders got %d messages, want ab and nokey only", n)
+	}
+	if m, _ := orders.get("ab"); m.Key != "a.b" || m.Topic != "orders" {
+		t.Errorf("key %q topic %q, want a.b on orders", m.Key, m.Topic)
+	}
+	if m, _ := dead.get("bad"); m.Key != "a.x" || m.Header[broker.HeaderOriginTopic] != "orders" {
+		t.Errorf("dead letter key %q headers %v", m.Key, m.Header)
+	}
+}

@@ -154,6 +154,9 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 				if soft > maxSoftRetries {
 					return notConfirmed(err)
 				}
+				if err := sleep(ctx, p.closing, time.Duration(25<<soft)*time.Millisecond); err != nil {
+					return notConfirmed(err)
+				}
 			}
 			lastErr = err
 			continue
@@ -228,6 +231,26 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		if soft > maxSoftRetries {
 			return notConfirmed(lastErr)
 		}
+		if soft > 0 {
+			// channel errors can be transient (a vhost still starting after a
+			// broker restart): back off a little before trying again.
+			if err := sleep(ctx, p.closing, time.Duration(25<<soft)*time.Millisecond); err != nil {
+				return notConfirmed(err)
+			}
+		}
+	}
+}
+
+func sleep(ctx context.Context, abort <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-abort:
+		return broker.ErrClosed
 	}
 }
 

@@ -37,6 +37,9 @@ func streamThroughFault(t *testing.T, url string, n int, fault func()) {
 	topic := "stream"
 	c := newCollector()
 	run(t, s, broker.Subscription{Topic: topic, Group: "g", Concurrency: 8}, c.handle)
+	// A private subscription gets a new server-named queue after the drop.
+	private := newCollector()
+	run(t, s, broker.Subscription{Topic: topic, Keys: []string{"after"}}, private.handle)
 
 	const publishers = 16
 	var confirmed atomic.Int64
@@ -85,6 +88,21 @@ func streamThroughFault(t *testing.T, url string, n int, fault func()) {
 		}
 	}
 	c.waitFor(t, 30*time.Second, ok...)
+	// Messages published before the private queue is back are not kept for
+	// it (it is private): publish until one arrives.
+	for i := 0; ; i++ {
+		id := fmt.Sprint("after", i)
+		if err := p.Publish(ctx, topic, broker.Message{ID: id, Key: "after"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if _, ok := private.get(id); ok {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the private subscription did not resume")
+		}
+	}
 	ps, ss := p.Stats(), s.Stats()
 	if ps.Reconnects == 0 || ss.Reconnects == 0 {
 		t.Errorf("reconnects: publisher %d, subscriber %d; want both > 0", ps.Reconnects, ss.Reconnects)
