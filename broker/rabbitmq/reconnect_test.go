@@ -2,6 +2,7 @@ package rabbitmq_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -165,4 +166,48 @@ func TestQueueDeletedUnderConsumer(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestPublishDuringOutage makes the test's vhost unreachable (permissions
+// revoked, connections closed): Publish waits until its context ends and
+// returns ErrNotConfirmed; a Publish with a longer context succeeds once the
+// broker is reachable again, and the subscriber resumes.
+func TestPublishDuringOutage(t *testing.T) {
+	t.Parallel()
+	vhost, url := testenv.VHost(t)
+	p := newPublisher(t, url)
+	s := newSubscriber(t, url)
+	c := newCollector()
+	run(t, s, broker.Subscription{Topic: "outage", Group: "g"}, c.handle)
+	if err := p.Publish(ctxT(t, 10*time.Second), "outage", broker.Message{ID: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testenv.Rabbitmqctl("clear_permissions", "-p", vhost, "guest"); err != nil {
+		t.Fatalf("clear_permissions: %v: %s", err, out)
+	}
+	if out, err := testenv.Rabbitmqctl("close_all_connections", "--vhost", vhost, "outage"); err != nil {
+		t.Fatalf("close_all_connections: %v: %s", err, out)
+	}
+	for p.Conn() != nil { // wait until the publisher noticed
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	err := p.Publish(ctxT(t, time.Second), "outage", broker.Message{ID: "lost"})
+	if !errors.Is(err, broker.ErrNotConfirmed) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Publish during the outage: %v, want ErrNotConfirmed after the deadline", err)
+	}
+	if took := time.Since(start); took < 900*time.Millisecond || took > 3*time.Second {
+		t.Errorf("Publish returned after %v with a 1s context", took)
+	}
+	// A publish that outlives the outage succeeds.
+	errc := make(chan error, 1)
+	go func() { errc <- p.Publish(ctxT(t, 30*time.Second), "outage", broker.Message{ID: "waited"}) }()
+	time.Sleep(300 * time.Millisecond)
+	if out, err := testenv.Rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"); err != nil {
+		t.Fatalf("set_permissions: %v: %s", err, out)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Publish across the outage: %v", err)
+	}
+	c.waitFor(t, 20*time.Second, "before", "waited")
 }

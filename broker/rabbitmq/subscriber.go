@@ -373,6 +373,12 @@ func (ss *session) publish(exchange, key string, p amqp.Publishing) error {
 		if err != nil {
 			return err
 		}
+		if attempt > 0 && exchange != "" {
+			// the exchange may have been deleted behind our back (NOT_FOUND closed the channel).
+			if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+				return err
+			}
+		}
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p)
 		if err == nil {
 			var acked bool
