@@ -2,10 +2,12 @@ package rabbitmq_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/rabbitmq"
 	"github.com/go-integration/patterns/internal/testenv"
 )
 
@@ -77,5 +79,31 @@ func TestFaultBlockedConnection(t *testing.T) {
 	restore()
 	if err := p.Publish(ctxT(t, 30*time.Second), "alarm", broker.Message{ID: "after"}); err != nil {
 		t.Fatalf("Publish after the alarm cleared: %v", err)
+	}
+}
+
+// TestFaultServerMessageSizeLimit lowers the server's max_message_size: a
+// larger message is refused by the server (not by the client-side check,
+// switched off here) and Publish names the cause; the publisher keeps working.
+func TestFaultServerMessageSizeLimit(t *testing.T) {
+	testenv.FaultTest(t)
+	_, url := testenv.VHost(t)
+	t.Cleanup(func() {
+		if out, err := testenv.Rabbitmqctl("eval", "application:set_env(rabbit, max_message_size, 134217728)."); err != nil {
+			t.Errorf("restore max_message_size: %v: %s", err, out)
+		}
+	})
+	if out, err := testenv.Rabbitmqctl("eval", "application:set_env(rabbit, max_message_size, 4096)."); err != nil {
+		t.Fatalf("set max_message_size: %v: %s", err, out)
+	}
+	p := newPublisher(t, url, rabbitmq.WithMaxMessageSize(0))
+	ctx := ctxT(t, 30*time.Second)
+	err := p.Publish(ctx, "size", broker.Message{Payload: make([]byte, 8192)})
+	if !errors.Is(err, broker.ErrInvalidMessage) || !strings.Contains(err.Error(), "max size") {
+		t.Fatalf("Publish over the server's limit: %v, want ErrInvalidMessage naming the size limit", err)
+	}
+	t.Logf("over the limit: %v", err)
+	if err := p.Publish(ctx, "size", broker.Message{Payload: make([]byte, 100)}); err != nil {
+		t.Fatalf("Publish after the refused message: %v", err)
 	}
 }
