@@ -3,6 +3,7 @@ package rabbitmq_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,9 +97,25 @@ func TestFaultServerMessageSizeLimit(t *testing.T) {
 	if out, err := testenv.Rabbitmqctl("eval", "application:set_env(rabbit, max_message_size, 4096)."); err != nil {
 		t.Fatalf("set max_message_size: %v: %s", err, out)
 	}
-	p := newPublisher(t, url, rabbitmq.WithMaxMessageSize(0))
+	// One channel, so small messages published at the same time share the
+	// channel the server closes: they must be republished, not failed.
+	p := newPublisher(t, url, rabbitmq.WithMaxMessageSize(0), rabbitmq.WithChannels(1))
 	ctx := ctxT(t, 30*time.Second)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if err := p.Publish(ctx, "size", broker.Message{Payload: make([]byte, 100)}); err != nil {
+					t.Errorf("small message published alongside the large one: %v", err)
+					return
+				}
+			}
+		}()
+	}
 	err := p.Publish(ctx, "size", broker.Message{Payload: make([]byte, 8192)})
+	wg.Wait()
 	if !errors.Is(err, broker.ErrInvalidMessage) || !strings.Contains(err.Error(), "max size") {
 		t.Fatalf("Publish over the server's limit: %v, want ErrInvalidMessage naming the size limit", err)
 	}

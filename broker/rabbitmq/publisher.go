@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,7 +223,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 			p.forget(exchange)
 			soft++
 			lastErr = cause
-		case cause.Code == amqp.PreconditionFailed && strings.Contains(cause.Reason, "max size"):
+		case cause.Code == amqp.PreconditionFailed && tooLarge(cause.Reason, pubs, pending):
 			return fmt.Errorf("%w: rabbitmq: publish to %q: the server refused the message size: %w", broker.ErrInvalidMessage, topic, cause)
 		default:
 			soft++
@@ -239,6 +240,27 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 			}
 		}
 	}
+}
+
+// tooLarge reports whether reason is the server refusing a message size
+// ("message size N is larger than configured max size M") and one of the
+// pending messages is above M: other publishes that shared the channel are
+// not at fault and are republished.
+func tooLarge(reason string, pubs []amqp.Publishing, pending []int) bool {
+	i := strings.LastIndex(reason, "max size ")
+	if i < 0 {
+		return false
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(reason[i+len("max size "):]))
+	if err != nil {
+		return false
+	}
+	for _, j := range pending {
+		if len(pubs[j].Body) > limit {
+			return true
+		}
+	}
+	return false
 }
 
 func sleep(ctx context.Context, abort <-chan struct{}, d time.Duration) error {
