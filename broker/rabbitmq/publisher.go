@@ -52,7 +52,12 @@ type pubChannel struct {
 
 	retMu    sync.Mutex
 	returns  chan amqp.Return
-	returned map[string]amqp.Return
+	returned map[string]returned
+}
+
+type returned struct {
+	r  amqp.Return
+	at time.Time
 }
 
 // NewPublisher connects to the broker at url (amqp:// or amqps://) and returns
@@ -355,10 +360,51 @@ func openPubChannel(ac *amqp.Connection, gen uint64, mandatory bool) (*pubChanne
 		close(pc.dead)
 	}()
 	if mandatory {
-		pc.returned = map[string]amqp.Return{}
+		pc.returned = map[string]returned{}
 		pc.returns = ch.NotifyReturn(make(chan amqp.Return, 1024))
+		// Returns nobody waits for (their Publish gave up) must not fill the
+		// listener: amqp091 would stall its reader. Drain them under retMu,
+		// like takeReturn, so a waiter never misses one in transit.
+		go func() {
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-pc.dead:
+					return
+				case <-t.C:
+					pc.retMu.Lock()
+					pc.drainReturns()
+					pc.retMu.Unlock()
+				}
+			}
+		}()
 	}
 	return pc, nil
+}
+
+// drainReturns moves returns from the listener into the map; retMu must be held.
+func (pc *pubChannel) drainReturns() {
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			now := time.Now()
+			if len(pc.returned) > 10000 {
+				// returns nobody claimed: their Publish gave up on its context.
+				for id, e := range pc.returned {
+					if now.Sub(e.at) > time.Minute {
+						delete(pc.returned, id)
+					}
+				}
+			}
+			pc.returned[r.MessageId] = returned{r, now}
+		default:
+			return
+		}
+	}
 }
 
 // cause waits briefly for the close reason of a closed channel.
@@ -380,26 +426,12 @@ func (pc *pubChannel) cause(ctx context.Context) *amqp.Error {
 func (pc *pubChannel) takeReturn(id string) (amqp.Return, bool) {
 	pc.retMu.Lock()
 	defer pc.retMu.Unlock()
-	for drained := false; !drained; {
-		select {
-		case r, ok := <-pc.returns:
-			if !ok {
-				drained = true
-				break
-			}
-			if len(pc.returned) > 10000 {
-				clear(pc.returned) // returns nobody waited for (publishes abandoned on their context)
-			}
-			pc.returned[r.MessageId] = r
-		default:
-			drained = true
-		}
-	}
-	r, ok := pc.returned[id]
+	pc.drainReturns()
+	e, ok := pc.returned[id]
 	if ok {
 		delete(pc.returned, id)
 	}
-	return r, ok
+	return e.r, ok
 }
 
 // declare declares exchange once per connection.
