@@ -105,10 +105,18 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
 		})
 	}
-	b.Run("patterns-publisher", func(b *testing.B) {
+	for _, channels := range []int{1, 4} {
+		b.Run(fmt.Sprintf("patterns-publisher-%dch", channels), func(b *testing.B) {
+			benchPublisher(b, ch, url, rabbitmq.WithChannels(channels))
+		})
+	}
+}
+
+func benchPublisher(b *testing.B, ch *amqp.Channel, url string, opts ...rabbitmq.Option) {
+	{
 		topic := testenv.Name(b, "ours")
 		benchQueue(b, ch, topic)
-		p := newPublisher(b, url)
+		p := newPublisher(b, url, opts...)
 		ctx := context.Background()
 		b.SetBytes(int64(len(payload1K)))
 		b.ResetTimer()
@@ -117,7 +125,7 @@ func BenchmarkPublish(b *testing.B) {
 			return p.Publish(ctx, topic, broker.Message{Key: "k", Payload: payload1K})
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
-	})
+	}
 }
 
 // fill publishes n messages to topic (not timed).
