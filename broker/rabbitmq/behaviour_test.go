@@ -388,3 +388,46 @@ func TestSharedExchange(t *testing.T) {
 		t.Errorf("dead letter key %q headers %v", m.Key, m.Header)
 	}
 }
+
+// TestPropertiesRoundTrip: ID, key, time (to the nanosecond), priority and the
+// property headers travel as AMQP properties and come back as they were.
+func TestPropertiesRoundTrip(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.VHost(t)
+	p := newPublisher(t, url)
+	s := newSubscriber(t, url, rabbitmq.WithMaxPriority(9))
+	c := newCollector()
+	run(t, s, broker.Subscription{Topic: "props", Group: "g"}, c.handle)
+	when := time.Date(2026, 11, 26, 1, 2, 3, 456789012, time.UTC)
+	hdr := map[string]string{
+		rabbitmq.HeaderContentType:     "application/json",
+		rabbitmq.HeaderContentEncoding: "gzip",
+		rabbitmq.HeaderCorrelationID:   "corr-1",
+		rabbitmq.HeaderReplyTo:         "replies",
+		"traceparent":                  "00-abc-def-01",
+	}
+	if err := p.Publish(ctxT(t, 10*time.Second), "props", broker.Message{ID: "m1", Key: "a.b", Time: when, Priority: 7, Header: hdr, Payload: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, 10*time.Second, "m1")
+	m, _ := c.get("m1")
+	d := m.Raw.(*amqp.Delivery)
+	if d.ContentType != "application/json" || d.ContentEncoding != "gzip" || d.CorrelationId != "corr-1" || d.ReplyTo != "replies" ||
+		d.MessageId != "m1" || d.RoutingKey != "a.b" || d.Priority != 7 || d.DeliveryMode != amqp.Persistent || !d.Timestamp.Equal(when.Truncate(time.Second)) {
+		t.Errorf("AMQP properties %+v", d)
+	}
+	if _, ok := d.Headers[rabbitmq.HeaderContentType]; ok {
+		t.Error("content-type travelled as a header too")
+	}
+	if !m.Time.Equal(when) || m.Priority != 7 || m.Key != "a.b" || m.Topic != "props" || m.Attempt != 1 {
+		t.Errorf("message %+v", m)
+	}
+	for k, v := range hdr {
+		if m.Header[k] != v {
+			t.Errorf("header %s = %q, want %q", k, m.Header[k], v)
+		}
+	}
+	if len(m.Header) != len(hdr) {
+		t.Errorf("headers %v: want exactly %v (no bookkeeping headers)", m.Header, hdr)
+	}
+}
