@@ -19,41 +19,81 @@ type envelope struct {
 	attempt int    // deliveries so far
 }
 
-// fifo is a slice-backed queue that pops from a moving head.
-type fifo struct {
-	items []envelope
-	head  int
+// blockSize is how many envelopes one block of a fifo holds.
+const blockSize = 128
+
+type block struct {
+	items      [blockSize]envelope
+	head, tail int
+	next       *block
 }
 
-func (q *fifo) len() int { return len(q.items) - q.head }
+// fifo is a queue of fixed-size blocks: pushing never copies what is queued,
+// however long the queue grows while nobody consumes.
+type fifo struct {
+	first, last *block
+	n           int
+	spare       *block // one emptied block kept for reuse
+}
 
-func (q *fifo) push(e envelope) { q.items = append(q.items, e) }
+func (q *fifo) len() int { return q.n }
+
+func (q *fifo) newBlock() *block {
+	if b := q.spare; b != nil {
+		q.spare = nil
+		return b
+	}
+	return new(block)
+}
+
+func (q *fifo) push(e envelope) {
+	if q.last == nil || q.last.tail == blockSize {
+		b := q.newBlock()
+		if q.last == nil {
+			q.first = b
+		} else {
+			q.last.next = b
+		}
+		q.last = b
+	}
+	q.last.items[q.last.tail] = e
+	q.last.tail++
+	q.n++
+}
 
 func (q *fifo) pop() envelope {
-	e := q.items[q.head]
-	q.items[q.head] = envelope{}
-	q.head++
-	if q.head == len(q.items) {
-		q.items, q.head = q.items[:0], 0
-	} else if q.head > 1024 && q.head*2 > len(q.items) {
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items, q.head = q.items[:n], 0
+	b := q.first
+	e := b.items[b.head]
+	b.items[b.head] = envelope{}
+	b.head++
+	q.n--
+	if b.head == b.tail {
+		q.first = b.next
+		if q.first == nil {
+			q.last = nil
+		}
+		*b = block{}
+		q.spare = b
 	}
 	return e
 }
 
 // pushFront puts es (already in order) ahead of everything queued.
 func (q *fifo) pushFront(es []envelope) {
-	if len(es) <= q.head {
-		q.head -= len(es)
-		copy(q.items[q.head:], es)
-		return
+	for i := len(es) - 1; i >= 0; i-- {
+		if q.first == nil || q.first.head == 0 {
+			b := q.newBlock()
+			b.head, b.tail = blockSize, blockSize
+			b.next = q.first
+			q.first = b
+			if q.last == nil {
+				q.last = b
+			}
+		}
+		q.first.head--
+		q.first.items[q.first.head] = es[i]
+		q.n++
 	}
-	items := make([]envelope, 0, len(es)+q.len()+16)
-	items = append(items, es...)
-	items = append(items, q.items[q.head:]...)
-	q.items, q.head = items, 0
 }
 
 // group is a queue with its bindings: the named consumer group of a topic, or

@@ -139,6 +139,20 @@ func ReplicaDatabaseURL(t testing.TB) string {
 	if err := pingPostgres(u); err != nil {
 		Unavailable(t, "PostgreSQL replica (REPLICA_DATABASE_URL="+u+")", err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		Unavailable(t, "PostgreSQL replica (REPLICA_DATABASE_URL="+u+")", err)
+	}
+	defer conn.Close(ctx)
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		Unavailable(t, "PostgreSQL replica (REPLICA_DATABASE_URL="+u+")", err)
+	}
+	if !inRecovery {
+		t.Fatalf("testenv: REPLICA_DATABASE_URL=%s is not in recovery: it is a primary, not a replica", u)
+	}
 	return u
 }
 

@@ -1,0 +1,41 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// HeaderDeliveries is added by DeadLetter: how often the broker delivered the
+// message (broker.HeaderAttempts counts the handler calls of the last delivery,
+// retries by Retry included).
+const HeaderDeliveries = "x-deliveries"
+
+// DeadLetter publishes a message whose handler failed to topic through pub,
+// with the broker.Header* dead-letter headers (origin topic, key, group,
+// error, attempts, time), and then acknowledges it. If the publish fails the
+// handler's error is returned (joined with the publish error), so the broker
+// keeps the message and redelivers it: nothing is lost.
+//
+// Put it outside Retry so only messages that exhausted their retries are
+// dead-lettered. pub is the caller's: DeadLetter never closes it.
+func DeadLetter(pub broker.Publisher, topic, group string) broker.Middleware {
+	return func(next broker.Handler) broker.Handler {
+		return func(ctx context.Context, m broker.Message) error {
+			err := next(ctx, m)
+			if err == nil {
+				return nil
+			}
+			dl := broker.DeadLetter(m, group, err, time.Now())
+			dl.Header[broker.HeaderAttempts] = fmt.Sprint(attempts(m, err))
+			dl.Header[HeaderDeliveries] = fmt.Sprint(max(m.Attempt, 1))
+			if perr := pub.Publish(ctx, topic, dl); perr != nil {
+				return errors.Join(err, fmt.Errorf("dead-letter to %s: %w", topic, perr))
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/memory"
+	"github.com/go-integration/patterns/broker/middleware"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// run subscribes h on a fresh memory broker, publishes msgs and returns the
+// broker; the subscription ends with the test.
+func run(t *testing.T, s broker.Subscription, h broker.Handler, msgs ...broker.Message) *memory.Broker {
+	t.Helper()
+	b := memory.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b.Subscribe(ctx, s, h) }()
+	t.Cleanup(func() { cancel(); <-done; _ = b.Close() })
+	if err := b.Publish(ctx, s.Topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var fast = middleware.RetryPolicy{MaxAttempts: 4, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}
+
+func TestRetrySucceedsWithinOneDelivery(t *testing.T) {
+	var calls atomic.Int32
+	var deliveredAt atomic.Int32
+	h := middleware.Retry(fast)(func(ctx context.Context, m broker.Message) error {
+		if calls.Add(1) < 3 {
+			return errors.New("flaky")
+		}
+		deliveredAt.Store(int32(m.Attempt))
+		return nil
+	})
+	run(t, broker.Subscription{Topic: "t", Group: "g"}, h, broker.Message{Payload: []byte("x")})
+	waitUntil(t, "success", func() bool { return deliveredAt.Load() != 0 })
+	if calls.Load() != 3 || deliveredAt.Load() != 1 {
+		t.Fatalf("calls=%d broker attempt=%d, want 3 calls in the first delivery", calls.Load(), deliveredAt.Load())
+	}
+}
+
+func TestRetryStopsOnPermanentAndAtMaxAttempts(t *testing.T) {
+	var calls int
+	h := middleware.Retry(fast)(func(ctx context.Context, m broker.Message) error {
+		calls++
+		return broker.Permanent(errors.New("bad input"))
+	})
+	err := h(context.Background(), broker.Message{})
+	var re *middleware.RetryError
+	if !errors.As(err, &re) || re.Attempts != 1 || calls != 1 || !broker.IsPermanent(err) {
+		t.Fatalf("permanent: err=%v calls=%d", err, calls)
+	}
+	calls = 0
+	h = middleware.Retry(fast)(func(ctx context.Context, m broker.Message) error { calls++; return errors.New("down") })
+	err = h(context.Background(), broker.Message{})
+	if !errors.As(err, &re) || re.Attempts != 4 || calls != 4 {
+		t.Fatalf("max attempts: err=%v calls=%d", err, calls)
+	}
+}
+
+func TestRetryHonoursContextAndElapsed(t *testing.T) {
+	slow := middleware.RetryPolicy{MaxAttempts: 100, InitialInterval: time.Hour, MaxInterval: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	h := middleware.Retry(slow)(func(ctx context.Context, m broker.Message) error { return errors.New("down") })
+	start := time.Now()
+	err := h(ctx, broker.Message{})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Fatalf("err=%v after %v: the backoff did not end with the context", err, time.Since(start))
+	}
+	var calls int
+	h = middleware.Retry(middleware.RetryPolicy{MaxAttempts: 1000, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsed: 30 * time.Millisecond})(
+		func(ctx context.Context, m broker.Message) error { calls++; return errors.New("down") })
+	if err := h(context.Background(), broker.Message{}); err == nil || calls >= 1000 {
+		t.Fatalf("MaxElapsed ignored: %d calls", calls)
+	}
+}
+
+func TestBackoffIsJitteredAndCapped(t *testing.T) {
+	p := middleware.RetryPolicy{InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2}
+	distinct := map[time.Duration]bool{}
+	for range 200 {
+		for n := 1; n <= 10; n++ {
+			d := p.Backoff(n)
+			ceiling := min(time.Duration(100<<(n-1))*time.Millisecond, time.Second)
+			if d < 0 || d > ceiling {
+				t.Fatalf("Backoff(%d) = %v, outside [0, %v]", n, d, ceiling)
+			}
+			distinct[d] = true
+		}
+	}
+	if len(distinct) < 100 {
+		t.Fatalf("only %d distinct backoffs in 2000: not jittered", len(distinct))
+	}
+}
+
+func TestDeadLetterPublishesWithOriginHeaders(t *testing.T) {
+	dlqBroker := memory.New()
+	defer dlqBroker.Close()
+	ctx := context.Background()
+	if err := dlqBroker.Provision(ctx, broker.Subscription{Topic: "orders.dlq", Group: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan broker.Message, 1)
+	go func() {
+		_ = dlqBroker.Subscribe(ctx, broker.Subscription{Topic: "orders.dlq", Group: "ops"}, func(ctx context.Context, m broker.Message) error {
+			got <- m
+			return nil
+		})
+	}()
+	h := broker.Chain(
+		middleware.DeadLetter(dlqBroker, "orders.dlq", "billing"),
+		middleware.Retry(fast),
+	)(func(ctx context.Context, m broker.Message) error { return errors.New("card declined") })
+	b := run(t, broker.Subscription{Topic: "orders", Group: "billing"}, h,
+		broker.Message{ID: "o1", Key: "eu.fr", Payload: []byte("order"), Header: map[string]string{"trace": "t"}})
+	var m broker.Message
+	select {
+	case m = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing dead-lettered")
+	}
+	want := map[string]string{
+		broker.HeaderOriginTopic: "orders", broker.HeaderOriginKey: "eu.fr", broker.HeaderOriginGroup: "billing",
+		broker.HeaderAttempts: "4", middleware.HeaderDeliveries: "1", "trace": "t",
+	}
+	for k, v := range want {
+		if m.Header[k] != v {
+			t.Errorf("header %s = %q, want %q", k, m.Header[k], v)
+		}
+	}
+	if !strings.Contains(m.Header[broker.HeaderError], "card declined") || m.ID != "o1" || string(m.Payload) != "order" {
+		t.Errorf("dead-lettered message %+v", m)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, m.Header[broker.HeaderDeadLetteredAt]); err != nil {
+		t.Errorf("dead-lettered-at: %v", err)
+	}
+	waitUntil(t, "ack of the source message", func() bool { return b.Pending("orders", "billing") == 0 })
+}
+
+func TestDeadLetterKeepsMessageWhenPublishFails(t *testing.T) {
+	closed := memory.New()
+	_ = closed.Close()
+	var calls atomic.Int32
+	h := middleware.DeadLetter(closed, "x.dlq", "g")(func(ctx context.Context, m broker.Message) error {
+		calls.Add(1)
+		return errors.New("fails")
+	})
+	err := h(context.Background(), broker.Message{ID: "m"})
+	if err == nil || !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("err = %v: a failed dead-letter publish must not ack", err)
+	}
+	// On a broker the message is redelivered, not lost.
+	run(t, broker.Subscription{Topic: "t", Group: "g"}, h, broker.Message{Payload: []byte("x")})
+	waitUntil(t, "redelivery", func() bool { return calls.Load() >= 3 })
+}
+
+func TestRecoverAndTimeout(t *testing.T) {
+	err := middleware.Recover()(func(ctx context.Context, m broker.Message) error { panic("boom") })(context.Background(), broker.Message{})
+	var pe *middleware.PanicError
+	if !errors.Is(err, middleware.ErrPanic) || !errors.As(err, &pe) || pe.Value != "boom" || len(pe.Stack) == 0 {
+		t.Fatalf("Recover: %v", err)
+	}
+	// Timeout inside Retry: every attempt gets a fresh deadline (Watermill #467).
+	var deadlines []time.Duration
+	h := broker.Chain(middleware.Retry(fast), middleware.Timeout(50*time.Millisecond))(func(ctx context.Context, m broker.Message) error {
+		dl, _ := ctx.Deadline()
+		deadlines = append(deadlines, time.Until(dl))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return errors.New("again")
+	})
+	_ = h(context.Background(), broker.Message{})
+	if len(deadlines) != 4 {
+		t.Fatalf("%d attempts", len(deadlines))
+	}
+	for i, d := range deadlines {
+		if d < 30*time.Millisecond {
+			t.Fatalf("attempt %d started with %v left: the deadline was not fresh", i+1, d)
+		}
+	}
+}
+
+func TestDedupHandlesEachIDOnce(t *testing.T) {
+	store := middleware.NewMemoryDedupStore()
+	var mu sync.Mutex
+	handled := map[string]int{}
+	var failOnce atomic.Bool
+	h := middleware.Dedup(store, time.Hour)(func(ctx context.Context, m broker.Message) error {
+		if m.ID == "flaky" && !failOnce.Swap(true) {
+			return errors.New("first try fails")
+		}
+		mu.Lock()
+		handled[m.ID]++
+		mu.Unlock()
+		return nil
+	})
+	msgs := []broker.Message{{ID: "a"}, {ID: "a"}, {ID: "b"}, {ID: "flaky"}, {ID: "a"}, {ID: "b"}}
+	b := run(t, broker.Subscription{Topic: "t", Group: "g", Concurrency: 4}, h, msgs...)
+	waitUntil(t, "all handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == 3 && b.Pending("t", "g") == 0
+	})
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range handled {
+		if n != 1 {
+			t.Errorf("%s handled %d times", id, n)
+		}
+	}
+	if res, _ := store.Claim(context.Background(), "flaky", time.Hour); res != middleware.Handled {
+		t.Errorf("flaky not remembered as handled after its redelivery succeeded: %v", res)
+	}
+}
+
+func TestDedupInProgressIsRedelivered(t *testing.T) {
+	store := middleware.NewMemoryDedupStore()
+	if res, _ := store.Claim(context.Background(), "x", time.Hour); res != middleware.Claimed {
+		t.Fatal("first claim")
+	}
+	err := middleware.Dedup(store, time.Hour)(func(context.Context, broker.Message) error { return nil })(context.Background(), broker.Message{ID: "x"})
+	if !errors.Is(err, middleware.ErrInProgress) {
+		t.Fatalf("err = %v, want ErrInProgress", err)
+	}
+	// A claim expires: a crashed handler does not block the ID forever.
+	if res, _ := store.Claim(context.Background(), "y", time.Nanosecond); res != middleware.Claimed {
+		t.Fatal("claim y")
+	}
+	time.Sleep(time.Millisecond)
+	if res, _ := store.Claim(context.Background(), "y", time.Hour); res != middleware.Claimed {
+		t.Fatalf("expired claim still held: %v", res)
+	}
+}

@@ -1,0 +1,20 @@
+// Package outbox is a transactional outbox in PostgreSQL (pgx v5) with a relay
+// that publishes through any broker.Publisher.
+//
+// A service that writes to its database and then publishes an event loses the
+// event when it crashes in between, and publishes an event for a write that
+// rolled back when it publishes first. With the outbox it writes the event in
+// the same transaction as the business data (Add); a Relay publishes committed
+// rows afterwards and marks them published only once the publisher confirmed
+// them. Delivery is at-least-once: consumers deduplicate on Message.ID, which
+// Add fixes before the row is written.
+//
+// Order is kept per key: every key hashes to one of Buckets buckets, and a
+// relay publishes a bucket only while it holds that bucket's advisory lock
+// (pg_try_advisory_xact_lock), in seq order, one batch per transaction.
+// Several relays, in one process or many, therefore share the work without
+// ever publishing one key's messages out of order. Relays wake on
+// LISTEN/NOTIFY (Add notifies on commit) and poll as a fallback; they back off
+// while the broker or the database is down, and delete published rows after
+// a retention period. See docs/outbox.md for the design and its reasons.
+package outbox

@@ -1,0 +1,705 @@
+package outbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/middleware"
+	"github.com/go-integration/patterns/broker/outbox"
+	"github.com/go-integration/patterns/internal/testenv"
+)
+
+func TestRelayPublishesEveryFieldInOrderPerKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+
+	// One message checked field by field, binary payload included.
+	var got broker.Message
+	gotc := make(chan broker.Message, 1)
+	s := broker.Subscription{Topic: e.topic + ".one", Group: "g"}
+	if err := e.mem.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- e.mem.Subscribe(sctx, s, func(_ context.Context, m broker.Message) error { gotc <- m; return nil })
+	}()
+	defer func() { cancel(); <-subDone }()
+
+	when := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	one := []broker.Message{{Key: "rentals.fr", Payload: []byte{0, 0xff, 0xfe, 'x'}, Header: map[string]string{"traceparent": "00-abc-01", "é": "ü"}, Time: when, Priority: 7}}
+	tx, err := e.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Add(ctx, tx, s.Topic, one...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if one[0].ID == "" {
+		t.Fatal("Add did not fill the ID")
+	}
+
+	c := e.collect(t, 4)
+	const keys, perKey = 5, 40
+	for i := range perKey {
+		batch := make([]broker.Message, 0, keys)
+		for k := range keys {
+			batch = append(batch, msg(fmt.Sprintf("k%d", k), i))
+		}
+		e.add(t, batch...)
+	}
+	obs := &batches{}
+	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.Config{BatchSize: 17, PollInterval: 20 * time.Millisecond, Observer: obs})
+
+	select {
+	case got = <-gotc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("message not relayed")
+	}
+	w := one[0]
+	if got.ID != w.ID || got.Key != w.Key || !bytes.Equal(got.Payload, w.Payload) || !got.Time.Equal(w.Time) ||
+		got.Priority != w.Priority || len(got.Header) != 2 || got.Header["traceparent"] != "00-abc-01" || got.Header["é"] != "ü" {
+		t.Fatalf("relayed %+v, want %+v", got, w)
+	}
+	c.wait(t, keys*perKey, 10*time.Second)
+	if d := c.check(t, keys*perKey); d != 0 {
+		t.Errorf("%d duplicates with one relay and no fault", d)
+	}
+	const total = keys*perKey + 1
+	waitFor(t, func() bool { st, err := r.Stats(ctx); return err == nil && st.Published == total })
+	if st, _ := r.Stats(ctx); obs.msgs.Load() != total || obs.n.Load() != st.Batches || obs.n.Load() < keys*perKey/17 || obs.lag.Load() <= 0 {
+		t.Errorf("observer heard %d messages in %d batches (max lag %v); stats %+v", obs.msgs.Load(), obs.n.Load(), time.Duration(obs.lag.Load()), st)
+	}
+}
+
+func TestRolledBackMessagesAreNeverPublished(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.collect(t, 1)
+	run(t, newPool(t, e.dsn), e.mem, outbox.Config{PollInterval: 20 * time.Millisecond})
+
+	// The business write and the event in one transaction that rolls back.
+	tx, err := e.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `create table orders (id int primary key)`); err != nil {
+		t.Fatal(err)
+	}
+	rolledBack := []broker.Message{{Key: "k", Payload: []byte("rolled back")}}
+	if err := outbox.Add(ctx, tx, e.topic, rolledBack...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A committed message after it on the same key: once it arrives, the
+	// rolled-back one (earlier in seq) would have come first if it existed.
+	e.add(t, msg("k", 0))
+	c.wait(t, 1, 10*time.Second)
+	c.check(t, 1)
+	c.mu.Lock()
+	n := c.deliveries[rolledBack[0].ID]
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatal("a rolled-back message was published")
+	}
+	var rows int
+	if err := e.db.QueryRow(ctx, `select count(*) from outbox where id = $1`, rolledBack[0].ID).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("rolled-back row count %d, %v", rows, err)
+	}
+}
+
+func TestAddRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := outbox.Add(ctx, e.db, "", msg("k", 0)); !errors.Is(err, broker.ErrInvalidMessage) {
+		t.Errorf("empty topic: %v, want ErrInvalidMessage", err)
+	}
+	if err := outbox.Add(ctx, e.db, e.topic); err != nil {
+		t.Errorf("no messages: %v", err)
+	}
+	if err := outbox.Add(ctx, e.db, e.topic, broker.Message{}); err != nil {
+		t.Errorf("empty message: %v", err)
+	}
+	var n int
+	if err := e.db.QueryRow(ctx, `select count(*) from outbox`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("rows %d, %v; want 1", n, err)
+	}
+	// A missing table is an error from Add, not a silent drop.
+	other, err := outbox.NewTable("missing_outbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Add(ctx, e.db, e.topic, msg("k", 0)); err == nil {
+		t.Error("Add to a missing table succeeded")
+	}
+	for _, name := range []string{"", "a.b.c", ".x", "x."} {
+		if _, err := outbox.NewTable(name); !errors.Is(err, outbox.ErrInvalidTable) {
+			t.Errorf("NewTable(%q): %v, want ErrInvalidTable", name, err)
+		}
+	}
+}
+
+func TestNewRelayRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	bad := []outbox.Config{
+		{Table: "a.b.c"},
+		{BatchSize: -1},
+		{ClaimBuckets: outbox.Buckets + 1},
+		{Workers: -2},
+		{PollInterval: -time.Second},
+		{MinBackoff: time.Minute, MaxBackoff: time.Second},
+	}
+	for _, cfg := range bad {
+		if _, err := outbox.NewRelay(e.db, e.mem, cfg); err == nil {
+			t.Errorf("NewRelay(%+v) accepted", cfg)
+		}
+	}
+	if _, err := outbox.NewRelay(nil, e.mem, outbox.Config{}); err == nil {
+		t.Error("NewRelay without a pool accepted")
+	}
+	// Run on a table that does not exist fails at once.
+	r, err := outbox.NewRelay(e.db, e.mem, outbox.Config{Table: "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Run(ctx); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("Run on a missing table: %v", err)
+	}
+}
+
+func TestCustomTableNameInItsOwnSchema(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	schema := testenv.Name(t, "s")
+	if _, err := e.db.Exec(ctx, "create schema "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.db.Exec(context.Background(), "drop schema "+pgx.Identifier{schema}.Sanitize()+" cascade")
+	})
+	name := schema + ".Events Outbox"
+	tbl, err := outbox.NewTable(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // Migrate is idempotent
+		if err := tbl.Migrate(ctx, e.db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.collect(t, 1)
+	// Two relays: the default table's (empty) and the custom one.
+	run(t, newPool(t, e.dsn), e.mem, outbox.Config{PollInterval: time.Hour})
+	run(t, newPool(t, e.dsn), e.mem, outbox.Config{Table: name, PollInterval: time.Hour})
+	if err := tbl.Add(ctx, e.db, e.topic, msg("k", 0), msg("k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(t, 2, 10*time.Second)
+	c.check(t, 2)
+}
+
+func TestNotifyWakesRelayWithoutPolling(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.collect(t, 1)
+	// With an hour between polls only NOTIFY can bring these in time.
+	run(t, newPool(t, e.dsn), e.mem, outbox.Config{PollInterval: time.Hour})
+	for i := range 3 {
+		e.add(t, msg("k", i))
+		c.wait(t, i+1, 10*time.Second)
+	}
+	c.check(t, 3)
+}
+
+func TestPollingAloneRelays(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.collect(t, 1)
+	run(t, newPool(t, e.dsn), e.mem, outbox.Config{NoListen: true, PollInterval: 20 * time.Millisecond})
+	for i := range 3 {
+		e.add(t, msg("k", i))
+		c.wait(t, i+1, 10*time.Second)
+	}
+	c.check(t, 3)
+}
+
+// TestRelayKilledBetweenPublishAndMark kills the relay's database connections
+// right after the broker confirmed a batch, before the relay marks it: the
+// batch must be published again by the next relay (at-least-once), and a
+// consumer behind the dedup middleware handles each message once.
+func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+
+	var mu sync.Mutex
+	handled := map[string]int{}
+	deliveries := 0
+	h := middleware.Dedup(middleware.NewMemoryDedupStore(), time.Hour)(func(_ context.Context, m broker.Message) error {
+		mu.Lock()
+		handled[m.ID]++
+		mu.Unlock()
+		return nil
+	})
+	c := e.collect(t, 1) // counts every delivery, duplicates included
+	s := broker.Subscription{Topic: e.topic, Group: "dedup"}
+	if err := e.mem.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(ctx)
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- e.mem.Subscribe(sctx, s, func(ctx context.Context, m broker.Message) error {
+			mu.Lock()
+			deliveries++
+			mu.Unlock()
+			return h(ctx, m)
+		})
+	}()
+	defer func() { scancel(); <-subDone }()
+
+	const n = 20
+	batch := make([]broker.Message, n)
+	for i := range batch {
+		batch[i] = msg(fmt.Sprintf("k%d", i%3), i/3)
+	}
+	e.add(t, batch...)
+
+	app := testenv.Name(t, "relay")
+	killed := make(chan struct{})
+	var once sync.Once
+	pub := &faultyPublisher{Publisher: e.mem}
+	pub.after = func(string, []broker.Message) {
+		once.Do(func() {
+			// The process dies: its connection goes, the transaction with
+			// it, and it publishes nothing more.
+			pub.down.Store(true)
+			terminate(t, e, app)
+			close(killed)
+		})
+	}
+	cfg := outbox.Config{PollInterval: 20 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	_, stop1 := run(t, newPool(t, e.dsn+"&application_name="+app), pub, cfg)
+	select {
+	case <-killed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not publish")
+	}
+	if err := stop1(); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(t, n, 10*time.Second)
+	var pending int
+	if err := e.db.QueryRow(ctx, `select count(*) from outbox where published_at is null`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending != n {
+		t.Fatalf("%d rows pending after the kill, want all %d (marks must roll back)", pending, n)
+	}
+
+	// The next relay publishes the batch again.
+	r2, _ := run(t, newPool(t, e.dsn), e.mem, cfg)
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.dups >= n })
+	if d := c.check(t, n); d != n {
+		t.Errorf("%d duplicates, want %d (the whole batch once more)", d, n)
+	}
+	waitFor(t, func() bool {
+		st, err := r2.Stats(ctx)
+		return err == nil && st.Pending == 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if deliveries != 2*n {
+		t.Errorf("dedup consumer saw %d deliveries, want %d", deliveries, 2*n)
+	}
+	for _, m := range batch {
+		if handled[m.ID] != 1 {
+			t.Errorf("message %s handled %d times behind Dedup, want once", m.ID, handled[m.ID])
+		}
+	}
+	t.Logf("killed between publish and mark: %d messages delivered twice, handled once each behind middleware.Dedup", n)
+}
+
+// terminate ends the backend of application app that is inside a
+// transaction (the relay's batch) and waits until it is gone.
+func terminate(t testing.TB, e *env, app string) {
+	ctx := context.Background()
+	rows, err := e.db.Query(ctx, `select pid from pg_stat_activity where application_name = $1 and state like 'idle in transaction%'`, app)
+	if err == nil {
+		var pids []int32
+		pids, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err == nil && len(pids) != 1 {
+			err = fmt.Errorf("%d backends in a transaction, want the relay's one", len(pids))
+		}
+		if err == nil {
+			_, err = e.db.Exec(ctx, `select pg_terminate_backend($1)`, pids[0])
+			waitFor(t, func() bool {
+				var n int
+				err := e.db.QueryRow(ctx, `select count(*) from pg_stat_activity where pid = $1`, pids[0]).Scan(&n)
+				return err == nil && n == 0
+			})
+		}
+	}
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// waitFor polls cond (state in another process or the database, which sends
+// no signal) every 10 ms for up to 10 s.
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not met within 10 s")
+}
+
+func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.collect(t, 4)
+	pub := &faultyPublisher{Publisher: e.mem}
+	pub.down.Store(true)
+	fails := newFailures()
+	logs := newLevels(t)
+	r, _ := run(t, newPool(t, e.dsn), pub, outbox.Config{
+		PollInterval: 20 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
+		BatchSize: 50, Observer: fails, Logger: slog.New(logs),
+	})
+
+	const keys, perKey = 5, 60
+	next := 0
+	addRound := func(rounds int) {
+		for range rounds {
+			batch := make([]broker.Message, 0, keys)
+			for k := range keys {
+				batch = append(batch, msg(fmt.Sprintf("k%d", k), next))
+			}
+			next++
+			e.add(t, batch...)
+		}
+	}
+	addRound(perKey / 2)
+	// The relay tries, fails and backs off; rows accumulate.
+	for range 3 {
+		select {
+		case f := <-fails.ch:
+			if !errors.Is(f.Err, errBrokerDown) {
+				t.Fatalf("failure %v, want the broker-down error", f.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("relay did not try the broker")
+		}
+	}
+	addRound(perKey / 2)
+	st, err := r.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != keys*perKey || st.Published != 0 || st.Failed == 0 || st.OldestPending <= 0 {
+		t.Fatalf("while down: %+v; want %d pending, none published, failures, an oldest age", st, keys*perKey)
+	}
+	c.mu.Lock()
+	if c.unique != 0 {
+		t.Fatalf("%d messages arrived while the broker was down", c.unique)
+	}
+	c.mu.Unlock()
+
+	pub.down.Store(false)
+	c.wait(t, keys*perKey, 10*time.Second)
+	c.check(t, keys*perKey)
+	waitFor(t, func() bool {
+		st, err := r.Stats(ctx)
+		return err == nil && st.Pending == 0 && st.OldestPending == 0 && st.Published == keys*perKey
+	})
+	if logs.warn.Load() == 0 || logs.info.Load() == 0 {
+		t.Errorf("logged %d warnings and %d infos; want the failures and the recovery", logs.warn.Load(), logs.info.Load())
+	}
+	t.Logf("broker down: %d failed publish attempts (%d messages) before it returned", fails.n.Load(), st.Failed)
+}
+
+// TestTwoRelaysShareTenThousandMessages runs two relays (two pools, as two
+// processes would) while producers write 10,000 messages on 50 keys.
+func TestTwoRelaysShareTenThousandMessages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.collect(t, 8)
+	fails := newFailures()
+	cfg := outbox.Config{PollInterval: 50 * time.Millisecond, BatchSize: 200, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Observer: fails}
+	r1, _ := run(t, newPool(t, e.dsn), e.mem, cfg)
+	r2, _ := run(t, newPool(t, e.dsn), e.mem, cfg)
+
+	const total, keys, producers, perTx = 10000, 50, 5, 10
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Producer p owns keys p, p+producers, ...: each key's writes are sequential.
+			counters := map[string]int{}
+			var owned []string
+			for k := p; k < keys; k += producers {
+				owned = append(owned, fmt.Sprintf("key.%02d", k))
+			}
+			for i := 0; i < total/producers; i += perTx {
+				batch := make([]broker.Message, perTx)
+				for j := range batch {
+					k := owned[(i+j)%len(owned)]
+					batch[j] = msg(k, counters[k])
+					counters[k]++
+				}
+				if err := outbox.Add(ctx, e.db, e.topic, batch...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.wait(t, total, 30*time.Second)
+	dups := c.check(t, total)
+	// The consumer can see a batch before its relay committed the marks.
+	var s1, s2 outbox.Stats
+	waitFor(t, func() bool {
+		var err1, err2 error
+		s1, err1 = r1.Stats(ctx)
+		s2, err2 = r2.Stats(ctx)
+		return err1 == nil && err2 == nil && s1.Pending == 0 && s1.Published+s2.Published >= int64(total)
+	})
+	t.Logf("two relays: %d messages, relay 1 published %d in %d batches, relay 2 published %d in %d batches, %d duplicates, %d failed batches",
+		total, s1.Published, s1.Batches, s2.Published, s2.Batches, dups, fails.n.Load())
+	if fails.n.Load() == 0 && dups != 0 {
+		t.Errorf("%d duplicates without any failure: two relays published the same rows", dups)
+	}
+	if s1.Published+s2.Published != int64(total)+int64(dups) {
+		t.Errorf("relays published %d, consumer saw %d", s1.Published+s2.Published, total+dups)
+	}
+}
+
+func TestCleanupDeletesOnlyOldPublishedRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.add(t, msg("k", 0), msg("k", 1), msg("k", 2))
+	// Row 0 published two hours ago, row 1 just now, row 2 pending.
+	if _, err := e.db.Exec(ctx, `update outbox set published_at = case payload
+		when '0' then now() - interval '2 hours' when '1' then now() end`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := outbox.NewRelay(e.db, e.mem, outbox.Config{Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.Cleanup(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Cleanup deleted %d, %v; want 1", n, err)
+	}
+	rows, err := e.db.Query(ctx, `select convert_from(payload, 'UTF8') from outbox order by seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || strings.Join(left, ",") != "1,2" {
+		t.Fatalf("rows left %v, %v; want 1,2", left, err)
+	}
+	st, err := r.Stats(ctx)
+	if err != nil || st.Pending != 1 || st.OldestPending <= 0 {
+		t.Fatalf("stats %+v, %v; want one pending row with an age", st, err)
+	}
+}
+
+func TestRunStopsOnCancelAndRefusesSecondRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r, err := outbox.NewRelay(e.db, e.mem, outbox.Config{Workers: 3, CleanupInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	c := e.collect(t, 1)
+	e.add(t, msg("k", 0))
+	c.wait(t, 1, 10*time.Second) // Run is running
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	if err := r.Run(stopped); !errors.Is(err, outbox.ErrRunning) {
+		t.Fatalf("second Run: %v, want ErrRunning", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	// goleak in TestMain checks that nothing it started is left.
+}
+
+// TestRefusedMessageDoesNotBlockItsKey: a message the broker refuses as
+// invalid is set aside (marked with its reason) and the rest of its key and
+// batch go on, in order.
+func TestRefusedMessageDoesNotBlockItsKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var got []string
+	arrived := make(chan struct{}, 1)
+	s := broker.Subscription{Topic: e.topic, Group: "g"}
+	if err := e.mem.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- e.mem.Subscribe(sctx, s, func(_ context.Context, m broker.Message) error {
+			mu.Lock()
+			got = append(got, m.Key+":"+string(m.Payload))
+			mu.Unlock()
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			return nil
+		})
+	}()
+	defer func() { cancel(); <-subDone }()
+
+	pub := &faultyPublisher{Publisher: e.mem, refuse: func(m broker.Message) bool { return string(m.Payload) == "poison" }}
+	e.add(t, msg("a", 0), broker.Message{Key: "a", Payload: []byte("poison")}, msg("a", 1), msg("b", 0), msg("a", 2))
+	r, _ := run(t, newPool(t, e.dsn), pub, outbox.Config{PollInterval: 20 * time.Millisecond})
+	want := "a:0 a:1 b:0 a:2"
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 4 {
+			break
+		}
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d messages arrived", n)
+		}
+	}
+	waitFor(t, func() bool { st, err := r.Stats(ctx); return err == nil && st.Pending == 0 })
+	mu.Lock()
+	if g := strings.Join(got, " "); g != want {
+		t.Errorf("arrived %q, want %q", g, want)
+	}
+	mu.Unlock()
+	st, err := r.Stats(ctx)
+	if err != nil || st.Refused != 1 || st.Published != 4 {
+		t.Errorf("stats %+v, %v; want 1 refused, 4 published", st, err)
+	}
+	var reason string
+	if err := e.db.QueryRow(ctx, `select error from outbox where payload = 'poison' and published_at is not null`).Scan(&reason); err != nil || !strings.Contains(reason, "refused") {
+		t.Errorf("refused row: reason %q, %v", reason, err)
+	}
+}
+
+// TestListenerReconnects cuts the relay's LISTEN connection: it must listen
+// again, so notifications wake it though polling is an hour apart.
+func TestListenerReconnects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.collect(t, 1)
+	app := testenv.Name(t, "relay")
+	run(t, newPool(t, e.dsn+"&application_name="+app), e.mem, outbox.Config{
+		PollInterval: time.Hour, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	})
+	listener := func() (pid int32) {
+		waitFor(t, func() bool {
+			err := e.db.QueryRow(ctx, `select pid from pg_stat_activity where application_name = $1 and query like 'listen %'`, app).Scan(&pid)
+			return err == nil
+		})
+		return pid
+	}
+	first := listener()
+	e.add(t, msg("k", 0))
+	c.wait(t, 1, 10*time.Second)
+	if _, err := e.db.Exec(ctx, `select pg_terminate_backend($1)`, first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		var pid int32
+		err := e.db.QueryRow(ctx, `select pid from pg_stat_activity where application_name = $1 and query like 'listen %' and pid <> $2`, app, first).Scan(&pid)
+		return err == nil
+	})
+	e.add(t, msg("k", 1))
+	c.wait(t, 2, 10*time.Second)
+	c.check(t, 2)
+}
+
+func TestRunReturnsErrClosedWhenPublisherIsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.mem.Client()
+	if err := client.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.add(t, msg("k", 0))
+	r, err := outbox.NewRelay(e.db, client, outbox.Config{Workers: 2, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Run(ctx); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Run with a closed publisher: %v, want ErrClosed", err)
+	}
+	st, err := r.Stats(ctx)
+	if err != nil || st.Pending != 1 {
+		t.Fatalf("stats %+v, %v; want the row still pending", st, err)
+	}
+}
+
+// TestSimpleProtocol runs Add and the relay with pgx's simple protocol, as
+// behind PgBouncer in transaction mode (where LISTEN does not work: NoListen).
+func TestSimpleProtocol(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	simple := newPool(t, e.dsn+"&default_query_exec_mode=simple_protocol")
+	c := e.collect(t, 1)
+	m := broker.Message{Key: "k", Payload: []byte("0"), Header: map[string]string{"a": "b'c"}}
+	if err := outbox.Add(ctx, simple, e.topic, m, msg("k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	run(t, simple, e.mem, outbox.Config{NoListen: true, PollInterval: 20 * time.Millisecond})
+	c.wait(t, 2, 10*time.Second)
+	c.check(t, 2)
+}

@@ -1,0 +1,198 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// DefaultTable is the table Add, Migrate and a Relay without Config.Table use.
+// It is unqualified, so it lives in the connection's search_path.
+const DefaultTable = "outbox"
+
+// Buckets is how many ordering buckets the outbox has. Each message goes to
+// bucket hash(Key) % Buckets; a relay publishes a bucket only while it holds
+// that bucket's lock, so two relays never publish the same key at once. It is
+// also the most relays (or workers) that can publish in parallel.
+const Buckets = 64
+
+// ErrInvalidTable is returned for a table name that is empty or has more than
+// two dot-separated parts.
+var ErrInvalidTable = errors.New("outbox: invalid table name")
+
+// Execer is what Add writes through: a pgx.Tx, or anything with the same Exec
+// (pgx.Conn, pgxpool.Pool, pgxpool.Conn). Pass the transaction that writes the
+// business data, so the messages commit or roll back with it.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Table is an outbox table: where Add writes and a Relay reads. Build it with
+// NewTable; it is safe for concurrent use.
+type Table struct {
+	name  string // as given
+	ident string // quoted SQL identifier, possibly schema-qualified
+	lit   string // ident as a SQL string literal, for ::regclass
+
+	insertSQL string
+}
+
+// NewTable returns the outbox table called name: "outbox" or "schema.outbox"
+// (case-sensitive; quoted as needed). It returns ErrInvalidTable for an empty
+// name or one with more than one dot.
+func NewTable(name string) (*Table, error) {
+	parts := strings.Split(name, ".")
+	if name == "" || len(parts) > 2 {
+		return nil, fmt.Errorf("%w: %q", ErrInvalidTable, name)
+	}
+	for _, p := range parts {
+		if p == "" {
+			return nil, fmt.Errorf("%w: %q", ErrInvalidTable, name)
+		}
+	}
+	ident := pgx.Identifier(parts).Sanitize()
+	t := &Table{name: name, ident: ident, lit: "'" + strings.ReplaceAll(ident, "'", "''") + "'"}
+	t.insertSQL = `with ins as (
+  insert into ` + t.ident + ` (id, topic, key, bucket, header, payload, priority, event_time)
+  select u.id, $1, u.key, u.bucket, u.header::jsonb, u.payload, u.priority, u.event_time
+  from unnest($2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[], $7::int2[], $8::timestamptz[])
+    as u(id, key, bucket, header, payload, priority, event_time)
+)
+select pg_notify('outbox_' || ` + t.lit + `::regclass::oid::text, '')`
+	return t, nil
+}
+
+var defaultTable = mustTable(DefaultTable)
+
+func mustTable(name string) *Table {
+	t, err := NewTable(name)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// Name returns the table name as given to NewTable.
+func (t *Table) Name() string { return t.name }
+
+// SQL returns the statements that create the table and its indexes (idempotent:
+// "if not exists"), for migration tools that want a file rather than Migrate.
+//
+// Columns: seq orders the outbox (identity); id, topic, key, header (jsonb),
+// payload, priority and event_time carry the broker.Message; bucket is
+// hash(key) % Buckets; created_at is when the row was written; published_at is
+// set once the publisher confirmed it, or refused it as invalid (then error
+// holds the reason). Indexes: pending rows by bucket and by
+// seq (partial, so they stay small however many published rows are kept), and
+// published rows by published_at for Cleanup.
+func (t *Table) SQL() string {
+	base := strings.ReplaceAll(t.name, ".", "_")
+	idx := func(suffix string) string { return pgx.Identifier{base + "_" + suffix}.Sanitize() }
+	return `create table if not exists ` + t.ident + ` (
+  seq          bigint generated always as identity primary key,
+  id           text        not null,
+  topic        text        not null,
+  key          text        not null default '',
+  bucket       smallint    not null,
+  header       jsonb,
+  payload      bytea       not null,
+  priority     smallint    not null default 0,
+  event_time   timestamptz not null,
+  created_at   timestamptz not null default now(),
+  published_at timestamptz,
+  error        text
+);
+create index if not exists ` + idx("pending_bucket") + ` on ` + t.ident + ` (bucket, seq) where published_at is null;
+create index if not exists ` + idx("pending_seq") + ` on ` + t.ident + ` (seq) where published_at is null;
+create index if not exists ` + idx("published_at") + ` on ` + t.ident + ` (published_at) where published_at is not null;
+`
+}
+
+// Migrate creates the table and its indexes if they do not exist. It runs as
+// one implicit transaction under an advisory lock, so concurrent Migrate calls
+// (several instances starting at once) are safe.
+func (t *Table) Migrate(ctx context.Context, db Execer) error {
+	sql := `select pg_advisory_xact_lock(hashtext('go-integration/patterns/outbox migrate ' || ` + t.lit + `));
+` + t.SQL()
+	if _, err := db.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("outbox: migrate %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// Migrate creates the DefaultTable and its indexes in db's search_path; see Table.Migrate.
+func Migrate(ctx context.Context, db Execer) error { return defaultTable.Migrate(ctx, db) }
+
+// Add writes msgs for topic to the DefaultTable through tx; see Table.Add.
+func Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) error {
+	return defaultTable.Add(ctx, tx, topic, msgs...)
+}
+
+// Add writes msgs for topic to the outbox through tx, in one statement, and
+// notifies listening relays when tx commits. Like Publish, it fills empty IDs
+// and zero Times on msgs in place: the ID is kept when the relay publishes, so
+// consumers can deduplicate redeliveries on it. Messages are published in the
+// order given (and, across transactions, in commit order for each key).
+//
+// Message.Time is stored to the microsecond (PostgreSQL timestamptz); Topic,
+// Attempt and Raw are not stored. It returns broker.ErrInvalidMessage for an
+// empty topic. Add with no messages does nothing.
+func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	broker.Prepare(msgs, time.Now())
+	n := len(msgs)
+	ids := make([]string, n)
+	keys := make([]string, n)
+	buckets := make([]int16, n)
+	headers := make([]*string, n) // nil is NULL
+	payloads := make([][]byte, n)
+	prios := make([]int16, n)
+	times := make([]time.Time, n)
+	for i := range msgs {
+		m := &msgs[i]
+		ids[i] = m.ID
+		keys[i] = m.Key
+		buckets[i] = int16(Bucket(m.Key))
+		if len(m.Header) > 0 {
+			b, err := json.Marshal(m.Header)
+			if err != nil {
+				return fmt.Errorf("%w: header: %v", broker.ErrInvalidMessage, err)
+			}
+			h := string(b)
+			headers[i] = &h
+		}
+		payloads[i] = m.Payload
+		if payloads[i] == nil {
+			payloads[i] = []byte{}
+		}
+		prios[i] = int16(m.Priority)
+		times[i] = m.Time
+	}
+	if _, err := tx.Exec(ctx, t.insertSQL, topic, ids, keys, buckets, headers, payloads, prios, times); err != nil {
+		return fmt.Errorf("outbox: add to %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// Bucket returns the ordering bucket of key: FNV-1a of key modulo Buckets.
+func Bucket(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % Buckets)
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/memory"
+)
+
+// booking is the event payload every step uses.
+type booking struct {
+	ID      string `json:"id"`
+	Rental  string `json:"rental"`
+	Country string `json:"country"`
+	Town    string `json:"town"`
+	Nights  int    `json:"nights"`
+}
+
+func (b booking) key() string { return "rentals." + b.Country + "." + b.Town }
+
+var sampleBookings = []booking{
+	{ID: "b-1001", Rental: "chalet-17", Country: "france", Town: "nevache", Nights: 7},
+	{ID: "b-1002", Rental: "flat-3", Country: "france", Town: "paris", Nights: 2},
+	{ID: "b-1003", Rental: "villa-9", Country: "italy", Town: "cortina", Nights: 5},
+}
+
+// routedEvents publishes booking_created events with routing keys like
+// rentals.france.nevache; one service binds rentals.france.*, another rentals.#.
+func routedEvents(ctx context.Context, t *tour) error {
+	b := memory.New()
+	defer b.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var mu sync.Mutex
+	received := map[string][]string{}
+	var wg sync.WaitGroup
+	services := []struct {
+		name string
+		keys []string
+		want int
+	}{
+		{"french-concierge", []string{"rentals.france.*"}, 2},
+		{"analytics", []string{"rentals.#"}, 3},
+	}
+	for _, svc := range services {
+		s := broker.Subscription{Topic: "booking_created", Group: svc.name, Keys: svc.keys, Concurrency: 4}
+		if err := b.Provision(ctx, s); err != nil {
+			return err
+		}
+		wg.Add(svc.want)
+		go func() {
+			_ = b.Subscribe(ctx, s, func(ctx context.Context, m broker.Message) error {
+				var bk booking
+				if err := json.Unmarshal(m.Payload, &bk); err != nil {
+					return broker.Permanent(err)
+				}
+				mu.Lock()
+				received[svc.name] = append(received[svc.name], m.Key)
+				mu.Unlock()
+				t.printf("   %-17s got %s (%s, %d nights)\n", svc.name, m.Key, bk.ID, bk.Nights)
+				wg.Done()
+				return nil
+			})
+		}()
+		t.printf("   %s subscribes with %v\n", svc.name, svc.keys)
+	}
+	for _, bk := range sampleBookings {
+		payload, _ := json.Marshal(bk)
+		if err := b.Publish(ctx, "booking_created", broker.Message{Key: bk.key(), Payload: payload}); err != nil {
+			return err
+		}
+		t.printf("   published booking_created %s with key %s\n", bk.ID, bk.key())
+	}
+	wg.Wait()
+	for _, svc := range services {
+		keys := received[svc.name]
+		sort.Strings(keys)
+		if len(keys) != svc.want {
+			return fmt.Errorf("%s received %d events, want %d", svc.name, len(keys), svc.want)
+		}
+	}
+	t.printf("   french-concierge got the 2 French bookings, analytics got all 3\n")
+	return nil
+}

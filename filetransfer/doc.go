@@ -1,0 +1,39 @@
+// Package filetransfer is the file-transfer integration pattern: daily
+// partitioned CSV exports from PostgreSQL to object storage, handed to
+// clients as expiring links.
+//
+// An Exporter runs COPY (query) TO STDOUT WITH (FORMAT csv, HEADER) once per
+// day of a range and streams the output straight into a Store, optionally
+// gzipped, with a few days in parallel and at most Config.Parallelism
+// database connections. Memory stays flat whatever the file size: no file is
+// held in memory or spooled to a temporary file (the folder store writes to
+// a temporary name in place and renames it). The bytes are exactly what psql's
+// \copy prints for the same query.
+//
+// Files follow a Hive-style layout that Athena and Spark read as a table
+// partitioned by dt:
+//
+//	<prefix>/<dataset>/dt=YYYY-MM-DD/<dataset>-YYYY-MM-DD.csv[.gz]
+//	<prefix>/<dataset>/dt=YYYY-MM-DD/_SUCCESS        the day's DayFile (rows, bytes, sha256, columns), written last
+//	<prefix>/<dataset>/_exports/<run>/manifest.json  one Manifest per export, then its _SUCCESS
+//
+// Re-exporting a day replaces it atomically. ExportChanged re-exports only the
+// days that are missing or whose data changed (row count or greatest
+// UpdatedColumn, compared with what the day's marker recorded), and Catchup is
+// the idempotent hook a scheduled job calls to export yesterday and any gap.
+//
+// The Exporter takes its connections from anything with
+// Acquire(ctx) (*pgxpool.Conn, error): a *pgxpool.Pool, or a replica-aware
+// reader such as the one in the shareddb package, so exports can run on a
+// streaming replica.
+//
+// NewLinksHandler serves GET /exports/{dataset}?from=...&to=..., answering
+// with one download link per day (URL, rows, bytes, sha256, expiry) so a
+// client fetches hundreds of files instead of paginating millions of rows.
+//
+// Stores live in sub-packages: filetransfer/s3 (S3 and compatible stores;
+// presigned links), filetransfer/fs (a local folder; HMAC-signed links served
+// by its Handler) and filetransfer/memory (for tests). All three pass the
+// conformance suite in filetransfer/storetest. Store errors wrap ErrNotFound,
+// ErrStoreNotFound, ErrAccessDenied and ErrUnavailable.
+package filetransfer

@@ -1,0 +1,46 @@
+package filetransfer
+
+import "errors"
+
+// Errors shared by the Exporter, the links handler and every Store; test them
+// with errors.Is. Stores wrap their client's errors into these so callers never
+// need to import an SDK to tell a missing object from refused credentials.
+var (
+	// ErrNotFound is returned by Store.Open for an object that does not exist.
+	ErrNotFound = errors.New("filetransfer: not found")
+	// ErrStoreNotFound is returned when the store itself is missing: an S3
+	// bucket that does not exist, a folder that was removed.
+	ErrStoreNotFound = errors.New("filetransfer: store does not exist")
+	// ErrAccessDenied is returned when the store refused the credentials or
+	// the operation (S3 AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch).
+	ErrAccessDenied = errors.New("filetransfer: access denied")
+	// ErrUnavailable is returned when the store cannot be reached.
+	ErrUnavailable = errors.New("filetransfer: store unavailable")
+	// ErrInvalidKey is returned for an object key that could escape the store
+	// (".." segments, a leading "/", backslashes, control characters) or is empty.
+	ErrInvalidKey = errors.New("filetransfer: invalid key")
+	// ErrInvalidName is returned for a dataset name that is not a plain
+	// identifier ([A-Za-z0-9_-], starting with a letter or digit, at most 128 bytes).
+	ErrInvalidName = errors.New("filetransfer: invalid dataset name")
+	// ErrInvalidDay is returned for a day that is not a valid YYYY-MM-DD date.
+	ErrInvalidDay = errors.New("filetransfer: invalid day")
+	// ErrInvalidRange is returned for a reversed, unbounded or too long range of days.
+	ErrInvalidRange = errors.New("filetransfer: invalid date range")
+	// ErrInvalidDataset is returned for a Dataset that cannot be exported as
+	// written (no query, both Query and Template, a template without bounds).
+	ErrInvalidDataset = errors.New("filetransfer: invalid dataset")
+	// ErrNoDayColumn is returned when a dataset's query has no column named
+	// DayColumn, or that column is not a date, timestamp or timestamptz.
+	ErrNoDayColumn = errors.New("filetransfer: query has no usable day column")
+	// ErrInvalidTTL is returned for a link lifetime that is not positive or is
+	// longer than MaxLinkTTL.
+	ErrInvalidTTL = errors.New("filetransfer: invalid link lifetime")
+	// ErrLinkExpired is returned by LinkSigner.Verify for a link past its expiry.
+	ErrLinkExpired = errors.New("filetransfer: link expired")
+	// ErrLinkInvalid is returned by LinkSigner.Verify for a link whose
+	// signature does not match (tampered key, expiry or signature).
+	ErrLinkInvalid = errors.New("filetransfer: link signature invalid")
+	// ErrAborted is returned by Writer.Write and Writer.Commit after Abort,
+	// and by Commit after a failed Write.
+	ErrAborted = errors.New("filetransfer: write aborted")
+)

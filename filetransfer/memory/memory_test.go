@@ -1,0 +1,28 @@
+package memory_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/memory"
+	"github.com/go-integration/patterns/filetransfer/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		CheckedLinks: true,
+		New: func(t *testing.T) filetransfer.Store {
+			var h http.Handler
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+			t.Cleanup(srv.Close)
+			s, err := memory.New(memory.Config{BaseURL: srv.URL + "/files/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h = s.Handler()
+			return s
+		},
+	})
+}

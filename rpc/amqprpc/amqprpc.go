@@ -1,0 +1,225 @@
+package amqprpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Message is a request or a reply.
+type Message struct {
+	Body        []byte
+	ContentType string
+	// Header travels as AMQP headers; keys starting with "x-rpc-" are reserved.
+	Header map[string]string
+}
+
+// Handler answers one request. Returning an error sends it back to the
+// caller as an *Error (an *Error keeps its Code; other errors get CodeInternal).
+// ctx ends at the caller's deadline, or when the connection is lost (no reply
+// can be sent then).
+type Handler func(ctx context.Context, req Message) (Message, error)
+
+// Error codes set by the server itself.
+const (
+	// CodeInternal is the code of a handler error that is not an *Error.
+	CodeInternal = "internal"
+	// CodePanic is the code sent when the handler panicked.
+	CodePanic = "panic"
+)
+
+// Error is an error returned by the remote handler. Test for a code with
+// errors.Is(err, &amqprpc.Error{Code: "not_found"}) or errors.As.
+type Error struct {
+	Code    string
+	Message string
+}
+
+// Error returns "amqprpc: remote error <code>: <message>".
+func (e *Error) Error() string {
+	return fmt.Sprintf("amqprpc: remote error %s: %s", e.Code, e.Message)
+}
+
+// Is reports whether target is an *Error with the same Code (and the same
+// Message, when target's Message is not empty).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+}
+
+// Errors of the client and server; test them with errors.Is.
+var (
+	// ErrClosed is returned by calls after Close, and by Serve after Close.
+	ErrClosed = errors.New("amqprpc: closed")
+	// ErrConnectionLost is returned by calls in flight when the connection
+	// to RabbitMQ dropped: the request may or may not have been handled.
+	ErrConnectionLost = errors.New("amqprpc: connection lost")
+	// ErrNoRoute is returned when RabbitMQ has no queue for the request (it
+	// returned the mandatory message): no server ever declared it.
+	ErrNoRoute = errors.New("amqprpc: no queue for request")
+	// ErrInvalidOption is returned for a bad option.
+	ErrInvalidOption = errors.New("amqprpc: invalid option")
+)
+
+// Reserved header names.
+const (
+	headerDeadline  = "x-rpc-deadline" // unix milliseconds
+	headerErrorCode = "x-rpc-error-code"
+	headerErrorMsg  = "x-rpc-error"
+	replyTo         = "amq.rabbitmq.reply-to"
+)
+
+// Defaults of the options.
+const (
+	DefaultConcurrency    = 16
+	DefaultReconnectDelay = time.Second
+	DefaultDrainTimeout   = 10 * time.Second
+)
+
+// Option configures a Client or a Server; each option says which it affects.
+type Option func(*config) error
+
+type config struct {
+	amqp           amqp.Config
+	concurrency    int
+	reconnectDelay time.Duration
+	drainTimeout   time.Duration
+	declare        bool
+	logger         *slog.Logger
+}
+
+func newConfig(opts []Option) (config, error) {
+	c := config{
+		amqp:           amqp.Config{Properties: amqp.Table{}},
+		concurrency:    DefaultConcurrency,
+		reconnectDelay: DefaultReconnectDelay,
+		drainTimeout:   DefaultDrainTimeout,
+		declare:        true,
+	}
+	for _, o := range opts {
+		if err := o(&c); err != nil {
+			return c, err
+		}
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	return c, nil
+}
+
+// WithConnectionName sets the connection_name client property shown by
+// RabbitMQ's management tools. Client and Server. Default: none.
+func WithConnectionName(name string) Option {
+	return func(c *config) error {
+		c.amqp.Properties["connection_name"] = name
+		return nil
+	}
+}
+
+// WithAMQPConfig sets the amqp091 connection configuration (TLS, heartbeat,
+// dialer). Client and Server. Default: amqp091's defaults.
+func WithAMQPConfig(cfg amqp.Config) Option {
+	return func(c *config) error {
+		props := c.amqp.Properties
+		c.amqp = cfg
+		if c.amqp.Properties == nil {
+			c.amqp.Properties = amqp.Table{}
+		}
+		for k, v := range props {
+			if _, ok := c.amqp.Properties[k]; !ok {
+				c.amqp.Properties[k] = v
+			}
+		}
+		return nil
+	}
+}
+
+// WithConcurrency sets how many requests a Server handles at once (and its
+// prefetch). Server only. Default 16.
+func WithConcurrency(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: WithConcurrency(%d): must be at least 1", ErrInvalidOption, n)
+		}
+		c.concurrency = n
+		return nil
+	}
+}
+
+// WithReconnectDelay sets how long a Server waits before reconnecting after
+// it lost its connection. Server only. Default 1s.
+func WithReconnectDelay(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithReconnectDelay(%v): must be positive", ErrInvalidOption, d)
+		}
+		c.reconnectDelay = d
+		return nil
+	}
+}
+
+// WithDrainTimeout bounds how long Close waits for calls in flight (Client)
+// or running handlers (Server) before closing the connection. Default 10s.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: WithDrainTimeout(%v): negative", ErrInvalidOption, d)
+		}
+		c.drainTimeout = d
+		return nil
+	}
+}
+
+// WithoutDeclare makes a Server use its queue as it is instead of declaring
+// it (durable, not auto-deleted). Server only.
+func WithoutDeclare() Option {
+	return func(c *config) error {
+		c.declare = false
+		return nil
+	}
+}
+
+// WithLogger sets where a Server logs connection losses and failed replies.
+// Server only. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: WithLogger(nil)", ErrInvalidOption)
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+func toTable(h map[string]string) amqp.Table {
+	if len(h) == 0 {
+		return nil
+	}
+	t := make(amqp.Table, len(h))
+	for k, v := range h {
+		t[k] = v
+	}
+	return t
+}
+
+func fromTable(t amqp.Table) map[string]string {
+	var h map[string]string
+	for k, v := range t {
+		if len(k) >= 6 && k[:6] == "x-rpc-" {
+			continue
+		}
+		if h == nil {
+			h = make(map[string]string, len(t))
+		}
+		if s, ok := v.(string); ok {
+			h[k] = s
+		} else {
+			h[k] = fmt.Sprint(v)
+		}
+	}
+	return h
+}

@@ -1,0 +1,255 @@
+package amqprpc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Server consumes a request queue and answers each request with its
+// Handler, running up to the configured concurrency at once. A request is
+// acknowledged after its reply is published, so a server that dies
+// mid-request leaves it to be redelivered (handlers may run twice: make them
+// idempotent). Requests whose caller's deadline has passed are dropped
+// without running. When the connection drops, Serve reconnects.
+type Server struct {
+	url   string
+	queue string
+	h     Handler
+	cfg   config
+
+	mu      sync.Mutex
+	conn    *amqp.Connection
+	serving bool
+	closing chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+}
+
+// NewServer returns a Server for queue. It connects when Serve runs.
+// Options: WithConcurrency, WithReconnectDelay, WithDrainTimeout,
+// WithoutDeclare, WithLogger, WithConnectionName, WithAMQPConfig.
+func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
+	if queue == "" || h == nil {
+		return nil, fmt.Errorf("%w: NewServer needs a queue and a handler", ErrInvalidOption)
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{url: url, queue: queue, h: h, cfg: cfg, closing: make(chan struct{}), stopped: make(chan struct{})}, nil
+}
+
+// Serve answers requests until ctx is done (it returns nil) or Close is
+// called (it returns ErrClosed). Either way it stops consuming, lets running
+// handlers finish, reply and ack (for at most the drain timeout), and closes
+// its connection before returning. A lost connection is logged and
+// re-established after the reconnect delay. Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return fmt.Errorf("amqprpc: Serve called twice")
+	}
+	s.serving = true
+	s.mu.Unlock()
+	defer close(s.stopped)
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	for {
+		err := s.serveConn(ctx)
+		select {
+		case <-s.closing:
+			return ErrClosed
+		case <-ctx.Done():
+			return nil
+		default:
+		}
+		s.cfg.logger.Warn("amqprpc: server lost its connection; reconnecting", "queue", s.queue, "err", err, "in", s.cfg.reconnectDelay)
+		t := time.NewTimer(s.cfg.reconnectDelay)
+		select {
+		case <-t.C:
+		case <-s.closing:
+			t.Stop()
+			return ErrClosed
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+	}
+}
+
+// Close stops Serve (see Serve) and waits for it to return. Idempotent.
+func (s *Server) Close() error {
+	s.once.Do(func() { close(s.closing) })
+	s.mu.Lock()
+	serving := s.serving
+	s.mu.Unlock()
+	if serving {
+		<-s.stopped
+	}
+	return nil
+}
+
+// localAddr returns the local address of the current connection (for tests
+// that kill it).
+func (s *Server) localAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	return s.conn.LocalAddr()
+}
+
+func (s *Server) serveConn(ctx context.Context) error {
+	conn, err := amqp.DialConfig(s.url, s.cfg.amqp)
+	if err != nil {
+		return fmt.Errorf("amqprpc: dial: %w", err)
+	}
+	defer conn.Close()
+	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("amqprpc: open channel: %w", err)
+	}
+	if err := ch.Qos(s.cfg.concurrency, 0, false); err != nil {
+		return fmt.Errorf("amqprpc: qos: %w", err)
+	}
+	if s.cfg.declare {
+		if _, err := ch.QueueDeclare(s.queue, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("amqprpc: declare queue %s: %w", s.queue, err)
+		}
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	tag := "amqprpc-" + hex.EncodeToString(b[:])
+	deliveries, err := ch.Consume(s.queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("amqprpc: consume %s: %w", s.queue, err)
+	}
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+
+	// Handlers run under a context that ends when the connection is lost
+	// (no reply could be sent), not when shutdown starts.
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	var wg sync.WaitGroup
+	for range s.cfg.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range deliveries {
+				s.handle(hctx, ch, d)
+			}
+		}()
+	}
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+
+	var lost error
+	drain := func() {
+		_ = ch.Cancel(tag, false) // stop deliveries; the workers finish what they hold
+		t := time.NewTimer(s.cfg.drainTimeout)
+		defer t.Stop()
+		select {
+		case <-workersDone:
+		case <-t.C:
+			cancelHandlers()
+		}
+	}
+	select {
+	case <-ctx.Done():
+		drain()
+	case <-s.closing:
+		drain()
+	case e := <-connClosed:
+		lost = fmt.Errorf("%w: %v", ErrConnectionLost, e)
+		cancelHandlers()
+	case <-workersDone: // deliveries closed: channel or consumer gone
+		lost = fmt.Errorf("%w: consumer cancelled", ErrConnectionLost)
+	}
+	<-workersDone
+	return lost
+}
+
+func (s *Server) handle(hctx context.Context, ch *amqp.Channel, d amqp.Delivery) {
+	ctx := hctx
+	if dl, ok := deadline(d.Headers[headerDeadline]); ok {
+		if !time.Now().Before(dl) {
+			_ = d.Ack(false) // the caller has stopped waiting
+			return
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(hctx, dl)
+		defer cancel()
+	}
+	resp, err := s.call(ctx, Message{Body: d.Body, ContentType: d.ContentType, Header: fromTable(d.Headers)})
+	pub := amqp.Publishing{CorrelationId: d.CorrelationId}
+	if err != nil {
+		var re *Error
+		if !errors.As(err, &re) {
+			re = &Error{Code: CodeInternal, Message: err.Error()}
+		}
+		pub.Headers = amqp.Table{headerErrorCode: re.Code, headerErrorMsg: re.Message}
+	} else {
+		pub.Body, pub.ContentType, pub.Headers = resp.Body, resp.ContentType, toTable(resp.Header)
+	}
+	if d.ReplyTo != "" {
+		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := ch.PublishWithContext(pctx, "", d.ReplyTo, false, false, pub)
+		cancel()
+		if err != nil {
+			s.cfg.logger.Warn("amqprpc: reply failed; the request goes back to the queue", "queue", s.queue, "err", err)
+			_ = d.Nack(false, true)
+			return
+		}
+	}
+	if err := d.Ack(false); err != nil {
+		s.cfg.logger.Warn("amqprpc: ack failed; the request will be redelivered", "queue", s.queue, "err", err)
+	}
+}
+
+// call runs the handler, turning a panic into an *Error.
+func (s *Server) call(ctx context.Context, req Message) (resp Message, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Error{Code: CodePanic, Message: fmt.Sprint(p)}
+		}
+	}()
+	return s.h(ctx, req)
+}
+
+func deadline(v any) (time.Time, bool) {
+	var ms int64
+	switch x := v.(type) {
+	case int64:
+		ms = x
+	case int32:
+		ms = int64(x)
+	case int:
+		ms = int64(x)
+	case string:
+		n, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		ms = n
+	default:
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}

@@ -1,0 +1,36 @@
+// Package rpc holds the building blocks of synchronous request-response over
+// HTTP: a resilient client and server-side idempotency.
+//
+// # Client
+//
+// Transport is an http.RoundTripper (NewClient wraps it in an *http.Client)
+// that:
+//
+//   - retries network errors, attempt timeouts and 429/502/503/504 responses
+//     with exponential backoff and full jitter, or after the response's
+//     Retry-After (seconds or HTTP date, capped);
+//   - retries only requests that are safe to repeat: GET, HEAD, OPTIONS,
+//     TRACE, PUT and DELETE, and POST or PATCH when they carry an
+//     Idempotency-Key (WithIdempotencyKeys adds one, the same for every retry
+//     of a call); bodies are replayed with Request.GetBody;
+//   - bounds each attempt (WithAttemptTimeout) and the whole call (the
+//     request's context: no retry starts whose wait would pass its deadline);
+//   - keeps a circuit breaker per host (github.com/sony/gobreaker/v2) that
+//     fails fast with ErrCircuitOpen; a caller's cancellation never counts as
+//     the host's failure;
+//   - spends retries from a budget, so during an outage retries add at most a
+//     fraction (20% by default) to the load;
+//   - reports every attempt and breaker change to hooks (AttemptHook,
+//     BreakerHook) for logs and metrics.
+//
+// # Server
+//
+// Idempotency is middleware implementing the IETF Idempotency-Key draft:
+// the first request with a key runs and its response is stored; retries
+// replay it (Idempotent-Replayed: true); a key reused with another payload
+// gets 422, one still running 409, a missing key 400 (problem+json). Keys
+// are scoped per caller (WithScope) and expire (24h by default). Stores:
+// MemoryStore here and rpc/pgstore (PostgreSQL, safe for many servers).
+//
+// Request-reply over RabbitMQ lives in rpc/amqprpc.
+package rpc

@@ -1,0 +1,237 @@
+// Package pgstore is an rpc.IdempotencyStore in PostgreSQL (pgx/v5): one
+// table, safe for any number of server processes sharing it.
+//
+// A key is claimed with a single INSERT ... ON CONFLICT DO UPDATE ... WHERE
+// expired, so of many concurrent claims on any number of servers exactly one
+// wins; the others read the row back (running: 409, done: replay). Expired
+// rows are taken over in place and may be deleted in bulk with DeleteExpired.
+//
+// The table (CreateTable makes it, or run Schema yourself):
+//
+//	create table rpc_idempotency (
+//	    key         text primary key,
+//	    fingerprint text not null,
+//	    status      int,         -- null while the first request runs
+//	    header      jsonb,
+//	    body        bytea,
+//	    expires_at  timestamptz not null,
+//	    created_at  timestamptz not null default now()
+//	);
+//	create index on rpc_idempotency (expires_at);
+//
+// Times come from the database clock (now()), so servers with skewed clocks
+// agree on expiry.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/go-integration/patterns/rpc"
+)
+
+// DB is what the store needs from PostgreSQL; *pgxpool.Pool satisfies it
+// (a single *pgx.Conn does too, but is not safe for concurrent requests).
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Default values of the options.
+const (
+	DefaultTable        = "rpc_idempotency"
+	DefaultQueryTimeout = 5 * time.Second
+)
+
+// Option configures a Store.
+type Option func(*Store) error
+
+// WithTable sets the table name, optionally schema-qualified ("app.idem").
+// Default "rpc_idempotency" (found through the search_path).
+func WithTable(name string) Option {
+	return func(s *Store) error {
+		parts := strings.Split(name, ".")
+		if name == "" || len(parts) > 2 {
+			return fmt.Errorf("%w: pgstore.WithTable(%q)", rpc.ErrInvalidOption, name)
+		}
+		for _, p := range parts {
+			if p == "" {
+				return fmt.Errorf("%w: pgstore.WithTable(%q)", rpc.ErrInvalidOption, name)
+			}
+		}
+		s.table = pgx.Identifier(parts).Sanitize()
+		s.rawTable = parts[len(parts)-1]
+		return nil
+	}
+}
+
+// WithQueryTimeout bounds each query, so a stuck database cannot hold a
+// request forever (the middleware stores responses with a context that is
+// not cancelled when the client leaves). Default 5s.
+func WithQueryTimeout(d time.Duration) Option {
+	return func(s *Store) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: pgstore.WithQueryTimeout(%v): must be positive", rpc.ErrInvalidOption, d)
+		}
+		s.timeout = d
+		return nil
+	}
+}
+
+// Store is an rpc.IdempotencyStore in a PostgreSQL table.
+type Store struct {
+	db       DB
+	table    string // sanitized
+	rawTable string
+	timeout  time.Duration
+
+	qClaim, qRead, qComplete, qRelease, qDelete string
+}
+
+var _ rpc.IdempotencyStore = (*Store)(nil)
+
+// New returns a Store using db. It does not create the table: call
+// CreateTable once (for example at deployment), or create it yourself.
+func New(db DB, opts ...Option) (*Store, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: pgstore.New: nil DB", rpc.ErrInvalidOption)
+	}
+	s := &Store{db: db, table: pgx.Identifier{DefaultTable}.Sanitize(), rawTable: DefaultTable, timeout: DefaultQueryTimeout}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	t := s.table
+	s.qClaim = `insert into ` + t + ` as t (key, fingerprint, expires_at)
+values ($1, $2, now() + $3::bigint * interval '1 microsecond')
+on conflict (key) do update
+set fingerprint = excluded.fingerprint, status = null, header = null, body = null,
+    expires_at = excluded.expires_at, created_at = now()
+where t.expires_at <= now()
+returning true`
+	s.qRead = `select fingerprint, status, header, body from ` + t + ` where key = $1 and expires_at > now()`
+	s.qComplete = `update ` + t + ` set status = $2, header = $3, body = $4,
+expires_at = now() + $5::bigint * interval '1 microsecond' where key = $1`
+	s.qRelease = `delete from ` + t + ` where key = $1 and status is null`
+	s.qDelete = `delete from ` + t + ` where expires_at <= now()`
+	return s, nil
+}
+
+// Schema returns the statements that create the table and its index.
+func (s *Store) Schema() string {
+	return `create table if not exists ` + s.table + ` (
+    key         text primary key,
+    fingerprint text not null,
+    status      int,
+    header      jsonb,
+    body        bytea,
+    expires_at  timestamptz not null,
+    created_at  timestamptz not null default now()
+);
+create index if not exists ` + pgx.Identifier{s.rawTable + "_expires_at"}.Sanitize() + ` on ` + s.table + ` (expires_at);`
+}
+
+// CreateTable creates the table and its index if they do not exist.
+func (s *Store) CreateTable(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.db.Exec(ctx, s.Schema()); err != nil {
+		return fmt.Errorf("pgstore: create table %s: %w", s.table, err)
+	}
+	return nil
+}
+
+// Begin implements rpc.IdempotencyStore.
+func (s *Store) Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (*rpc.Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	// A row can expire or be released between the claim and the read: then
+	// claim again. Three rounds are plenty; more means something is wrong.
+	for range 3 {
+		var claimed bool
+		err := s.db.QueryRow(ctx, s.qClaim, key, fingerprint, lock.Microseconds()).Scan(&claimed)
+		if err == nil {
+			return nil, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("pgstore: claim key: %w", err)
+		}
+		var (
+			rec    rpc.Record
+			status *int32
+			header []byte
+			body   []byte
+		)
+		err = s.db.QueryRow(ctx, s.qRead, key).Scan(&rec.Fingerprint, &status, &header, &body)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: read key: %w", err)
+		}
+		if status != nil {
+			resp := &rpc.StoredResponse{StatusCode: int(*status), Header: http.Header{}, Body: body}
+			if len(header) > 0 {
+				if err := json.Unmarshal(header, &resp.Header); err != nil {
+					return nil, fmt.Errorf("pgstore: decode stored header: %w", err)
+				}
+			}
+			rec.Response = resp
+		}
+		return &rec, nil
+	}
+	return nil, fmt.Errorf("pgstore: key %q changed under us three times", key)
+}
+
+// Complete implements rpc.IdempotencyStore.
+func (s *Store) Complete(ctx context.Context, key string, resp *rpc.StoredResponse, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	hdr := resp.Header
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	header, err := json.Marshal(hdr)
+	if err != nil {
+		return fmt.Errorf("pgstore: encode header: %w", err)
+	}
+	body := resp.Body
+	if body == nil {
+		body = []byte{}
+	}
+	if _, err := s.db.Exec(ctx, s.qComplete, key, resp.StatusCode, header, body, ttl.Microseconds()); err != nil {
+		return fmt.Errorf("pgstore: store response: %w", err)
+	}
+	return nil
+}
+
+// Release implements rpc.IdempotencyStore.
+func (s *Store) Release(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.db.Exec(ctx, s.qRelease, key); err != nil {
+		return fmt.Errorf("pgstore: release key: %w", err)
+	}
+	return nil
+}
+
+// DeleteExpired deletes expired rows and returns how many. Expired rows do
+// no harm (they are taken over in place) but take space: run it now and then.
+func (s *Store) DeleteExpired(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	tag, err := s.db.Exec(ctx, s.qDelete)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: delete expired: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,206 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/go-integration/patterns/internal/testenv"
+	"github.com/go-integration/patterns/rpc"
+	"github.com/go-integration/patterns/rpc/pgstore"
+	"github.com/go-integration/patterns/rpc/rpctest"
+)
+
+func newPool(t testing.TB, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// newStore returns a store on a fresh schema, its table created.
+func newStore(t *testing.T) (*pgstore.Store, string) {
+	t.Helper()
+	_, dsn := testenv.Schema(t)
+	s, err := pgstore.New(newPool(t, dsn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dsn
+}
+
+func TestConformance(t *testing.T) {
+	rpctest.RunStoreTests(t, func(t *testing.T) rpc.IdempotencyStore { s, _ := newStore(t); return s })
+}
+
+func TestDeleteExpired(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	_, _ = s.Begin(ctx, "short", "fp", time.Minute)
+	_ = s.Complete(ctx, "short", &rpc.StoredResponse{StatusCode: 200}, time.Millisecond)
+	_, _ = s.Begin(ctx, "long", "fp", time.Minute)
+	_ = s.Complete(ctx, "long", &rpc.StoredResponse{StatusCode: 200}, time.Hour)
+	_, _ = s.Begin(ctx, "running", "fp", time.Minute)
+	time.Sleep(20 * time.Millisecond)
+	n, err := s.DeleteExpired(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteExpired = %d, %v; want 1", n, err)
+	}
+	if rec, _ := s.Begin(ctx, "long", "fp", time.Minute); rec == nil || rec.Response == nil {
+		t.Fatal("live row deleted")
+	}
+}
+
+func TestWithTable(t *testing.T) {
+	schema, dsn := testenv.Schema(t)
+	s, err := pgstore.New(newPool(t, testenv.DatabaseURL(t)), pgstore.WithTable(schema+".idem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || rec != nil {
+		t.Fatalf("%v %v", rec, err)
+	}
+	var n int
+	if err := newPool(t, dsn).QueryRow(ctx, "select count(*) from idem").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows %d, %v", n, err)
+	}
+	for _, bad := range []string{"", "a.b.c", ".x"} {
+		if _, err := pgstore.New(newPool(t, dsn), pgstore.WithTable(bad)); !errors.Is(err, rpc.ErrInvalidOption) {
+			t.Errorf("WithTable(%q): %v", bad, err)
+		}
+	}
+}
+
+func TestDatabaseDownIsAnError(t *testing.T) {
+	s, _ := newStore(t)
+	pool := newPool(t, testenv.DatabaseURL(t))
+	pool.Close()
+	s2, _ := pgstore.New(pool)
+	_ = s
+	if _, err := s2.Begin(context.Background(), "k", "fp", time.Minute); err == nil {
+		t.Fatal("Begin on a closed pool succeeded")
+	}
+}
+
+// TestTwoServers runs two server instances, each with its own connection
+// pool (as two processes would), over one table. 50 callers send the same
+// POST with one key, spread over both servers, retrying 409 until they get
+// the stored answer: the handler runs exactly once across both.
+func TestTwoServers(t *testing.T) {
+	_, dsn := newStore(t)
+	var runs atomic.Int64
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		time.Sleep(30 * time.Millisecond)
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Location", fmt.Sprintf("/orders/%d", n))
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "order %d: %s", n, body)
+	})
+	var servers []*httptest.Server
+	for i := range 2 {
+		store, err := pgstore.New(newPool(t, dsn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mw, err := rpc.Idempotency(store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := mw(handler)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Server", fmt.Sprint(i))
+			h.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		servers = append(servers, srv)
+	}
+	client, err := rpc.NewClient(rpc.WithRetryStatus(409, 503), rpc.WithMaxAttempts(200), rpc.WithoutRetryBudget(),
+		rpc.WithBackoff(rpc.ExponentialBackoff{Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	bodies := map[string]int{}
+	replayedBy := map[string]int{}
+	var errs []error
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", servers[i%2].URL+"/orders", strings.NewReader("room 7"))
+			req.Header.Set(rpc.HeaderIdempotencyKey, "two-servers")
+			resp, err := client.Do(req)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 201 {
+				errs = append(errs, fmt.Errorf("status %d: %s", resp.StatusCode, b))
+			}
+			bodies[string(b)]++
+			if resp.Header.Get(rpc.HeaderIdempotentReplayed) == "true" {
+				replayedBy[resp.Header.Get("X-Server")]++
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("handler ran %d times across two servers, want 1", runs.Load())
+	}
+	if len(bodies) != 1 || bodies["order 1: room 7"] != n {
+		t.Fatalf("bodies %v", bodies)
+	}
+	if replayedBy["0"] == 0 || replayedBy["1"] == 0 {
+		t.Fatalf("replays by server %v: want both servers to replay", replayedBy)
+	}
+	// A different payload with the key is refused by either server.
+	for _, srv := range servers {
+		resp, err := http.Post(srv.URL+"/orders", "text/plain", strings.NewReader("room 8"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		req, _ := http.NewRequest("POST", srv.URL+"/orders", strings.NewReader("room 8"))
+		req.Header.Set(rpc.HeaderIdempotencyKey, "two-servers")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 422 {
+			t.Fatalf("reused key with another payload: %d", resp.StatusCode)
+		}
+	}
+}

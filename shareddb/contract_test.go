@@ -1,0 +1,181 @@
+package shareddb
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+const ordersDDL = `create type mood as enum ('happy', 'sad');
+create table orders (id bigint primary key, total numeric(10,2) not null, note varchar(200),
+  tags text[], placed_at timestamptz not null default now(), customer_mood mood, secret text);
+create table audit (id bigint, what text)`
+
+func ordersContract(schema string) *Contract {
+	return &Contract{Tables: []Table{{
+		Schema: schema, Name: "orders",
+		Columns: []Column{
+			{Name: "id", Type: "int8"},
+			{Name: "total", Type: "numeric(10,2)"},
+			{Name: "note", Type: "character varying"},
+			{Name: "tags", Type: "text[]"},
+			{Name: "placed_at", Type: "timestamp with time zone"},
+			{Name: "customer_mood", Type: "mood"},
+		},
+	}}}
+}
+
+func TestContractDrift(t *testing.T) {
+	e := setup(t, ordersDDL)
+	ctx := context.Background()
+	c := ordersContract("") // current_schema() from the URL's search_path
+	if err := c.Verify(ctx, e.admin); err != nil {
+		t.Fatalf("Verify on the matching schema: %v", err)
+	}
+	cfg := e.config()
+	cfg.Contract = c
+	r := newReader(t, cfg)
+
+	// The owner of the database changes it under the reader.
+	e.exec(t, "alter table orders drop column note")
+	e.exec(t, "alter table orders alter column total type text")
+	err := r.Verify(ctx)
+	var ce *ContractError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrContract) {
+		t.Fatalf("Verify after drift: %v, want a *ContractError", err)
+	}
+	want := []Diff{
+		{Kind: TypeChanged, Schema: e.schema, Table: "orders", Column: "total", Want: "numeric(10,2)", Got: "text"},
+		{Kind: MissingColumn, Schema: e.schema, Table: "orders", Column: "note", Want: "character varying"},
+	}
+	if !reflect.DeepEqual(ce.Diffs, want) {
+		t.Fatalf("diffs = %+v\nwant    %+v", ce.Diffs, want)
+	}
+	for _, s := range []string{"(2 differences)", "column " + e.schema + ".orders.total: type text, want numeric(10,2)", "missing column " + e.schema + ".orders.note"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not say %q", err, s)
+		}
+	}
+
+	// A missing table and more drift, all in one error.
+	e.exec(t, "alter table orders alter column tags type varchar[]")
+	c2 := ordersContract(e.schema)
+	c2.Tables = append(c2.Tables, Table{Schema: e.schema, Name: "ghost", Columns: []Column{{Name: "id", Type: "int"}}})
+	err = c2.Verify(ctx, e.admin)
+	if !errors.As(err, &ce) || len(ce.Diffs) != 4 || ce.Diffs[3].Kind != MissingTable || ce.Diffs[3].Table != "ghost" ||
+		ce.Diffs[2].Column != "tags" || ce.Diffs[2].Got != "varchar[]" {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	// New refuses a drifted contract.
+	cfg.Contract = c2
+	if _, err := New(ctx, cfg); !errors.Is(err, ErrContract) {
+		t.Fatalf("New with a drifted contract: %v", err)
+	}
+}
+
+func TestContractValidation(t *testing.T) {
+	for _, c := range []*Contract{
+		{},
+		{Tables: []Table{{Name: ""}}},
+		{Tables: []Table{{Name: "t"}, {Name: "t"}}},
+		{Tables: []Table{{Name: "t", Columns: []Column{{Name: "a"}}}}},
+		{Tables: []Table{{Name: "t", Columns: []Column{{Name: "a", Type: "int"}, {Name: "a", Type: "int"}}}}},
+	} {
+		if err := c.validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("validate(%+v) = %v, want ErrInvalidConfig", c, err)
+		}
+	}
+	if _, err := ordersContract("").RoleSQL("r", RoleOptions{}); err == nil || !strings.Contains(err.Error(), "needs an explicit Schema") {
+		t.Errorf("RoleSQL without schema: %v", err)
+	}
+	for want, in := range map[string]string{"int4": "INTEGER", "_int8": "bigint[]", "varchar": "varchar(20)", "timestamptz": "timestamp  with time zone", "mood": "public.mood"} {
+		if got := normType(in); got != want {
+			t.Errorf("normType(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLeastPrivilegeRole(t *testing.T) {
+	e := setup(t, ordersDDL, "insert into orders (id, total, secret) values (1, 9.5, 'pin')", "insert into audit values (1, 'x')")
+	ctx := context.Background()
+	role := e.schema + "_ro"
+	c := ordersContract(e.schema)
+	stmts, err := c.RoleSQL(role, RoleOptions{Password: "it's", ConnectionLimit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stmts[0], `password 'it''s' connection limit 5`) || !strings.Contains(strings.Join(stmts, ";"), "set default_transaction_read_only = on") {
+		t.Fatalf("RoleSQL = %q", stmts)
+	}
+	if err := c.CreateRole(ctx, e.admin, role, RoleOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, s := range DropRoleSQL(role) {
+			if _, err := e.admin.Exec(context.Background(), s); err != nil {
+				t.Errorf("%s: %v", s, err)
+			}
+		}
+	})
+
+	conn, err := pgx.Connect(ctx, withUser(t, e.primaryURL, role))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	defer conn.Close(ctx)
+	var total float64
+	if err := conn.QueryRow(ctx, "select total from orders where id = 1").Scan(&total); err != nil || total != 9.5 {
+		t.Fatalf("declared column: %v, %v", total, err)
+	}
+	if err := c.Verify(ctx, conn); err != nil {
+		t.Fatalf("Verify as the role: %v", err)
+	}
+	denied := func(sql string, codes ...string) {
+		t.Helper()
+		_, err := conn.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || !contains(codes, pgErr.Code) {
+			t.Errorf("%s: %v, want SQLSTATE %v", sql, err, codes)
+		}
+	}
+	denied("select secret from orders", "42501")
+	denied("select * from audit", "42501")
+	denied("insert into orders (id, total) values (2, 1)", "25006", "42501")
+	denied("delete from orders", "25006", "42501")
+	denied("create table mine (id int)", "25006", "42501")
+	// Even with read-only switched off, privileges forbid writing.
+	if _, err := conn.Exec(ctx, "set default_transaction_read_only = off"); err != nil {
+		t.Fatal(err)
+	}
+	denied("insert into orders (id, total) values (2, 1)", "42501")
+	denied("update orders set total = 0", "42501")
+	denied("insert into audit values (2, 'y')", "42501")
+
+	// The role reads through a ReplicaReader too, on the replica once the role has replicated.
+	e.waitReplica(t)
+	cfg := e.config(withUser(t, e.replicaURL, role))
+	cfg.PrimaryURL = withUser(t, e.primaryURL, role)
+	cfg.Contract = c
+	r := newReader(t, cfg)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.QueryRow(rctx, "select total from orders where id = 1").Scan(&total); err != nil || !onReplica(t, r) {
+		t.Fatalf("read as the role through the reader: %v", err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,76 @@
+package shareddb_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-integration/patterns/shareddb"
+)
+
+// A reader for the orders service's database: reads go to the replica when
+// it is at most 2 s behind, else to the primary, through read-only connections.
+func Example() {
+	ctx := context.Background()
+	contract := &shareddb.Contract{Tables: []shareddb.Table{{
+		Schema: "orders", Name: "orders",
+		Columns: []shareddb.Column{{Name: "id", Type: "bigint"}, {Name: "total", Type: "numeric"}},
+	}}}
+	r, err := shareddb.New(ctx, shareddb.Config{
+		PrimaryURL:  "postgres://reader@orders-db:5432/orders",
+		ReplicaURLs: []string{"postgres://reader@orders-db-replica:5432/orders"},
+		MaxLag:      2 * time.Second,
+		Contract:    contract, // New fails, listing every difference, if the schema drifted
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+
+	var total float64
+	err = r.QueryRow(ctx, "select total from orders.orders where id = $1", 42).Scan(&total)
+	fmt.Println(total, err)
+}
+
+// A read that must see a write the caller just made: the writer hands over
+// a Token, the reader waits for a replica that has replayed it (or reads
+// the primary at the deadline).
+func ExampleAtLeast() {
+	var r *shareddb.ReplicaReader                // from shareddb.New
+	tok, err := shareddb.ParseToken("0/3016B70") // e.g. from a header set by the writer's CurrentToken
+	if err != nil || r == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var n int
+	_ = r.With(shareddb.AtLeast(tok)).QueryRow(ctx, "select count(*) from orders.orders").Scan(&n)
+}
+
+func ExampleContract_RoleSQL() {
+	c := &shareddb.Contract{Tables: []shareddb.Table{{
+		Schema: "orders", Name: "orders",
+		Columns: []shareddb.Column{{Name: "id", Type: "bigint"}, {Name: "total", Type: "numeric"}},
+	}}}
+	stmts, err := c.RoleSQL("billing_reader", shareddb.RoleOptions{Database: "orders"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, s := range stmts {
+		fmt.Println(s + ";")
+	}
+	// Output:
+	// create role "billing_reader" login nosuperuser nocreatedb nocreaterole noreplication nobypassrls;
+	// alter role "billing_reader" set default_transaction_read_only = on;
+	// grant connect on database "orders" to "billing_reader";
+	// grant usage on schema "orders" to "billing_reader";
+	// grant select ("id", "total") on table "orders"."orders" to "billing_reader";
+}
+
+func ExampleParseToken() {
+	tok, err := shareddb.ParseToken("16/B374D848")
+	fmt.Println(tok, uint64(tok.LSN()), err)
+	// Output: 16/B374D848 97500059720 <nil>
+}

@@ -1,0 +1,373 @@
+package shareddb
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-integration/patterns/internal/testenv"
+	"github.com/jackc/pgx/v5"
+)
+
+// Server-wide faults on the replica. They run only with FAULT_TESTS=1, one
+// package at a time, and always put the replica back as they found it.
+
+// replicaAdmin connects to the replica as the URL's (super)user.
+func replicaAdmin(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, testenv.ReplicaDatabaseURL(t))
+	if err != nil {
+		t.Fatalf("connect replica: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// pauseReplay pauses replay on the replica until it is really paused, and
+// resumes it when the test ends, even if it fails.
+func pauseReplay(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { resumeReplay(t) })
+	c := replicaAdmin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, "select pg_wal_replay_pause()"); err != nil {
+		t.Fatalf("pg_wal_replay_pause(): %v", err)
+	}
+	for {
+		var state string
+		if err := c.QueryRow(ctx, "select pg_get_wal_replay_pause_state()").Scan(&state); err != nil {
+			t.Fatalf("pg_get_wal_replay_pause_state(): %v", err)
+		}
+		if state == "paused" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("replay not paused within 10 s (state %s)", state)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func resumeReplay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, testenv.ReplicaDatabaseURL(t))
+	if err != nil {
+		t.Errorf("resume replay: connect: %v", err)
+		return
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "select pg_wal_replay_resume() where pg_is_wal_replay_paused()"); err != nil {
+		t.Errorf("pg_wal_replay_resume(): %v", err)
+	}
+}
+
+// pgctl runs pg_ctlcluster on the replica cluster (REPLICA_CLUSTER, default "<newest version> replica").
+func pgctl(t *testing.T, action string) {
+	t.Helper()
+	cluster := strings.Fields(os.Getenv("REPLICA_CLUSTER"))
+	if len(cluster) != 2 {
+		versions, _ := os.ReadDir("/etc/postgresql")
+		var names []string
+		for _, v := range versions {
+			names = append(names, v.Name())
+		}
+		sort.Strings(names)
+		if len(names) == 0 {
+			testenv.Unavailable(t, "pg_ctlcluster (local replica cluster)", errors.New("no /etc/postgresql"))
+		}
+		cluster = []string{names[len(names)-1], "replica"}
+	}
+	closeInheritedFiles()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", cluster[0], cluster[1], action).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_ctlcluster %s %s: %v: %s", strings.Join(cluster, " "), action, err, out)
+	}
+}
+
+// closeInheritedFiles marks every descriptor above stderr close-on-exec.
+// Descriptors this process inherited without that flag (the lock of
+// "flock /tmp/patterns-fault.lock go test ...") would otherwise pass through
+// pg_ctlcluster to the PostgreSQL server it starts, which would then hold the
+// fault lock for as long as it runs.
+func closeInheritedFiles() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}
+
+// stopReplica stops the replica cluster and starts it again when the test ends.
+func stopReplica(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("pg_ctlcluster"); err != nil {
+		testenv.Unavailable(t, "pg_ctlcluster (to stop the replica)", err)
+	}
+	t.Cleanup(func() { startReplica(t) })
+	pgctl(t, "stop")
+}
+
+// startReplica starts the replica if it is down and waits until it answers.
+func startReplica(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u := testenv.DefaultReplicaDatabaseURL
+	if v := os.Getenv("REPLICA_DATABASE_URL"); v != "" {
+		u = v
+	}
+	if c, err := pgx.Connect(ctx, u); err == nil {
+		_ = c.Close(ctx)
+		return
+	}
+	pgctl(t, "start")
+	for {
+		c, err := pgx.Connect(ctx, u)
+		if err == nil {
+			_ = c.Close(ctx)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("replica did not answer within 30 s after start: %v", err)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func TestFaultPausedReplayFallsBackToThePrimary(t *testing.T) {
+	testenv.FaultTest(t)
+	e := setup(t, "create table ticks (id int)")
+	e.waitReplica(t)
+	r := newReader(t, e.config(e.replicaURL))
+	fresh := r.With(MaxLag(time.Second))
+	strict := r.With(MaxLag(time.Second), WithFallback(FallbackRefuse))
+	if !onReplica(t, fresh) {
+		t.Fatal("before the fault, read did not go to the replica")
+	}
+
+	pauseReplay(t)
+	e.exec(t, "insert into ticks values (1)") // received, not replayed: lag grows
+	eventually(t, 10*time.Second, "replica lag over 1 s", func() bool {
+		s := r.Status()[1]
+		return s.Healthy && s.ReplayPaused && s.LagKnown && s.Lag > time.Second && s.LagBytes > 0
+	})
+	before := r.Stats()
+	if onReplica(t, fresh) {
+		t.Fatal("read with MaxLag 1 s went to a replica more than 1 s behind")
+	}
+	err := strict.QueryRow(context.Background(), "select 1").Scan(new(int))
+	if !errors.Is(err, ErrNoFreshReplica) || !strings.Contains(err.Error(), "> max 1s") {
+		t.Fatalf("strict read: %v, want ErrNoFreshReplica naming the lag", err)
+	}
+	if !onReplica(t, r.With(MaxLag(-1))) {
+		t.Fatal("read accepting any lag did not go to the replica")
+	}
+	after := r.Stats()
+	if after.FellBack-before.FellBack != 1 || after.Refused-before.Refused != 1 {
+		t.Fatalf("Stats went from %+v to %+v, want one fallback and one refusal", before, after)
+	}
+
+	resumeReplay(t)
+	eventually(t, 10*time.Second, "reads back on the replica", func() bool { return onReplica(t, fresh) })
+	var n int
+	if err := strict.QueryRow(context.Background(), "select count(*) from ticks").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("replica after resume: %d rows, %v", n, err)
+	}
+}
+
+func TestFaultReplicaStoppedAndStarted(t *testing.T) {
+	testenv.FaultTest(t)
+	e := setup(t)
+	e.waitReplica(t)
+	cfg := e.config(e.replicaURL)
+	cfg.CheckInterval, cfg.CheckTimeout = 200*time.Millisecond, 200*time.Millisecond
+	r := newReader(t, cfg)
+	for range 3 {
+		if !onReplica(t, r) { // warm the replica's pool: its connections break with the server
+			t.Fatal("before the fault, read did not go to the replica")
+		}
+	}
+
+	stopReplica(t)
+	stopped := time.Now()
+	// No read fails: a read that meets a dead connection is retried on the primary.
+	for range 5 {
+		if onReplica(t, r) {
+			t.Fatal("read went to a stopped replica")
+		}
+	}
+	eventually(t, cfg.CheckInterval+cfg.CheckTimeout+100*time.Millisecond, "replica marked unhealthy within one check", func() bool {
+		return !r.Status()[1].Healthy
+	})
+	t.Logf("replica unhealthy %v after stop; stats %+v; last error: %v", time.Since(stopped), r.Stats(), r.Status()[1].LastError)
+
+	startReplica(t)
+	eventually(t, 30*time.Second, "reads back on the replica", func() bool { return onReplica(t, r) })
+}
+
+func TestFaultTokenWhileReplayPaused(t *testing.T) {
+	testenv.FaultTest(t)
+	e := setup(t, "create table events (id int)")
+	e.waitReplica(t)
+	r := newReader(t, e.config(e.replicaURL))
+	const q = "select count(*), pg_is_in_recovery() from events"
+
+	// Replay resumes while the read waits: the replica serves it.
+	pauseReplay(t)
+	e.exec(t, "insert into events values (1)")
+	tok, err := CurrentToken(context.Background(), e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		resumeReplay(t)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	start := time.Now()
+	var n int
+	var rec bool
+	err = r.With(AtLeast(tok)).QueryRow(ctx, q).Scan(&n, &rec)
+	waited := time.Since(start)
+	cancel()
+	if err != nil || n != 1 || !rec || waited < 250*time.Millisecond {
+		t.Fatalf("read with token: %d rows, on replica %v, after %v, %v; want 1 row from the replica after the resume", n, rec, waited, err)
+	}
+
+	// Replay stays paused: the read waits until its deadline (less the reserve), then reads the primary.
+	pauseReplay(t)
+	e.exec(t, "insert into events values (2)")
+	if tok, err = CurrentToken(context.Background(), e.admin); err != nil {
+		t.Fatal(err)
+	}
+	before := r.Stats()
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start = time.Now()
+	err = r.With(AtLeast(tok), WithFallback(FallbackRefuse)).QueryRow(ctx, q).Scan(&n, &rec)
+	waited = time.Since(start)
+	if err != nil || n != 2 || rec {
+		t.Fatalf("read with token while paused: %d rows, on replica %v, %v; want 2 rows from the primary", n, rec, err)
+	}
+	if waited < time.Second-DefaultFallbackReserve-50*time.Millisecond || waited >= time.Second {
+		t.Fatalf("read waited %v, want about 1 s - %v", waited, DefaultFallbackReserve)
+	}
+	after := r.Stats()
+	if after.Waited-before.Waited != 1 || after.FellBack-before.FellBack != 1 {
+		t.Fatalf("Stats went from %+v to %+v, want one wait and one fallback", before, after)
+	}
+}
+
+func TestFaultRecoveryConflictIsRetriedElsewhere(t *testing.T) {
+	testenv.FaultTest(t)
+	e := setup(t, "create table t (id int)", "insert into t values (1)")
+	e.waitReplica(t)
+	h := &hookRecorder{}
+	cfg := e.config(e.replicaURL)
+	cfg.Hook = h
+	retrying := newReader(t, cfg)
+	cfg = e.config(e.replicaURL)
+	cfg.Retries = -1
+	once := newReader(t, cfg)
+	// Long on the replica, instant on the primary.
+	const q = "select count(*) from t cross join lateral (select pg_sleep(case when pg_is_in_recovery() then 30 else 0 end)) s"
+
+	type result struct {
+		n   int
+		err error
+	}
+	run := func(r *ReplicaReader) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+			defer cancel()
+			var res result
+			res.err = r.QueryRow(ctx, q).Scan(&res.n)
+			ch <- res
+		}()
+		return ch
+	}
+	got1, got2 := run(retrying), run(once)
+	got3 := make(chan result, 1) // Query: retried too, as the conflict comes before the first row
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		defer cancel()
+		var res result
+		rows, err := retrying.Query(ctx, q)
+		if err == nil {
+			var n int64
+			n, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+			res.n = int(n)
+		}
+		res.err = err
+		got3 <- res
+	}()
+
+	// Wait until both queries hold their lock on t on the replica.
+	admin := replicaAdmin(t)
+	eventually(t, 5*time.Second, "three queries sleeping on the replica", func() bool {
+		var n int
+		_ = admin.QueryRow(context.Background(), "select count(*) from pg_stat_activity where query like '%pg_sleep(case%' and state = 'active' and pid <> pg_backend_pid()").Scan(&n)
+		return n == 3
+	})
+	// An ACCESS EXCLUSIVE lock on the primary conflicts with them when replayed;
+	// after max_standby_streaming_delay the replica cancels them.
+	ctx := context.Background()
+	tx, err := e.admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "lock table t in access exclusive mode"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r1, r2, r3 := <-got1, <-got2, <-got3
+	if r1.err != nil || r1.n != 1 {
+		t.Fatalf("retrying reader, QueryRow: %d, %v; want 1 row from the primary after the conflict", r1.n, r1.err)
+	}
+	if r3.err != nil || r3.n != 1 {
+		t.Fatalf("retrying reader, Query: %d, %v; want 1 row from the primary after the conflict", r3.n, r3.err)
+	}
+	if st := retrying.Stats(); st.Retried != 2 || st.FellBack != 2 {
+		t.Fatalf("retrying reader Stats = %+v, want two retries that fell back to the primary", st)
+	}
+	var ne *NodeError
+	if !errors.Is(r2.err, ErrRecoveryConflict) || !errors.As(r2.err, &ne) || ne.Node != "replica1" {
+		t.Fatalf("reader without retries: %v; want ErrRecoveryConflict from replica1", r2.err)
+	}
+	t.Logf("reported: %v", r2.err)
+	routes, _ := h.snapshot()
+	count := map[Outcome]int{}
+	for _, ev := range routes {
+		count[ev.Outcome]++
+		if ev.Outcome == Retried && (ev.Node != "replica1" || !errors.Is(ev.Err, ErrRecoveryConflict)) {
+			t.Errorf("retry event %+v, want a recovery conflict on replica1", ev)
+		}
+	}
+	if count[Routed] != 2 || count[Retried] != 2 || count[FellBack] != 2 {
+		t.Fatalf("route events = %+v; want 2 routed, 2 retried after a recovery conflict, 2 fell back", routes)
+	}
+}

@@ -1,0 +1,252 @@
+package shareddb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// NodeRole is the role a node was configured with.
+type NodeRole int
+
+const (
+	// RolePrimary is the primary: reads fall back to it.
+	RolePrimary NodeRole = iota
+	// RoleReplica is a streaming replica: reads go there first.
+	RoleReplica
+)
+
+// String returns "primary" or "replica".
+func (r NodeRole) String() string {
+	if r == RolePrimary {
+		return "primary"
+	}
+	return "replica"
+}
+
+// NodeStatus is what the background checker last saw on one node.
+type NodeStatus struct {
+	Name string   // "primary", "replica1", "replica2", ...
+	Addr string   // host:port
+	Role NodeRole // configured role
+	// Healthy is true when the last check succeeded and the node has its
+	// configured role (a replica in recovery, a primary not in recovery).
+	Healthy    bool
+	InRecovery bool // pg_is_in_recovery() at the last check
+	// ReplayPaused is true when replay is paused on a replica (pg_wal_replay_pause()).
+	ReplayPaused bool
+	// Lag is the replica's replay lag: zero when it has replayed everything it
+	// received or everything the primary had written at its last check,
+	// otherwise now() - pg_last_xact_replay_timestamp(). LagKnown is false
+	// when neither can be told (just after a restart); such a replica is stale.
+	Lag      time.Duration
+	LagKnown bool
+	// LagBytes is how far the replica's replay position is behind the
+	// primary's current WAL position (pg_wal_lsn_diff), as of their last checks.
+	LagBytes int64
+	// ReplayLSN is pg_last_wal_replay_lsn() on a replica; on the primary,
+	// CurrentLSN is pg_current_wal_lsn().
+	ReplayLSN  LSN
+	CurrentLSN LSN
+	// Latency is the smoothed round-trip time of the health checks.
+	Latency   time.Duration
+	LastError error     // the last check's error, nil when it succeeded
+	CheckedAt time.Time // when the last check finished
+	Routed    int64     // reads routed to this node so far
+}
+
+// node is one PostgreSQL server of the reader.
+type node struct {
+	idx      int
+	name     string
+	addr     string
+	role     NodeRole
+	pool     *pgxpool.Pool
+	checkCfg *pgx.ConnConfig
+
+	state    atomic.Pointer[nodeState]
+	replayed atomic.Uint64 // highest replay LSN seen on a replica, from checks and token waits
+	routed   atomic.Int64
+
+	conn *pgx.Conn // the checker's own connection; owned by the checker goroutine
+}
+
+// nodeState is an immutable snapshot written by the checker.
+type nodeState struct {
+	healthy    bool
+	err        error
+	inRecovery bool
+	paused     bool
+	lag        time.Duration
+	lagKnown   bool
+	lagBytes   int64
+	replayLSN  LSN
+	currentLSN LSN
+	latency    time.Duration
+	checkedAt  time.Time
+}
+
+func (n *node) status() NodeStatus {
+	s := n.state.Load()
+	return NodeStatus{
+		Name: n.name, Addr: n.addr, Role: n.role,
+		Healthy: s.healthy, InRecovery: s.inRecovery, ReplayPaused: s.paused,
+		Lag: s.lag, LagKnown: s.lagKnown, LagBytes: s.lagBytes,
+		ReplayLSN: s.replayLSN, CurrentLSN: s.currentLSN,
+		Latency: s.latency, LastError: s.err, CheckedAt: s.checkedAt,
+		Routed: n.routed.Load(),
+	}
+}
+
+// markDown records that a read found the node unreachable, so routing skips
+// it until the next successful check.
+func (n *node) markDown(err error) {
+	old := n.state.Load()
+	if !old.healthy {
+		return
+	}
+	s := *old
+	s.healthy = false
+	s.err = err
+	n.state.CompareAndSwap(old, &s)
+}
+
+// checkSQL works on a primary and on a standby: whether it is in recovery,
+// the primary's WAL position, the standby's receive and replay positions, the
+// age of the last replayed transaction, and whether replay is paused.
+const checkSQL = `select pg_is_in_recovery(),
+ case when pg_is_in_recovery() then null else pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 end,
+ pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8,
+ pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8,
+ extract(epoch from now() - pg_last_xact_replay_timestamp())::float8,
+ case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end`
+
+// check runs one health check on n with its own connection and returns the
+// new state. primaryLSN is the primary's WAL position at its last check (0 if unknown).
+func (n *node) check(ctx context.Context, primaryLSN LSN) *nodeState {
+	prev := n.state.Load()
+	start := time.Now()
+	s := &nodeState{}
+	fail := func(err error) *nodeState {
+		if n.conn != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			_ = n.conn.Close(cctx)
+			cancel()
+			n.conn = nil
+		}
+		s.err = err
+		s.checkedAt = time.Now()
+		if prev != nil {
+			s.latency = prev.latency
+		}
+		return s
+	}
+	if n.conn == nil {
+		c, err := pgx.ConnectConfig(ctx, n.checkCfg.Copy())
+		if err != nil {
+			return fail(err)
+		}
+		n.conn = c
+		start = time.Now() // latency measures the query, not the connect
+	}
+	var (
+		cur, recv, replay *int64
+		tsLag             *float64
+	)
+	err := n.conn.QueryRow(ctx, checkSQL).Scan(&s.inRecovery, &cur, &recv, &replay, &tsLag, &s.paused)
+	if err != nil {
+		return fail(err)
+	}
+	rtt := time.Since(start)
+	s.latency = rtt
+	if prev != nil && prev.latency > 0 {
+		s.latency = (prev.latency*7 + rtt*3) / 10 // EWMA, alpha 0.3
+	}
+	s.checkedAt = time.Now()
+	if cur != nil {
+		s.currentLSN = LSN(*cur)
+	}
+	if replay != nil {
+		s.replayLSN = LSN(*replay)
+		n.noteReplayed(s.replayLSN)
+	}
+	switch n.role {
+	case RolePrimary:
+		if s.inRecovery {
+			s.err = ErrPrimaryInRecovery
+			return s
+		}
+	case RoleReplica:
+		if !s.inRecovery {
+			s.err = fmt.Errorf("%w: %s is not in recovery (pg_is_in_recovery() = false): is it a primary?", ErrNotReplica, n.addr)
+			return s
+		}
+		s.lag, s.lagKnown = replicaLag(primaryLSN, recv, s.replayLSN, tsLag)
+		if primaryLSN > s.replayLSN {
+			s.lagBytes = int64(primaryLSN - s.replayLSN)
+		}
+	}
+	s.healthy = true
+	return s
+}
+
+// replicaLag computes a replica's replay lag in an idle-safe way: a replica
+// that has replayed everything it received, and is not behind the primary's
+// last known position, has zero lag however long ago the last transaction
+// was; otherwise the lag is the age of the last replayed transaction.
+func replicaLag(primaryLSN LSN, recv *int64, replay LSN, tsLag *float64) (lag time.Duration, known bool) {
+	age := func() (time.Duration, bool) {
+		if tsLag == nil {
+			return 0, false
+		}
+		return time.Duration(math.Max(*tsLag, 0) * float64(time.Second)), true
+	}
+	switch {
+	case recv != nil && LSN(*recv) > replay:
+		return age() // received WAL waits to be replayed (replay paused or slow)
+	case primaryLSN > 0 && replay >= primaryLSN:
+		return 0, true
+	case primaryLSN == 0 && recv != nil:
+		return 0, true // primary unknown: replayed all it received
+	default:
+		return age() // the primary has WAL this replica has not received yet
+	}
+}
+
+// noteReplayed raises the node's known replay position to l.
+func (n *node) noteReplayed(l LSN) {
+	for {
+		old := n.replayed.Load()
+		if uint64(l) <= old || n.replayed.CompareAndSwap(old, uint64(l)) {
+			return
+		}
+	}
+}
+
+// replayLSN asks the replica for its replay position now (used while waiting for a token).
+func (n *node) replayLSN(ctx context.Context) (LSN, error) {
+	var l *int64
+	if err := n.pool.QueryRow(ctx, "select pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8").Scan(&l); err != nil {
+		return 0, err
+	}
+	if l == nil {
+		return 0, errors.New("pg_last_wal_replay_lsn() is null: not a standby")
+	}
+	n.noteReplayed(LSN(*l))
+	return LSN(*l), nil
+}
+
+func (n *node) closeConn() {
+	if n.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = n.conn.Close(ctx)
+		cancel()
+		n.conn = nil
+	}
+}

@@ -1,0 +1,401 @@
+package shareddb
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-integration/patterns/internal/testenv"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestRoutesReadsToTheReplica(t *testing.T) {
+	e := setup(t, "create table items (id int primary key, name text)", "insert into items values (1, 'one'), (2, 'two')")
+	e.waitReplica(t)
+	h := &hookRecorder{}
+	cfg := e.config(e.replicaURL)
+	cfg.Hook = h
+	r := newReader(t, cfg)
+	ctx := context.Background()
+
+	if !onReplica(t, r) {
+		t.Fatal("read went to the primary, want the replica")
+	}
+	var name string
+	if err := r.QueryRow(ctx, "select name from items where id = $1", 2).Scan(&name); err != nil || name != "two" {
+		t.Fatalf("QueryRow = %q, %v; want two", name, err)
+	}
+	rows, err := r.Query(ctx, "select id from items order by id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil || len(ids) != 2 || ids[0] != 1 || ids[1] != 2 {
+		t.Fatalf("Query = %v, %v; want [1 2]", ids, err)
+	}
+	err = r.ReadTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		var ro string
+		if err := tx.QueryRow(ctx, "show transaction_read_only").Scan(&ro); err != nil {
+			return err
+		}
+		if ro != "on" {
+			t.Errorf("transaction_read_only = %s in ReadTx", ro)
+		}
+		return tx.QueryRow(ctx, "select count(*) from items").Scan(new(int))
+	})
+	if err != nil {
+		t.Fatalf("ReadTx: %v", err)
+	}
+
+	st := r.Stats()
+	if st.Routed != 4 || st.FellBack != 0 || st.Refused != 0 {
+		t.Fatalf("Stats = %+v, want 4 routed, none fallen back or refused", st)
+	}
+	status := r.Status()
+	if len(status) != 2 || status[0].Role != RolePrimary || status[1].Role != RoleReplica {
+		t.Fatalf("Status roles = %+v", status)
+	}
+	p, rep := status[0], status[1]
+	if !p.Healthy || p.InRecovery || p.CurrentLSN == 0 || p.LastError != nil {
+		t.Fatalf("primary status = %+v", p)
+	}
+	if !rep.Healthy || !rep.InRecovery || !rep.LagKnown || rep.ReplayLSN == 0 || rep.Latency <= 0 || rep.Routed != 4 {
+		t.Fatalf("replica status = %+v", rep)
+	}
+	routes, _ := h.snapshot()
+	if len(routes) != 4 || routes[0].Outcome != Routed || routes[0].Node != "replica1" {
+		t.Fatalf("route events = %+v", routes)
+	}
+	eventually(t, 2*time.Second, "checks reported to the hook", func() bool { _, c := h.snapshot(); return c >= 4 })
+}
+
+func TestIdleReplicaHasZeroLag(t *testing.T) {
+	e := setup(t)
+	r := newReader(t, e.config(e.replicaURL))
+	// A caught-up replica has zero lag however old its last replayed transaction is.
+	eventually(t, 10*time.Second, "replica lag 0", func() bool {
+		s := r.Status()[1]
+		return s.Healthy && s.LagKnown && s.Lag == 0
+	})
+	old := 10 * time.Second
+	if got := ptr(old.Seconds()); true {
+		lag, known := replicaLag(100, ptr64(100), 100, got)
+		if !known || lag != 0 {
+			t.Fatalf("caught-up replica: lag %v known %v, want 0 (idle-safe)", lag, known)
+		}
+		lag, known = replicaLag(200, ptr64(200), 100, got)
+		if !known || lag != old {
+			t.Fatalf("received but not replayed: lag %v known %v, want %v", lag, known, old)
+		}
+		if _, known = replicaLag(200, nil, 100, nil); known {
+			t.Fatal("restarted replica behind the primary: lag known, want unknown")
+		}
+		if lag, known = replicaLag(0, ptr64(50), 50, got); !known || lag != 0 {
+			t.Fatalf("primary unknown, all received replayed: lag %v known %v, want 0", lag, known)
+		}
+	}
+}
+
+func ptr(f float64) *float64 { return &f }
+func ptr64(i int64) *int64   { return &i }
+
+func TestReaderNeverWrites(t *testing.T) {
+	e := setup(t, "create table items (id int primary key)")
+	cfg := e.config() // primary only: the reader's primary connections are read-only too
+	cfg.ConfigurePool = func(_ string, c *pgxpool.Config) { c.MaxConns = 1 }
+	r := newReader(t, cfg)
+	ctx := context.Background()
+
+	err := r.QueryRow(ctx, "insert into items values (1) returning id").Scan(new(int))
+	if !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("insert through QueryRow: %v, want ErrReadOnly", err)
+	}
+	var ne *NodeError
+	if !errors.As(err, &ne) || ne.Node != "primary" {
+		t.Fatalf("error %v does not name the node", err)
+	}
+	rows, err := r.Query(ctx, "insert into items values (2) returning id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	if err := rows.Err(); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("insert through Query: %v, want ErrReadOnly", err)
+	}
+	if _, err := r.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadWrite}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("BeginTx ReadWrite: %v, want ErrReadOnly", err)
+	}
+	tx, err := r.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, "insert into items values (3)")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "25006" {
+		t.Fatalf("insert in BeginTx: %v, want read_only_sql_transaction", err)
+	}
+	_ = tx.Rollback(ctx)
+
+	// A connection someone switched to read-write is destroyed on release, not reused.
+	c, err := r.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "set default_transaction_read_only = off"); err != nil {
+		t.Fatal(err)
+	}
+	c.Release()
+	err = r.QueryRow(ctx, "insert into items values (4) returning id").Scan(new(int))
+	if !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("insert after a released read-write connection: %v, want ErrReadOnly", err)
+	}
+
+	var n int
+	if err := e.admin.QueryRow(ctx, "select count(*) from items").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("items has %d rows (%v), want 0: the reader wrote", n, err)
+	}
+}
+
+func TestZeroReplicasReadFromThePrimaryWithAWarning(t *testing.T) {
+	e := setup(t)
+	var logs logBuffer
+	cfg := e.config()
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	r := newReader(t, cfg)
+	if !strings.Contains(logs.String(), "no replicas configured") {
+		t.Fatalf("no warning about zero replicas; log: %s", logs.String())
+	}
+	if onReplica(t, r) || onReplica(t, r.With(MaxLag(0))) {
+		t.Fatal("read went to a server in recovery, want the primary")
+	}
+	if st := r.Stats(); st.Routed != 2 || st.FellBack != 0 {
+		t.Fatalf("Stats = %+v, want 2 routed, 0 fallen back", st)
+	}
+}
+
+func TestReadYourWrites(t *testing.T) {
+	e := setup(t, "create table events (id int primary key)")
+	e.waitReplica(t)
+	r := newReader(t, e.config(e.replicaURL))
+	for i := 1; i <= 20; i++ {
+		e.exec(t, "insert into events values ($1)", i)
+		tok, err := CurrentToken(context.Background(), e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The token travels as text.
+		tok, err = ParseToken(tok.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var n int
+		err = r.With(AtLeast(tok)).QueryRow(ctx, "select count(*) from events").Scan(&n)
+		cancel()
+		if err != nil || n != i {
+			t.Fatalf("after write %d, read with its token saw %d rows (%v)", i, n, err)
+		}
+	}
+	if st := r.Stats(); st.Routed < 20 {
+		t.Fatalf("Stats = %+v", st)
+	}
+	// The reader's own Token covers everything committed before it.
+	tok, err := r.Token(context.Background())
+	if err != nil || tok.IsZero() {
+		t.Fatalf("Token = %v, %v", tok, err)
+	}
+}
+
+func TestAcquireAndPoolGiveTheChosenNode(t *testing.T) {
+	e := setup(t)
+	r := newReader(t, e.config(e.replicaURL))
+	ctx := context.Background()
+	c, err := r.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec bool
+	var ro string
+	err = c.QueryRow(ctx, "select pg_is_in_recovery(), current_setting('default_transaction_read_only')").Scan(&rec, &ro)
+	c.Release()
+	if err != nil || !rec || ro != "on" {
+		t.Fatalf("acquired conn: in recovery %v, read-only %s, %v; want a read-only replica conn", rec, ro, err)
+	}
+	p, name, err := r.Pool(ctx)
+	if err != nil || name != "replica1" || !onReplica(t, p) {
+		t.Fatalf("Pool = %s, %v; want replica1", name, err)
+	}
+	// A token no replica can reach (far ahead) sends the read to the primary at the deadline.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	pc, name, err := r.With(AtLeast(TokenAt(1 << 62))).Pool(short)
+	if err != nil || name != "primary" || onReplica(t, pc) {
+		t.Fatalf("Pool with an unreachable token = %s, %v; want primary", name, err)
+	}
+}
+
+func TestCloseRefusesReads(t *testing.T) {
+	e := setup(t)
+	r := newReader(t, e.config(e.replicaURL))
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	ctx := context.Background()
+	if err := r.QueryRow(ctx, "select 1").Scan(new(int)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("QueryRow after Close: %v", err)
+	}
+	if _, err := r.Query(ctx, "select 1"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Query after Close: %v", err)
+	}
+	if _, err := r.Acquire(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Acquire after Close: %v", err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	replica := testenv.ReplicaDatabaseURL(t)
+	primary := testenv.DatabaseURL(t)
+	quiet := slog.New(slog.DiscardHandler)
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		cfg  Config
+		want error
+		text string
+	}{
+		{"no primary", Config{}, ErrInvalidConfig, "PrimaryURL is required"},
+		{"bad primary URL", Config{PrimaryURL: "postgres://%zz"}, ErrInvalidConfig, "primary URL"},
+		{"bad replica URL", Config{PrimaryURL: primary, ReplicaURLs: []string{"host=127.0.0.1 port=notaport"}}, ErrInvalidConfig, "replica1 URL"},
+		{"refuse without replicas", Config{PrimaryURL: primary, Fallback: FallbackRefuse}, ErrInvalidConfig, "FallbackRefuse conflicts with no ReplicaURLs"},
+		{"timeout over interval", Config{PrimaryURL: primary, CheckInterval: time.Second, CheckTimeout: 2 * time.Second}, ErrInvalidConfig, "CheckTimeout 2s is longer than CheckInterval 1s"},
+		{"replica is a primary", Config{PrimaryURL: primary, ReplicaURLs: []string{primary}}, ErrNotReplica, "is not in recovery (pg_is_in_recovery() = false)"},
+		{"primary in recovery", Config{PrimaryURL: replica, ReplicaURLs: []string{replica}}, ErrPrimaryInRecovery, "it is a standby"},
+		{"contract on a missing table", Config{PrimaryURL: primary, Contract: &Contract{Tables: []Table{{Schema: "public", Name: "no_such_table_shareddb", Columns: []Column{{Name: "id", Type: "int"}}}}}}, ErrContract, "missing table public.no_such_table_shareddb"},
+		{"hook of no kind", Config{PrimaryURL: primary, Hook: 42}, ErrInvalidConfig, "Hook int implements neither RouteHook nor CheckHook"},
+		{"empty contract", Config{PrimaryURL: primary, Contract: &Contract{}}, ErrInvalidConfig, "declares no tables"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.cfg.Logger = quiet
+			r, err := New(ctx, c.cfg)
+			if err == nil {
+				r.Close()
+				t.Fatal("New succeeded")
+			}
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("New: %v; want %v mentioning %q", err, c.want, c.text)
+			}
+		})
+	}
+	t.Run("unreachable primary", func(t *testing.T) {
+		_, err := New(ctx, Config{PrimaryURL: "postgres://postgres@127.0.0.1:1/test", Logger: quiet, CheckTimeout: 500 * time.Millisecond})
+		if err == nil || !strings.Contains(err.Error(), "primary 127.0.0.1:1 is unreachable") {
+			t.Fatalf("New: %v", err)
+		}
+	})
+}
+
+func TestUnreachableReplicaIsSkipped(t *testing.T) {
+	e := setup(t)
+	var logs logBuffer
+	cfg := e.config("postgres://postgres@127.0.0.1:1/test", e.replicaURL)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	r := newReader(t, cfg)
+	if !strings.Contains(logs.String(), "replica unreachable at start") {
+		t.Fatalf("no warning; log: %s", logs.String())
+	}
+	for range 5 {
+		if !onReplica(t, r) {
+			t.Fatal("read did not go to the reachable replica")
+		}
+	}
+	s := r.Status()[1]
+	if s.Healthy || s.LastError == nil || s.Routed != 0 {
+		t.Fatalf("unreachable replica status = %+v", s)
+	}
+}
+
+func TestRefusalExplainsWhy(t *testing.T) {
+	e := setup(t)
+	cfg := e.config("postgres://postgres@127.0.0.1:1/test")
+	cfg.Fallback = FallbackRefuse
+	r := newReader(t, cfg)
+	err := r.QueryRow(context.Background(), "select 1").Scan(new(int))
+	if !errors.Is(err, ErrNoFreshReplica) || !strings.Contains(err.Error(), "replica1 (127.0.0.1:1): unhealthy") {
+		t.Fatalf("QueryRow: %v; want ErrNoFreshReplica naming the unhealthy replica", err)
+	}
+	// Per read, the policy can be relaxed.
+	if onReplica(t, r.With(WithFallback(FallbackPrimary))) {
+		t.Fatal("fallback read went to a replica")
+	}
+	if st := r.Stats(); st.Refused != 1 || st.FellBack != 1 {
+		t.Fatalf("Stats = %+v, want 1 refused, 1 fallen back", st)
+	}
+}
+
+func TestPickers(t *testing.T) {
+	c := []Candidate{
+		{Name: "a", Lag: time.Second, LagBytes: 100, Latency: 3 * time.Millisecond},
+		{Name: "b", Lag: 0, LagBytes: 0, Latency: 5 * time.Millisecond},
+		{Name: "c", Lag: 0, LagBytes: 0, Latency: time.Millisecond},
+	}
+	if got := c[LeastLag().Pick(c)].Name; got != "c" {
+		t.Errorf("LeastLag picked %s, want c (no lag, lower latency than b)", got)
+	}
+	if got := c[LowestLatency().Pick(c)].Name; got != "c" {
+		t.Errorf("LowestLatency picked %s, want c", got)
+	}
+	rr := RoundRobin()
+	var got []string
+	for range 6 {
+		got = append(got, c[rr.Pick(c)].Name)
+	}
+	if strings.Join(got, "") != "abcabc" {
+		t.Errorf("RoundRobin picked %v, want a b c a b c", got)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		err  error
+		want errKind
+	}{
+		{&pgconn.PgError{Code: "40001", Message: "canceling statement due to conflict with recovery"}, errConflict},
+		{&pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, errReadOnly},
+		{&pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}, errDown},
+		{&pgconn.PgError{Code: "42P01", Message: "relation does not exist"}, errOther},
+	}
+	for _, c := range cases {
+		if got := classify(c.err); got != c.want {
+			t.Errorf("classify(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+func TestRoundRobinSpreadsReadsOverReplicas(t *testing.T) {
+	e := setup(t)
+	cfg := e.config(e.replicaURL, e.replicaURL) // the same server twice: two nodes to the reader
+	cfg.Picker = RoundRobin()
+	r := newReader(t, cfg)
+	eventually(t, 5*time.Second, "both replicas fresh", func() bool {
+		s := r.Status()
+		return s[1].Healthy && s[1].LagKnown && s[2].Healthy && s[2].LagKnown
+	})
+	for range 10 {
+		if !onReplica(t, r) {
+			t.Fatal("read went to the primary")
+		}
+	}
+	s := r.Status()
+	if s[1].Routed != 5 || s[2].Routed != 5 {
+		t.Fatalf("routed %d and %d, want 5 and 5", s[1].Routed, s[2].Routed)
+	}
+}

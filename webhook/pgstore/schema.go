@@ -1,0 +1,76 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+const schemaSQL = `
+create table if not exists webhook_endpoints (
+	id              text primary key,
+	url             text not null,
+	secrets         text[] not null,
+	event_types     text[] not null default '{}',
+	disabled        boolean not null default false,
+	disabled_reason text not null default '',
+	failing_since   timestamptz,
+	updated_at      timestamptz not null default now()
+);
+create table if not exists webhook_messages (
+	id         text primary key,
+	type       text not null,
+	payload    bytea not null,
+	created_at timestamptz not null
+);
+create table if not exists webhook_deliveries (
+	id              bigint generated always as identity primary key,
+	message_id      text not null references webhook_messages (id) on delete cascade,
+	endpoint_id     text not null references webhook_endpoints (id) on delete cascade,
+	state           text not null default 'pending' check (state in ('pending', 'succeeded', 'failed')),
+	attempts        int not null default 0,
+	next_attempt_at timestamptz not null,
+	lease_token     text,
+	lease_until     timestamptz,
+	last_error      text not null default '',
+	unique (message_id, endpoint_id)
+);
+create index if not exists webhook_deliveries_due on webhook_deliveries (next_attempt_at, id) where state = 'pending';
+create index if not exists webhook_deliveries_endpoint on webhook_deliveries (endpoint_id, state);
+create table if not exists webhook_attempts (
+	id              bigint generated always as identity primary key,
+	delivery_id     bigint not null references webhook_deliveries (id) on delete cascade,
+	number          int not null,
+	started_at      timestamptz not null,
+	duration_us     bigint not null,
+	status_code     int not null default 0,
+	response_body   bytea not null default '',
+	error           text not null default '',
+	state           text not null,
+	next_attempt_at timestamptz
+);
+create index if not exists webhook_attempts_delivery on webhook_attempts (delivery_id, id);
+create table if not exists webhook_dedup (
+	id         text primary key,
+	done       boolean not null,
+	expires_at timestamptz not null
+);
+create index if not exists webhook_dedup_expires on webhook_dedup (expires_at);
+`
+
+// Migrate creates the tables and indexes of Store and Dedup in the pool's
+// search_path if they do not exist. It is safe to run from several processes
+// at once.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(hashtext('patterns/webhook/pgstore.Migrate'))`); err != nil {
+			return fmt.Errorf("pgstore: migrate: %w", err)
+		}
+		if _, err := tx.Exec(ctx, schemaSQL); err != nil {
+			return fmt.Errorf("pgstore: migrate: %w", err)
+		}
+		return nil
+	})
+}
