@@ -219,6 +219,11 @@ loop:
 		case d, ok := <-deliveries:
 			if !ok {
 				reason = errors.New("delivery channel closed")
+				select {
+				case <-cancels: // amqp091 announces the cancel before closing deliveries
+					reason = ss.cancelled()
+				default:
+				}
 				break loop
 			}
 			m := fromDelivery(&d, sub.Topic, s.r)
@@ -242,8 +247,7 @@ loop:
 			stopped = true
 			break loop
 		case <-cancels:
-			reason = fmt.Errorf("rabbitmq: the server cancelled the consumer of queue %q (queue deleted?)", queue)
-			s.obs.emit(Event{Kind: EventConsumerCancelled, Topic: sub.Topic, Queue: queue, Err: reason})
+			reason = ss.cancelled()
 			break loop
 		case e := <-closes:
 			reason = fmt.Errorf("rabbitmq: channel closed: %v", e)
@@ -261,6 +265,12 @@ loop:
 	wg.Wait()
 	drain.Stop()
 	return stopped, reason
+}
+
+func (ss *session) cancelled() error {
+	err := fmt.Errorf("rabbitmq: the server cancelled the consumer of queue %q (queue deleted?)", ss.queue)
+	ss.s.obs.emit(Event{Kind: EventConsumerCancelled, Topic: ss.sub.Topic, Queue: ss.queue, Err: err})
+	return err
 }
 
 func (ss *session) handle(ctx context.Context, h broker.Handler, j job) {
