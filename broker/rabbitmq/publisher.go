@@ -32,6 +32,7 @@ type Publisher struct {
 	mu        sync.RWMutex // Publish holds it shared, Close exclusively
 	closed    bool
 	closing   chan struct{}
+	abandon   chan struct{} // closed closeFlushTimeout after Close: stop waiting for confirms
 	closeOnce sync.Once
 }
 
@@ -69,7 +70,7 @@ func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, 
 		return nil, err
 	}
 	p := &Publisher{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange},
-		declared: map[string]uint64{}, closing: make(chan struct{})}
+		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{})}
 	p.c, err = dial(ctx, url, &p.cfg, p.obs)
 	if err != nil {
 		return nil, err
@@ -181,10 +182,16 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		var retry []int
 		for j, dc := range dcs {
 			i := pending[j]
-			acked, err := dc.WaitContext(ctx)
-			if err != nil {
+			var acked bool
+			select {
+			case <-dc.Done():
+				acked = dc.Acked()
+			case <-ctx.Done():
 				pending = pending[j:]
-				return notConfirmed(err)
+				return notConfirmed(ctx.Err())
+			case <-p.abandon:
+				pending = pending[j:]
+				return notConfirmed(fmt.Errorf("publisher closed before the broker confirmed (after %v): %w", closeFlushTimeout, broker.ErrClosed))
 			}
 			if !acked {
 				retry = append(retry, i)
@@ -476,13 +483,20 @@ func (p *Publisher) Stats() Stats { return p.obs.stats() }
 // replaced after a reconnect; do not close it.
 func (p *Publisher) Conn() *amqp.Connection { return p.c.current() }
 
+// closeFlushTimeout bounds how long Close waits for outstanding confirms
+// (a blocked connection may never send them).
+const closeFlushTimeout = 30 * time.Second
+
 // Close stops publishing: calls waiting for a connection return
-// broker.ErrClosed, calls waiting for confirms finish, then the connection
-// closes. Close is idempotent.
+// broker.ErrClosed, calls waiting for confirms finish (for up to 30s, then
+// they fail with broker.ErrNotConfirmed), then the connection closes. Close
+// is idempotent.
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.closing)
+		t := time.AfterFunc(closeFlushTimeout, func() { close(p.abandon) })
 		p.mu.Lock()
+		t.Stop()
 		p.closed = true
 		p.mu.Unlock()
 		p.c.close() // closes the channels with it
