@@ -213,6 +213,16 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		if ctx.Err() != nil {
 			return notConfirmed(ctx.Err())
 		}
+		if sendErr != nil && (pc.ac.IsClosed() || isClosedError(sendErr)) {
+			// the connection or channel went away while we were sending:
+			// republish on a fresh channel (the dead one is dropped from the pool).
+			_ = pc.ch.Close()
+			lastErr = sendErr
+			if err := sleep(ctx, p.closing, 5*time.Millisecond); err != nil {
+				return notConfirmed(err)
+			}
+			continue
+		}
 		if !pc.ch.IsClosed() {
 			if sendErr != nil {
 				return notConfirmed(sendErr)
@@ -252,6 +262,12 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 			}
 		}
 	}
+}
+
+// isClosedError reports amqp091's "channel/connection is not open".
+func isClosedError(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Code == amqp.ChannelError
 }
 
 // tooLarge reports whether reason is the server refusing a message size

@@ -1,9 +1,12 @@
 package rabbitmq_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +26,8 @@ func streamThroughFault(t *testing.T, url string, n int, fault func()) {
 	var pubDown, subDown atomic.Bool
 	pubLost, subLost := make(chan struct{}), make(chan struct{})
 	var pubOnce, subOnce sync.Once
-	p := newPublisher(t, url, rabbitmq.WithConnectionName("fault-publisher"), rabbitmq.WithHook(func(e rabbitmq.Event) {
+	logs := &syncBuffer{}
+	p := newPublisher(t, url, rabbitmq.WithConnectionName("fault-publisher"), rabbitmq.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), rabbitmq.WithHook(func(e rabbitmq.Event) {
 		if e.Kind == rabbitmq.EventDisconnected {
 			pubDown.Store(true)
 			pubOnce.Do(func() { close(pubLost) })
@@ -89,6 +93,10 @@ func streamThroughFault(t *testing.T, url string, n int, fault func()) {
 		}
 	}
 	c.waitFor(t, 30*time.Second, ok...)
+	if f := failed.Load(); f > 0 {
+		// each Publish had 20s, far longer than the outage: it should have ridden through.
+		t.Errorf("%d Publish calls failed across a short outage", f)
+	}
 	// Messages published before the private queue is back are not kept for
 	// it (it is private): publish until one arrives.
 	for i := 0; ; i++ {
@@ -104,12 +112,33 @@ func streamThroughFault(t *testing.T, url string, n int, fault func()) {
 			t.Fatal("the private subscription did not resume")
 		}
 	}
+	if out := logs.String(); !strings.Contains(out, "connection lost") || !strings.Contains(out, "rabbitmq: reconnected") {
+		t.Errorf("publisher log lacks the drop and the reconnect:\n%s", out)
+	}
 	ps, ss := p.Stats(), s.Stats()
 	if ps.Reconnects == 0 || ss.Reconnects == 0 {
 		t.Errorf("reconnects: publisher %d, subscriber %d; want both > 0", ps.Reconnects, ss.Reconnects)
 	}
 	t.Logf("%d published (%d confirmed, %d failed with an error), all confirmed delivered; %d duplicates; publisher republished %d; reconnects pub=%d sub=%d",
 		n, len(ok), failed.Load(), c.duplicates(), ps.Republished, ps.Reconnects, ss.Reconnects)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers (log handlers).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestCloseAllConnections drops every connection of the test's vhost while
