@@ -89,7 +89,8 @@ func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, 
 // ends and then fails with broker.ErrNotConfirmed. A broker nack fails with
 // broker.ErrNotConfirmed, an unroutable message with broker.ErrUnroutable
 // (WithMandatory), a message the adapter cannot carry with
-// broker.ErrInvalidMessage. Messages of one call keep their order.
+// broker.ErrInvalidMessage. Messages of one call are sent in order, but a
+// message republished after a lost confirm may land behind later ones.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return err
