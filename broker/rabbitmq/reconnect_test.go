@@ -205,6 +205,7 @@ func TestPublishDuringOutage(t *testing.T) {
 	t.Parallel()
 	vhost, url := testenv.VHost(t)
 	p := newPublisher(t, url)
+	closing := newPublisher(t, url)
 	s := newSubscriber(t, url)
 	c := newCollector()
 	run(t, s, broker.Subscription{Topic: "outage", Group: "g"}, c.handle)
@@ -227,6 +228,19 @@ func TestPublishDuringOutage(t *testing.T) {
 	}
 	if took := time.Since(start); took < 900*time.Millisecond || took > 3*time.Second {
 		t.Errorf("Publish returned after %v with a 1s context", took)
+	}
+	// Close ends a Publish waiting through the outage with ErrClosed.
+	closed := make(chan error, 1)
+	go func() { closed <- closing.Publish(ctxT(t, 30*time.Second), "outage", broker.Message{ID: "closed"}) }()
+	time.Sleep(100 * time.Millisecond)
+	_ = closing.Close()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, broker.ErrClosed) {
+			t.Errorf("Publish interrupted by Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Close did not end a Publish waiting for the connection")
 	}
 	// A publish that outlives the outage succeeds.
 	errc := make(chan error, 1)
