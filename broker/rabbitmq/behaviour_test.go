@@ -98,6 +98,12 @@ func TestAlwaysFailingHandler(t *testing.T) {
 		t.Errorf("Attempt values %v, want [1 2 3 4]", attempts)
 	}
 	mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); s.Stats().DeadLettered == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the event follows the confirm that let the message through
+	}
+	if st := s.Stats(); st.DeadLettered != 1 || st.Retried != max-1 {
+		t.Errorf("stats %+v: want 1 dead-lettered, %d retried", st, max-1)
+	}
 	deaths := xDeath(m)
 	if len(deaths) == 0 {
 		t.Fatalf("no x-death history on the dead letter: %v", m.Raw.(*amqp.Delivery).Headers)
@@ -429,5 +435,42 @@ func TestPropertiesRoundTrip(t *testing.T) {
 	}
 	if len(m.Header) != len(hdr) {
 		t.Errorf("headers %v: want exactly %v (no bookkeeping headers)", m.Header, hdr)
+	}
+}
+
+// TestDrainPeriod: when Subscribe's context ends, a running handler keeps its
+// own context for the drain period (it is not cancelled at once), then it is
+// cancelled; Subscribe returns after the handler did.
+func TestDrainPeriod(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.VHost(t)
+	p := newPublisher(t, url)
+	const drain = 300 * time.Millisecond
+	s := newSubscriber(t, url, rabbitmq.WithDrainTimeout(drain))
+	started := make(chan struct{})
+	var cancelledAfter atomic.Int64
+	var stoppedAt atomic.Int64
+	h := func(ctx context.Context, m broker.Message) error {
+		close(started)
+		<-ctx.Done()
+		cancelledAfter.Store(time.Now().UnixNano() - stoppedAt.Load())
+		return ctx.Err()
+	}
+	stop := run(t, s, broker.Subscription{Topic: "drain", Group: "g"}, h)
+	if err := p.Publish(ctxT(t, 10*time.Second), "drain", broker.Message{ID: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler did not start")
+	}
+	stoppedAt.Store(time.Now().UnixNano())
+	if err := stop(); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	got := time.Duration(cancelledAfter.Load())
+	if got < drain || got > drain+2*time.Second {
+		t.Errorf("handler context cancelled %v after Subscribe's, want about %v", got, drain)
 	}
 }

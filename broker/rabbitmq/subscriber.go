@@ -305,9 +305,9 @@ func (ss *session) handle(ctx context.Context, h broker.Handler, j job) {
 			_ = j.d.Nack(false, true)
 			return
 		}
-		_ = j.d.Ack(false)
 		s.cfg.logger.Info("rabbitmq: dead-lettered", "topic", ss.sub.Topic, "dead_letter_topic", dest, "id", j.m.ID, "attempt", j.m.Attempt, "err", err)
 		s.obs.emit(Event{Kind: EventDeadLettered, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt, Err: err})
+		_ = j.d.Ack(false)
 		return
 	}
 	s.obs.emit(Event{Kind: EventRetried, Topic: ss.sub.Topic, Queue: ss.queue, MessageID: j.m.ID, Attempt: j.m.Attempt, Err: err})
