@@ -27,6 +27,14 @@ type Subscriber struct {
 	obs *observer
 	c   *connection
 	r   route
+	url string
+
+	// Retries and dead letters are published on a connection of their own,
+	// dialed on first use: a connection the broker blocks for publishing
+	// (resource alarm) cannot then stall the consumer's acks.
+	pubMu   sync.Mutex
+	pubConn *connection
+	pubCh   *amqp.Channel
 
 	mu        sync.Mutex
 	closed    bool
@@ -48,7 +56,7 @@ func NewSubscriber(ctx context.Context, url string, opts ...Option) (*Subscriber
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscriber{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange}, closing: make(chan struct{})}
+	s := &Subscriber{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange}, url: url, closing: make(chan struct{})}
 	s.c, err = dial(ctx, url, &s.cfg, s.obs)
 	if err != nil {
 		return nil, err
@@ -157,10 +165,6 @@ type session struct {
 	sub   broker.Subscription
 	top   *topology
 	queue string
-	ac    *amqp.Connection
-
-	pubMu sync.Mutex
-	pub   *amqp.Channel
 }
 
 var seed = maphash.MakeSeed()
@@ -185,8 +189,7 @@ func (s *Subscriber) session(ctx context.Context, ac *amqp.Connection, top *topo
 	if err := ch.Qos(prefetch, 0, false); err != nil {
 		return false, fmt.Errorf("rabbitmq: qos: %w", err)
 	}
-	ss := &session{s: s, sub: sub, top: top, queue: queue, ac: ac}
-	defer ss.closePub()
+	ss := &session{s: s, sub: sub, top: top, queue: queue}
 	tag := "patterns-" + broker.NewID()[:16]
 	deliveries, err := ch.Consume(queue, tag, false, false, false, false, nil)
 	if err != nil {
@@ -373,45 +376,61 @@ func copyDelivery(d *amqp.Delivery) amqp.Publishing {
 	}
 }
 
-// publish sends p and waits for its confirm, on a confirm channel of the
-// session's connection (opened on first use, reopened after a channel error).
+// publish sends p and waits for its confirm on the subscriber's publishing
+// connection (dialed on first use, reconnected like the consumer's).
 func (ss *session) publish(exchange, key string, p amqp.Publishing) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		ch, err := ss.pubChannel()
-		if err != nil {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var ch *amqp.Channel
+		if ch, err = ss.s.pubChannel(ctx); err != nil {
 			return err
 		}
 		if attempt > 0 && exchange != "" {
 			// the exchange may have been deleted behind our back (NOT_FOUND closed the channel).
-			if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-				return err
+			if err = ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+				continue
 			}
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p)
-		if err == nil {
-			var acked bool
-			if acked, err = dc.WaitContext(ctx); err == nil && acked {
-				return nil
-			}
-			if err == nil {
-				err = errors.New("not confirmed")
-			}
+		var dc *amqp.DeferredConfirmation
+		if dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p); err != nil {
+			continue
 		}
-		if attempt >= 1 || ss.ac.IsClosed() {
+		var acked bool
+		if acked, err = dc.WaitContext(ctx); err != nil {
 			return err
 		}
+		if acked {
+			return nil
+		}
+		err = errors.New("not confirmed")
 	}
+	return err
 }
 
-func (ss *session) pubChannel() (*amqp.Channel, error) {
-	ss.pubMu.Lock()
-	defer ss.pubMu.Unlock()
-	if ss.pub != nil && !ss.pub.IsClosed() {
-		return ss.pub, nil
+func (s *Subscriber) pubChannel(ctx context.Context) (*amqp.Channel, error) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if s.pubCh != nil && !s.pubCh.IsClosed() {
+		return s.pubCh, nil
 	}
-	ch, err := ss.ac.Channel()
+	if s.pubConn == nil {
+		cfg := s.cfg
+		if cfg.name != "" {
+			cfg.name += " (retries)"
+		}
+		c, err := dial(ctx, s.url, &cfg, s.obs)
+		if err != nil {
+			return nil, err
+		}
+		s.pubConn = c
+	}
+	ac, _, err := s.pubConn.get(ctx, s.closing)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := ac.Channel()
 	if err != nil {
 		return nil, err
 	}
@@ -419,16 +438,8 @@ func (ss *session) pubChannel() (*amqp.Channel, error) {
 		_ = ch.Close()
 		return nil, err
 	}
-	ss.pub = ch
+	s.pubCh = ch
 	return ch, nil
-}
-
-func (ss *session) closePub() {
-	ss.pubMu.Lock()
-	defer ss.pubMu.Unlock()
-	if ss.pub != nil {
-		_ = ss.pub.Close()
-	}
 }
 
 // Ping checks that the broker answers on the subscriber's connection.
@@ -451,6 +462,11 @@ func (s *Subscriber) Close() error {
 		close(s.closing)
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.pubMu.Lock()
+		if s.pubConn != nil {
+			s.pubConn.close()
+		}
+		s.pubMu.Unlock()
 		s.c.close()
 	})
 	return nil
