@@ -105,7 +105,7 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
 		})
 	}
-	for _, channels := range []int{1, 4} {
+	for _, channels := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("patterns-publisher-%dch", channels), func(b *testing.B) {
 			benchPublisher(b, ch, url, rabbitmq.WithChannels(channels))
 		})

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -28,6 +29,7 @@ type connection struct {
 	gen       uint64
 	ready     chan struct{} // closed while conn is usable
 	unblocked chan struct{} // closed while the broker does not block publishing
+	blocked   atomic.Bool   // mirrors unblocked for a lock-free fast path
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -130,8 +132,10 @@ func (c *connection) install(ac *amqp.Connection) {
 					c.unblocked = make(chan struct{})
 				default:
 				}
+				c.blocked.Store(true)
 			} else {
 				closeIfOpen(c.unblocked)
+				c.blocked.Store(false)
 			}
 			c.mu.Unlock()
 			if b.Active {
@@ -143,6 +147,7 @@ func (c *connection) install(ac *amqp.Connection) {
 		}
 		c.mu.Lock()
 		closeIfOpen(c.unblocked)
+		c.blocked.Store(false)
 		c.mu.Unlock()
 	}()
 }
@@ -248,6 +253,9 @@ func (c *connection) get(ctx context.Context, abort <-chan struct{}) (*amqp.Conn
 // waitUnblocked returns once the broker does not block publishing, or with
 // ctx's error.
 func (c *connection) waitUnblocked(ctx context.Context, abort <-chan struct{}) error {
+	if !c.blocked.Load() {
+		return nil
+	}
 	c.mu.Lock()
 	ch := c.unblocked
 	c.mu.Unlock()

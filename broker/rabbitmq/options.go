@@ -68,7 +68,7 @@ func defaultConfig() config {
 		heartbeat:       10 * time.Second,
 		backoffMin:      50 * time.Millisecond,
 		backoffMax:      2 * time.Second,
-		channels:        4,
+		channels:        1,
 		maxMessageSize:  DefaultMaxMessageSize,
 		queueName:       DefaultQueueName,
 		queueType:       Classic,
@@ -142,8 +142,11 @@ func WithReconnectBackoff(minWait, maxWait time.Duration) Option {
 // overflow drop messages instead of moving them to the dead-letter topic).
 func WithExchange(name string) Option { return func(c *config) { c.exchange = name } }
 
-// WithChannels sets the publisher's channel pool size; confirms are pipelined
-// on each channel. Default 4. Publisher only.
+// WithChannels sets the publisher's channel pool size; concurrent Publish
+// calls pipeline their confirms on each channel. Default 1: on a 2-core
+// server one channel confirmed faster than four (the broker batches confirms
+// per channel); more channels help when RabbitMQ has cores to spare.
+// Publisher only.
 func WithChannels(n int) Option {
 	return func(c *config) {
 		if n < 1 {

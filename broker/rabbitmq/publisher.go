@@ -26,7 +26,7 @@ type Publisher struct {
 	slots []*pubSlot
 	next  atomic.Uint64
 
-	declMu   sync.Mutex
+	declMu   sync.RWMutex
 	declared map[string]uint64 // exchange -> connection generation it was declared on
 
 	mu        sync.RWMutex // Publish holds it shared, Close exclusively
@@ -39,8 +39,8 @@ type Publisher struct {
 var _ broker.Publisher = (*Publisher)(nil)
 
 type pubSlot struct {
-	lock chan struct{} // a mutex that honours contexts
-	pc   *pubChannel
+	lock chan struct{} // a mutex that honours contexts, held to replace pc
+	pc   atomic.Pointer[pubChannel]
 }
 
 // pubChannel is one confirm-mode channel of the pool.
@@ -309,6 +309,9 @@ func sleep(ctx context.Context, abort <-chan struct{}, d time.Duration) error {
 // (and waiting for a connection) when needed.
 func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
 	s := p.slots[p.next.Add(1)%uint64(len(p.slots))]
+	if pc := s.pc.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
+	}
 	select {
 	case s.lock <- struct{}{}:
 	case <-ctx.Done():
@@ -317,8 +320,8 @@ func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
 		return nil, broker.ErrClosed
 	}
 	defer func() { <-s.lock }()
-	if s.pc != nil && !s.pc.ch.IsClosed() {
-		return s.pc, nil
+	if pc := s.pc.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
 	}
 	for {
 		ac, gen, err := p.c.get(ctx, p.closing)
@@ -327,7 +330,7 @@ func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
 		}
 		pc, err := openWithContext(ctx, ac, gen, p.cfg.mandatory)
 		if err == nil {
-			s.pc = pc
+			s.pc.Store(pc)
 			return pc, nil
 		}
 		if ctx.Err() != nil {
@@ -460,9 +463,9 @@ func (pc *pubChannel) takeReturn(id string) (amqp.Return, bool) {
 
 // declare declares exchange once per connection.
 func (p *Publisher) declare(ctx context.Context, pc *pubChannel, exchange string) error {
-	p.declMu.Lock()
+	p.declMu.RLock()
 	g, ok := p.declared[exchange]
-	p.declMu.Unlock()
+	p.declMu.RUnlock()
 	if ok && g == pc.gen {
 		return nil
 	}
