@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/memory"
@@ -18,14 +19,24 @@ type booking struct {
 	Country string `json:"country"`
 	Town    string `json:"town"`
 	Nights  int    `json:"nights"`
+	// BookedAt is when the guest booked: the day of the daily export.
+	BookedAt time.Time `json:"booked_at"`
 }
 
 func (b booking) key() string { return "rentals." + b.Country + "." + b.Town }
 
 var sampleBookings = []booking{
-	{ID: "b-1001", Rental: "chalet-17", Country: "france", Town: "nevache", Nights: 7},
-	{ID: "b-1002", Rental: "flat-3", Country: "france", Town: "paris", Nights: 2},
-	{ID: "b-1003", Rental: "villa-9", Country: "italy", Town: "cortina", Nights: 5},
+	{ID: "b-1001", Rental: "chalet-17", Country: "france", Town: "nevache", Nights: 7, BookedAt: at("2026-07-01T09:12:00Z")},
+	{ID: "b-1002", Rental: "flat-3", Country: "france", Town: "paris", Nights: 2, BookedAt: at("2026-07-01T17:40:00Z")},
+	{ID: "b-1003", Rental: "villa-9", Country: "italy", Town: "cortina", Nights: 5, BookedAt: at("2026-07-02T08:05:00Z")},
+}
+
+func at(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }
 
 // routedEvents publishes booking_created events with routing keys like

@@ -55,7 +55,10 @@ func (t *tour) step(name string, f func(ctx context.Context, t *tour) error) {
 
 func (t *tour) summary() error {
 	t.printf("\n== Summary\n")
-	var failed int
+	var failed, width int
+	for _, r := range t.results {
+		width = max(width, len(r.name))
+	}
 	for _, r := range t.results {
 		status := "ok"
 		switch {
@@ -65,7 +68,7 @@ func (t *tour) summary() error {
 		case r.skipped != "":
 			status = "skipped (" + r.skipped + ")"
 		}
-		t.printf("   %-52s %-8s %s\n", r.name, r.took.Round(time.Millisecond), status)
+		t.printf("   %-*s %7s  %s\n", width, r.name, r.took.Round(time.Millisecond), status)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d steps failed", failed, len(t.results))
