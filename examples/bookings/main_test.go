@@ -88,7 +88,9 @@ func TestTourRuns(t *testing.T) {
 		case r.err != nil:
 			t.Errorf("step %q failed: %v", r.name, r.err)
 		case r.skipped != "":
-			if required {
+			// A step skipped for want of code, not of a service, is not
+			// the environment's fault (removed once broker/kafka lands).
+			if required && r.skipped != kafkaNotLanded {
 				t.Errorf("step %q skipped under INTEGRATION=required: %s", r.name, r.skipped)
 			} else {
 				t.Logf("step %q skipped: %s", r.name, r.skipped)
