@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,7 +60,7 @@ func (e *env) openDB(ctx context.Context, t *tour) {
 		err = conn.Ping(ctx)
 	}
 	if err != nil {
-		e.noDB = fmt.Sprintf("DATABASE_URL=%s does not answer (%v)", redact(base), err)
+		e.noDB = fmt.Sprintf("DATABASE_URL=%s does not answer (%s)", redact(base), brief(err))
 		t.printf("   PostgreSQL: not available, %s\n", e.noDB)
 		t.printf("   steps that need it (outbox, reporting, daily export) will be skipped\n")
 		return
@@ -119,6 +120,13 @@ func withSearchPath(databaseURL, schema string) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// brief returns the last line of err's message: pgx lists one line per
+// address it tried, each ending with the cause.
+func brief(err error) string {
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // redact hides a URL's password before it is printed.

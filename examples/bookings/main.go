@@ -24,11 +24,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 )
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
+	// Ctrl-C ends the running step; the tour still cleans up after itself.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bookings:", err)
+		stop()
 		os.Exit(1)
 	}
 }
@@ -41,7 +46,7 @@ func run(ctx context.Context, w io.Writer) error {
 
 // runTour is run, returning the tour so that tests can look at each step's result.
 func runTour(ctx context.Context, w io.Writer) (*tour, error) {
-	t := &tour{w: w}
+	t := &tour{ctx: ctx, w: w}
 	e := &env{}
 	t.printf("A rental-booking platform, told in seven steps. A monolith takes bookings of\n")
 	t.printf("chalets and flats; the services around it learn about them through events,\n")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 )
 
@@ -104,6 +105,9 @@ func TestTourRuns(t *testing.T) {
 			}
 		}
 	}
+	if required && !strings.Contains(section(out, "6."), "replica1 (replica) served") {
+		t.Error("under INTEGRATION=required the replica must serve the reports")
+	}
 	if !strings.Contains(out, "\n== Summary\n") {
 		t.Error("no summary")
 	}
@@ -145,4 +149,47 @@ func TestTourWithoutServices(t *testing.T) {
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
 	}
+}
+
+// Without the replica the reporting service reads the primary, and says so.
+func TestTourWithoutReplica(t *testing.T) {
+	if err := pingDatabase(); err != nil {
+		if os.Getenv("INTEGRATION") == "required" {
+			t.Fatalf("PostgreSQL unavailable: %v", err)
+		}
+		t.Skipf("PostgreSQL unavailable: %v", err)
+	}
+	t.Setenv("REPLICA_DATABASE_URL", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
+	tr, out := runForTest(t)
+	for _, r := range tr.results {
+		if r.err != nil {
+			t.Errorf("step %q failed: %v", r.name, r.err)
+		}
+	}
+	sec := section(out, "6.")
+	for _, want := range []string{
+		"the replica (REPLICA_DATABASE_URL=postgres://postgres@127.0.0.1:1/test?connect_timeout=2) does not answer",
+		"so zero replicas: every read goes to the primary",
+		`msg="no replicas configured: every read goes to the primary"`,
+		"primary (primary) served 2 read(s)",
+		"reader is read-only",
+	} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("step 6: output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+}
+
+func pingDatabase() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, getenv("DATABASE_URL", defaultDatabaseURL))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx)
 }

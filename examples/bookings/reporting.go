@@ -40,7 +40,7 @@ func reporting(ctx context.Context, t *tour, e *env) error {
 	}
 	replicaURL := getenv("REPLICA_DATABASE_URL", defaultReplicaDatabaseURL)
 	if err := pingReplica(ctx, replicaURL); err != nil {
-		t.printf("   the replica (REPLICA_DATABASE_URL=%s) does not answer: %v\n", redact(replicaURL), err)
+		t.printf("   the replica (REPLICA_DATABASE_URL=%s) does not answer: %s\n", redact(replicaURL), brief(err))
 		t.printf("   so zero replicas: every read goes to the primary (read-only connections), with a warning:\n")
 	} else {
 		cfg.ReplicaURLs = []string{withSearchPath(replicaURL, e.schema)}

@@ -12,6 +12,7 @@ import (
 // tour runs steps and remembers how each went.
 type tour struct {
 	mu      sync.Mutex // steps print from handler goroutines
+	ctx     context.Context
 	w       io.Writer
 	results []result
 }
@@ -22,6 +23,9 @@ type result struct {
 	skipped string
 	took    time.Duration
 }
+
+// stepTimeout bounds each step; the whole tour takes a few seconds.
+const stepTimeout = 30 * time.Second
 
 // errSkip marks a step that could not run here (a service is missing); its text says why.
 type errSkip struct{ why string }
@@ -36,7 +40,7 @@ func (t *tour) printf(format string, args ...any) {
 
 func (t *tour) step(name string, f func(ctx context.Context, t *tour) error) {
 	t.printf("\n== %s\n", name)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.ctx, stepTimeout)
 	defer cancel()
 	start := time.Now()
 	err := f(ctx, t)
