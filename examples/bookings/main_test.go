@@ -29,6 +29,7 @@ var expected = map[string][]string{
 		"got 500, retry in",
 		"got 204, delivery succeeded",
 		"the partner stored b-1001 once",
+		"got 200, delivery succeeded",
 	},
 	"5a.": {
 		"client: POST /bookings attempt 1 -> 502 (retry in",

@@ -151,6 +151,25 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 		return fmt.Errorf("partner handler ran %d times, want 2 (one failure, one success)", c)
 	}
 	t.printf("   delivered after one retry; the partner stored %s once\n", b.ID)
+
+	// Delivery is at-least-once: the same webhook-id may arrive again (here
+	// an operator resends it). The partner's Receiver remembers handled IDs.
+	if _, err := sender.Resend(ctx, msg.ID, "skiloc-nevache"); err != nil {
+		return err
+	}
+	t.printf("   an operator resends %s\n", msg.ID)
+	select {
+	case a := <-delivered:
+		if a.StatusCode != http.StatusOK {
+			return fmt.Errorf("resent webhook got %d, want 200 (already handled)", a.StatusCode)
+		}
+	case <-wait.Done():
+		return errors.New("resent webhook not delivered within 10 s")
+	}
+	if c := calls.Load(); c != 2 {
+		return fmt.Errorf("partner handler ran %d times after the resend, want still 2", c)
+	}
+	t.printf("   the partner's Receiver knows that webhook-id: it answers 200 without storing the booking again\n")
 	return nil
 }
 
