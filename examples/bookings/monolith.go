@@ -78,7 +78,14 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 	if err := write(declined, false); err != nil {
 		return err
 	}
-	t.printf("   booking %s: payment declined, transaction rolled back (its event goes with it)\n", declined.ID)
+	var rows, events int
+	if err := e.pool.QueryRow(ctx, `select (select count(*) from bookings), (select count(*) from outbox)`).Scan(&rows, &events); err != nil {
+		return err
+	}
+	if rows != len(sampleBookings) || events != len(sampleBookings) {
+		return fmt.Errorf("%d bookings and %d outbox rows, want %d of each", rows, events, len(sampleBookings))
+	}
+	t.printf("   booking %s: payment declined, transaction rolled back: still %d bookings, %d events in the outbox\n", declined.ID, rows, events)
 
 	// The relay publishes committed outbox rows to any broker.Publisher; here
 	// the in-memory broker, where a notifications service listens.
