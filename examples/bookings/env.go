@@ -60,8 +60,8 @@ func (e *env) openDB(ctx context.Context, t *tour) {
 		err = conn.Ping(ctx)
 	}
 	if err != nil {
-		e.noDB = fmt.Sprintf("DATABASE_URL=%s does not answer (%s)", redact(base), brief(err))
-		t.printf("   PostgreSQL: not available, %s\n", e.noDB)
+		e.noDB = fmt.Sprintf("DATABASE_URL=%s does not answer", redact(base))
+		t.printf("   PostgreSQL: not available, %s: %s\n", e.noDB, brief(err))
 		t.printf("   steps that need it (outbox, reporting, daily export) will be skipped\n")
 		return
 	}
