@@ -31,6 +31,12 @@ var expected = map[string][]string{
 		"the partner stored b-1001 once",
 		"got 200, delivery succeeded",
 	},
+	"3.": {
+		"availability: partition",
+		"search-index: chalet-17",
+		"b-1001 created, 7 nights -> b-1001 extended to 9 nights -> b-1001 cancelled -> b-1005 created, 3 nights",
+		"both groups saw every rental's changes in publish order, and committed: lag 0",
+	},
 	"5a.": {
 		"client: POST /bookings attempt 1 -> 502 (retry in",
 		"Idempotent-Replayed: true; the handler ran once",
@@ -90,9 +96,7 @@ func TestTourRuns(t *testing.T) {
 		case r.err != nil:
 			t.Errorf("step %q failed: %v", r.name, r.err)
 		case r.skipped != "":
-			// A step skipped for want of code, not of a service, is not
-			// the environment's fault (removed once broker/kafka lands).
-			if required && r.skipped != kafkaNotLanded {
+			if required {
 				t.Errorf("step %q skipped under INTEGRATION=required: %s", r.name, r.skipped)
 			} else {
 				t.Logf("step %q skipped: %s", r.name, r.skipped)
@@ -132,7 +136,7 @@ func TestTourWithoutServices(t *testing.T) {
 		if why, ok := needs[prefix]; ok && !strings.Contains(r.skipped, why) {
 			t.Errorf("step %q: skipped %q, want a skip saying %q", r.name, r.skipped, why)
 		}
-		if _, ok := needs[prefix]; !ok && prefix != "3." && r.skipped != "" {
+		if _, ok := needs[prefix]; !ok && r.skipped != "" {
 			t.Errorf("step %q skipped without its service being missing: %s", r.name, r.skipped)
 		}
 	}
