@@ -90,7 +90,7 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 		webhook.WithAllowedNetworks(netip.MustParsePrefix("127.0.0.0/8")),
 		webhook.WithSchedule(0, 100*time.Millisecond, time.Second),
 		webhook.WithJitter(0),
-		webhook.WithPollInterval(20*time.Millisecond),
+		webhook.WithPollInterval(time.Second),
 		webhook.WithAttemptTimeout(5*time.Second),
 		webhook.WithOnAttempt(func(d webhook.Delivery, a webhook.Attempt) {
 			if a.State == webhook.DeliveryPending {
