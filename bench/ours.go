@@ -13,8 +13,6 @@ import (
 // provisions s (so the group keeps what is published), publishes n 1 KiB
 // messages over 64 keys from publishers goroutines through pub, then times
 // Subscribe with s until n messages were handled.
-//
-//lint:ignore U1000 called from ours_rabbitmq.go and ours_kafka.go, built once those packages land.
 func oursPubSub(ctx context.Context, pub broker.Publisher, sub broker.Subscriber, s broker.Subscription, n, publishers int) ([]sample, error) {
 	if p, ok := sub.(broker.Provisioner); ok {
 		if err := p.Provision(ctx, s); err != nil {

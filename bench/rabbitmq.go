@@ -146,8 +146,6 @@ func (e *rabbitEnv) purge(queue string) error {
 }
 
 // deleteQueue deletes queue with its messages.
-//
-//lint:ignore U1000 called from ours_rabbitmq.go, built once broker/rabbitmq lands.
 func (e *rabbitEnv) deleteQueue(queue string) error {
 	conn, err := e.dial("bench-admin")
 	if err != nil {
