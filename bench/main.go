@@ -6,9 +6,10 @@
 //
 // It lives in its own module so that the peer libraries never enter the
 // library's go.mod. Every scenario runs a fixed number of messages per round
-// (five rounds by default, in rotating order; the table shows the median and
-// half the spread) under a deadline per run. A service that is not reachable
-// gives a "skipped: reason" cell instead of failing the run.
+// (five rounds by default, sides in rotating order; the table shows the
+// median and how far the middle rounds spread) under a deadline per run. A
+// service that is not reachable gives a "skipped: reason" row instead of
+// failing the run. docs/benchmarks.md says what each row measures.
 //
 // Services: RabbitMQ from AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/)
 // in a private vhost made with rabbitmqctl and deleted at the end; Kafka from

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -37,89 +35,6 @@ func memoryScenario(ctx context.Context, cfg config) []*row {
 		side{[]*outcome{&r.peer}, one(func(ctx context.Context, _ int) (sample, error) { return memoryWatermill(ctx, n) })},
 	)
 	return []*row{r}
-}
-
-// one adapts a single-sample run to side.run.
-func one(f func(ctx context.Context, round int) (sample, error)) func(context.Context, int) ([]sample, error) {
-	return func(ctx context.Context, round int) ([]sample, error) {
-		s, err := f(ctx, round)
-		if err != nil {
-			return nil, err
-		}
-		return []sample{s}, nil
-	}
-}
-
-func payload1K() []byte {
-	p := make([]byte, 1024)
-	for i := range p {
-		p[i] = byte('a' + i%26)
-	}
-	return p
-}
-
-func benchKeys() []string {
-	keys := make([]string, 64)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("rentals.france.k%d", i)
-	}
-	return keys
-}
-
-// counter signals done when n operations were counted.
-type counter struct {
-	n     int64
-	count atomic.Int64
-	done  chan struct{}
-}
-
-func newCounter(n int) *counter { return &counter{n: int64(n), done: make(chan struct{})} }
-
-func (c *counter) inc() {
-	if c.count.Add(1) == c.n {
-		close(c.done)
-	}
-}
-
-// wait returns nil when n operations were counted, or ctx's error.
-func (c *counter) wait(ctx context.Context) error {
-	select {
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%d of %d handled: %w", c.count.Load(), c.n, ctx.Err())
-	}
-}
-
-// publishParallel runs publish for i in [0, n) on g goroutines and returns the first error.
-func publishParallel(ctx context.Context, n, g int, publish func(ctx context.Context, i int) error) error {
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range g {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := publish(ctx, i); err != nil {
-					errOnce.Do(func() { first = err; cancel() })
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	return first
 }
 
 func memoryOurs(ctx context.Context, n int) (sample, error) {

@@ -160,41 +160,6 @@ func (e *rabbitEnv) deleteQueue(queue string) error {
 	return err
 }
 
-// publishBatches calls publish with index ranges [lo, hi) of at most batch
-// messages covering [0, n), from g goroutines, and times it.
-func publishBatches(ctx context.Context, n, batch, g int, publish func(ctx context.Context, lo, hi int) error) (sample, error) {
-	start := time.Now()
-	err := publishParallel(ctx, (n+batch-1)/batch, g, func(ctx context.Context, b int) error {
-		return publish(ctx, b*batch, min(b*batch+batch, n))
-	})
-	return sample{n: n, elapsed: time.Since(start), allocs: -1}, err
-}
-
-// consumeTimer counts handled messages and times them from its creation,
-// just before the consumer is created (group join and first fetch included),
-// to the last one handled.
-type consumeTimer struct {
-	*counter
-	start time.Time
-	last  time.Time
-}
-
-func newConsumeTimer(n int) *consumeTimer {
-	return &consumeTimer{counter: newCounter(n), start: time.Now()}
-}
-
-func (t *consumeTimer) inc() {
-	if t.counter.count.Add(1) == t.counter.n {
-		t.last = time.Now()
-		close(t.counter.done)
-	}
-}
-
-// sample is valid after wait returned nil.
-func (t *consumeTimer) sample() sample {
-	return sample{n: int(t.counter.n), elapsed: t.last.Sub(t.start), allocs: -1}
-}
-
 func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
 	const queue = "raw"
 	if err := env.purge(queue); err != nil {
