@@ -12,11 +12,12 @@ run:
 services:
 	scripts/services
 
-# Every test, then the server-wide fault tests alone (they restart RabbitMQ and
-# pause the replica, so nothing else may share the servers while they run).
+# The server-wide fault tests first, one package at a time (they restart
+# RabbitMQ and the replica and pause replay, so nothing else may share the
+# servers while they run), then every test in parallel.
 test: services
-	$(GO) test -race -count=1 -timeout 15m ./...
 	FAULT_TESTS=1 $(GO) test -race -count=1 -p 1 -timeout 10m -run '^TestFault' ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 
 # Tests that need no external service still run; the rest skip with the reason.
 test-unit:

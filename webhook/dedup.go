@@ -20,6 +20,7 @@ const (
 	DedupDone
 )
 
+// String returns "new", "in flight" or "done".
 func (s DedupState) String() string {
 	switch s {
 	case DedupNew:

@@ -119,6 +119,7 @@ var ErrBodyTooLarge = errors.New("webhook: body too large")
 var (
 	errDuplicate = errors.New("webhook: duplicate message id (already handled)")
 	errInFlight  = errors.New("webhook: message id is being handled")
+	errDedupDown = errors.New("webhook: dedup store unavailable, retry later")
 )
 
 func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, code int, err error) {
@@ -163,7 +164,11 @@ func (r *Receiver) Middleware(next http.Handler) http.Handler {
 			state, err := r.dedup.Begin(ctx, ev.ID, now, now.Add(r.lease))
 			switch {
 			case err != nil:
-				r.reject(w, req, http.StatusServiceUnavailable, err)
+				// The client sees a generic message; OnReject gets the cause.
+				if r.onReject != nil {
+					r.onReject(req, err)
+				}
+				http.Error(w, errDedupDown.Error(), http.StatusServiceUnavailable)
 				return
 			case state == DedupDone:
 				if r.onReject != nil {
