@@ -1,0 +1,235 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// Publisher publishes messages to Kafka with an idempotent producer and
+// acks=all. Concurrent Publish calls share produce requests. It implements
+// broker.Publisher.
+type Publisher struct {
+	cfg   config
+	admin *Admin
+	cl    *kgo.Client
+
+	closed atomic.Bool
+	known  sync.Map // topic -> struct{}: topics checked or created
+
+	produced atomic.Uint64
+	failed   atomic.Uint64
+}
+
+var _ broker.Publisher = (*Publisher)(nil)
+
+// NewPublisher returns a Publisher for the seed brokers. It does not connect
+// until the first Publish; call Ping to check the cluster answers.
+func NewPublisher(brokers []string, opts ...Option) (*Publisher, error) {
+	cfg, err := newConfig(brokers, opts)
+	if err != nil {
+		return nil, err
+	}
+	adm, err := newAdmin(cfg)
+	if err != nil {
+		return nil, err
+	}
+	popts := []kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()), // the default, stated: idempotence needs it
+		kgo.ProducerLinger(cfg.linger),
+	}
+	cl, err := kgo.NewClient(append(popts, cfg.baseOpts(adm.hook)...)...)
+	if err != nil {
+		adm.Close()
+		return nil, fmt.Errorf("kafka: new producer: %w", err)
+	}
+	return &Publisher{cfg: cfg, admin: adm, cl: cl}, nil
+}
+
+// Client returns the underlying franz-go producer client (the escape hatch).
+// Do not close it: Close does.
+func (p *Publisher) Client() *kgo.Client { return p.cl }
+
+// Admin returns the Admin this publisher uses to look up and create topics;
+// it is valid until the publisher is closed. Do not close it.
+func (p *Publisher) Admin() *Admin { return p.admin }
+
+// Ping checks that a broker answers before ctx ends.
+func (p *Publisher) Ping(ctx context.Context) error {
+	return p.admin.hook.wrap(ctx, "ping", p.cl.Ping(ctx))
+}
+
+// begin reports ErrClosed after Close. A call racing Close gets the
+// client's closed error, mapped to broker.ErrClosed too.
+func (p *Publisher) begin() error {
+	if p.closed.Load() {
+		return broker.ErrClosed
+	}
+	return nil
+}
+
+// prepareTopic checks once per topic that it exists, creating it when
+// CreateTopics is set.
+func (p *Publisher) prepareTopic(ctx context.Context, topic string) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	if _, ok := p.known.Load(topic); ok {
+		return nil
+	}
+	if err := p.admin.requireTopic(ctx, topic, p.cfg.createTopics, p.cfg.topicDefaults); err != nil {
+		return err
+	}
+	p.known.Store(topic, struct{}{})
+	return nil
+}
+
+// Publish sends msgs to topic and returns nil only when the brokers have
+// acknowledged every one of them (acks=all). Messages of one call and of
+// concurrent calls are batched together. Errors wrap broker.ErrInvalidMessage
+// (too large), ErrUnknownTopic, ErrUnreachable, broker.ErrNotConfirmed or
+// broker.ErrClosed.
+func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	if err := p.begin(); err != nil {
+		return err
+	}
+	if err := p.prepareTopic(ctx, topic); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	nh, nid := 0, 0
+	for i := range msgs {
+		if msgs[i].ID == "" {
+			nid++
+		}
+	}
+	var ids []byte
+	if nid > 0 {
+		ids = make([]byte, nid*idLen)
+	}
+	for i := range msgs {
+		if msgs[i].ID == "" {
+			prepare(&msgs[i], now, ids[:idLen])
+			ids = ids[idLen:]
+		} else {
+			prepare(&msgs[i], now, nil)
+		}
+		nh += headerCount(&msgs[i])
+	}
+	// One allocation each for the records, their headers and new IDs.
+	recs := make([]kgo.Record, len(msgs))
+	hdrs := make([]kgo.RecordHeader, nh)
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	promise := func(r *kgo.Record, err error) {
+		if err != nil {
+			p.failed.Add(1)
+			errMu.Lock()
+			if first == nil {
+				first = p.admin.hook.publishError(ctx, topic, messageID(r), recordSize(r), err)
+			}
+			errMu.Unlock()
+		} else {
+			p.produced.Add(1)
+		}
+		wg.Done()
+	}
+	wg.Add(len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		n := headerCount(m)
+		fillRecord(&recs[i], hdrs[:0:n], topic, m)
+		hdrs = hdrs[n:]
+		p.cl.Produce(ctx, &recs[i], promise)
+	}
+	wg.Wait()
+	return first
+}
+
+// PublishAsync sends m to topic and returns at once; done (which may be nil)
+// is called with nil once the brokers acknowledged m, or with the error
+// Publish would have returned. done runs on the producer's goroutine: it must
+// be quick and must not call Publish. PublishAsync may block while the
+// producer's buffer is full, until ctx ends.
+func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Message, done func(broker.Message, error)) {
+	if done == nil {
+		done = func(broker.Message, error) {}
+	}
+	if err := p.begin(); err != nil {
+		done(m, err)
+		return
+	}
+	if err := p.prepareTopic(ctx, topic); err != nil {
+		done(m, err)
+		return
+	}
+	a := &asyncRec{m: m, done: done}
+	prepare(&a.m, time.Now(), a.id[:])
+	fillRecord(&a.rec, a.hdrs[:0], topic, &a.m)
+	p.cl.Produce(ctx, &a.rec, func(r *kgo.Record, err error) {
+		if err != nil {
+			p.failed.Add(1)
+			a.done(a.m, p.admin.hook.publishError(ctx, topic, a.m.ID, recordSize(r), err))
+			return
+		}
+		p.produced.Add(1)
+		a.done(a.m, nil)
+	})
+}
+
+// asyncRec keeps a PublishAsync record, its first headers and its message in
+// one allocation.
+type asyncRec struct {
+	rec  kgo.Record
+	hdrs [2]kgo.RecordHeader
+	id   [idLen]byte
+	m    broker.Message
+	done func(broker.Message, error)
+}
+
+// Flush waits until every message published so far is acknowledged or failed.
+func (p *Publisher) Flush(ctx context.Context) error {
+	return p.cl.Flush(ctx)
+}
+
+// PublisherStats are counters since NewPublisher.
+type PublisherStats struct {
+	Produced uint64 // messages acknowledged by the brokers
+	Failed   uint64 // messages whose publish failed
+}
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{Produced: p.produced.Load(), Failed: p.failed.Load()}
+}
+
+// Close waits for the messages in flight to be acknowledged (up to 30 s),
+// then closes the client. Publish after Close returns broker.ErrClosed.
+// Close is idempotent.
+func (p *Publisher) Close() error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := p.cl.Flush(ctx) // waits for every buffered record and its callback
+	p.cl.Close()
+	p.admin.Close()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("kafka: close publisher: flush: %w", err)
+	}
+	return nil
+}
