@@ -384,6 +384,12 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	if s.cfg.onAttempt != nil {
 		s.cfg.onAttempt(d, a)
 	}
+	if a.State == DeliveryPending && err == nil {
+		// A retry due before the next poll would otherwise wait for it.
+		if wait := a.NextAttempt.Sub(s.cfg.now()); wait < s.cfg.poll {
+			time.AfterFunc(max(wait, 0), s.Wake)
+		}
+	}
 	if disable == "" && a.State != DeliverySucceeded && s.cfg.disableAfter > 0 && !failingSince.IsZero() &&
 		s.cfg.now().Sub(failingSince) >= s.cfg.disableAfter {
 		disable = fmt.Sprintf("failing since %s (more than %v)", failingSince.UTC().Format(time.RFC3339), s.cfg.disableAfter)

@@ -656,3 +656,23 @@ func TestSenderBadEndpointURL(t *testing.T) {
 		}
 	}
 }
+
+func TestSenderRunWakesForARetryDueBeforeThePoll(t *testing.T) {
+	// With an hour between polls, the retry 20 ms later still goes out at once:
+	// Run sets a timer for it instead of waiting for the next poll.
+	f := newSenderFixture(t, webhook.WithPollInterval(time.Hour), webhook.WithSchedule(0, 20*time.Millisecond))
+	es := newEndpointServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	f.endpoint(t, "e", es.URL)
+	f.run(t)
+	f.send(t, "t", `{}`)
+	if a := f.next(t); a.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("first attempt: %+v", a)
+	}
+	if a := f.next(t); a.StatusCode != http.StatusOK || a.State != webhook.DeliverySucceeded {
+		t.Fatalf("second attempt: %+v", a)
+	}
+}

@@ -1,5 +1,22 @@
 // Command bookings tells the story of a rental-booking platform with the
-// patterns of this module. It runs on embedded defaults: go run ./examples/bookings
+// patterns of this module, printing what happens as it happens:
+//
+//  1. the monolith writes a booking and its event in one transaction (broker/outbox);
+//  2. events are routed by key on a topic exchange (broker, broker/memory);
+//  3. an ordered Kafka stream of booking changes is replayed by a new group (broker/kafka);
+//  4. a signed webhook reaches a partner, who verifies it (webhook);
+//  5. synchronous calls retry safely behind a circuit breaker (rpc, rpc/amqprpc);
+//  6. a reporting service reads through the replica under a schema contract (shareddb);
+//  7. a daily CSV export lands in S3 and is served as one link per day (filetransfer).
+//
+// It runs on embedded defaults: go run ./examples/bookings
+//
+// Kafka (kfake), S3 (gofakes3) and the routed-events broker run in-process.
+// PostgreSQL is used when DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
+// answers, its replica at REPLICA_DATABASE_URL (default port 5433), and
+// RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/); steps whose
+// service is missing are skipped with the reason, and the rest still runs.
+// The tour works in a schema of its own, dropped at the end.
 package main
 
 import (
@@ -7,18 +24,46 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 )
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
+	// Ctrl-C ends the running step; the tour still cleans up after itself.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bookings:", err)
+		stop()
 		os.Exit(1)
 	}
 }
 
 // run runs every step of the tour, printing as it goes, and a summary at the end.
 func run(ctx context.Context, w io.Writer) error {
-	t := &tour{w: w}
-	t.step("Events on a topic exchange (memory broker)", routedEvents)
-	return t.summary()
+	_, err := runTour(ctx, w)
+	return err
+}
+
+// runTour is run, returning the tour so that tests can look at each step's result.
+func runTour(ctx context.Context, w io.Writer) (*tour, error) {
+	t := &tour{ctx: ctx, w: w}
+	e := &env{}
+	t.printf("A rental-booking platform, told in seven steps. A monolith takes bookings of\n")
+	t.printf("chalets and flats; the services around it learn about them through events,\n")
+	t.printf("webhooks, synchronous calls, a shared database and files.\n\n")
+	t.printf("== Services\n")
+	e.openDB(ctx, t)
+	withEnv := func(f func(context.Context, *tour, *env) error) func(context.Context, *tour) error {
+		return func(ctx context.Context, t *tour) error { return f(ctx, t, e) }
+	}
+	t.step("1. The monolith: a booking and its event in one transaction (outbox)", withEnv(monolithOutbox))
+	t.step("2. Events on a topic exchange (memory broker)", routedEvents)
+	t.step("3. An ordered stream of booking changes (Kafka)", kafkaStream)
+	t.step("4. A signed webhook to a partner (webhook)", partnerWebhook)
+	t.step("5a. A synchronous call: retries, breaker, idempotency (rpc)", httpCalls)
+	t.step("5b. Request-reply over RabbitMQ (rpc/amqprpc)", amqpCall)
+	t.step("6. Reporting reads through the replica (shareddb)", withEnv(reporting))
+	t.step("7. Daily CSV export to S3, one link per day (filetransfer)", withEnv(dailyExport))
+	e.closeDB(t)
+	return t, t.summary()
 }

@@ -12,6 +12,7 @@ import (
 // tour runs steps and remembers how each went.
 type tour struct {
 	mu      sync.Mutex // steps print from handler goroutines
+	ctx     context.Context
 	w       io.Writer
 	results []result
 }
@@ -22,6 +23,9 @@ type result struct {
 	skipped string
 	took    time.Duration
 }
+
+// stepTimeout bounds each step; the whole tour takes a few seconds.
+const stepTimeout = 30 * time.Second
 
 // errSkip marks a step that could not run here (a service is missing); its text says why.
 type errSkip struct{ why string }
@@ -36,7 +40,7 @@ func (t *tour) printf(format string, args ...any) {
 
 func (t *tour) step(name string, f func(ctx context.Context, t *tour) error) {
 	t.printf("\n== %s\n", name)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.ctx, stepTimeout)
 	defer cancel()
 	start := time.Now()
 	err := f(ctx, t)
@@ -55,7 +59,10 @@ func (t *tour) step(name string, f func(ctx context.Context, t *tour) error) {
 
 func (t *tour) summary() error {
 	t.printf("\n== Summary\n")
-	var failed int
+	var failed, width int
+	for _, r := range t.results {
+		width = max(width, len(r.name))
+	}
 	for _, r := range t.results {
 		status := "ok"
 		switch {
@@ -65,7 +72,7 @@ func (t *tour) summary() error {
 		case r.skipped != "":
 			status = "skipped (" + r.skipped + ")"
 		}
-		t.printf("   %-52s %-8s %s\n", r.name, r.took.Round(time.Millisecond), status)
+		t.printf("   %-*s %7s  %s\n", width, r.name, r.took.Round(time.Millisecond), status)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d steps failed", failed, len(t.results))

@@ -1,0 +1,315 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// connection owns one AMQP connection and replaces it when it drops: it
+// reconnects with backoff until closed. Users of the connection wait for it
+// with get and redeclare their own topology on the new one.
+type connection struct {
+	url      string
+	redacted string
+	cfg      *config
+	obs      *observer
+
+	mu        sync.Mutex
+	conn      *amqp.Connection
+	gen       uint64
+	ready     chan struct{} // closed while conn is usable
+	unblocked chan struct{} // closed while the broker does not block publishing
+	blocked   atomic.Bool   // mirrors unblocked for a lock-free fast path
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// redact hides the password of an AMQP URL for error messages.
+func redact(raw string) string {
+	u, err := amqp.ParseURI(raw)
+	if err != nil {
+		return "<invalid URL>"
+	}
+	if u.Password != "" {
+		u.Password = "xxxxx"
+	}
+	return u.String()
+}
+
+func dial(ctx context.Context, rawURL string, cfg *config, obs *observer) (*connection, error) {
+	if _, err := amqp.ParseURI(rawURL); err != nil {
+		return nil, fmt.Errorf("rabbitmq: invalid URL: %w", err)
+	}
+	c := &connection{
+		url: rawURL, redacted: redact(rawURL), cfg: cfg, obs: obs,
+		ready: make(chan struct{}), unblocked: make(chan struct{}),
+		closing: make(chan struct{}), done: make(chan struct{}),
+	}
+	close(c.unblocked)
+	ac, err := c.dialOnce(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.install(ac)
+	obs.emit(Event{Kind: EventConnected})
+	cfg.logger.Debug("rabbitmq: connected", "url", c.redacted)
+	go c.loop(ac)
+	return c, nil
+}
+
+func (c *connection) dialOnce(ctx context.Context) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	if c.cfg.name != "" {
+		props.SetClientConnectionName(c.cfg.name)
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
+	defer cancel()
+	deadline, _ := dctx.Deadline()
+	ac, err := amqp.DialConfig(c.url, amqp.Config{
+		Heartbeat:  c.cfg.heartbeat,
+		Properties: props,
+		Locale:     "en_US",
+		Dial: func(network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(dctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// bound the AMQP handshake too; amqp091 clears the deadline after it.
+			if err := conn.SetDeadline(deadline); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return conn, nil
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: connect to %s: %w", c.redacted, describeDialError(err))
+	}
+	return ac, nil
+}
+
+// describeDialError adds the likely cause to amqp091's dial errors.
+func describeDialError(err error) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case amqp.AccessRefused:
+			return fmt.Errorf("access refused (wrong user name or password, or no access to the vhost?): %w", err)
+		case amqp.NotAllowed:
+			return fmt.Errorf("not allowed (unknown vhost or no permission on it?): %w", err)
+		}
+	}
+	return err
+}
+
+func (c *connection) install(ac *amqp.Connection) {
+	blocks := ac.NotifyBlocked(make(chan amqp.Blocking, 8))
+	c.mu.Lock()
+	c.conn = ac
+	c.gen++
+	close(c.ready)
+	c.mu.Unlock()
+	// Drain the blocked notifications; amqp091 stalls its reader on a full listener.
+	go func() {
+		for b := range blocks {
+			c.mu.Lock()
+			if b.Active {
+				select {
+				case <-c.unblocked:
+					c.unblocked = make(chan struct{})
+				default:
+				}
+				c.blocked.Store(true)
+			} else {
+				closeIfOpen(c.unblocked)
+				c.blocked.Store(false)
+			}
+			c.mu.Unlock()
+			if b.Active {
+				c.cfg.logger.Warn("rabbitmq: broker blocked publishing", "reason", b.Reason)
+				c.obs.emit(Event{Kind: EventBlocked, Err: errors.New(b.Reason)})
+			} else {
+				c.obs.emit(Event{Kind: EventUnblocked})
+			}
+		}
+		c.mu.Lock()
+		closeIfOpen(c.unblocked)
+		c.blocked.Store(false)
+		c.mu.Unlock()
+	}()
+}
+
+func closeIfOpen(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// loop waits for the connection to drop and reconnects until closed.
+func (c *connection) loop(ac *amqp.Connection) {
+	defer close(c.done)
+	for {
+		lost := ac.NotifyClose(make(chan *amqp.Error, 1))
+		var why *amqp.Error
+		select {
+		case why = <-lost:
+		case <-c.closing:
+			// a deadline, as a blocked connection may never answer connection.close.
+			_ = ac.CloseDeadline(time.Now().Add(5 * time.Second))
+			for range lost { //nolint:revive // drain until amqp091 closes it
+			}
+			return
+		}
+		c.mu.Lock()
+		c.conn = nil
+		c.ready = make(chan struct{})
+		c.mu.Unlock()
+		var err error = amqp.ErrClosed
+		if why != nil {
+			err = why
+		}
+		c.cfg.logger.Warn("rabbitmq: connection lost, reconnecting", "url", c.redacted, "err", err)
+		c.obs.emit(Event{Kind: EventDisconnected, Err: err})
+
+		wait := c.cfg.backoffMin
+		for {
+			ctx, cancel := c.closingContext()
+			next, err := c.dialOnce(ctx)
+			cancel()
+			if err == nil {
+				ac = next
+				c.install(ac)
+				c.obs.emit(Event{Kind: EventReconnected})
+				c.cfg.logger.Info("rabbitmq: reconnected", "url", c.redacted)
+				break
+			}
+			c.cfg.logger.Debug("rabbitmq: reconnect failed", "url", c.redacted, "err", err, "retry_in", wait)
+			t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+			select {
+			case <-c.closing:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			wait = min(wait*2, c.cfg.backoffMax)
+		}
+	}
+}
+
+// get returns the current connection, waiting for a reconnect while there is
+// none. It fails with ctx's error or broker.ErrClosed.
+func (c *connection) get(ctx context.Context, abort <-chan struct{}) (*amqp.Connection, uint64, error) {
+	for {
+		c.mu.Lock()
+		ac, gen, ready := c.conn, c.gen, c.ready
+		c.mu.Unlock()
+		if ac != nil && !ac.IsClosed() {
+			return ac, gen, nil
+		}
+		if ac != nil {
+			// closed but the loop has not noticed yet: wait a moment.
+			t := time.NewTimer(5 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, 0, ctx.Err()
+			case <-c.closing:
+				t.Stop()
+				return nil, 0, broker.ErrClosed
+			case <-abort:
+				t.Stop()
+				return nil, 0, broker.ErrClosed
+			case <-t.C:
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-c.closing:
+			return nil, 0, broker.ErrClosed
+		case <-abort:
+			return nil, 0, broker.ErrClosed
+		case <-ready:
+		}
+	}
+}
+
+// waitUnblocked returns once the broker does not block publishing, or with
+// ctx's error.
+func (c *connection) waitUnblocked(ctx context.Context, abort <-chan struct{}) error {
+	if !c.blocked.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	ch := c.unblocked
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	default:
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("broker blocked publishing (resource alarm): %w", ctx.Err())
+	case <-c.closing:
+		return broker.ErrClosed
+	case <-abort:
+		return broker.ErrClosed
+	}
+}
+
+// current returns the connection as it is now, or nil during an outage.
+func (c *connection) current() *amqp.Connection {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn
+}
+
+// ping checks that the broker answers: it opens and closes a channel.
+func (c *connection) ping(ctx context.Context, abort <-chan struct{}) error {
+	ac, _, err := c.get(ctx, abort)
+	if err != nil {
+		return fmt.Errorf("rabbitmq: ping %s: not connected: %w", c.redacted, err)
+	}
+	ch, err := ac.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq: ping %s: %w", c.redacted, err)
+	}
+	return ch.Close()
+}
+
+func (c *connection) close() {
+	c.closeOnce.Do(func() { close(c.closing) })
+	<-c.done
+}
+
+// closingContext returns a context cancelled when close is called.
+func (c *connection) closingContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-c.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}

@@ -1,0 +1,525 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+// Publisher publishes to durable topic exchanges with publisher confirms. It
+// is safe for concurrent use; concurrent Publish calls pipeline their confirms
+// over a small pool of channels. It implements broker.Publisher.
+type Publisher struct {
+	cfg   config
+	obs   *observer
+	c     *connection
+	r     route
+	slots []*pubSlot
+	next  atomic.Uint64
+
+	declMu   sync.RWMutex
+	declared map[string]uint64 // exchange -> connection generation it was declared on
+
+	mu        sync.RWMutex // Publish holds it shared, Close exclusively
+	closed    bool
+	closing   chan struct{}
+	abandon   chan struct{} // closed closeFlushTimeout after Close: stop waiting for confirms
+	closeOnce sync.Once
+}
+
+var _ broker.Publisher = (*Publisher)(nil)
+
+type pubSlot struct {
+	lock chan struct{} // a mutex that honours contexts, held to replace pc
+	pc   atomic.Pointer[pubChannel]
+}
+
+// pubChannel is one confirm-mode channel of the pool.
+type pubChannel struct {
+	ch   *amqp.Channel
+	ac   *amqp.Connection
+	gen  uint64
+	dead chan struct{} // closed once ch is closed and err is set
+	err  atomic.Pointer[amqp.Error]
+
+	retMu    sync.Mutex
+	returns  chan amqp.Return
+	returned map[string]returned
+}
+
+type returned struct {
+	r  amqp.Return
+	at time.Time
+}
+
+// NewPublisher connects to the broker at url (amqp:// or amqps://) and returns
+// a Publisher. It fails when the first connection cannot be made (invalid URL,
+// unreachable server, wrong credentials); later outages are recovered from.
+func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange},
+		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{})}
+	p.c, err = dial(ctx, url, &p.cfg, p.obs)
+	if err != nil {
+		return nil, err
+	}
+	p.slots = make([]*pubSlot, cfg.channels)
+	for i := range p.slots {
+		p.slots[i] = &pubSlot{lock: make(chan struct{}, 1)}
+	}
+	return p, nil
+}
+
+// Publish sends msgs to topic's exchange (declared on first use) and returns
+// nil once the broker confirmed every one. Messages whose confirm is lost to a
+// connection drop are republished on the new connection; while the broker is
+// unreachable or blocks publishing (resource alarm), Publish waits until ctx
+// ends and then fails with broker.ErrNotConfirmed. A broker nack fails with
+// broker.ErrNotConfirmed, an unroutable message with broker.ErrUnroutable
+// (WithMandatory), a message the adapter cannot carry with
+// broker.ErrInvalidMessage. Messages of one call are sent in order, but a
+// message republished after a lost confirm may land behind later ones.
+func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return broker.ErrClosed
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	broker.Prepare(msgs, time.Now())
+	pubs := make([]amqp.Publishing, len(msgs))
+	keys := make([]string, len(msgs))
+	for i := range msgs {
+		var err error
+		if pubs[i], err = toPublishing(&msgs[i], !p.cfg.transient, p.cfg.maxMessageSize, nil); err != nil {
+			return fmt.Errorf("rabbitmq: publish to %q: %w", topic, err)
+		}
+		keys[i] = p.r.key(topic, msgs[i].Key)
+		if err := shortString("routing key", keys[i]); err != nil {
+			return fmt.Errorf("rabbitmq: publish to %q: %w", topic, err)
+		}
+	}
+	return p.send(ctx, topic, p.r.exchange(topic), keys, pubs)
+}
+
+// maxSoftRetries bounds republishing after channel errors (as opposed to lost
+// connections, which are retried until the context ends).
+const maxSoftRetries = 5
+
+func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []string, pubs []amqp.Publishing) error {
+	pending := make([]int, len(pubs))
+	for i := range pending {
+		pending[i] = i
+	}
+	var lastErr error
+	soft := 0
+	notConfirmed := func(err error) error {
+		if errors.Is(err, broker.ErrClosed) {
+			return fmt.Errorf("rabbitmq: publish to %q: %d of %d message(s) not confirmed: %w", topic, len(pending), len(pubs), err)
+		}
+		if lastErr != nil {
+			return fmt.Errorf("%w: rabbitmq: publish to %q: %d of %d message(s) not confirmed (last problem: %v): %w", broker.ErrNotConfirmed, topic, len(pending), len(pubs), lastErr, err)
+		}
+		return fmt.Errorf("%w: rabbitmq: publish to %q: %d of %d message(s) not confirmed: %w", broker.ErrNotConfirmed, topic, len(pending), len(pubs), err)
+	}
+	for round := 0; ; round++ {
+		if round > 0 {
+			for _, i := range pending {
+				p.obs.emit(Event{Kind: EventRepublished, Topic: topic, MessageID: pubs[i].MessageId, Err: lastErr})
+			}
+		}
+		if err := p.c.waitUnblocked(ctx, p.closing); err != nil {
+			return notConfirmed(err)
+		}
+		pc, err := p.channel(ctx)
+		if err != nil {
+			return notConfirmed(err)
+		}
+		if err := p.declare(ctx, pc, exchange); err != nil {
+			if !pc.ch.IsClosed() {
+				return notConfirmed(err)
+			}
+			cause := pc.cause(ctx)
+			if cause != nil && cause.Recover {
+				soft++
+				if soft > maxSoftRetries {
+					return notConfirmed(err)
+				}
+				if err := sleep(ctx, p.closing, time.Duration(25<<soft)*time.Millisecond); err != nil {
+					return notConfirmed(err)
+				}
+			}
+			lastErr = err
+			continue
+		}
+		dcs := make([]*amqp.DeferredConfirmation, 0, len(pending))
+		var sendErr error
+		for _, i := range pending {
+			dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, keys[i], p.cfg.mandatory, false, pubs[i])
+			if err != nil {
+				sendErr = err
+				break
+			}
+			dcs = append(dcs, dc)
+			p.obs.emit(Event{Kind: EventPublished, Topic: topic, MessageID: pubs[i].MessageId})
+		}
+		var retry []int
+		for j, dc := range dcs {
+			i := pending[j]
+			var acked bool
+			select {
+			case <-dc.Done():
+				acked = dc.Acked()
+			case <-ctx.Done():
+				pending = pending[j:]
+				return notConfirmed(ctx.Err())
+			case <-p.abandon:
+				pending = pending[j:]
+				return notConfirmed(fmt.Errorf("publisher closed before the broker confirmed (after %v): %w", closeFlushTimeout, broker.ErrClosed))
+			}
+			if !acked {
+				retry = append(retry, i)
+				continue
+			}
+			if p.cfg.mandatory {
+				if r, ok := pc.takeReturn(pubs[i].MessageId); ok {
+					p.obs.emit(Event{Kind: EventReturned, Topic: topic, MessageID: pubs[i].MessageId})
+					return fmt.Errorf("%w: rabbitmq: publish to %q: message %s with routing key %q reached no queue (%d %s)", broker.ErrUnroutable, topic, pubs[i].MessageId, keys[i], r.ReplyCode, r.ReplyText)
+				}
+			}
+			p.obs.emit(Event{Kind: EventConfirmed, Topic: topic, MessageID: pubs[i].MessageId})
+		}
+		retry = append(retry, pending[len(dcs):]...)
+		if len(retry) == 0 {
+			return nil
+		}
+		pending = retry
+		if ctx.Err() != nil {
+			return notConfirmed(ctx.Err())
+		}
+		if sendErr != nil && (pc.ac.IsClosed() || isClosedError(sendErr)) {
+			// the connection or channel went away while we were sending:
+			// republish on a fresh channel (the dead one is dropped from the pool).
+			_ = pc.ch.Close()
+			lastErr = sendErr
+			if err := sleep(ctx, p.closing, 5*time.Millisecond); err != nil {
+				return notConfirmed(err)
+			}
+			continue
+		}
+		if !pc.ch.IsClosed() {
+			if sendErr != nil {
+				return notConfirmed(sendErr)
+			}
+			for _, i := range pending {
+				p.obs.emit(Event{Kind: EventNacked, Topic: topic, MessageID: pubs[i].MessageId})
+			}
+			return notConfirmed(errors.New("the broker nacked them"))
+		}
+		cause := pc.cause(ctx)
+		switch {
+		case cause == nil || !cause.Recover:
+			// the connection dropped: republish on the next one.
+			lastErr = errors.New("connection lost")
+			if cause != nil {
+				lastErr = cause
+			}
+		case cause.Code == amqp.NotFound:
+			// the exchange was deleted behind our back: declare it again.
+			p.forget(exchange)
+			soft++
+			lastErr = cause
+		case cause.Code == amqp.PreconditionFailed && tooLarge(cause.Reason, pubs, pending):
+			return fmt.Errorf("%w: rabbitmq: publish to %q: the server refused the message size: %w", broker.ErrInvalidMessage, topic, cause)
+		default:
+			soft++
+			lastErr = cause
+		}
+		if soft > maxSoftRetries {
+			return notConfirmed(lastErr)
+		}
+		if soft > 0 {
+			// channel errors can be transient (a vhost still starting after a
+			// broker restart): back off a little before trying again.
+			if err := sleep(ctx, p.closing, time.Duration(25<<soft)*time.Millisecond); err != nil {
+				return notConfirmed(err)
+			}
+		}
+	}
+}
+
+// isClosedError reports amqp091's "channel/connection is not open".
+func isClosedError(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Code == amqp.ChannelError
+}
+
+// tooLarge reports whether reason is the server refusing a message size
+// ("message size N is larger than configured max size M") and one of the
+// pending messages is above M: other publishes that shared the channel are
+// not at fault and are republished.
+func tooLarge(reason string, pubs []amqp.Publishing, pending []int) bool {
+	i := strings.LastIndex(reason, "max size ")
+	if i < 0 {
+		return false
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(reason[i+len("max size "):]))
+	if err != nil {
+		return false
+	}
+	for _, j := range pending {
+		if len(pubs[j].Body) > limit {
+			return true
+		}
+	}
+	return false
+}
+
+func sleep(ctx context.Context, abort <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-abort:
+		return broker.ErrClosed
+	}
+}
+
+// channel returns an open confirm-mode channel from the pool, opening one
+// (and waiting for a connection) when needed.
+func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
+	s := p.slots[p.next.Add(1)%uint64(len(p.slots))]
+	if pc := s.pc.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
+	}
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.closing:
+		return nil, broker.ErrClosed
+	}
+	defer func() { <-s.lock }()
+	if pc := s.pc.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
+	}
+	for {
+		ac, gen, err := p.c.get(ctx, p.closing)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := openWithContext(ctx, ac, gen, p.cfg.mandatory)
+		if err == nil {
+			s.pc.Store(pc)
+			return pc, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if !ac.IsClosed() {
+			return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
+		}
+	}
+}
+
+// openWithContext opens a channel but stops waiting when ctx ends: channel
+// open is an RPC that a blocked connection (resource alarm) never answers.
+func openWithContext(ctx context.Context, ac *amqp.Connection, gen uint64, mandatory bool) (*pubChannel, error) {
+	type result struct {
+		pc  *pubChannel
+		err error
+	}
+	rc := make(chan result, 1)
+	go func() {
+		pc, err := openPubChannel(ac, gen, mandatory)
+		rc <- result{pc, err}
+	}()
+	select {
+	case r := <-rc:
+		return r.pc, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-rc; r.pc != nil {
+				_ = r.pc.ch.Close()
+			}
+		}()
+		return nil, fmt.Errorf("rabbitmq: open channel: %w", ctx.Err())
+	}
+}
+
+func openPubChannel(ac *amqp.Connection, gen uint64, mandatory bool) (*pubChannel, error) {
+	ch, err := ac.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	pc := &pubChannel{ch: ch, ac: ac, gen: gen, dead: make(chan struct{})}
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		for e := range closes {
+			if e != nil {
+				pc.err.Store(e)
+			}
+		}
+		close(pc.dead)
+	}()
+	if mandatory {
+		pc.returned = map[string]returned{}
+		pc.returns = ch.NotifyReturn(make(chan amqp.Return, 1024))
+		// Returns nobody waits for (their Publish gave up) must not fill the
+		// listener: amqp091 would stall its reader. Drain them under retMu,
+		// like takeReturn, so a waiter never misses one in transit.
+		go func() {
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-pc.dead:
+					return
+				case <-t.C:
+					pc.retMu.Lock()
+					pc.drainReturns()
+					pc.retMu.Unlock()
+				}
+			}
+		}()
+	}
+	return pc, nil
+}
+
+// drainReturns moves returns from the listener into the map; retMu must be held.
+func (pc *pubChannel) drainReturns() {
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			now := time.Now()
+			if len(pc.returned) > 10000 {
+				// returns nobody claimed: their Publish gave up on its context.
+				for id, e := range pc.returned {
+					if now.Sub(e.at) > time.Minute {
+						delete(pc.returned, id)
+					}
+				}
+			}
+			pc.returned[r.MessageId] = returned{r, now}
+		default:
+			return
+		}
+	}
+}
+
+// cause waits briefly for the close reason of a closed channel.
+func (pc *pubChannel) cause(ctx context.Context) *amqp.Error {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-pc.dead:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return pc.err.Load()
+}
+
+// takeReturn reports whether the message with id came back as unroutable.
+// The broker sends basic.return before the basic.ack of the same message and
+// amqp091 hands returns over before resolving the confirm, so draining the
+// listener after the ack sees it.
+func (pc *pubChannel) takeReturn(id string) (amqp.Return, bool) {
+	pc.retMu.Lock()
+	defer pc.retMu.Unlock()
+	pc.drainReturns()
+	e, ok := pc.returned[id]
+	if ok {
+		delete(pc.returned, id)
+	}
+	return e.r, ok
+}
+
+// declare declares exchange once per connection.
+func (p *Publisher) declare(ctx context.Context, pc *pubChannel, exchange string) error {
+	p.declMu.RLock()
+	g, ok := p.declared[exchange]
+	p.declMu.RUnlock()
+	if ok && g == pc.gen {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- pc.ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		// a blocked connection does not answer; the channel stays usable once it does.
+		err = ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("rabbitmq: declare exchange %q: %w", exchange, err)
+	}
+	p.declMu.Lock()
+	p.declared[exchange] = pc.gen
+	p.declMu.Unlock()
+	return nil
+}
+
+func (p *Publisher) forget(exchange string) {
+	p.declMu.Lock()
+	delete(p.declared, exchange)
+	p.declMu.Unlock()
+}
+
+// Ping checks that the broker answers on the publisher's connection.
+func (p *Publisher) Ping(ctx context.Context) error { return p.c.ping(ctx, p.closing) }
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() Stats { return p.obs.stats() }
+
+// Conn returns the underlying connection, or nil during an outage. It is
+// replaced after a reconnect; do not close it.
+func (p *Publisher) Conn() *amqp.Connection { return p.c.current() }
+
+// closeFlushTimeout bounds how long Close waits for outstanding confirms
+// (a blocked connection may never send them).
+const closeFlushTimeout = 30 * time.Second
+
+// Close stops publishing: calls waiting for a connection return
+// broker.ErrClosed, calls waiting for confirms finish (for up to 30s, then
+// they fail with broker.ErrNotConfirmed), then the connection closes. Close
+// is idempotent.
+func (p *Publisher) Close() error {
+	p.closeOnce.Do(func() {
+		close(p.closing)
+		t := time.AfterFunc(closeFlushTimeout, func() { close(p.abandon) })
+		p.mu.Lock()
+		t.Stop()
+		p.closed = true
+		p.mu.Unlock()
+		p.c.close() // closes the channels with it
+	})
+	return nil
+}
