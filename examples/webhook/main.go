@@ -67,7 +67,6 @@ func run(ctx context.Context, w io.Writer) error {
 	sender, err := webhook.NewSender(store,
 		webhook.WithAllowedNetworks(netip.MustParsePrefix("127.0.0.0/8")),                        // the SSRF guard refuses loopback otherwise
 		webhook.WithSchedule(0, 20*time.Millisecond, 20*time.Millisecond), webhook.WithJitter(0), // demo: retry fast
-		webhook.WithPollInterval(20*time.Millisecond), // and look for due retries as often (default 1 s)
 		webhook.WithOnAttempt(func(_ webhook.Delivery, a webhook.Attempt) { attempts <- a }))
 	if err != nil {
 		return err
