@@ -14,16 +14,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-integration/patterns/rpc"
 )
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
+	// Ctrl-C or SIGTERM cancels ctx, so run still cleans up after itself.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "rpc:", err)
 		os.Exit(1)
 	}

@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,7 +28,11 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
+	// Ctrl-C or SIGTERM cancels ctx, so run still cleans up after itself.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "shareddb:", err)
 		os.Exit(1)
 	}
@@ -107,7 +113,10 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	}
 	var drift *shareddb.ContractError
 	if err := r.Verify(ctx); !errors.As(err, &drift) {
-		return fmt.Errorf("verify after the owner's migration: %v, want a contract error", err)
+		if err == nil {
+			err = errors.New("no difference found")
+		}
+		return fmt.Errorf("verify after the owner's migration: %w", err)
 	}
 	for _, d := range drift.Diffs {
 		fmt.Fprintf(w, "contract drift: %s\n", d)
