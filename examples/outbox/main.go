@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -88,21 +89,19 @@ func run(ctx context.Context, w io.Writer) (err error) {
 		return err
 	}
 	received := make(chan broker.Message, 2)
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	subDone := make(chan error, 1)
-	go func() {
-		subDone <- b.Subscribe(runCtx, sub, func(ctx context.Context, m broker.Message) error { received <- m; return nil })
-	}()
-	defer func() { stop(); <-subDone }()
 	batches := make(batchObserver, 4)
 	relay, err := outbox.NewRelay(pool, b, outbox.Config{Observer: batches})
 	if err != nil {
 		return err
 	}
+	runCtx, stop := context.WithCancel(ctx)
+	var running sync.WaitGroup
+	defer func() { stop(); running.Wait() }() // before the pool closes
+	running.Go(func() {
+		_ = b.Subscribe(runCtx, sub, func(ctx context.Context, m broker.Message) error { received <- m; return nil })
+	})
 	relayDone := make(chan error, 1)
-	go func() { relayDone <- relay.Run(runCtx) }()
-	defer func() { stop(); <-relayDone }()
+	running.Go(func() { relayDone <- relay.Run(runCtx) }) // for the life of the service
 
 	select {
 	case m := <-received:
