@@ -104,9 +104,9 @@ func run(ctx context.Context, w io.Writer) (err error) {
 		select {
 		case l := <-lines:
 			fmt.Fprintln(w, l)
-		case err := <-done:
+		case err := <-done: // only a failure ends Subscribe early
 			stop()
-			return fmt.Errorf("subscribe: %w", err)
+			return fmt.Errorf("subscribe ended early: %w", errors.Join(err, ctx.Err()))
 		case <-ctx.Done():
 			stop()
 			return fmt.Errorf("waiting for deliveries: %w", ctx.Err())
