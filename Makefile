@@ -4,7 +4,7 @@
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: run test test-unit test-faults services lint bench
+.PHONY: run test test-unit services lint bench bench-table
 
 run:
 	$(GO) run ./examples/bookings
@@ -29,5 +29,12 @@ lint:
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	"$$($(GO) env GOPATH)/bin/staticcheck" ./...
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Each package's testing.B benchmarks against its raw client (bounded counts:
+# an unbounded b.N would fill kfake and RabbitMQ with gigabytes).
+bench: services
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./...
+	cd webhook/internal/refbench && $(GO) test -run '^$$' -bench . -benchmem
+
+# The comparison table with raw clients and Watermill (bench/ is its own module).
+bench-table: services
+	cd bench && $(GO) run .
