@@ -29,10 +29,14 @@ lint:
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	"$$($(GO) env GOPATH)/bin/staticcheck" ./...
 
-# Each package's testing.B benchmarks against its raw client (bounded counts:
-# an unbounded b.N would fill kfake and RabbitMQ with gigabytes).
+# Each package's testing.B benchmarks against its raw client. Brokers get
+# fixed counts (a growing b.N would fill kfake and RabbitMQ with gigabytes),
+# exports a few runs of a million rows each.
+BENCH_PKGS_FIXED = ./broker/rabbitmq ./broker/kafka ./broker/outbox
 bench: services
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./...
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v -e /broker/rabbitmq -e /broker/kafka -e /broker/outbox -e /filetransfer$$)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x $(BENCH_PKGS_FIXED)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./filetransfer
 	cd webhook/internal/refbench && $(GO) test -run '^$$' -bench . -benchmem
 
 # The comparison table with raw clients and Watermill (bench/ is its own module).
