@@ -32,10 +32,12 @@ lint:
 # Each package's testing.B benchmarks against its raw client. Brokers get
 # fixed counts (a growing b.N would fill kfake and RabbitMQ with gigabytes),
 # exports a few runs of a million rows each.
-BENCH_PKGS_FIXED = ./broker/rabbitmq ./broker/kafka ./broker/outbox
+BENCH_PKGS_FIXED = ./broker/rabbitmq ./broker/kafka
 bench: services
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v -e /broker/rabbitmq -e /broker/kafka -e /broker/outbox -e /filetransfer$$)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x $(BENCH_PKGS_FIXED)
+	$(GO) test -run '^$$' -bench 'RelayThroughput|UnderLoad' -benchtime 20000x ./broker/outbox
+	$(GO) test -run '^$$' -bench 'Latency' -benchtime 100x ./broker/outbox
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./filetransfer
 	cd webhook/internal/refbench && $(GO) test -run '^$$' -bench . -benchmem
 
