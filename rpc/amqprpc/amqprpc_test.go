@@ -503,3 +503,32 @@ func TestBadOptions(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestRefusedCredentialsAndBadURLsAreErrors(t *testing.T) {
+	_, url := testenv.VHost(t)
+	for _, bad := range []string{"http://localhost", "amqp://x:notaport/"} {
+		if _, err := amqprpc.NewServer(bad, "q", upper); !errors.Is(err, amqprpc.ErrInvalidOption) {
+			t.Errorf("NewServer(%q) = %v, want ErrInvalidOption", bad, err)
+		}
+		if _, err := amqprpc.NewClient(bad); !errors.Is(err, amqprpc.ErrInvalidOption) {
+			t.Errorf("NewClient(%q) = %v, want ErrInvalidOption", bad, err)
+		}
+	}
+	wrong := strings.Replace(url, "guest:guest@", "guest:wrong@", 1)
+	s, err := amqprpc.NewServer(wrong, "q", upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	select {
+	case err := <-done:
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.AccessRefused {
+			t.Fatalf("Serve with a wrong password = %v, want an access-refused error", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = s.Close()
+		t.Fatal("Serve retried refused credentials instead of returning the error")
+	}
+}

@@ -56,6 +56,9 @@ type session struct {
 // NewClient connects to RabbitMQ at url. Options: WithConnectionName,
 // WithAMQPConfig, WithDrainTimeout.
 func NewClient(url string, opts ...Option) (*Client, error) {
+	if _, err := amqp.ParseURI(url); err != nil {
+		return nil, fmt.Errorf("%w: AMQP URL: %v", ErrInvalidOption, err)
+	}
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err

@@ -41,6 +41,9 @@ func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
 	if queue == "" || h == nil {
 		return nil, fmt.Errorf("%w: NewServer needs a queue and a handler", ErrInvalidOption)
 	}
+	if _, err := amqp.ParseURI(url); err != nil {
+		return nil, fmt.Errorf("%w: AMQP URL: %v", ErrInvalidOption, err)
+	}
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -52,7 +55,9 @@ func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
 // called (it returns ErrClosed). Either way it stops consuming, lets running
 // handlers finish, reply and ack (for at most the drain timeout), and closes
 // its connection before returning. A lost connection is logged and
-// re-established after the reconnect delay. Serve may be called once.
+// re-established after the reconnect delay, except when the broker refuses
+// the credentials or the vhost on the first dial: that mistake does not heal,
+// so Serve returns it. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	if s.serving {
@@ -67,8 +72,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		return ErrClosed
 	default:
 	}
-	for {
+	for first := true; ; first = false {
 		err := s.serveConn(ctx)
+		if first && refused(err) {
+			return err
+		}
 		select {
 		case <-s.closing:
 			return ErrClosed
@@ -252,4 +260,11 @@ func deadline(v any) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.UnixMilli(ms), true
+}
+
+// refused reports whether err is the broker refusing who we are or where we
+// connect: wrong credentials, no SASL mechanism, or a vhost we may not use.
+func refused(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && (ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed)
 }
