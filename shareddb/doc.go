@@ -13,9 +13,12 @@
 //
 // Four guards make sharing a database less risky:
 //
-//   - Read-only for real: every connection runs with
-//     default_transaction_read_only=on, even on the primary, and there is no
-//     Exec; a write fails with ErrReadOnly.
+//   - Read-only by default: every connection runs with
+//     default_transaction_read_only=on, even on the primary, BeginTx and
+//     ReadTx transactions cannot be switched to read-write, and there is no
+//     Exec; a write fails with ErrReadOnly. (A deliberate BEGIN READ WRITE
+//     on an Acquired connection still works: the least-privilege role below
+//     is what stops it.)
 //   - Read your writes: a Token (the primary's WAL position after a write,
 //     CurrentToken) passed with AtLeast makes a read wait for a replica that
 //     has replayed that far, or read the primary.

@@ -166,7 +166,11 @@ type Stats struct {
 // ReplicaReader reads another service's PostgreSQL through its replicas:
 // each read goes to the best healthy replica that is fresh enough, falling
 // back to the primary (or refusing) by policy. Every connection it opens is
-// read-only. It has no Exec: it cannot write, even on the primary.
+// read-only by default, and it has no Exec: a write by mistake fails, even on
+// the primary. A caller set on writing can still open a read-write
+// transaction (BEGIN READ WRITE on an Acquired connection, or in a
+// simple-protocol Query): only a role without write grants
+// (Contract.RoleSQL) stops that.
 //
 // Per-read limits come from With. A ReplicaReader is safe for concurrent use.
 type ReplicaReader struct {

@@ -141,6 +141,30 @@ func TestReaderNeverWrites(t *testing.T) {
 	}
 	_ = tx.Rollback(ctx)
 
+	// default_transaction_read_only is only a default: a transaction that has
+	// not queried yet could be switched to read-write. The reader's cannot.
+	tx, err = r.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "set transaction read write"); err == nil {
+		_, err = tx.Exec(ctx, "insert into items values (5)")
+		t.Errorf("BeginTx: set transaction read write succeeded (then insert: %v)", err)
+		_ = tx.Commit(ctx)
+	} else {
+		_ = tx.Rollback(ctx)
+	}
+	err = r.ReadTx(ctx, pgx.TxOptions{BeginQuery: "begin read write"}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "set transaction read write"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "insert into items values (6)")
+		return err
+	})
+	if err == nil {
+		t.Errorf("ReadTx: set transaction read write and insert succeeded")
+	}
+
 	// A connection someone switched to read-write is destroyed on release, not reused.
 	c, err := r.Acquire(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -249,14 +250,16 @@ func (w *row) Scan(dest ...any) error {
 }
 
 // BeginTx starts a read-only transaction on the best node (opts.AccessMode is
-// forced to read-only; asking for ReadWrite is ErrReadOnly). Errors inside
-// the transaction are not retried; use ReadTx for that. Serializable
-// isolation is refused by hot standbys.
+// forced to read-only; asking for ReadWrite is ErrReadOnly). The transaction
+// takes its snapshot as it begins, so PostgreSQL refuses to switch it to
+// read-write (SET TRANSACTION READ WRITE) later. Errors inside the
+// transaction are not retried; use ReadTx for that. Serializable isolation
+// is refused by hot standbys.
 func (v *View) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	if opts.AccessMode == pgx.ReadWrite {
 		return nil, fmt.Errorf("%w: BeginTx with AccessMode ReadWrite", ErrReadOnly)
 	}
-	opts.AccessMode = pgx.ReadOnly
+	opts = lockedReadOnly(opts)
 	var tx pgx.Tx
 	err := v.do(ctx, func(n *node) error {
 		t, err := n.pool.BeginTx(ctx, opts)
@@ -275,7 +278,7 @@ func (v *View) ReadTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) e
 	if opts.AccessMode == pgx.ReadWrite {
 		return fmt.Errorf("%w: ReadTx with AccessMode ReadWrite", ErrReadOnly)
 	}
-	opts.AccessMode = pgx.ReadOnly
+	opts = lockedReadOnly(opts)
 	return v.do(ctx, func(n *node) error {
 		tx, err := n.pool.BeginTx(ctx, opts)
 		if err != nil {
@@ -314,4 +317,31 @@ func (v *View) Pool(ctx context.Context) (*pgxpool.Pool, string, error) {
 		return nil, "", err
 	}
 	return n.pool, n.name, nil
+}
+
+// lockedReadOnly returns opts with a BeginQuery that starts a read-only
+// transaction and takes its first snapshot at once. default_transaction_read_only
+// is only a default: until its first query a transaction may still be switched
+// with SET TRANSACTION READ WRITE, and on the primary the write would go
+// through. After the first snapshot PostgreSQL refuses the switch.
+func lockedReadOnly(opts pgx.TxOptions) pgx.TxOptions {
+	begin := opts.BeginQuery
+	if begin == "" {
+		var b strings.Builder
+		b.WriteString("begin")
+		if opts.IsoLevel != "" {
+			b.WriteString(" isolation level ")
+			b.WriteString(string(opts.IsoLevel))
+		}
+		b.WriteString(" read only")
+		if opts.DeferrableMode != "" {
+			b.WriteByte(' ')
+			b.WriteString(string(opts.DeferrableMode))
+		}
+		begin = b.String()
+	}
+	// A caller's BeginQuery may ask for read-write: override it, then lock.
+	opts.AccessMode = pgx.ReadOnly
+	opts.BeginQuery = begin + "; set transaction read only; select"
+	return opts
 }
