@@ -168,8 +168,11 @@ func (e *Exporter) Layout() Layout { return e.layout }
 
 // Export writes one file per day from from to to (both included), replacing
 // days exported before. Each day is published atomically: its CSV is
-// committed, then its _SUCCESS marker; a day that fails leaves its previous
-// version in place. The first failure cancels the days not yet done; the
+// committed, then its _SUCCESS marker; a day that fails before its CSV is
+// committed leaves its previous version in place. The previous marker is
+// removed just before the commit, so a day that fails after it is left
+// without a marker (ExportChanged exports it again), never with a marker
+// that describes another file. The first failure cancels the days not yet done; the
 // returned Manifest lists the days that were written either way, and is
 // stored (with a _SUCCESS after it) only when every day succeeded.
 func (e *Exporter) Export(ctx context.Context, ds Dataset, from, to Day) (*Manifest, error) {
@@ -421,6 +424,15 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 	tag, err := conn.Conn().PgConn().CopyTo(ctx, p, "COPY ("+q.sql+"\n) TO STDOUT WITH (FORMAT csv, HEADER)")
 	if err == nil {
 		err = p.close()
+	}
+	if err == nil {
+		// Once the new file is committed the old marker would describe a file
+		// that is gone or different: remove it first, so a failure before the
+		// new marker leaves the day unmarked (ExportChanged redoes it), never
+		// marked with the wrong file.
+		if derr := e.store.Delete(ctx, e.layout.DayMarkerKey(ds.Name, day)); derr != nil {
+			err = fmt.Errorf("delete old marker: %w", derr)
+		}
 	}
 	if err == nil {
 		err = w.Commit()

@@ -393,6 +393,52 @@ func TestStoreFailureMidCopy(t *testing.T) {
 	}
 }
 
+// markerDownStore refuses to write _SUCCESS markers, like a store that goes
+// away between a day's file and its marker.
+type markerDownStore struct{ filetransfer.Store }
+
+func (s markerDownStore) Create(ctx context.Context, key string) (filetransfer.Writer, error) {
+	if path.Base(key) == filetransfer.SuccessName {
+		return nil, errors.New("marker store down")
+	}
+	return s.Store.Create(ctx, key)
+}
+
+// A re-export whose marker cannot be written must not leave the old marker
+// describing a file that was replaced (or, after a compression switch,
+// deleted): the day is unmarked, and ExportChanged redoes it.
+func TestFailedMarkerLeavesNoStaleMarker(t *testing.T) {
+	d := newDB(t, 2)
+	table := d.createEvents(t)
+	mem := newMemory(t)
+	ds := filetransfer.Dataset{Name: "events", Query: "select id, day, name from " + table + " order by id", DayColumn: "day"}
+	d1 := day(t, "2024-01-01")
+	if _, err := newExporter(t, d, mem, filetransfer.Config{}).Export(tctx(t), ds, d1, d1); err != nil {
+		t.Fatal(err)
+	}
+	gz := filetransfer.Config{Gzip: true}
+	if _, err := newExporter(t, d, markerDownStore{mem}, gz).Export(tctx(t), ds, d1, d1); err == nil || !strings.Contains(err.Error(), "marker store down") {
+		t.Fatalf("export with the marker store down: %v", err)
+	}
+	if f, err := filetransfer.ReadDay(tctx(t), mem, filetransfer.Layout{}, "events", d1); !errors.Is(err, filetransfer.ErrNotFound) {
+		t.Fatalf("after a failed marker write the day is still marked (%v): %+v", err, f)
+	}
+	m, err := newExporter(t, d, mem, gz).ExportChanged(tctx(t), ds, d1, d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Files) != 1 || len(m.Unchanged) != 0 {
+		t.Fatalf("ExportChanged did not redo the unmarked day: files %v, unchanged %v", m.Files, m.Unchanged)
+	}
+	f, err := filetransfer.ReadDay(tctx(t), mem, filetransfer.Layout{}, "events", d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sha(read(t, mem, f.Key)); got != f.SHA256 {
+		t.Fatalf("marker SHA %s does not match %s (%s)", f.SHA256, f.Key, got)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	d := newDB(t, 2)
 	table := d.createEvents(t)
