@@ -93,8 +93,12 @@ func WithOnReject(f func(*http.Request, error)) ReceiverOption {
 	return func(r *Receiver) { r.onReject = f }
 }
 
-// NewReceiver returns a Receiver that verifies with v (required).
+// NewReceiver returns a Receiver that verifies with v (required: it panics
+// when v is nil, rather than failing every request later).
 func NewReceiver(v *Verifier, opts ...ReceiverOption) *Receiver {
+	if v == nil {
+		panic("webhook: NewReceiver: nil Verifier")
+	}
 	r := &Receiver{verifier: v, dedup: NewMemoryDedup(), maxBody: DefaultMaxBodyBytes,
 		lease: DefaultDedupLease, keep: DefaultDedupKeep, now: time.Now}
 	for _, o := range opts {

@@ -228,3 +228,14 @@ func TestReceiverMiddlewarePassesRawBody(t *testing.T) {
 		}
 	}
 }
+
+// A nil Verifier is caught at construction, not by a nil dereference on the
+// first request (which net/http would swallow, dropping every webhook).
+func TestNewReceiverNilVerifier(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(r.(string), "nil Verifier") {
+			t.Fatalf("NewReceiver(nil): recovered %v, want a panic naming the nil Verifier", r)
+		}
+	}()
+	webhook.NewReceiver(nil)
+}
