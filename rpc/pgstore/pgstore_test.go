@@ -91,14 +91,53 @@ func TestWithTable(t *testing.T) {
 	}
 }
 
+// An unreachable database, and a stuck one (its table locked by another
+// session), both make Begin fail within the query timeout, and the middleware
+// answers 503 with Retry-After without running the handler.
 func TestDatabaseDownIsAnError(t *testing.T) {
-	s, _ := newStore(t)
-	pool := newPool(t, testenv.DatabaseURL(t))
-	pool.Close()
-	s2, _ := pgstore.New(pool)
-	_ = s
-	if _, err := s2.Begin(context.Background(), "k", "fp", time.Minute); err == nil {
-		t.Fatal("Begin on a closed pool succeeded")
+	ctx := context.Background()
+	down, err := pgstore.New(newPool(t, "postgres://postgres@127.0.0.1:1/test?connect_timeout=2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dsn := newStore(t)
+	stuck, err := pgstore.New(newPool(t, dsn), pgstore.WithQueryTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := newPool(t, dsn).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "lock table rpc_idempotency in access exclusive mode"); err != nil {
+		t.Fatal(err)
+	}
+	for name, store := range map[string]*pgstore.Store{"unreachable": down, "stuck": stuck} {
+		// The 5 s context only keeps a broken store from hanging the test.
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		if rec, err := store.Begin(cctx, "k", "fp", time.Minute); err == nil {
+			t.Fatalf("%s: Begin = %v, nil; want an error", name, rec)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("%s: Begin took %v: not bounded", name, d)
+		}
+		mw, err := rpc.Idempotency(store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var runs atomic.Int64
+		h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { runs.Add(1) }))
+		req := httptest.NewRequestWithContext(cctx, "POST", "/orders", strings.NewReader("book"))
+		req.Header.Set(rpc.HeaderIdempotencyKey, "k")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || runs.Load() != 0 {
+			t.Fatalf("%s: middleware answered %d (Retry-After %q) and ran the handler %d times; want 503, a Retry-After, 0 runs",
+				name, w.Code, w.Header().Get("Retry-After"), runs.Load())
+		}
 	}
 }
 
