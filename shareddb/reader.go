@@ -313,9 +313,10 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 	if configure != nil {
 		configure(name, pc)
 	}
-	// Read-only for real: every transaction on these connections is read-only,
-	// and a connection that was switched back (SET ... = off) is destroyed
-	// instead of being used again.
+	// Read-only by default: every transaction on these connections is
+	// read-only unless it asks otherwise (BEGIN READ WRITE; BeginTx and ReadTx
+	// lock theirs), and a connection that was switched back (SET ... = off) is
+	// destroyed instead of being used again.
 	pc.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	afterConnect := pc.AfterConnect
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
