@@ -294,8 +294,10 @@ func (v *View) ReadTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) e
 
 // Acquire returns a connection of the best node's pool, for work the View's
 // methods do not cover (COPY TO, pgx batches, LISTEN). The connection is
-// read-only (default_transaction_read_only=on); if the caller switches that
-// off, the connection is destroyed instead of being used again.
+// read-only by default (default_transaction_read_only=on); if the caller
+// switches that off, the connection is destroyed instead of being used again.
+// An explicit BEGIN READ WRITE on it can still write when it is the primary's:
+// only the role's privileges stop that (Contract.RoleSQL).
 // Release it when done.
 func (v *View) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	var c *pgxpool.Conn
