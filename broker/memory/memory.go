@@ -241,6 +241,18 @@ type consumer struct {
 	stop chan struct{} // closed when the subscription ends
 
 	hctx context.Context // handlers' context: ctx's values, cancelled after the drain timeout
+
+	mu   sync.Mutex
+	back []envelope // messages the workers gave back on stop, requeued by run
+}
+
+// giveBack keeps e for run to requeue with the rest: one requeue of
+// everything the subscription took keeps order per key, where separate ones
+// would put later messages ahead of earlier ones.
+func (c *consumer) giveBack(e envelope) {
+	c.mu.Lock()
+	c.back = append(c.back, e)
+	c.mu.Unlock()
 }
 
 func (c *consumer) run(ctx context.Context) {
@@ -277,6 +289,7 @@ func (c *consumer) run(ctx context.Context) {
 
 	leftover := c.dispatch(queues)
 	wg.Wait()
+	leftover = append(leftover, c.back...)
 	for _, q := range queues {
 		for len(q) > 0 {
 			leftover = append(leftover, <-q)
@@ -364,12 +377,12 @@ func (c *consumer) deliver(e envelope) bool {
 				return true
 			}
 			// The dead-letter topic refused it (broker closed): keep the message.
-			c.g.requeue([]envelope{e})
+			c.giveBack(e)
 			return false
 		}
 		select {
 		case <-c.stop:
-			c.g.requeue([]envelope{e})
+			c.giveBack(e)
 			return false
 		default:
 		}
@@ -379,7 +392,7 @@ func (c *consumer) deliver(e envelope) bool {
 			case <-t.C:
 			case <-c.stop:
 				t.Stop()
-				c.g.requeue([]envelope{e})
+				c.giveBack(e)
 				return false
 			}
 		}
