@@ -261,3 +261,31 @@ func TestDedupInProgressIsRedelivered(t *testing.T) {
 		t.Fatalf("expired claim still held: %v", res)
 	}
 }
+
+// A handler that panics inside Dedup (Recover outside it, as the package
+// documentation chains them) releases its claim like one that fails, so the
+// redelivery runs instead of being refused as in progress until the TTL ends.
+func TestDedupReleasesClaimWhenHandlerPanics(t *testing.T) {
+	store := middleware.NewMemoryDedupStore()
+	var calls atomic.Int32
+	h := broker.Chain(middleware.Recover(), middleware.Dedup(store, time.Hour))(func(context.Context, broker.Message) error {
+		if calls.Add(1) == 1 {
+			panic("handler bug")
+		}
+		return nil
+	})
+	m := broker.Message{ID: "p", Attempt: 1}
+	if err := h(context.Background(), m); !errors.Is(err, middleware.ErrPanic) {
+		t.Fatalf("first delivery = %v, want ErrPanic", err)
+	}
+	m.Attempt = 2
+	if err := h(context.Background(), m); err != nil {
+		t.Fatalf("redelivery after a panic = %v, want the handler to run", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("handler ran %d times, want 2", n)
+	}
+	if res, _ := store.Claim(context.Background(), "p", time.Hour); res != middleware.Handled {
+		t.Fatalf("after the redelivery succeeded the store says %v, want Handled", res)
+	}
+}
