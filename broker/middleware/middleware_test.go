@@ -289,3 +289,35 @@ func TestDedupReleasesClaimWhenHandlerPanics(t *testing.T) {
 		t.Fatalf("after the redelivery succeeded the store says %v, want Handled", res)
 	}
 }
+
+// countingPublisher counts Publish calls and, like some publishers once a
+// message is buffered, does not look at the context.
+type countingPublisher struct{ n atomic.Int32 }
+
+func (p *countingPublisher) Publish(context.Context, string, ...broker.Message) error {
+	p.n.Add(1)
+	return nil
+}
+func (p *countingPublisher) Close() error { return nil }
+
+// A handler that fails because its context ended (the subscription is
+// shutting down) has not shown the message to be bad: DeadLetter returns the
+// error for the broker to redeliver instead of dead-lettering the message.
+func TestDeadLetterNotWhenContextDone(t *testing.T) {
+	pub := &countingPublisher{}
+	h := broker.Chain(
+		middleware.DeadLetter(pub, "x.dlq", "g"),
+		middleware.Retry(fast),
+	)(func(ctx context.Context, m broker.Message) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h(ctx, broker.Message{ID: "m", Attempt: 1}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the handler's context.Canceled", err)
+	}
+	if n := pub.n.Load(); n != 0 {
+		t.Fatalf("%d dead letters published for a message cut off by shutdown", n)
+	}
+}
