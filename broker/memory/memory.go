@@ -21,7 +21,9 @@ import (
 // (broker.Pattern), members of a group compete and every group gets every
 // message, at-least-once redelivery when a handler fails, order per key with
 // Concurrency > 1, priority (0-9, higher first), dead-lettering after
-// MaxAttempts to another topic of the same broker, and Close that waits for
+// MaxAttempts to another topic of the same broker (kept, as in the RabbitMQ
+// adapter's dead-letter queue, in a group of that topic named after the
+// subscription's group, or "dlq" without one), and Close that waits for
 // handlers in flight. Messages published to a topic with no group are dropped,
 // as a RabbitMQ exchange without bindings drops them.
 type Broker struct {
@@ -120,6 +122,9 @@ func (b *Broker) Provision(ctx context.Context, s broker.Subscription) error {
 	if err := s.Validate(func(context.Context, broker.Message) error { return nil }); err != nil {
 		return err
 	}
+	if err := b.joinDeadLetter(s); err != nil {
+		return err
+	}
 	if s.Group == "" {
 		return nil
 	}
@@ -128,6 +133,24 @@ func (b *Broker) Provision(ctx context.Context, s broker.Subscription) error {
 		return err
 	}
 	_, err = b.join(s, ps)
+	return err
+}
+
+// joinDeadLetter creates the group that keeps s's dead letters, as the
+// RabbitMQ adapter declares a dead-letter queue: a group of the dead-letter
+// topic named after s.Group ("dlq" for a subscription without one), bound
+// to every key. Without it, dead letters published before anyone subscribed
+// to the dead-letter topic would be dropped.
+func (b *Broker) joinDeadLetter(s broker.Subscription) error {
+	dl := s.DeadLetterDestination()
+	if dl == "" {
+		return nil
+	}
+	g := s.Group
+	if g == "" {
+		g = "dlq"
+	}
+	_, err := b.join(broker.Subscription{Topic: dl, Group: g}, nil)
 	return err
 }
 
@@ -217,6 +240,9 @@ func (b *Broker) Subscribe(ctx context.Context, s broker.Subscription, h broker.
 		return broker.ErrClosed
 	}
 	defer b.running.Done()
+	if err := b.joinDeadLetter(s); err != nil {
+		return err
+	}
 	g, err := b.join(s, ps)
 	if err != nil {
 		return err

@@ -183,3 +183,37 @@ func TestRequeueOnStopKeepsOrderPerKey(t *testing.T) {
 		t.Fatalf("redelivery order %v, want [1 2]", order)
 	}
 }
+
+// As the RabbitMQ adapter declares a dead-letter queue, a subscription with a
+// dead-letter topic keeps its dead letters in a group of that topic (named
+// after its own group) even when nobody subscribed to the topic yet.
+func TestDeadLettersKeptWithoutSubscriber(t *testing.T) {
+	b := memory.New()
+	defer b.Close()
+	s := broker.Subscription{Topic: "orders", Group: "billing", MaxAttempts: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Subscribe(ctx, s, func(context.Context, broker.Message) error { return errors.New("bad") })
+	}()
+	if err := b.Publish(ctx, "orders", broker.Message{ID: "o1", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Pending("orders.dlq", "billing") == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Pending("orders.dlq", "billing"); n != 1 {
+		t.Fatalf("%d dead letters kept in orders.dlq/billing, want 1", n)
+	}
+	if n := b.Pending("orders", "billing"); n != 0 {
+		t.Fatalf("%d messages still pending on orders", n)
+	}
+}
