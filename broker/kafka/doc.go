@@ -35,7 +35,10 @@
 // attempts, or at once for a broker.Permanent error, the record is published
 // to Subscription.DeadLetterDestination() (default "<topic>.dlq") with the
 // broker.DeadLetter headers plus broker.HeaderOriginPartition and
-// broker.HeaderOriginOffset, committed, and the partition moves on.
+// broker.HeaderOriginOffset, committed, and the partition moves on. A
+// permanent failure with no dead-letter topic is logged and dropped; a dead
+// letter the dead-letter topic refuses as too large is published without its
+// payload, with HeaderPayloadDropped saying why.
 //
 // Where a group without committed offsets starts is set with StartAt:
 // Earliest (the default), Latest, AtTime or AtOffsets. Provision creates the

@@ -140,7 +140,9 @@ func Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) e
 // notifies listening relays when tx commits. Like Publish, it fills empty IDs
 // and zero Times on msgs in place: the ID is kept when the relay publishes, so
 // consumers can deduplicate redeliveries on it. Messages are published in the
-// order given (and, across transactions, in commit order for each key).
+// order given; across transactions, a key's messages are published in the
+// order their rows were inserted (seq) when the relay sees them together, and
+// in commit order otherwise (see docs/outbox.md).
 //
 // Message.Time is stored to the microsecond (PostgreSQL timestamptz); Topic,
 // Attempt and Raw are not stored. It returns broker.ErrInvalidMessage for an
