@@ -703,3 +703,41 @@ func TestSimpleProtocol(t *testing.T) {
 	c.wait(t, 2, 10*time.Second)
 	c.check(t, 2)
 }
+
+// Text PostgreSQL cannot store (a NUL byte, invalid UTF-8) in the topic, key
+// or header is refused with ErrInvalidMessage before anything is sent, so
+// the caller's transaction is not aborted and a header is not silently
+// altered by JSON encoding.
+func TestAddRejectsTextPostgresCannotStore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	cases := []struct {
+		name  string
+		topic string
+		m     broker.Message
+	}{
+		{"NUL in topic", "a\x00b", msg("k", 0)},
+		{"invalid UTF-8 topic", "caf\xe9", msg("k", 0)},
+		{"NUL in key", e.topic, msg("k\x00", 0)},
+		{"invalid UTF-8 key", e.topic, msg("caf\xe9", 0)},
+		{"NUL in header value", e.topic, broker.Message{Key: "k", Header: map[string]string{"h": "a\x00b"}}},
+		{"invalid UTF-8 header value", e.topic, broker.Message{Key: "k", Header: map[string]string{"h": "caf\xe9"}}},
+		{"invalid UTF-8 header name", e.topic, broker.Message{Key: "k", Header: map[string]string{"caf\xe9": "v"}}},
+		{"NUL in ID", e.topic, broker.Message{ID: "a\x00", Key: "k"}},
+	}
+	for _, c := range cases {
+		tx, err := e.db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := outbox.Add(ctx, tx, c.topic, c.m); !errors.Is(err, broker.ErrInvalidMessage) {
+			t.Errorf("%s: Add = %v, want ErrInvalidMessage", c.name, err)
+		}
+		// The transaction is still usable: the business write can go on.
+		if err := outbox.Add(ctx, tx, e.topic, msg("k", 1)); err != nil {
+			t.Errorf("%s: the transaction was aborted by the refused Add: %v", c.name, err)
+		}
+		_ = tx.Rollback(ctx)
+	}
+}
