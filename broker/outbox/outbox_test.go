@@ -161,17 +161,24 @@ func TestAddRejectsBadInput(t *testing.T) {
 func TestNewRelayRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	bad := []outbox.Config{
-		{Table: "a.b.c"},
-		{BatchSize: -1},
-		{ClaimBuckets: outbox.Buckets + 1},
-		{Workers: -2},
-		{PollInterval: -time.Second},
-		{MinBackoff: time.Minute, MaxBackoff: time.Second},
+	bad := []struct {
+		cfg  outbox.Config
+		says string // the error names what is wrong
+	}{
+		{outbox.Config{Table: "a.b.c"}, "a.b.c"},
+		{outbox.Config{BatchSize: -1}, "BatchSize"},
+		{outbox.Config{ClaimBuckets: outbox.Buckets + 1}, "ClaimBuckets"},
+		{outbox.Config{Workers: -2}, "Workers"},
+		{outbox.Config{PollInterval: -time.Second}, "PollInterval"},
+		{outbox.Config{PublishTimeout: -time.Second}, "PublishTimeout"},
+		{outbox.Config{Retention: -time.Second}, "Retention"},
+		{outbox.Config{MinBackoff: time.Minute, MaxBackoff: time.Second}, "MinBackoff"},
 	}
-	for _, cfg := range bad {
-		if _, err := outbox.NewRelay(e.db, e.mem, cfg); err == nil {
-			t.Errorf("NewRelay(%+v) accepted", cfg)
+	for _, c := range bad {
+		if _, err := outbox.NewRelay(e.db, e.mem, c.cfg); err == nil {
+			t.Errorf("NewRelay(%+v) accepted", c.cfg)
+		} else if !strings.Contains(err.Error(), c.says) {
+			t.Errorf("NewRelay(%+v) = %v: does not name %s", c.cfg, err, c.says)
 		}
 	}
 	if _, err := outbox.NewRelay(nil, e.mem, outbox.Config{}); err == nil {
