@@ -512,20 +512,55 @@ func (s *suite) testCancelSubscribe(t *testing.T) {
 	p, sub := s.new(t)
 	topic := s.topic(t, "")
 	c := newCollector()
-	cancel, done := subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: 4}, c.handler)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var startOnce, releaseOnce sync.Once
+	ctxErr := make(chan error, 1)
+	h := func(ctx context.Context, m broker.Message) error {
+		if m.ID == "slow" {
+			startOnce.Do(func() { close(started) })
+			<-release
+			select {
+			case ctxErr <- ctx.Err():
+			default:
+			}
+		}
+		c.add(m)
+		return nil
+	}
+	cancel, done := subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: 4}, h)
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // runs before subscribe's cleanup
 	publish(t, p, topic, broker.Message{ID: "before", Payload: []byte("x")})
 	c.waitUnique(t, 1)
+	publish(t, p, topic, broker.Message{ID: "slow", Payload: []byte("x")})
+	select {
+	case <-started:
+	case <-time.After(waitFor):
+		t.Fatal("handler never started")
+	}
 	cancel()
+	if _, ok := done.wait(200 * time.Millisecond); ok {
+		t.Fatal("Subscribe returned after its context was cancelled while a handler was still running")
+	}
+	releaseOnce.Do(func() { close(release) })
 	if err, ok := done.wait(waitFor); !ok {
 		t.Fatal("Subscribe did not return after its context was cancelled")
 	} else if err != nil {
 		t.Fatalf("Subscribe returned %v after its context was cancelled, want nil", err)
 	}
-	// The subscriber is still usable for new subscriptions.
+	if err := <-ctxErr; err != nil {
+		t.Errorf("the handler's context was cancelled with Subscribe's, before it could finish: %v", err)
+	}
+	// The subscriber is still usable for new subscriptions, and the message
+	// drained at cancellation was acknowledged.
 	c2 := newCollector()
 	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g"}, c2.handler)
 	publish(t, p, topic, broker.Message{ID: "after", Payload: []byte("y")})
 	c2.waitUnique(t, 1)
+	time.Sleep(300 * time.Millisecond)
+	if _, again := c2.byID()["slow"]; again {
+		t.Fatal("the message handled while Subscribe drained was delivered again: it was not acknowledged")
+	}
 }
 
 func (s *suite) testContinueAfterClose(t *testing.T) {
