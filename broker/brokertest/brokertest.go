@@ -810,6 +810,23 @@ func (s *suite) testDeadLetter(t *testing.T) {
 	if got := dead.byID()["perm"].Header[broker.HeaderAttempts]; got != "1" {
 		t.Errorf("permanent failure dead-lettered after %s attempts, want 1", got)
 	}
+
+	// MaxAttempts alone dead-letters to Topic+".dlq", and the dead letter is
+	// kept there for the subscription's group although nobody subscribed to
+	// that topic before.
+	topic3 := s.topic(t, "_default")
+	if s.h.CreateTopic != nil {
+		s.h.CreateTopic(t, topic3+".dlq")
+	}
+	subscribe(t, sub, broker.Subscription{Topic: topic3, Group: "g", MaxAttempts: 1}, permanent)
+	publish(t, p, topic3, broker.Message{ID: "default", Key: "x", Payload: []byte("z")})
+	kept := newCollector()
+	time.Sleep(300 * time.Millisecond) // let it be dead-lettered before anyone reads the dead-letter topic
+	subscribe(t, sub, broker.Subscription{Topic: topic3 + ".dlq", Group: "g"}, kept.handler)
+	kept.waitUnique(t, 1)
+	if got := kept.byID()["default"].Header[broker.HeaderOriginTopic]; got != topic3 {
+		t.Errorf("dead letter in %s.dlq has origin topic %q, want %q", topic3, got, topic3)
+	}
 }
 
 func (s *suite) testPriority(t *testing.T) {
