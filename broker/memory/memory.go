@@ -116,7 +116,8 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msgs ...broker.M
 }
 
 // Provision creates s's group and its bindings so that messages published
-// from now on are kept for it. A subscription without a Group has nothing to
+// from now on are kept for it, and the group that keeps its dead letters
+// (see Broker). A subscription without a Group has no group of its own to
 // provision.
 func (b *Broker) Provision(ctx context.Context, s broker.Subscription) error {
 	if err := s.Validate(func(context.Context, broker.Message) error { return nil }); err != nil {
