@@ -732,16 +732,27 @@ func (s *suite) testOrderPerKey(t *testing.T) {
 	}
 	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: 8}, h)
 	var wg sync.WaitGroup
+	errs := make(chan error, keys)
 	for k := range keys {
 		wg.Add(1)
 		go func() { // one publisher per key keeps its order; keys interleave
 			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
 			for i := range perKey {
-				publish(t, p, topic, broker.Message{ID: fmt.Sprintf("k%d-%d", k, i), Key: fmt.Sprintf("k%d", k), Payload: []byte(strconv.Itoa(i))})
+				m := broker.Message{ID: fmt.Sprintf("k%d-%d", k, i), Key: fmt.Sprintf("k%d", k), Payload: []byte(strconv.Itoa(i))}
+				if err := p.Publish(ctx, topic, m); err != nil {
+					errs <- err // t.Fatal belongs to the test's goroutine
+					return
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Publish: %v", err)
+	}
 	c.waitUnique(t, keys*perKey)
 	if d := disorder.Load(); d > 0 {
 		t.Errorf("%d messages arrived before an earlier message of their key", d)
