@@ -51,7 +51,9 @@ type Features struct {
 	// are handled in publish order.
 	OrderPerKey bool
 	// DeadLetter: MaxAttempts and DeadLetterTopic move failing messages to the
-	// dead-letter topic with the broker.Header* origin headers.
+	// dead-letter topic with the broker.Header* origin headers; with
+	// MaxAttempts alone they go to Topic+".dlq", where a subscription of the
+	// same group finds them even if it starts after they were dead-lettered.
 	DeadLetter bool
 	// Priority: a queue delivers higher Message.Priority first.
 	Priority bool

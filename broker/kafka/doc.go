@@ -20,7 +20,10 @@
 // handles its records in offset order, so order per key holds; different
 // partitions run in parallel, at most Concurrency handlers at once.
 // Subscription.Keys filter on the record key with broker's pattern matcher
-// on the client; skipped records are committed.
+// on the client; skipped records are committed. Message.Payload shares the
+// fetched record's bytes (no copy): a handler must not change it in place,
+// or a retry and the dead letter see the change; each attempt gets a fresh
+// Header map.
 //
 // Offsets are committed only after the handler returned nil (or the record
 // was skipped or dead-lettered): in the background every CommitInterval,
@@ -35,7 +38,10 @@
 // attempts, or at once for a broker.Permanent error, the record is published
 // to Subscription.DeadLetterDestination() (default "<topic>.dlq") with the
 // broker.DeadLetter headers plus broker.HeaderOriginPartition and
-// broker.HeaderOriginOffset, committed, and the partition moves on.
+// broker.HeaderOriginOffset, committed, and the partition moves on. A
+// permanent failure with no dead-letter topic is logged and dropped; a dead
+// letter the dead-letter topic refuses as too large is published without its
+// payload, with HeaderPayloadDropped saying why.
 //
 // Where a group without committed offsets starts is set with StartAt:
 // Earliest (the default), Latest, AtTime or AtOffsets. Provision creates the

@@ -460,8 +460,10 @@ func (w *worker) handle(rec *kgo.Record, c *batchCounts) bool {
 		c.skipped++
 		return true
 	}
-	m := fromRecord(rec)
 	for attempt := 1; ; attempt++ {
+		// Each attempt, and the dead letter, gets the message as published:
+		// a handler may have changed the header map of the last one.
+		m := fromRecord(rec)
 		m.Attempt = attempt
 		err := call(w.ctx, r.h, m)
 		if err == nil {
@@ -472,6 +474,8 @@ func (w *worker) handle(rec *kgo.Record, c *batchCounts) bool {
 			return false // stopped past the drain timeout: redeliver, do not dead-letter
 		}
 		if broker.IsPermanent(err) || (r.sub.MaxAttempts > 0 && attempt >= r.sub.MaxAttempts) {
+			m = fromRecord(rec)
+			m.Attempt = attempt
 			return w.deadLetter(m, rec, err)
 		}
 		st.retried.Add(1)

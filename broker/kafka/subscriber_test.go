@@ -178,3 +178,40 @@ func TestHandlerContextValues(t *testing.T) {
 		t.Errorf("Subscribe after Close = %v, want ErrClosed", err)
 	}
 }
+
+// Each attempt gets the message as published: a handler that changed the
+// header map of a failed attempt does not change what the retry or the dead
+// letter sees (as with the memory broker, whose retries get fresh copies).
+func TestRetrySeesHeaderAsPublished(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(1)
+	p := e.publisher()
+	if err := p.Publish(ctxT(t, 10*time.Second), topic, broker.Message{ID: "m", Key: "k", Header: map[string]string{"trace": "t1"}, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	s := e.subscriber()
+	seen := make(chan map[string]string, 2)
+	subscribe(t, s, broker.Subscription{Topic: topic, Group: "g"}, func(_ context.Context, m broker.Message) error {
+		h := make(map[string]string, len(m.Header))
+		for k, v := range m.Header {
+			h[k] = v
+		}
+		seen <- h
+		if m.Attempt == 1 {
+			delete(m.Header, "trace")
+			m.Header["scratch"] = "attempt 1"
+			return errors.New("fail once")
+		}
+		return nil
+	})
+	for i := 1; i <= 2; i++ {
+		select {
+		case h := <-seen:
+			if len(h) != 1 || h["trace"] != "t1" {
+				t.Errorf("attempt %d saw header %v, want map[trace:t1]", i, h)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("attempt %d not made", i)
+		}
+	}
+}

@@ -21,7 +21,9 @@ import (
 // (broker.Pattern), members of a group compete and every group gets every
 // message, at-least-once redelivery when a handler fails, order per key with
 // Concurrency > 1, priority (0-9, higher first), dead-lettering after
-// MaxAttempts to another topic of the same broker, and Close that waits for
+// MaxAttempts to another topic of the same broker (kept, as in the RabbitMQ
+// adapter's dead-letter queue, in a group of that topic named after the
+// subscription's group, or "dlq" without one), and Close that waits for
 // handlers in flight. Messages published to a topic with no group are dropped,
 // as a RabbitMQ exchange without bindings drops them.
 type Broker struct {
@@ -114,10 +116,14 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msgs ...broker.M
 }
 
 // Provision creates s's group and its bindings so that messages published
-// from now on are kept for it. A subscription without a Group has nothing to
+// from now on are kept for it, and the group that keeps its dead letters
+// (see Broker). A subscription without a Group has no group of its own to
 // provision.
 func (b *Broker) Provision(ctx context.Context, s broker.Subscription) error {
 	if err := s.Validate(func(context.Context, broker.Message) error { return nil }); err != nil {
+		return err
+	}
+	if err := b.joinDeadLetter(s); err != nil {
 		return err
 	}
 	if s.Group == "" {
@@ -128,6 +134,24 @@ func (b *Broker) Provision(ctx context.Context, s broker.Subscription) error {
 		return err
 	}
 	_, err = b.join(s, ps)
+	return err
+}
+
+// joinDeadLetter creates the group that keeps s's dead letters, as the
+// RabbitMQ adapter declares a dead-letter queue: a group of the dead-letter
+// topic named after s.Group ("dlq" for a subscription without one), bound
+// to every key. Without it, dead letters published before anyone subscribed
+// to the dead-letter topic would be dropped.
+func (b *Broker) joinDeadLetter(s broker.Subscription) error {
+	dl := s.DeadLetterDestination()
+	if dl == "" {
+		return nil
+	}
+	g := s.Group
+	if g == "" {
+		g = "dlq"
+	}
+	_, err := b.join(broker.Subscription{Topic: dl, Group: g}, nil)
 	return err
 }
 
@@ -217,6 +241,9 @@ func (b *Broker) Subscribe(ctx context.Context, s broker.Subscription, h broker.
 		return broker.ErrClosed
 	}
 	defer b.running.Done()
+	if err := b.joinDeadLetter(s); err != nil {
+		return err
+	}
 	g, err := b.join(s, ps)
 	if err != nil {
 		return err
@@ -241,6 +268,18 @@ type consumer struct {
 	stop chan struct{} // closed when the subscription ends
 
 	hctx context.Context // handlers' context: ctx's values, cancelled after the drain timeout
+
+	mu   sync.Mutex
+	back []envelope // messages the workers gave back on stop, requeued by run
+}
+
+// giveBack keeps e for run to requeue with the rest: one requeue of
+// everything the subscription took keeps order per key, where separate ones
+// would put later messages ahead of earlier ones.
+func (c *consumer) giveBack(e envelope) {
+	c.mu.Lock()
+	c.back = append(c.back, e)
+	c.mu.Unlock()
 }
 
 func (c *consumer) run(ctx context.Context) {
@@ -277,6 +316,7 @@ func (c *consumer) run(ctx context.Context) {
 
 	leftover := c.dispatch(queues)
 	wg.Wait()
+	leftover = append(leftover, c.back...)
 	for _, q := range queues {
 		for len(q) > 0 {
 			leftover = append(leftover, <-q)
@@ -364,12 +404,12 @@ func (c *consumer) deliver(e envelope) bool {
 				return true
 			}
 			// The dead-letter topic refused it (broker closed): keep the message.
-			c.g.requeue([]envelope{e})
+			c.giveBack(e)
 			return false
 		}
 		select {
 		case <-c.stop:
-			c.g.requeue([]envelope{e})
+			c.giveBack(e)
 			return false
 		default:
 		}
@@ -379,7 +419,7 @@ func (c *consumer) deliver(e envelope) bool {
 			case <-t.C:
 			case <-c.stop:
 				t.Stop()
-				c.g.requeue([]envelope{e})
+				c.giveBack(e)
 				return false
 			}
 		}

@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -120,5 +121,99 @@ func TestDrainTimeoutCancelsStuckHandlers(t *testing.T) {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung on a handler that waits for its context")
+	}
+}
+
+// A message whose handler keeps failing when its subscription stops goes back
+// to the group ahead of the later messages of its key that waited behind it.
+func TestRequeueOnStopKeepsOrderPerKey(t *testing.T) {
+	b := memory.New()
+	defer b.Close()
+	s := broker.Subscription{Topic: "t", Group: "g"}
+	if err := b.Provision(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(context.Background(), "t",
+		broker.Message{ID: "1", Key: "k", Payload: []byte("1")},
+		broker.Message{ID: "2", Key: "k", Payload: []byte("2")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	failing := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Subscribe(ctx, s, func(_ context.Context, m broker.Message) error {
+			if m.ID == "1" && m.Attempt >= 2 {
+				once.Do(func() { close(failing) }) // "2" is taken and waits behind it
+			}
+			return errors.New("not yet")
+		})
+	}()
+	<-failing
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Subscribe = %v", err)
+	}
+	var mu sync.Mutex
+	var order []string
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() {
+		done <- b.Subscribe(ctx2, s, func(_ context.Context, m broker.Message) error {
+			mu.Lock()
+			order = append(order, m.ID)
+			if len(order) == 2 {
+				cancel2()
+			}
+			mu.Unlock()
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("second Subscribe = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		cancel2()
+		<-done
+		t.Fatal("the second subscription did not get both messages")
+	}
+	if len(order) != 2 || order[0] != "1" || order[1] != "2" {
+		t.Fatalf("redelivery order %v, want [1 2]", order)
+	}
+}
+
+// As the RabbitMQ adapter declares a dead-letter queue, a subscription with a
+// dead-letter topic keeps its dead letters in a group of that topic (named
+// after its own group) even when nobody subscribed to the topic yet.
+func TestDeadLettersKeptWithoutSubscriber(t *testing.T) {
+	b := memory.New()
+	defer b.Close()
+	s := broker.Subscription{Topic: "orders", Group: "billing", MaxAttempts: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Subscribe(ctx, s, func(context.Context, broker.Message) error { return errors.New("bad") })
+	}()
+	if err := b.Publish(ctx, "orders", broker.Message{ID: "o1", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Pending("orders.dlq", "billing") == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Pending("orders.dlq", "billing"); n != 1 {
+		t.Fatalf("%d dead letters kept in orders.dlq/billing, want 1", n)
+	}
+	if n := b.Pending("orders", "billing"); n != 0 {
+		t.Fatalf("%d messages still pending on orders", n)
 	}
 }

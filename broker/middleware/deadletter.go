@@ -18,7 +18,9 @@ const HeaderDeliveries = "x-deliveries"
 // with the broker.Header* dead-letter headers (origin topic, key, group,
 // error, attempts, time), and then acknowledges it. If the publish fails the
 // handler's error is returned (joined with the publish error), so the broker
-// keeps the message and redelivers it: nothing is lost.
+// keeps the message and redelivers it: nothing is lost. Nor is a message
+// dead-lettered when the handler's context is done (the subscription is
+// stopping): the error is returned for the broker to redeliver it.
 //
 // Put it outside Retry so only messages that exhausted their retries are
 // dead-lettered. pub is the caller's: DeadLetter never closes it.
@@ -28,6 +30,11 @@ func DeadLetter(pub broker.Publisher, topic, group string) broker.Middleware {
 			err := next(ctx, m)
 			if err == nil {
 				return nil
+			}
+			if ctx.Err() != nil {
+				// The subscription is stopping: the failure says nothing
+				// about the message, so the broker keeps it for redelivery.
+				return err
 			}
 			dl := broker.DeadLetter(m, group, err, time.Now())
 			dl.Header[broker.HeaderAttempts] = fmt.Sprint(attempts(m, err))

@@ -40,8 +40,8 @@ type DedupStore interface {
 var ErrInProgress = errors.New("middleware: message with this ID is being handled")
 
 // Dedup skips messages whose ID was already handled within ttl (returns nil,
-// so the broker acknowledges the duplicate). A failed handler releases its
-// claim so the redelivery runs again. Messages without an ID pass through.
+// so the broker acknowledges the duplicate). A failed or panicking handler
+// releases its claim so the redelivery runs again. Messages without an ID pass through.
 func Dedup(store DedupStore, ttl time.Duration) broker.Middleware {
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m broker.Message) error {
@@ -58,7 +58,7 @@ func Dedup(store DedupStore, ttl time.Duration) broker.Middleware {
 			case InProgress:
 				return ErrInProgress
 			}
-			if err := next(ctx, m); err != nil {
+			if err := callReleasing(ctx, store, m, next); err != nil {
 				if rerr := store.Release(context.WithoutCancel(ctx), m.ID); rerr != nil {
 					return errors.Join(err, fmt.Errorf("dedup release %s: %w", m.ID, rerr))
 				}
@@ -70,6 +70,21 @@ func Dedup(store DedupStore, ttl time.Duration) broker.Middleware {
 			return nil
 		}
 	}
+}
+
+// callReleasing runs next; if it panics, it releases m's claim before the
+// panic goes on, so that the redelivery (after a Recover further out) runs
+// instead of meeting a claim held in progress until its TTL.
+func callReleasing(ctx context.Context, store DedupStore, m broker.Message, next broker.Handler) error {
+	ok := false
+	defer func() {
+		if !ok {
+			_ = store.Release(context.WithoutCancel(ctx), m.ID)
+		}
+	}()
+	err := next(ctx, m)
+	ok = true
+	return err
 }
 
 // MemoryDedupStore is a DedupStore in process memory, for tests and single

@@ -261,3 +261,63 @@ func TestDedupInProgressIsRedelivered(t *testing.T) {
 		t.Fatalf("expired claim still held: %v", res)
 	}
 }
+
+// A handler that panics inside Dedup (Recover outside it, as the package
+// documentation chains them) releases its claim like one that fails, so the
+// redelivery runs instead of being refused as in progress until the TTL ends.
+func TestDedupReleasesClaimWhenHandlerPanics(t *testing.T) {
+	store := middleware.NewMemoryDedupStore()
+	var calls atomic.Int32
+	h := broker.Chain(middleware.Recover(), middleware.Dedup(store, time.Hour))(func(context.Context, broker.Message) error {
+		if calls.Add(1) == 1 {
+			panic("handler bug")
+		}
+		return nil
+	})
+	m := broker.Message{ID: "p", Attempt: 1}
+	if err := h(context.Background(), m); !errors.Is(err, middleware.ErrPanic) {
+		t.Fatalf("first delivery = %v, want ErrPanic", err)
+	}
+	m.Attempt = 2
+	if err := h(context.Background(), m); err != nil {
+		t.Fatalf("redelivery after a panic = %v, want the handler to run", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("handler ran %d times, want 2", n)
+	}
+	if res, _ := store.Claim(context.Background(), "p", time.Hour); res != middleware.Handled {
+		t.Fatalf("after the redelivery succeeded the store says %v, want Handled", res)
+	}
+}
+
+// countingPublisher counts Publish calls and, like some publishers once a
+// message is buffered, does not look at the context.
+type countingPublisher struct{ n atomic.Int32 }
+
+func (p *countingPublisher) Publish(context.Context, string, ...broker.Message) error {
+	p.n.Add(1)
+	return nil
+}
+func (p *countingPublisher) Close() error { return nil }
+
+// A handler that fails because its context ended (the subscription is
+// shutting down) has not shown the message to be bad: DeadLetter returns the
+// error for the broker to redeliver instead of dead-lettering the message.
+func TestDeadLetterNotWhenContextDone(t *testing.T) {
+	pub := &countingPublisher{}
+	h := broker.Chain(
+		middleware.DeadLetter(pub, "x.dlq", "g"),
+		middleware.Retry(fast),
+	)(func(ctx context.Context, m broker.Message) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h(ctx, broker.Message{ID: "m", Attempt: 1}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the handler's context.Canceled", err)
+	}
+	if n := pub.n.Load(); n != 0 {
+		t.Fatalf("%d dead letters published for a message cut off by shutdown", n)
+	}
+}

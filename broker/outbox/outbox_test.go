@@ -161,17 +161,24 @@ func TestAddRejectsBadInput(t *testing.T) {
 func TestNewRelayRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	bad := []outbox.Config{
-		{Table: "a.b.c"},
-		{BatchSize: -1},
-		{ClaimBuckets: outbox.Buckets + 1},
-		{Workers: -2},
-		{PollInterval: -time.Second},
-		{MinBackoff: time.Minute, MaxBackoff: time.Second},
+	bad := []struct {
+		cfg  outbox.Config
+		says string // the error names what is wrong
+	}{
+		{outbox.Config{Table: "a.b.c"}, "a.b.c"},
+		{outbox.Config{BatchSize: -1}, "BatchSize"},
+		{outbox.Config{ClaimBuckets: outbox.Buckets + 1}, "ClaimBuckets"},
+		{outbox.Config{Workers: -2}, "Workers"},
+		{outbox.Config{PollInterval: -time.Second}, "PollInterval"},
+		{outbox.Config{PublishTimeout: -time.Second}, "PublishTimeout"},
+		{outbox.Config{Retention: -time.Second}, "Retention"},
+		{outbox.Config{MinBackoff: time.Minute, MaxBackoff: time.Second}, "MinBackoff"},
 	}
-	for _, cfg := range bad {
-		if _, err := outbox.NewRelay(e.db, e.mem, cfg); err == nil {
-			t.Errorf("NewRelay(%+v) accepted", cfg)
+	for _, c := range bad {
+		if _, err := outbox.NewRelay(e.db, e.mem, c.cfg); err == nil {
+			t.Errorf("NewRelay(%+v) accepted", c.cfg)
+		} else if !strings.Contains(err.Error(), c.says) {
+			t.Errorf("NewRelay(%+v) = %v: does not name %s", c.cfg, err, c.says)
 		}
 	}
 	if _, err := outbox.NewRelay(nil, e.mem, outbox.Config{}); err == nil {
@@ -702,4 +709,42 @@ func TestSimpleProtocol(t *testing.T) {
 	run(t, simple, e.mem, outbox.Config{NoListen: true, PollInterval: 20 * time.Millisecond})
 	c.wait(t, 2, 10*time.Second)
 	c.check(t, 2)
+}
+
+// Text PostgreSQL cannot store (a NUL byte, invalid UTF-8) in the topic, key
+// or header is refused with ErrInvalidMessage before anything is sent, so
+// the caller's transaction is not aborted and a header is not silently
+// altered by JSON encoding.
+func TestAddRejectsTextPostgresCannotStore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	cases := []struct {
+		name  string
+		topic string
+		m     broker.Message
+	}{
+		{"NUL in topic", "a\x00b", msg("k", 0)},
+		{"invalid UTF-8 topic", "caf\xe9", msg("k", 0)},
+		{"NUL in key", e.topic, msg("k\x00", 0)},
+		{"invalid UTF-8 key", e.topic, msg("caf\xe9", 0)},
+		{"NUL in header value", e.topic, broker.Message{Key: "k", Header: map[string]string{"h": "a\x00b"}}},
+		{"invalid UTF-8 header value", e.topic, broker.Message{Key: "k", Header: map[string]string{"h": "caf\xe9"}}},
+		{"invalid UTF-8 header name", e.topic, broker.Message{Key: "k", Header: map[string]string{"caf\xe9": "v"}}},
+		{"NUL in ID", e.topic, broker.Message{ID: "a\x00", Key: "k"}},
+	}
+	for _, c := range cases {
+		tx, err := e.db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := outbox.Add(ctx, tx, c.topic, c.m); !errors.Is(err, broker.ErrInvalidMessage) {
+			t.Errorf("%s: Add = %v, want ErrInvalidMessage", c.name, err)
+		}
+		// The transaction is still usable: the business write can go on.
+		if err := outbox.Add(ctx, tx, e.topic, msg("k", 1)); err != nil {
+			t.Errorf("%s: the transaction was aborted by the refused Add: %v", c.name, err)
+		}
+		_ = tx.Rollback(ctx)
+	}
 }

@@ -175,6 +175,14 @@ func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, err
 	def(&cfg.PublishTimeout, DefaultPublishTimeout)
 	def(&cfg.Retention, DefaultRetention)
 	def(&cfg.CleanupInterval, DefaultCleanupInterval)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"PollInterval", cfg.PollInterval}, {"MinBackoff", cfg.MinBackoff}, {"MaxBackoff", cfg.MaxBackoff}, {"PublishTimeout", cfg.PublishTimeout}, {"Retention", cfg.Retention}} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("outbox: negative %s %v", d.name, d.v)
+		}
+	}
 	switch {
 	case cfg.BatchSize < 0:
 		return nil, fmt.Errorf("outbox: negative BatchSize %d", cfg.BatchSize)
@@ -182,8 +190,6 @@ func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, err
 		return nil, fmt.Errorf("outbox: ClaimBuckets %d is not between 1 and %d", cfg.ClaimBuckets, Buckets)
 	case cfg.Workers < 0:
 		return nil, fmt.Errorf("outbox: negative Workers %d", cfg.Workers)
-	case cfg.PollInterval < 0 || cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 || cfg.PublishTimeout < 0 || cfg.Retention < 0:
-		return nil, errors.New("outbox: negative duration in Config")
 	case cfg.MinBackoff > cfg.MaxBackoff:
 		return nil, fmt.Errorf("outbox: MinBackoff %v is above MaxBackoff %v", cfg.MinBackoff, cfg.MaxBackoff)
 	}

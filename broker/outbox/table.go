@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -140,17 +141,29 @@ func Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) e
 // notifies listening relays when tx commits. Like Publish, it fills empty IDs
 // and zero Times on msgs in place: the ID is kept when the relay publishes, so
 // consumers can deduplicate redeliveries on it. Messages are published in the
-// order given (and, across transactions, in commit order for each key).
+// order given; across transactions, a key's messages are published in the
+// order their rows were inserted (seq) when the relay sees them together, and
+// in commit order otherwise (see docs/outbox.md).
 //
 // Message.Time is stored to the microsecond (PostgreSQL timestamptz); Topic,
-// Attempt and Raw are not stored. It returns broker.ErrInvalidMessage for an
-// empty topic. Add with no messages does nothing.
+// Attempt and Raw are not stored. It returns broker.ErrInvalidMessage, without
+// touching tx, for an empty topic and for a topic, ID, key or header that is
+// not valid UTF-8 or holds a NUL byte (PostgreSQL text cannot store them).
+// Add with no messages does nothing.
 func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) error {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return err
 	}
 	if len(msgs) == 0 {
 		return nil
+	}
+	if err := checkText("topic", topic); err != nil {
+		return err
+	}
+	for i := range msgs {
+		if err := checkMessage(&msgs[i]); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
 	}
 	broker.Prepare(msgs, time.Now())
 	n := len(msgs)
@@ -183,6 +196,37 @@ func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker
 	}
 	if _, err := tx.Exec(ctx, t.insertSQL, topic, ids, keys, buckets, headers, payloads, prios, times); err != nil {
 		return fmt.Errorf("outbox: add to %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// checkText refuses what PostgreSQL text and jsonb cannot store as given: a
+// NUL byte or invalid UTF-8. Refusing it before the insert keeps the caller's
+// transaction usable, and keeps JSON encoding from replacing bad bytes silently.
+func checkText(what, s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", broker.ErrInvalidMessage, what, s)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%w: %s %q contains a NUL byte", broker.ErrInvalidMessage, what, s)
+	}
+	return nil
+}
+
+func checkMessage(m *broker.Message) error {
+	if err := checkText("ID", m.ID); err != nil {
+		return err
+	}
+	if err := checkText("key", m.Key); err != nil {
+		return err
+	}
+	for k, v := range m.Header {
+		if err := checkText("header name", k); err != nil {
+			return err
+		}
+		if err := checkText("header "+k, v); err != nil {
+			return err
+		}
 	}
 	return nil
 }
