@@ -225,6 +225,16 @@ func TestQueueOptions(t *testing.T) {
 			t.Errorf("quorum with priority: %v, want an error naming both options", err)
 		}
 	})
+	t.Run("NonPositiveBackoff", func(t *testing.T) {
+		// A negative first wait made the reconnect loop panic (rand.N) on the
+		// first drop; zero made it and Subscribe's resume loop spin.
+		for _, minWait := range []time.Duration{-time.Millisecond, 0} {
+			_, err := rabbitmq.NewPublisher(ctx, url, rabbitmq.WithReconnectBackoff(minWait, time.Second))
+			if err == nil || !strings.Contains(err.Error(), "WithReconnectBackoff") {
+				t.Errorf("WithReconnectBackoff(%v, 1s): %v, want an error naming the option", minWait, err)
+			}
+		}
+	})
 }
 
 // TestBadInput: each bad input is a clear error; the connection keeps working
