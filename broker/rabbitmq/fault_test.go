@@ -1,6 +1,7 @@
 package rabbitmq_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -77,6 +78,22 @@ func TestFaultBlockedConnection(t *testing.T) {
 		t.Fatalf("Publish under a memory alarm = %v, want ErrNotConfirmed", err)
 	}
 	t.Logf("blocked: %v (stats %+v)", err, p.Stats())
+	// Ping opens a channel, an RPC a blocked connection never answers: it
+	// must still honour its context.
+	start := time.Now()
+	pingErr := make(chan error, 1)
+	go func() { pingErr <- p.Ping(ctxT(t, 500*time.Millisecond)) }()
+	select {
+	case err := <-pingErr:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Ping on a blocked connection: %v, want its context's error", err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("Ping took %v with a 500ms context", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Ping on a blocked connection ignored its 500ms context")
+	}
 	restore()
 	if err := p.Publish(ctxT(t, 30*time.Second), "alarm", broker.Message{ID: "after"}); err != nil {
 		t.Fatalf("Publish after the alarm cleared: %v", err)
