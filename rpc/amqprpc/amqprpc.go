@@ -121,9 +121,15 @@ func WithConnectionName(name string) Option {
 }
 
 // WithAMQPConfig sets the amqp091 connection configuration (TLS, heartbeat,
-// dialer). Client and Server. Default: amqp091's defaults.
+// dialer). Client and Server. Default: amqp091's defaults. cfg.Recovery must
+// be nil: the Client and the Server reconnect themselves, and with amqp091's
+// recovery a lost connection would leave calls waiting for replies that
+// cannot come instead of failing them with ErrConnectionLost.
 func WithAMQPConfig(cfg amqp.Config) Option {
 	return func(c *config) error {
+		if cfg.Recovery != nil {
+			return fmt.Errorf("%w: WithAMQPConfig: Recovery must be nil (amqprpc reconnects itself; amqp091's recovery would keep calls waiting on a lost connection)", ErrInvalidOption)
+		}
 		props := c.amqp.Properties
 		c.amqp = cfg
 		if c.amqp.Properties == nil {

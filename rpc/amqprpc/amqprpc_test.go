@@ -502,6 +502,15 @@ func TestBadOptions(t *testing.T) {
 	if _, err := amqprpc.NewServer("amqp://x", "q", nil); !errors.Is(err, amqprpc.ErrInvalidOption) {
 		t.Error(err)
 	}
+	// amqp091's own recovery keeps channels open across a drop: calls would
+	// wait for replies that cannot come instead of getting ErrConnectionLost.
+	recovery := amqprpc.WithAMQPConfig(amqp.Config{Recovery: &amqp.Recovery{}})
+	if _, err := amqprpc.NewServer("amqp://x", "q", upper, recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
+		t.Errorf("NewServer with amqp091 recovery: %v, want ErrInvalidOption naming Recovery", err)
+	}
+	if _, err := amqprpc.NewClient("amqp://x", recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
+		t.Errorf("NewClient with amqp091 recovery: %v, want ErrInvalidOption naming Recovery", err)
+	}
 }
 
 func TestRefusedCredentialsAndBadURLsAreErrors(t *testing.T) {
