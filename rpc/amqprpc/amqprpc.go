@@ -169,7 +169,9 @@ func WithReconnectDelay(d time.Duration) Option {
 }
 
 // WithDrainTimeout bounds how long Close waits for calls in flight (Client)
-// or running handlers (Server) before closing the connection. Default 10s.
+// or running handlers (Server) before closing the connection. A Server then
+// cancels the handlers' context and waits for them to return; their requests
+// go back to the queue. Default 10s.
 func WithDrainTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {

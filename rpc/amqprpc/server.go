@@ -52,9 +52,10 @@ func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
 }
 
 // Serve answers requests until ctx is done (it returns nil) or Close is
-// called (it returns ErrClosed). Either way it stops consuming, lets running
-// handlers finish, reply and ack (for at most the drain timeout), and closes
-// its connection before returning. A lost connection is logged and
+// called (it returns ErrClosed). Either way it stops consuming and lets
+// running handlers finish, reply and ack for at most the drain timeout; then
+// it cancels their context and closes its connection, which hands their
+// requests back to the queue, and returns once they have returned. A lost connection is logged and
 // re-established after the reconnect delay, except when the broker refuses
 // the credentials or the vhost on the first dial: that mistake does not heal,
 // so Serve returns it. Serve may be called once.
@@ -176,7 +177,11 @@ func (s *Server) serveConn(ctx context.Context) error {
 		select {
 		case <-workersDone:
 		case <-t.C:
+			// Handlers still running are cancelled and their requests
+			// handed back: closing the connection requeues what is unacked,
+			// so another server answers them.
 			cancelHandlers()
+			_ = conn.CloseDeadline(time.Now().Add(time.Second))
 		}
 	}
 	select {
