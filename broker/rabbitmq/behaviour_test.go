@@ -466,7 +466,7 @@ func TestDrainPeriod(t *testing.T) {
 		cancelledAfter.Store(time.Now().UnixNano() - stoppedAt.Load())
 		return ctx.Err()
 	}
-	stop := run(t, s, broker.Subscription{Topic: "drain", Group: "g"}, h)
+	stop := run(t, s, broker.Subscription{Topic: "drain", Group: "g", MaxAttempts: 1}, h)
 	if err := p.Publish(ctxT(t, 10*time.Second), "drain", broker.Message{ID: "slow"}); err != nil {
 		t.Fatal(err)
 	}
@@ -482,5 +482,20 @@ func TestDrainPeriod(t *testing.T) {
 	got := time.Duration(cancelledAfter.Load())
 	if got < drain || got > drain+2*time.Second {
 		t.Errorf("handler context cancelled %v after Subscribe's, want about %v", got, drain)
+	}
+	// A handler cancelled by the drain did not fail: its message is left to
+	// the broker, not counted as an attempt (retried, or here dead-lettered).
+	if st := s.Stats(); st.Retried != 0 || st.DeadLettered != 0 {
+		t.Errorf("stats %+v: the message cut off by the drain was retried or dead-lettered", st)
+	}
+	ch := admin(t, url)
+	for q, want := range map[string]int{rabbitmq.DefaultQueueName("drain", "g"): 1, rabbitmq.DefaultQueueName("drain.dlq", "g"): 0} {
+		info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Messages != want {
+			t.Errorf("queue %s holds %d messages, want %d", q, info.Messages, want)
+		}
 	}
 }
