@@ -449,54 +449,68 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	}
 }
 
-// TestServerDrainTimeoutHandsBackStuckRequests: a handler that ignores its
-// context past the drain timeout does not keep its request: the connection
-// closes at the timeout, so the request goes back to the queue and another
-// server answers it.
+// TestServerDrainTimeoutHandsBackStuckRequests: a handler still running at
+// the drain timeout does not answer its request, whether it ignores its
+// context or returns the context's error: the request goes back to the
+// queue and another server answers it.
 func TestServerDrainTimeoutHandsBackStuckRequests(t *testing.T) {
 	t.Parallel()
-	_, url := testenv.VHost(t)
-	queue := testenv.Name(t, "q")
-	started := make(chan struct{})
-	release := make(chan struct{})
-	a, err := amqprpc.NewServer(url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
-		close(started)
-		<-release // ignores ctx
-		return amqprpc.Message{Body: []byte("from a")}, nil
-	}, quiet, amqprpc.WithDrainTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- a.Serve(context.Background()) }()
-	waitForConsumer(t, url, queue)
-	c := newClient(t, url)
-	out := make(chan amqprpc.Message, 1)
-	go func() {
-		resp, err := call(t, c, queue, "x", 10*time.Second)
-		if err != nil {
-			t.Errorf("call: %v", err)
-		}
-		out <- resp
-	}()
-	<-started
-	startServer(t, url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
-		return amqprpc.Message{Body: []byte("from b")}, nil
-	})
-	closed := make(chan struct{})
-	go func() { a.Close(); close(closed) }()
-	select {
-	case resp := <-out:
-		if string(resp.Body) != "from b" {
-			t.Errorf("reply %q, want the other server's", resp.Body)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("the stuck request was not handed back at the drain timeout")
-	}
-	close(release)
-	<-closed
-	if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
-		t.Fatalf("Serve = %v", err)
+	for _, honoursCtx := range []bool{false, true} {
+		t.Run(fmt.Sprintf("honoursCtx=%v", honoursCtx), func(t *testing.T) {
+			t.Parallel()
+			_, url := testenv.VHost(t)
+			queue := testenv.Name(t, "q")
+			started := make(chan struct{})
+			release := make(chan struct{})
+			a, err := amqprpc.NewServer(url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
+				close(started)
+				if honoursCtx {
+					select {
+					case <-ctx.Done():
+						return amqprpc.Message{}, ctx.Err()
+					case <-release:
+					}
+				} else {
+					<-release
+				}
+				return amqprpc.Message{Body: []byte("from a")}, nil
+			}, quiet, amqprpc.WithDrainTimeout(200*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- a.Serve(context.Background()) }()
+			waitForConsumer(t, url, queue)
+			c := newClient(t, url)
+			type res struct {
+				m   amqprpc.Message
+				err error
+			}
+			out := make(chan res, 1)
+			go func() {
+				m, err := call(t, c, queue, "x", 10*time.Second)
+				out <- res{m, err}
+			}()
+			<-started
+			startServer(t, url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
+				return amqprpc.Message{Body: []byte("from b")}, nil
+			})
+			closed := make(chan struct{})
+			go func() { a.Close(); close(closed) }()
+			select {
+			case r := <-out:
+				if r.err != nil || string(r.m.Body) != "from b" {
+					t.Errorf("reply %q, %v; want the other server's", r.m.Body, r.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the stuck request was not handed back at the drain timeout")
+			}
+			close(release)
+			<-closed
+			if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
+				t.Fatalf("Serve = %v", err)
+			}
+		})
 	}
 }
 

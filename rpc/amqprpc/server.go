@@ -177,11 +177,12 @@ func (s *Server) serveConn(ctx context.Context) error {
 		select {
 		case <-workersDone:
 		case <-t.C:
-			// Handlers still running are cancelled and their requests
-			// handed back: closing the connection requeues what is unacked,
-			// so another server answers them.
-			cancelHandlers()
+			// Handlers still running have their requests handed back:
+			// closing the connection requeues what is unacked, so another
+			// server answers them. Close first, then cancel, so that a
+			// handler returning ctx's error cannot reply with it.
 			_ = conn.CloseDeadline(time.Now().Add(time.Second))
+			cancelHandlers()
 		}
 	}
 	select {
