@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -200,6 +201,53 @@ func WithLogger(l *slog.Logger) Option {
 		}
 		c.logger = l
 		return nil
+	}
+}
+
+// closeTimeout bounds waiting for connection.close-ok: a connection the
+// broker blocks (resource alarm) is not read from and never answers.
+const closeTimeout = 5 * time.Second
+
+// amqpConn is a connection with its socket, so that closing it can give up
+// on the broker: amqp091's CloseDeadline alone does not bound the wait, as
+// every heartbeat the broker still sends pushes the read deadline again.
+type amqpConn struct {
+	*amqp.Connection
+	sock net.Conn
+}
+
+// dialAMQP dials like amqp.DialConfig and keeps the socket.
+func dialAMQP(url string, cfg amqp.Config) (amqpConn, error) {
+	var sock net.Conn
+	dial := cfg.Dial
+	if dial == nil {
+		dial = amqp.DefaultDial(30 * time.Second)
+	}
+	cfg.Dial = func(network, addr string) (net.Conn, error) {
+		c, err := dial(network, addr)
+		sock = c
+		return c, err
+	}
+	conn, err := amqp.DialConfig(url, cfg)
+	if err != nil {
+		return amqpConn{}, err
+	}
+	return amqpConn{conn, sock}, nil
+}
+
+// close closes the connection, waiting at most closeTimeout for the broker
+// to answer before dropping the socket.
+func (c amqpConn) close() error {
+	done := make(chan error, 1)
+	go func() { done <- c.CloseDeadline(time.Now().Add(closeTimeout)) }()
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		_ = c.sock.Close() // the reader fails and shuts the connection down
+		return <-done
 	}
 }
 

@@ -123,11 +123,11 @@ func (s *Server) localAddr() net.Addr {
 }
 
 func (s *Server) serveConn(ctx context.Context) error {
-	conn, err := amqp.DialConfig(s.url, s.cfg.amqp)
+	conn, err := dialAMQP(s.url, s.cfg.amqp)
 	if err != nil {
 		return fmt.Errorf("amqprpc: dial: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.close() }()
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	ch, err := conn.Channel()
 	if err != nil {
@@ -149,7 +149,7 @@ func (s *Server) serveConn(ctx context.Context) error {
 		return fmt.Errorf("amqprpc: consume %s: %w", s.queue, err)
 	}
 	s.mu.Lock()
-	s.conn = conn
+	s.conn = conn.Connection
 	s.mu.Unlock()
 
 	// Handlers run under a context that ends when the connection is lost
@@ -171,7 +171,10 @@ func (s *Server) serveConn(ctx context.Context) error {
 
 	var lost error
 	drain := func() {
-		_ = ch.Cancel(tag, false) // stop deliveries; the workers finish what they hold
+		// Stop deliveries; the workers finish what they hold. basic.cancel is
+		// an RPC a blocked connection (resource alarm) never answers: do not
+		// wait for it past the drain timeout.
+		go func() { _ = ch.Cancel(tag, false) }()
 		t := time.NewTimer(s.cfg.drainTimeout)
 		defer t.Stop()
 		select {
@@ -181,7 +184,7 @@ func (s *Server) serveConn(ctx context.Context) error {
 			// closing the connection requeues what is unacked, so another
 			// server answers them. Close first, then cancel, so that a
 			// handler returning ctx's error cannot reply with it.
-			_ = conn.CloseDeadline(time.Now().Add(time.Second))
+			_ = conn.close()
 			cancelHandlers()
 		}
 	}
