@@ -48,6 +48,7 @@ func TestFaultBlockedConnection(t *testing.T) {
 	testenv.FaultTest(t)
 	_, url := testenv.VHost(t)
 	p := newPublisher(t, url)
+	closing := newPublisher(t, url) // closed while blocked
 	if err := p.Publish(ctxT(t, 10*time.Second), "alarm", broker.Message{ID: "before"}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +94,26 @@ func TestFaultBlockedConnection(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Errorf("Ping on a blocked connection ignored its 500ms context")
+	}
+	// Close returns although the blocked connection never answers
+	// connection.close (and the broker's heartbeats keep it alive).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := closing.Publish(ctxT(t, 500*time.Millisecond), "alarm", broker.Message{})
+		if errors.Is(err, broker.ErrNotConfirmed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second publisher under the alarm: %v, want ErrNotConfirmed", err)
+		}
+	}
+	start = time.Now()
+	closed := make(chan struct{})
+	go func() { _ = closing.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Logf("Close of a blocked publisher took %v", time.Since(start))
+	case <-time.After(15 * time.Second):
+		t.Errorf("Close of a blocked publisher hangs")
 	}
 	restore()
 	if err := p.Publish(ctxT(t, 30*time.Second), "alarm", broker.Message{ID: "after"}); err != nil {
