@@ -221,7 +221,12 @@ func dialAMQP(url string, cfg amqp.Config) (amqpConn, error) {
 	var sock net.Conn
 	dial := cfg.Dial
 	if dial == nil {
-		dial = amqp.DefaultDial(30 * time.Second)
+		// amqp091's default, connection_timeout in the URL included.
+		timeout := 30 * time.Second
+		if u, err := amqp.ParseURI(url); err == nil && u.ConnectionTimeout > 0 {
+			timeout = time.Duration(u.ConnectionTimeout) * time.Millisecond
+		}
+		dial = amqp.DefaultDial(timeout)
 	}
 	cfg.Dial = func(network, addr string) (net.Conn, error) {
 		c, err := dial(network, addr)
