@@ -225,6 +225,16 @@ func TestQueueOptions(t *testing.T) {
 			t.Errorf("quorum with priority: %v, want an error naming both options", err)
 		}
 	})
+	t.Run("NonPositiveBackoff", func(t *testing.T) {
+		// A negative first wait made the reconnect loop panic (rand.N) on the
+		// first drop; zero made it and Subscribe's resume loop spin.
+		for _, minWait := range []time.Duration{-time.Millisecond, 0} {
+			_, err := rabbitmq.NewPublisher(ctx, url, rabbitmq.WithReconnectBackoff(minWait, time.Second))
+			if err == nil || !strings.Contains(err.Error(), "WithReconnectBackoff") {
+				t.Errorf("WithReconnectBackoff(%v, 1s): %v, want an error naming the option", minWait, err)
+			}
+		}
+	})
 }
 
 // TestBadInput: each bad input is a clear error; the connection keeps working
@@ -252,10 +262,9 @@ func TestBadInput(t *testing.T) {
 		u, _ := amqp.ParseURI(url)
 		u.Vhost = "no-such-vhost-" + testenv.Name(t, "v")
 		_, err := rabbitmq.NewPublisher(ctx, u.String())
-		if err == nil {
-			t.Error("unknown vhost: no error")
+		if err == nil || !strings.Contains(err.Error(), "unknown vhost") || !strings.Contains(err.Error(), u.Vhost) || strings.Contains(err.Error(), "guest:guest") {
+			t.Errorf("unknown vhost: %v (want the cause and the vhost named, password hidden)", err)
 		}
-		t.Logf("unknown vhost: %v", err)
 	})
 
 	p := newPublisher(t, url, rabbitmq.WithMaxMessageSize(1024))
@@ -456,7 +465,7 @@ func TestDrainPeriod(t *testing.T) {
 		cancelledAfter.Store(time.Now().UnixNano() - stoppedAt.Load())
 		return ctx.Err()
 	}
-	stop := run(t, s, broker.Subscription{Topic: "drain", Group: "g"}, h)
+	stop := run(t, s, broker.Subscription{Topic: "drain", Group: "g", MaxAttempts: 1}, h)
 	if err := p.Publish(ctxT(t, 10*time.Second), "drain", broker.Message{ID: "slow"}); err != nil {
 		t.Fatal(err)
 	}
@@ -472,5 +481,20 @@ func TestDrainPeriod(t *testing.T) {
 	got := time.Duration(cancelledAfter.Load())
 	if got < drain || got > drain+2*time.Second {
 		t.Errorf("handler context cancelled %v after Subscribe's, want about %v", got, drain)
+	}
+	// A handler cancelled by the drain did not fail: its message is left to
+	// the broker, not counted as an attempt (retried, or here dead-lettered).
+	if st := s.Stats(); st.Retried != 0 || st.DeadLettered != 0 {
+		t.Errorf("stats %+v: the message cut off by the drain was retried or dead-lettered", st)
+	}
+	ch := admin(t, url)
+	for q, want := range map[string]int{rabbitmq.DefaultQueueName("drain", "g"): 1, rabbitmq.DefaultQueueName("drain.dlq", "g"): 0} {
+		info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Messages != want {
+			t.Errorf("queue %s holds %d messages, want %d", q, info.Messages, want)
+		}
 	}
 }

@@ -289,11 +289,29 @@ func (c *connection) ping(ctx context.Context, abort <-chan struct{}) error {
 	if err != nil {
 		return fmt.Errorf("rabbitmq: ping %s: not connected: %w", c.redacted, err)
 	}
-	ch, err := ac.Channel()
+	// channel.open is an RPC that a blocked connection (resource alarm) does
+	// not answer: wait for it under ctx.
+	errc := make(chan error, 1)
+	go func() {
+		ch, err := ac.Channel()
+		if err == nil {
+			err = ch.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-c.closing:
+		err = broker.ErrClosed
+	case <-abort:
+		err = broker.ErrClosed
+	}
 	if err != nil {
 		return fmt.Errorf("rabbitmq: ping %s: %w", c.redacted, err)
 	}
-	return ch.Close()
+	return nil
 }
 
 func (c *connection) close() {

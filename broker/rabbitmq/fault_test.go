@@ -1,6 +1,7 @@
 package rabbitmq_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ func TestFaultBlockedConnection(t *testing.T) {
 	testenv.FaultTest(t)
 	_, url := testenv.VHost(t)
 	p := newPublisher(t, url)
+	closing := newPublisher(t, url) // closed while blocked
 	if err := p.Publish(ctxT(t, 10*time.Second), "alarm", broker.Message{ID: "before"}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +79,42 @@ func TestFaultBlockedConnection(t *testing.T) {
 		t.Fatalf("Publish under a memory alarm = %v, want ErrNotConfirmed", err)
 	}
 	t.Logf("blocked: %v (stats %+v)", err, p.Stats())
+	// Ping opens a channel, an RPC a blocked connection never answers: it
+	// must still honour its context.
+	start := time.Now()
+	pingErr := make(chan error, 1)
+	go func() { pingErr <- p.Ping(ctxT(t, 500*time.Millisecond)) }()
+	select {
+	case err := <-pingErr:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Ping on a blocked connection: %v, want its context's error", err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("Ping took %v with a 500ms context", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Ping on a blocked connection ignored its 500ms context")
+	}
+	// Close returns although the blocked connection never answers
+	// connection.close (and the broker's heartbeats keep it alive).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := closing.Publish(ctxT(t, 500*time.Millisecond), "alarm", broker.Message{})
+		if errors.Is(err, broker.ErrNotConfirmed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second publisher under the alarm: %v, want ErrNotConfirmed", err)
+		}
+	}
+	start = time.Now()
+	closed := make(chan struct{})
+	go func() { _ = closing.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Logf("Close of a blocked publisher took %v", time.Since(start))
+	case <-time.After(15 * time.Second):
+		t.Errorf("Close of a blocked publisher hangs")
+	}
 	restore()
 	if err := p.Publish(ctxT(t, 30*time.Second), "alarm", broker.Message{ID: "after"}); err != nil {
 		t.Fatalf("Publish after the alarm cleared: %v", err)

@@ -90,7 +90,9 @@ func newConfig(opts []Option) (config, error) {
 	if c.queueType == Quorum && c.maxPriority > 0 {
 		c.errs = append(c.errs, errors.New("WithQueueType(Quorum) conflicts with WithMaxPriority: quorum queues have no priorities"))
 	}
-	if c.backoffMin > c.backoffMax {
+	if c.backoffMin <= 0 {
+		c.errs = append(c.errs, fmt.Errorf("WithReconnectBackoff: min %v is not positive", c.backoffMin))
+	} else if c.backoffMin > c.backoffMax {
 		c.errs = append(c.errs, fmt.Errorf("WithReconnectBackoff: min %v is above max %v", c.backoffMin, c.backoffMax))
 	}
 	if len(c.errs) > 0 {

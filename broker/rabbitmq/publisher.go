@@ -32,7 +32,8 @@ type Publisher struct {
 	mu        sync.RWMutex // Publish holds it shared, Close exclusively
 	closed    bool
 	closing   chan struct{}
-	abandon   chan struct{} // closed closeFlushTimeout after Close: stop waiting for confirms
+	abandon   chan struct{} // closed flushTimeout after Close: stop waiting for confirms
+	flush     time.Duration // closeFlushTimeout; tests shorten it
 	closeOnce sync.Once
 }
 
@@ -70,7 +71,7 @@ func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, 
 		return nil, err
 	}
 	p := &Publisher{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange},
-		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{})}
+		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{}), flush: closeFlushTimeout}
 	p.c, err = dial(ctx, url, &p.cfg, p.obs)
 	if err != nil {
 		return nil, err
@@ -192,7 +193,9 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 				return notConfirmed(ctx.Err())
 			case <-p.abandon:
 				pending = pending[j:]
-				return notConfirmed(fmt.Errorf("publisher closed before the broker confirmed (after %v): %w", closeFlushTimeout, broker.ErrClosed))
+				// not notConfirmed: these messages were sent, so the caller
+				// must see ErrNotConfirmed (as documented), not only ErrClosed.
+				return fmt.Errorf("%w: rabbitmq: publish to %q: %d of %d message(s) not confirmed: publisher closed before the broker confirmed (after %v): %w", broker.ErrNotConfirmed, topic, len(pending), len(pubs), p.flush, broker.ErrClosed)
 			}
 			if !acked {
 				retry = append(retry, i)
@@ -514,7 +517,7 @@ const closeFlushTimeout = 30 * time.Second
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.closing)
-		t := time.AfterFunc(closeFlushTimeout, func() { close(p.abandon) })
+		t := time.AfterFunc(p.flush, func() { close(p.abandon) })
 		p.mu.Lock()
 		t.Stop()
 		p.closed = true

@@ -286,6 +286,14 @@ func (ss *session) handle(ctx context.Context, h broker.Handler, j job) {
 		}
 		return
 	}
+	if ctx.Err() != nil {
+		// The drain timeout cancelled the handler: that is no failed attempt.
+		// Hand the message back untouched instead of retrying or
+		// dead-lettering it.
+		s.cfg.logger.Debug("rabbitmq: handler cut off by the drain timeout; requeueing", "queue", ss.queue, "id", j.m.ID, "err", err)
+		_ = j.d.Nack(false, true)
+		return
+	}
 	dest := ss.sub.DeadLetterDestination()
 	if broker.IsPermanent(err) || (ss.sub.MaxAttempts > 0 && j.m.Attempt >= ss.sub.MaxAttempts) {
 		if dest == "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -121,9 +122,15 @@ func WithConnectionName(name string) Option {
 }
 
 // WithAMQPConfig sets the amqp091 connection configuration (TLS, heartbeat,
-// dialer). Client and Server. Default: amqp091's defaults.
+// dialer). Client and Server. Default: amqp091's defaults. cfg.Recovery must
+// be nil: the Client and the Server reconnect themselves, and with amqp091's
+// recovery a lost connection would leave calls waiting for replies that
+// cannot come instead of failing them with ErrConnectionLost.
 func WithAMQPConfig(cfg amqp.Config) Option {
 	return func(c *config) error {
+		if cfg.Recovery != nil {
+			return fmt.Errorf("%w: WithAMQPConfig: Recovery must be nil (amqprpc reconnects itself; amqp091's recovery would keep calls waiting on a lost connection)", ErrInvalidOption)
+		}
 		props := c.amqp.Properties
 		c.amqp = cfg
 		if c.amqp.Properties == nil {
@@ -163,7 +170,9 @@ func WithReconnectDelay(d time.Duration) Option {
 }
 
 // WithDrainTimeout bounds how long Close waits for calls in flight (Client)
-// or running handlers (Server) before closing the connection. Default 10s.
+// or running handlers (Server) before closing the connection. A Server then
+// cancels the handlers' context and waits for them to return; their requests
+// go back to the queue. Default 10s.
 func WithDrainTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -192,6 +201,58 @@ func WithLogger(l *slog.Logger) Option {
 		}
 		c.logger = l
 		return nil
+	}
+}
+
+// closeTimeout bounds waiting for connection.close-ok: a connection the
+// broker blocks (resource alarm) is not read from and never answers.
+const closeTimeout = 5 * time.Second
+
+// amqpConn is a connection with its socket, so that closing it can give up
+// on the broker: amqp091's CloseDeadline alone does not bound the wait, as
+// every heartbeat the broker still sends pushes the read deadline again.
+type amqpConn struct {
+	*amqp.Connection
+	sock net.Conn
+}
+
+// dialAMQP dials like amqp.DialConfig and keeps the socket.
+func dialAMQP(url string, cfg amqp.Config) (amqpConn, error) {
+	var sock net.Conn
+	dial := cfg.Dial
+	if dial == nil {
+		// amqp091's default, connection_timeout in the URL included.
+		timeout := 30 * time.Second
+		if u, err := amqp.ParseURI(url); err == nil && u.ConnectionTimeout > 0 {
+			timeout = time.Duration(u.ConnectionTimeout) * time.Millisecond
+		}
+		dial = amqp.DefaultDial(timeout)
+	}
+	cfg.Dial = func(network, addr string) (net.Conn, error) {
+		c, err := dial(network, addr)
+		sock = c
+		return c, err
+	}
+	conn, err := amqp.DialConfig(url, cfg)
+	if err != nil {
+		return amqpConn{}, err
+	}
+	return amqpConn{conn, sock}, nil
+}
+
+// close closes the connection, waiting at most closeTimeout for the broker
+// to answer before dropping the socket.
+func (c amqpConn) close() error {
+	done := make(chan error, 1)
+	go func() { done <- c.CloseDeadline(time.Now().Add(closeTimeout)) }()
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		_ = c.sock.Close() // the reader fails and shuts the connection down
+		return <-done
 	}
 }
 

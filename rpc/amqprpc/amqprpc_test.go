@@ -449,17 +449,92 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	}
 }
 
+// TestServerDrainTimeoutHandsBackStuckRequests: a handler still running at
+// the drain timeout does not answer its request, whether it ignores its
+// context or returns the context's error: the request goes back to the
+// queue and another server answers it.
+func TestServerDrainTimeoutHandsBackStuckRequests(t *testing.T) {
+	t.Parallel()
+	for _, honoursCtx := range []bool{false, true} {
+		t.Run(fmt.Sprintf("honoursCtx=%v", honoursCtx), func(t *testing.T) {
+			t.Parallel()
+			_, url := testenv.VHost(t)
+			queue := testenv.Name(t, "q")
+			started := make(chan struct{})
+			release := make(chan struct{})
+			a, err := amqprpc.NewServer(url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
+				close(started)
+				if honoursCtx {
+					select {
+					case <-ctx.Done():
+						return amqprpc.Message{}, ctx.Err()
+					case <-release:
+					}
+				} else {
+					<-release
+				}
+				return amqprpc.Message{Body: []byte("from a")}, nil
+			}, quiet, amqprpc.WithDrainTimeout(200*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- a.Serve(context.Background()) }()
+			waitForConsumer(t, url, queue)
+			c := newClient(t, url)
+			type res struct {
+				m   amqprpc.Message
+				err error
+			}
+			out := make(chan res, 1)
+			go func() {
+				m, err := call(t, c, queue, "x", 10*time.Second)
+				out <- res{m, err}
+			}()
+			<-started
+			startServer(t, url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
+				return amqprpc.Message{Body: []byte("from b")}, nil
+			})
+			closed := make(chan struct{})
+			go func() { a.Close(); close(closed) }()
+			select {
+			case r := <-out:
+				if r.err != nil || string(r.m.Body) != "from b" {
+					t.Errorf("reply %q, %v; want the other server's", r.m.Body, r.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the stuck request was not handed back at the drain timeout")
+			}
+			close(release)
+			<-closed
+			if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
+				t.Fatalf("Serve = %v", err)
+			}
+		})
+	}
+}
+
 func TestServeReturnsNilWhenContextEnds(t *testing.T) {
 	t.Parallel()
 	_, url := testenv.VHost(t)
-	s, err := amqprpc.NewServer(url, testenv.Name(t, "q"), upper, quiet)
+	queue := testenv.Name(t, "q")
+	s, err := amqprpc.NewServer(url, queue, upper, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := s.Serve(ctx); err != nil {
-		t.Fatalf("Serve = %v", err)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ctx) }()
+	waitForConsumer(t, url, queue) // it did serve (a Serve that never connects returns nil too)
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
 	}
 }
 
@@ -501,6 +576,15 @@ func TestBadOptions(t *testing.T) {
 	}
 	if _, err := amqprpc.NewServer("amqp://x", "q", nil); !errors.Is(err, amqprpc.ErrInvalidOption) {
 		t.Error(err)
+	}
+	// amqp091's own recovery keeps channels open across a drop: calls would
+	// wait for replies that cannot come instead of getting ErrConnectionLost.
+	recovery := amqprpc.WithAMQPConfig(amqp.Config{Recovery: &amqp.Recovery{}})
+	if _, err := amqprpc.NewServer("amqp://x", "q", upper, recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
+		t.Errorf("NewServer with amqp091 recovery: %v, want ErrInvalidOption naming Recovery", err)
+	}
+	if _, err := amqprpc.NewClient("amqp://x", recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
+		t.Errorf("NewClient with amqp091 recovery: %v, want ErrInvalidOption naming Recovery", err)
 	}
 }
 

@@ -42,7 +42,7 @@ type result struct {
 
 // session is one connection with its channel and the calls waiting on it.
 type session struct {
-	conn *amqp.Connection
+	conn amqpConn
 	ch   *amqp.Channel
 
 	mu      sync.Mutex
@@ -124,7 +124,7 @@ type dialing struct {
 }
 
 func (c *Client) dial() (*session, error) {
-	conn, err := amqp.DialConfig(c.url, c.cfg.amqp)
+	conn, err := dialAMQP(c.url, c.cfg.amqp)
 	if err != nil {
 		return nil, fmt.Errorf("amqprpc: dial: %w", err)
 	}
@@ -186,7 +186,7 @@ func (s *session) dispatch(replies <-chan amqp.Delivery, returns <-chan amqp.Ret
 	default:
 	}
 	s.fail(err)
-	s.conn.Close()
+	_ = s.conn.close()
 }
 
 func (s *session) deliver(id string, r result) {
@@ -337,7 +337,7 @@ func (c *Client) Close() error {
 		}
 		if s != nil {
 			s.closing.Store(true)
-			if err := s.conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+			if err := s.conn.close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
 				c.closeErr = err
 			}
 			<-s.done

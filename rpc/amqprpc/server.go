@@ -52,9 +52,10 @@ func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
 }
 
 // Serve answers requests until ctx is done (it returns nil) or Close is
-// called (it returns ErrClosed). Either way it stops consuming, lets running
-// handlers finish, reply and ack (for at most the drain timeout), and closes
-// its connection before returning. A lost connection is logged and
+// called (it returns ErrClosed). Either way it stops consuming and lets
+// running handlers finish, reply and ack for at most the drain timeout; then
+// it cancels their context and closes its connection, which hands their
+// requests back to the queue, and returns once they have returned. A lost connection is logged and
 // re-established after the reconnect delay, except when the broker refuses
 // the credentials or the vhost on the first dial: that mistake does not heal,
 // so Serve returns it. Serve may be called once.
@@ -122,11 +123,11 @@ func (s *Server) localAddr() net.Addr {
 }
 
 func (s *Server) serveConn(ctx context.Context) error {
-	conn, err := amqp.DialConfig(s.url, s.cfg.amqp)
+	conn, err := dialAMQP(s.url, s.cfg.amqp)
 	if err != nil {
 		return fmt.Errorf("amqprpc: dial: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.close() }()
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	ch, err := conn.Channel()
 	if err != nil {
@@ -148,7 +149,7 @@ func (s *Server) serveConn(ctx context.Context) error {
 		return fmt.Errorf("amqprpc: consume %s: %w", s.queue, err)
 	}
 	s.mu.Lock()
-	s.conn = conn
+	s.conn = conn.Connection
 	s.mu.Unlock()
 
 	// Handlers run under a context that ends when the connection is lost
@@ -170,12 +171,20 @@ func (s *Server) serveConn(ctx context.Context) error {
 
 	var lost error
 	drain := func() {
-		_ = ch.Cancel(tag, false) // stop deliveries; the workers finish what they hold
+		// Stop deliveries; the workers finish what they hold. basic.cancel is
+		// an RPC a blocked connection (resource alarm) never answers: do not
+		// wait for it past the drain timeout.
+		go func() { _ = ch.Cancel(tag, false) }()
 		t := time.NewTimer(s.cfg.drainTimeout)
 		defer t.Stop()
 		select {
 		case <-workersDone:
 		case <-t.C:
+			// Handlers still running have their requests handed back:
+			// closing the connection requeues what is unacked, so another
+			// server answers them. Close first, then cancel, so that a
+			// handler returning ctx's error cannot reply with it.
+			_ = conn.close()
 			cancelHandlers()
 		}
 	}
