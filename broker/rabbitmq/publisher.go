@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -217,7 +220,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		if ctx.Err() != nil {
 			return notConfirmed(ctx.Err())
 		}
-		if sendErr != nil && (pc.ac.IsClosed() || isClosedError(sendErr)) {
+		if sendErr != nil && (pc.ac.IsClosed() || isClosedError(sendErr) || isTransportError(sendErr)) {
 			// the connection or channel went away while we were sending:
 			// republish on a fresh channel (the dead one is dropped from the pool).
 			_ = pc.ch.Close()
@@ -272,6 +275,18 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 func isClosedError(err error) bool {
 	var ae *amqp.Error
 	return errors.As(err, &ae) && ae.Code == amqp.ChannelError
+}
+
+// isTransportError reports a failed socket write or read (a reset, a broken
+// pipe, EOF) or amqp091's frame error for one. amqp091 shuts the connection
+// down only after returning such an error, so IsClosed may still say false:
+// the messages are republished on the next connection, not failed.
+func isTransportError(err error) bool {
+	var ne net.Error
+	var ae *amqp.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		(errors.As(err, &ae) && (ae.Code == amqp.FrameError || ae.Code == amqp.ConnectionForced))
 }
 
 // tooLarge reports whether reason is the server refusing a message size
@@ -339,8 +354,13 @@ func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		if !ac.IsClosed() {
+		if !ac.IsClosed() && !isTransportError(err) && !isClosedError(err) {
 			return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
+		}
+		// The connection is going down (amqp091 closes it just after the
+		// failed write): wait for the next one.
+		if err := sleep(ctx, p.closing, 5*time.Millisecond); err != nil {
+			return nil, err
 		}
 	}
 }
