@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
+
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // expected lists, per step, lines its output must hold when it runs.
@@ -158,12 +159,7 @@ func TestTourWithoutServices(t *testing.T) {
 
 // Without the replica the reporting service reads the primary, and says so.
 func TestTourWithoutReplica(t *testing.T) {
-	if err := pingDatabase(); err != nil {
-		if os.Getenv("INTEGRATION") == "required" {
-			t.Fatalf("PostgreSQL unavailable: %v", err)
-		}
-		t.Skipf("PostgreSQL unavailable: %v", err)
-	}
+	testenv.DatabaseURL(t) // skips, or fails under INTEGRATION=required, without PostgreSQL
 	t.Setenv("REPLICA_DATABASE_URL", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
 	tr, out := runForTest(t)
 	for _, r := range tr.results {
@@ -186,15 +182,4 @@ func TestTourWithoutReplica(t *testing.T) {
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
 	}
-}
-
-func pingDatabase() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, getenv("DATABASE_URL", defaultDatabaseURL))
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	return conn.Ping(ctx)
 }

@@ -7,9 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/go-integration/patterns/internal/testenv"
@@ -49,21 +47,7 @@ a link with a changed expiry: GET /dl/bookings/dt=2024-03-02/bookings-2024-03-02
 	if _, err := os.Stat(m[2]); !os.IsNotExist(err) {
 		t.Errorf("folder %s was left behind (stat: %v)", m[2], err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var left bool
-	if err := conn.QueryRow(ctx, `select exists (select from pg_namespace where nspname = $1)`, m[1]).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left {
-		t.Errorf("schema %s was left behind", m[1])
-		_, _ = conn.Exec(ctx, "drop schema "+m[1]+" cascade")
-	}
+	testenv.SchemaGone(t, dsn, m[1])
 }
 
 func TestRunWithoutPostgres(t *testing.T) {

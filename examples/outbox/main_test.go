@@ -6,9 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/go-integration/patterns/internal/testenv"
@@ -44,21 +42,7 @@ func TestRun(t *testing.T) {
 	if m == nil {
 		t.Fatalf("output does not name the schema:\n%s", got)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var left bool
-	if err := conn.QueryRow(ctx, `select exists (select from pg_namespace where nspname = $1)`, m[1]).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left {
-		t.Errorf("schema %s was left behind", m[1])
-		_, _ = conn.Exec(ctx, "drop schema "+m[1]+" cascade")
-	}
+	testenv.SchemaGone(t, dsn, m[1])
 }
 
 // Without PostgreSQL the program says what it needs and how to start it.

@@ -6,9 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/go-integration/patterns/internal/testenv"
@@ -50,21 +48,7 @@ func TestRun(t *testing.T) {
 		t.Errorf("%d drift lines, want 2:\n%s", n, got)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, primary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var left bool
-	if err := conn.QueryRow(ctx, `select exists (select from pg_namespace where nspname = $1)`, schema).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left {
-		t.Errorf("schema %s was left behind", schema)
-		_, _ = conn.Exec(ctx, "drop schema "+schema+" cascade")
-	}
+	testenv.SchemaGone(t, primary, schema)
 }
 
 // Without the primary, or without the replica, the program names what it needs.

@@ -277,3 +277,25 @@ func KafkaBrokers() []string {
 
 // S3Endpoint returns S3_ENDPOINT, or "" when tests should start gofakes3 in-process.
 func S3Endpoint() string { return os.Getenv("S3_ENDPOINT") }
+
+// SchemaGone fails t when schema still exists on the database at
+// databaseURL, and drops it so one failed run does not leave it for the next.
+// Tests of programs that create and drop their own schema call it.
+func SchemaGone(t testing.TB, databaseURL, schema string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatalf("testenv: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	var left bool
+	if err := conn.QueryRow(ctx, `select exists (select from pg_namespace where nspname = $1)`, schema).Scan(&left); err != nil {
+		t.Fatalf("testenv: look for schema %s: %v", schema, err)
+	}
+	if left {
+		t.Errorf("schema %s was left behind", schema)
+		_, _ = conn.Exec(ctx, "drop schema "+pgx.Identifier{schema}.Sanitize()+" cascade")
+	}
+}

@@ -134,6 +134,22 @@ func call(t testing.TB, c *amqprpc.Client, queue, body string, timeout time.Dura
 	return c.Call(ctx, queue, amqprpc.Message{Body: []byte(body)})
 }
 
+// callResult is what a call made in the background returned.
+type callResult struct {
+	m   amqprpc.Message
+	err error
+}
+
+// callAsync calls in the background; the result arrives on the channel.
+func callAsync(t testing.TB, c *amqprpc.Client, queue, body string, timeout time.Duration) <-chan callResult {
+	out := make(chan callResult, 1)
+	go func() {
+		m, err := call(t, c, queue, body, timeout)
+		out <- callResult{m, err}
+	}()
+	return out
+}
+
 func TestCallGetsTheReply(t *testing.T) {
 	t.Parallel()
 	_, url := testenv.VHost(t)
@@ -318,15 +334,7 @@ func TestServerCrashMidRequest(t *testing.T) {
 		return amqprpc.Message{Body: []byte("done on run " + strconv.FormatInt(runs.Load(), 10))}, nil
 	}, amqprpc.WithConcurrency(1))
 	c := newClient(t, url)
-	type res struct {
-		m   amqprpc.Message
-		err error
-	}
-	out := make(chan res, 1)
-	go func() {
-		m, err := call(t, c, queue, "book", 20*time.Second)
-		out <- res{m, err}
-	}()
+	out := callAsync(t, c, queue, "book", 20*time.Second)
 	<-started
 	closeConnection(t, srv.LocalAddr())
 	// The unacked request goes back to the queue; the server reconnects and
@@ -482,15 +490,7 @@ func TestServerDrainTimeoutHandsBackStuckRequests(t *testing.T) {
 			go func() { errc <- a.Serve(context.Background()) }()
 			waitForConsumer(t, url, queue)
 			c := newClient(t, url)
-			type res struct {
-				m   amqprpc.Message
-				err error
-			}
-			out := make(chan res, 1)
-			go func() {
-				m, err := call(t, c, queue, "x", 10*time.Second)
-				out <- res{m, err}
-			}()
+			out := callAsync(t, c, queue, "x", 10*time.Second)
 			<-started
 			startServer(t, url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
 				return amqprpc.Message{Body: []byte("from b")}, nil
