@@ -38,7 +38,7 @@ func memoryScenario(ctx context.Context, cfg config) []*row {
 }
 
 func memoryOurs(ctx context.Context, n int) (sample, error) {
-	br := memory.New()
+	br := memory.MustNew()
 	defer br.Close()
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Message is one event travelling through a broker.
@@ -94,6 +95,33 @@ type Subscription struct {
 	// Topic + ".dlq" when MaxAttempts is set; with neither set a permanently
 	// failing message is dropped (and logged by the adapter).
 	DeadLetterTopic string
+	// MaxInFlight bounds the messages this Subscribe call holds: received
+	// from the broker and not yet acknowledged, dead-lettered or handed
+	// back, whether a handler runs them, they wait for their key's turn or
+	// for a retry. It is what bounds a consumer's memory, whatever the
+	// backlog (RabbitMQ's prefetch; Kafka's polls, plus at most one fetch
+	// response the client buffers, see broker/kafka). Zero means
+	// DefaultMaxInFlight(Concurrency); negative is an error.
+	MaxInFlight int
+	// Ready, when set, is called once, when the subscription receives: its
+	// queue, bindings or group position exist, so every message published
+	// after Ready was called reaches it, private subscriptions included.
+	// It is called on the Subscribe goroutine and must not block.
+	Ready func()
+}
+
+// DefaultMaxInFlight is the MaxInFlight of a subscription that leaves it
+// zero: 16 messages per handler, and at least 128.
+func DefaultMaxInFlight(concurrency int) int {
+	return max(16*max(concurrency, 1), 128)
+}
+
+// InFlight returns MaxInFlight, or DefaultMaxInFlight when it is zero.
+func (s Subscription) InFlight() int {
+	if s.MaxInFlight > 0 {
+		return s.MaxInFlight
+	}
+	return DefaultMaxInFlight(s.Concurrency)
 }
 
 // Subscriber receives messages.
@@ -146,7 +174,24 @@ var (
 	// ErrNotConfirmed is returned when the broker refused a message or its
 	// confirmation was lost and could not be recovered in time.
 	ErrNotConfirmed = errors.New("broker: publish not confirmed")
+	// ErrHandlerPanic is what a panicking handler's attempt fails with, on
+	// every adapter: the attempt counts as failed (and is retried or
+	// dead-lettered) and the error is a *PanicError.
+	ErrHandlerPanic = errors.New("broker: handler panicked")
 )
+
+// PanicError is the error of a handler attempt that panicked. errors.Is(err,
+// ErrHandlerPanic) holds for it. Its message (the dead letter's x-error)
+// carries the panic value, not the stack.
+type PanicError struct {
+	Value any    // what the handler panicked with
+	Stack []byte // the panicking goroutine's stack
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("%v: %v", ErrHandlerPanic, e.Value) }
+
+// Unwrap makes errors.Is(err, ErrHandlerPanic) true.
+func (e *PanicError) Unwrap() error { return ErrHandlerPanic }
 
 // permanentError marks an error that retries cannot fix.
 type permanentError struct{ err error }
@@ -172,8 +217,18 @@ func IsPermanent(err error) bool {
 // Validate checks s and h as every adapter does before subscribing: a topic,
 // a handler, concurrency and attempts not negative, and valid key patterns.
 func (s Subscription) Validate(h Handler) error {
-	if s.Topic == "" {
-		return fmt.Errorf("%w: empty topic", ErrInvalidSubscription)
+	if err := checkName("topic", s.Topic); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSubscription, err)
+	}
+	if s.Group != "" {
+		if err := checkName("group", s.Group); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidSubscription, err)
+		}
+	}
+	if s.DeadLetterTopic != "" {
+		if err := checkName("dead-letter topic", s.DeadLetterTopic); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidSubscription, err)
+		}
 	}
 	if h == nil {
 		return fmt.Errorf("%w: nil handler", ErrInvalidSubscription)
@@ -183,6 +238,9 @@ func (s Subscription) Validate(h Handler) error {
 	}
 	if s.MaxAttempts < 0 {
 		return fmt.Errorf("%w: negative MaxAttempts %d", ErrInvalidSubscription, s.MaxAttempts)
+	}
+	if s.MaxInFlight < 0 {
+		return fmt.Errorf("%w: negative MaxInFlight %d", ErrInvalidSubscription, s.MaxInFlight)
 	}
 	if s.DeadLetterTopic != "" && s.DeadLetterTopic == s.Topic {
 		return fmt.Errorf("%w: dead-letter topic %q is the topic itself", ErrInvalidSubscription, s.Topic)
@@ -215,10 +273,28 @@ func (s Subscription) DeadLetterDestination() string {
 	return ""
 }
 
-// ValidateTopic reports an empty topic as ErrInvalidMessage; every Publish calls it.
+// MaxNameLen is the longest topic or group name every adapter accepts, in
+// bytes; adapters may refuse more (Kafka: 249 bytes of [a-zA-Z0-9._-]).
+const MaxNameLen = 255
+
+// ValidateTopic reports a topic no adapter can carry (empty, over
+// MaxNameLen bytes, not valid UTF-8) as ErrInvalidMessage; every Publish
+// calls it before sending anything.
 func ValidateTopic(topic string) error {
-	if topic == "" {
-		return fmt.Errorf("%w: empty topic", ErrInvalidMessage)
+	if err := checkName("topic", topic); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	}
+	return nil
+}
+
+func checkName(what, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("empty %s", what)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%s %.40q… is %d bytes, over %d", what, name, len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%s %q is not valid UTF-8", what, name)
 	}
 	return nil
 }

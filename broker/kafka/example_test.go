@@ -8,16 +8,20 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/kafka"
-	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
 )
 
 // Publish events keyed by booking and handle them in a consumer group, with
 // retries and a dead-letter topic. The example runs an in-process kfake
 // cluster; use your brokers' addresses instead.
 func Example() {
-	cluster, err := kafkaenv.Start()
+	// An in-process Kafka (kfake: one broker on a random port) so the example
+	// runs anywhere; replace with your brokers' addresses, for example
+	// brokers := []string{"kafka-1:9092", "kafka-2:9092"}.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -67,7 +71,10 @@ func Example() {
 
 // Replay a topic from a point in time, without a consumer group.
 func ExampleAtTime() {
-	cluster, err := kafkaenv.Start()
+	// An in-process Kafka (kfake: one broker on a random port) so the example
+	// runs anywhere; replace with your brokers' addresses, for example
+	// brokers := []string{"kafka-1:9092", "kafka-2:9092"}.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		log.Fatal(err)
 	}

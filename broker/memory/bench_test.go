@@ -18,7 +18,7 @@ import (
 func BenchmarkPublishToHandler(b *testing.B) {
 	for _, conc := range []int{1, 16} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			br := memory.New()
+			br := memory.MustNew()
 			defer br.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

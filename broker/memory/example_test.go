@@ -12,7 +12,7 @@ import (
 
 // Two services bound with wildcard patterns, as on a RabbitMQ topic exchange.
 func Example() {
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/engine"
+	"github.com/go-integration/patterns/internal/backoff"
 )
 
 // Broker is an in-memory broker: a broker.Publisher, broker.Subscriber and
@@ -27,18 +28,12 @@ import (
 // handlers in flight. Messages published to a topic with no group are dropped,
 // as a RabbitMQ exchange without bindings drops them.
 type Broker struct {
-	log             *slog.Logger
-	redeliveryDelay time.Duration
-	drainTimeout    time.Duration
-	now             func() time.Time
+	now func() time.Time
+	eng *engine.Engine
 
 	mu     sync.RWMutex
 	topics map[string]*topic
 	closed bool
-
-	closing   chan struct{}
-	closeOnce sync.Once
-	running   sync.WaitGroup // Subscribe calls in progress
 }
 
 type topic struct {
@@ -57,32 +52,88 @@ func (t *topic) rebuild() {
 	}
 }
 
-// Option configures a Broker.
-type Option func(*Broker)
+// ErrInvalidOption is returned by New for an option it cannot use; the
+// error names the option.
+var ErrInvalidOption = errors.New("memory: invalid option")
+
+// Option configures a Broker; pass options to New.
+type Option interface{ apply(*engine.Config) error }
+
+type option func(*engine.Config) error
+
+func (o option) apply(c *engine.Config) error { return o(c) }
 
 // WithLogger sets where the broker logs dropped and dead-lettered messages and
 // handler panics. Default: slog.Default().
-func WithLogger(l *slog.Logger) Option { return func(b *Broker) { b.log = l } }
+func WithLogger(l *slog.Logger) Option {
+	return option(func(c *engine.Config) error {
+		if l == nil {
+			return fmt.Errorf("%w: WithLogger(nil)", ErrInvalidOption)
+		}
+		c.Logger = l
+		return nil
+	})
+}
 
-// WithRedeliveryDelay waits d before redelivering a message whose handler
-// failed. Default: 0, redeliver at once (as RabbitMQ does on a nack with requeue).
-func WithRedeliveryDelay(d time.Duration) Option { return func(b *Broker) { b.redeliveryDelay = d } }
+// WithRetryBackoff sets the wait before a failed message's next attempt: a
+// random wait up to minWait after the first failure, the ceiling doubling
+// per failure up to maxWait (full jitter). The message keeps its place
+// ahead of later messages of its key meanwhile. Default
+// engine.DefaultRetryMin to engine.DefaultRetryMax, the same on every adapter.
+func WithRetryBackoff(minWait, maxWait time.Duration) Option {
+	return option(func(c *engine.Config) error {
+		p := backoff.Policy{Min: minWait, Max: maxWait}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%w: WithRetryBackoff: %v", ErrInvalidOption, err)
+		}
+		c.Retry = p
+		return nil
+	})
+}
 
 // WithDrainTimeout bounds how long Close and a cancelled Subscribe wait for
-// running handlers before cancelling their context. Default: 30 s.
-func WithDrainTimeout(d time.Duration) Option { return func(b *Broker) { b.drainTimeout = d } }
+// running handlers before cancelling their context. Default
+// engine.DefaultDrainTimeout (30 s), the same on every adapter.
+func WithDrainTimeout(d time.Duration) Option {
+	return option(func(c *engine.Config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithDrainTimeout(%v): not positive", ErrInvalidOption, d)
+		}
+		c.DrainTimeout = d
+		return nil
+	})
+}
 
-// New returns an empty broker.
-func New(opts ...Option) *Broker {
-	b := &Broker{
-		log:          slog.Default(),
-		drainTimeout: 30 * time.Second,
-		now:          time.Now,
-		topics:       make(map[string]*topic),
-		closing:      make(chan struct{}),
-	}
+// New returns an empty broker, or an error wrapping ErrInvalidOption.
+func New(opts ...Option) (*Broker, error) {
+	b := &Broker{now: time.Now, topics: make(map[string]*topic)}
+	cfg := engine.Config{Name: "memory broker"}
+	var errs []error
 	for _, o := range opts {
-		o(b)
+		if o == nil {
+			errs = append(errs, fmt.Errorf("%w: nil Option", ErrInvalidOption))
+			continue
+		}
+		if err := o.apply(&cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	eng, err := engine.New(driver{b}, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidOption, err)
+	}
+	b.eng = eng
+	return b, nil
+}
+
+// MustNew is New for tests and examples: it panics where New fails.
+func MustNew(opts ...Option) *Broker {
+	b, err := New(opts...)
+	if err != nil {
+		panic(err)
 	}
 	return b
 }
@@ -208,260 +259,104 @@ func (b *Broker) Pending(topicName, groupName string) int {
 // Close stops every Subscribe call (they return ErrClosed), waits for their
 // handlers in flight, and makes Publish return ErrClosed. It is idempotent.
 func (b *Broker) Close() error {
-	b.closeOnce.Do(func() {
-		b.mu.Lock()
-		b.closed = true
-		b.mu.Unlock()
-		close(b.closing)
-	})
-	b.running.Wait()
-	return nil
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return b.eng.Close()
 }
 
 // Subscribe runs h for the messages of s until ctx is done (it returns nil)
-// or the broker is closed (it returns ErrClosed). Handlers in flight then
-// finish, with their context cancelled only after the drain timeout, and
-// messages taken but not started go back to the group for its other members.
-// A handler that panics is treated as one that returned an error.
+// or the broker is closed (it returns ErrClosed), on the engine every
+// adapter shares (see broker/engine): key dispatch, in-place retries with
+// full-jitter backoff, dead-lettering, the in-flight bound, draining.
+// Messages taken but not handled go back to the front of the group, in
+// arrival order, for its other members.
 func (b *Broker) Subscribe(ctx context.Context, s broker.Subscription, h broker.Handler) error {
-	if err := s.Validate(h); err != nil {
-		return err
-	}
+	return b.eng.Subscribe(ctx, s, h)
+}
+
+// driver is the broker's engine.Driver.
+type driver struct{ b *Broker }
+
+func (d driver) Open(ctx context.Context, s broker.Subscription, _ engine.Control) (engine.Receiver, error) {
 	ps, err := broker.CompilePatterns(s.Keys)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b.mu.RLock()
-	closed := b.closed
-	if !closed {
-		b.running.Add(1)
+	if err := d.b.joinDeadLetter(s); err != nil {
+		return nil, err
 	}
-	b.mu.RUnlock()
-	if closed {
-		return broker.ErrClosed
-	}
-	defer b.running.Done()
-	if err := b.joinDeadLetter(s); err != nil {
-		return err
-	}
-	g, err := b.join(s, ps)
+	g, err := d.b.join(s, ps)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer b.leave(g)
-
-	c := &consumer{b: b, g: g, s: s, h: h, dlq: s.DeadLetterDestination(), stop: make(chan struct{})}
-	c.run(ctx)
-	if ctx.Err() == nil {
-		return broker.ErrClosed
-	}
-	return nil
+	return &receiver{b: d.b, g: g, buf: make([]envelope, 64)}, nil
 }
 
-// consumer is one Subscribe call: a dispatcher and s.Workers() workers.
-type consumer struct {
-	b    *Broker
-	g    *group
-	s    broker.Subscription
-	h    broker.Handler
-	dlq  string
-	stop chan struct{} // closed when the subscription ends
-
-	hctx context.Context // handlers' context: ctx's values, cancelled after the drain timeout
-
-	mu   sync.Mutex
-	back []envelope // messages the workers gave back on stop, requeued by run
+func (d driver) DeadLetter(ctx context.Context, topic string, m broker.Message, _ *engine.Delivery) error {
+	return d.b.Publish(ctx, topic, m)
 }
 
-// giveBack keeps e for run to requeue with the rest: one requeue of
-// everything the subscription took keeps order per key, where separate ones
-// would put later messages ahead of earlier ones.
-func (c *consumer) giveBack(e envelope) {
-	c.mu.Lock()
-	c.back = append(c.back, e)
-	c.mu.Unlock()
+// receiver is one Subscribe call's hold on its group.
+type receiver struct {
+	b   *Broker
+	g   *group
+	buf []envelope
+	ds  []engine.Delivery
 }
 
-func (c *consumer) run(ctx context.Context) {
-	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer hcancel()
-	c.hctx = hctx
-
-	n := c.s.Workers()
-	queues := make([]chan envelope, n)
-	var wg sync.WaitGroup
-	for i := range queues {
-		queues[i] = make(chan envelope, 8)
-		wg.Add(1)
-		go func(q chan envelope) {
-			defer wg.Done()
-			c.work(q)
-		}(queues[i])
-	}
-
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-c.b.closing:
-		}
-		close(c.stop)
-		t := time.NewTimer(c.b.drainTimeout)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			hcancel()
-		case <-hctx.Done():
-		}
-	}()
-
-	leftover := c.dispatch(queues)
-	wg.Wait()
-	leftover = append(leftover, c.back...)
-	for _, q := range queues {
-		for len(q) > 0 {
-			leftover = append(leftover, <-q)
-		}
-	}
-	c.g.requeue(leftover)
-}
-
-// dispatch takes messages from the group and hands each to the worker for
-// its key, until stop. It returns messages it took but could not hand over.
-func (c *consumer) dispatch(queues []chan envelope) []envelope {
-	buf := make([]envelope, 32)
+func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.Delivery)) error {
 	for {
-		select {
-		case <-c.stop:
+		n, wait := r.g.take(r.buf[:min(max, len(r.buf))])
+		if n > 0 {
+			r.ds = r.ds[:0]
+			for i := range n {
+				e := &r.buf[i]
+				m := e.msg
+				m.Topic = r.g.topic
+				if m.Header != nil {
+					// The handler gets its own map; the queue's stays as
+					// published for retries and for whoever gets it back.
+					m.Header = cloneHeader(m.Header)
+				}
+				r.ds = append(r.ds, engine.Delivery{Msg: m, Tag: e.seq, Ref: e.msg.Header})
+				r.buf[i] = envelope{}
+			}
+			deliver(r.ds)
+			clear(r.ds)
 			return nil
-		default:
-		}
-		// Take no more than the workers can buffer, so idle members of the group get the rest.
-		free := 0
-		for _, q := range queues {
-			free += cap(q) - len(q)
-		}
-		if free == 0 {
-			free = 1
-		}
-		n, wait := c.g.take(buf[:min(free, len(buf))])
-		if n == 0 {
-			select {
-			case <-wait:
-			case <-c.stop:
-				return nil
-			}
-			continue
-		}
-		for i := 0; i < n; i++ {
-			q := queues[keyHash(buf[i].msg.Key)%uint32(len(queues))]
-			select {
-			case q <- buf[i]:
-			case <-c.stop:
-				return append([]envelope(nil), buf[i:n]...)
-			}
-		}
-	}
-}
-
-func (c *consumer) work(q chan envelope) {
-	for {
-		select {
-		case <-c.stop:
-			return
-		default:
 		}
 		select {
-		case e := <-q:
-			if !c.deliver(e) {
-				return
-			}
-		case <-c.stop:
-			return
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
 
-// deliver runs the handler on e until it succeeds, is dead-lettered, or the
-// subscription stops (then e goes back to the group). It reports whether the
-// worker should go on.
-func (c *consumer) deliver(e envelope) bool {
-	for {
-		e.attempt++
-		m := e.msg
-		m.Topic = c.g.topic
-		m.Attempt = e.attempt
-		if e.attempt > 1 {
-			// A retry sees the message as published, not as the last attempt left it.
-			m.Payload = cloneBytes(e.msg.Payload)
-			m.Header = cloneHeader(e.msg.Header)
-		}
-		err := c.call(m)
-		if err == nil {
-			return true
-		}
-		if broker.IsPermanent(err) || (c.s.MaxAttempts > 0 && e.attempt >= c.s.MaxAttempts) {
-			if c.deadLetter(m, err) {
-				return true
-			}
-			// The dead-letter topic refused it (broker closed): keep the message.
-			c.giveBack(e)
-			return false
-		}
-		select {
-		case <-c.stop:
-			c.giveBack(e)
-			return false
-		default:
-		}
-		if d := c.b.redeliveryDelay; d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-c.stop:
-				t.Stop()
-				c.giveBack(e)
-				return false
-			}
-		}
-	}
+// Redecode gives a retry the message with the Header as published.
+func (r *receiver) Redecode(d *engine.Delivery) broker.Message {
+	m := d.Msg
+	m.Header = cloneHeader(d.Ref.(map[string]string))
+	return m
 }
 
-// call runs the handler, turning a panic into an error.
-func (c *consumer) call(m broker.Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrHandlerPanic, r)
-			c.b.log.Error("memory broker: handler panicked", "topic", m.Topic, "id", m.ID, "panic", r, "stack", string(debug.Stack()))
-		}
-	}()
-	return c.h(c.hctx, m)
+func (r *receiver) Ack(*engine.Delivery) {}
+
+func (r *receiver) Release(ds []*engine.Delivery) {
+	es := make([]envelope, len(ds))
+	for i, d := range ds {
+		m := d.Msg
+		m.Topic, m.Attempt = "", 0
+		m.Header = d.Ref.(map[string]string)
+		es[i] = envelope{msg: m, seq: d.Tag}
+	}
+	r.g.requeue(es)
 }
 
-// ErrHandlerPanic wraps the value of a handler's panic; the message is redelivered.
-var ErrHandlerPanic = errors.New("memory broker: handler panicked")
-
-func (c *consumer) deadLetter(m broker.Message, cause error) bool {
-	if c.dlq == "" {
-		c.b.log.Warn("memory broker: dropping message that failed permanently (no dead-letter topic)",
-			"topic", m.Topic, "group", c.s.Group, "id", m.ID, "attempts", m.Attempt, "error", cause)
-		return true
-	}
-	dl := broker.DeadLetter(m, c.s.Group, cause, c.b.now())
-	if err := c.b.Publish(context.Background(), c.dlq, dl); err != nil {
-		return false
-	}
-	c.b.log.Info("memory broker: dead-lettered", "topic", m.Topic, "group", c.s.Group, "id", m.ID, "to", c.dlq, "attempts", m.Attempt, "error", cause)
-	return true
-}
-
-// keyHash is FNV-1a: the same key always goes to the same worker.
-func keyHash(s string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(s); i++ {
-		h ^= uint32(s[i])
-		h *= 16777619
-	}
-	return h
+func (r *receiver) Close() error {
+	r.b.leave(r.g)
+	return nil
 }
 
 var (

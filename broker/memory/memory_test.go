@@ -34,7 +34,7 @@ var brokers sync.Map // test name -> *memory.Broker
 
 // brokerFor returns the broker of t's conformance test, made on first use.
 func brokerFor(t *testing.T) *memory.Broker {
-	b, loaded := brokers.LoadOrStore(t.Name(), memory.New())
+	b, loaded := brokers.LoadOrStore(t.Name(), memory.MustNew())
 	if !loaded {
 		t.Cleanup(func() { brokers.Delete(t.Name()); _ = b.(*memory.Broker).Close() })
 	}
@@ -42,7 +42,7 @@ func brokerFor(t *testing.T) *memory.Broker {
 }
 
 func TestPublishToTopicWithoutGroupsIsDropped(t *testing.T) {
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 	ctx := context.Background()
 	if err := b.Publish(ctx, "nobody", broker.Message{Payload: []byte("x")}); err != nil {
@@ -63,7 +63,7 @@ func TestPublishToTopicWithoutGroupsIsDropped(t *testing.T) {
 }
 
 func TestHandlerContextOutlivesCancelledSubscribe(t *testing.T) {
-	b := memory.New(memory.WithDrainTimeout(time.Second))
+	b := memory.MustNew(memory.WithDrainTimeout(time.Second))
 	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
@@ -97,7 +97,7 @@ func TestHandlerContextOutlivesCancelledSubscribe(t *testing.T) {
 }
 
 func TestDrainTimeoutCancelsStuckHandlers(t *testing.T) {
-	b := memory.New(memory.WithDrainTimeout(50 * time.Millisecond))
+	b := memory.MustNew(memory.WithDrainTimeout(50 * time.Millisecond))
 	started := make(chan struct{})
 	go func() {
 		_ = b.Subscribe(context.Background(), broker.Subscription{Topic: "t", Group: "g"}, func(ctx context.Context, m broker.Message) error {
@@ -127,7 +127,7 @@ func TestDrainTimeoutCancelsStuckHandlers(t *testing.T) {
 // A message whose handler keeps failing when its subscription stops goes back
 // to the group ahead of the later messages of its key that waited behind it.
 func TestRequeueOnStopKeepsOrderPerKey(t *testing.T) {
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 	s := broker.Subscription{Topic: "t", Group: "g"}
 	if err := b.Provision(context.Background(), s); err != nil {
@@ -188,7 +188,7 @@ func TestRequeueOnStopKeepsOrderPerKey(t *testing.T) {
 // dead-letter topic keeps its dead letters in a group of that topic (named
 // after its own group) even when nobody subscribed to the topic yet.
 func TestDeadLettersKeptWithoutSubscriber(t *testing.T) {
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 	s := broker.Subscription{Topic: "orders", Group: "billing", MaxAttempts: 1}
 	ctx, cancel := context.WithCancel(context.Background())

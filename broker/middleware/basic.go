@@ -2,30 +2,22 @@ package middleware
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"runtime/debug"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
 )
 
-// ErrPanic wraps a handler's panic turned into an error by Recover.
-var ErrPanic = errors.New("handler panicked")
+// ErrPanic is broker.ErrHandlerPanic: every adapter and Recover report a
+// panicking handler with the same error value.
+var ErrPanic = broker.ErrHandlerPanic
 
-// PanicError is the error Recover returns: the panic value and the stack.
-type PanicError struct {
-	Value any
-	Stack []byte
-}
+// PanicError is broker.PanicError, the error Recover returns.
+type PanicError = broker.PanicError
 
-func (e *PanicError) Error() string { return fmt.Sprintf("%v: %v", ErrPanic, e.Value) }
-
-// Unwrap makes errors.Is(err, ErrPanic) true.
-func (e *PanicError) Unwrap() error { return ErrPanic }
-
-// Recover turns a panic in the handler into a *PanicError, so the message is
-// redelivered (or dead-lettered) instead of the process dying.
+// Recover turns a panic in the handler into a *broker.PanicError, as every
+// adapter does on its own; use it where a panic must be caught inside other
+// middleware (for example before Dedup records a result).
 func Recover() broker.Middleware {
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m broker.Message) (err error) {

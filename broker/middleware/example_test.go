@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/memory"
 	"github.com/go-integration/patterns/broker/middleware"
 )
 
@@ -27,4 +29,97 @@ func ExampleRetry() {
 	fmt.Println(err, calls)
 	// Output:
 	// <nil> 3
+}
+
+// A message delivered twice is handled once. Publishers retry and relays
+// republish after a lost confirmation, so the same message ID can arrive
+// again; Dedup acknowledges the duplicate without calling the handler.
+func ExampleDedup() {
+	b := memory.MustNew()
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := broker.Subscription{Topic: "bookings", Group: "billing"}
+	if err := b.Provision(ctx, s); err != nil {
+		log.Fatal(err)
+	}
+
+	handled := make(chan string)
+	dedup := middleware.Dedup(middleware.NewMemoryDedupStore(), 24*time.Hour)
+	h := dedup(func(ctx context.Context, m broker.Message) error {
+		handled <- m.ID + " " + string(m.Payload)
+		return nil
+	})
+	stopped := make(chan error)
+	go func() { stopped <- b.Subscribe(ctx, s, h) }()
+
+	// The same message ID twice, then another message with the same key: the
+	// key's order means the duplicate was seen when b-2 arrives.
+	created := broker.Message{ID: "b-1", Key: "booking.1", Payload: []byte("created")}
+	paid := broker.Message{ID: "b-2", Key: "booking.1", Payload: []byte("paid")}
+	if err := b.Publish(ctx, "bookings", created, created, paid); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(<-handled)
+	fmt.Println(<-handled)
+	cancel()
+	<-stopped
+	// Output:
+	// b-1 created
+	// b-2 paid
+}
+
+// A message that keeps failing goes to a dead-letter topic through a
+// publisher, with headers saying where and why it failed, and is acknowledged
+// on its own topic. DeadLetter sits outside Retry, so only a message that
+// used up its retries is dead-lettered.
+func ExampleDeadLetter() {
+	b := memory.MustNew() // the publisher for dead letters may be any broker.Publisher
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := broker.Subscription{Topic: "bookings", Group: "billing"}
+	dlq := broker.Subscription{Topic: "bookings.dlq", Group: "ops"}
+	for _, sub := range []broker.Subscription{s, dlq} {
+		if err := b.Provision(ctx, sub); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	h := broker.Chain(
+		middleware.DeadLetter(b, "bookings.dlq", "billing"),
+		middleware.Retry(middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}),
+	)(func(ctx context.Context, m broker.Message) error {
+		return errors.New("invoice service rejected the booking")
+	})
+	dead := make(chan broker.Message)
+	stopped := make(chan error, 2)
+	go func() { stopped <- b.Subscribe(ctx, s, h) }()
+	go func() {
+		stopped <- b.Subscribe(ctx, dlq, func(ctx context.Context, m broker.Message) error {
+			dead <- m
+			return nil
+		})
+	}()
+
+	err := b.Publish(ctx, "bookings", broker.Message{ID: "b-1", Key: "booking.1", Payload: []byte("created")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	m := <-dead
+	fmt.Println(m.Topic, m.ID, string(m.Payload))
+	for _, k := range []string{broker.HeaderOriginTopic, broker.HeaderOriginGroup, broker.HeaderAttempts, broker.HeaderError} {
+		fmt.Printf("%s: %s\n", k, m.Header[k])
+	}
+	cancel()
+	<-stopped
+	<-stopped
+	fmt.Println("left on bookings:", b.Pending("bookings", "billing"))
+	// Output:
+	// bookings.dlq b-1 created
+	// x-origin-topic: bookings
+	// x-origin-group: billing
+	// x-attempts: 3
+	// x-error: after 3 attempts: invoice service rejected the booking
+	// left on bookings: 0
 }

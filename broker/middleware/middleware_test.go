@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // broker; the subscription ends with the test.
 func run(t *testing.T, s broker.Subscription, h broker.Handler, msgs ...broker.Message) *memory.Broker {
 	t.Helper()
-	b := memory.New()
+	b := memory.MustNew()
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := b.Provision(ctx, s); err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestBackoffIsJitteredAndCapped(t *testing.T) {
 }
 
 func TestDeadLetterPublishesWithOriginHeaders(t *testing.T) {
-	dlqBroker := memory.New()
+	dlqBroker := memory.MustNew()
 	defer dlqBroker.Close()
 	ctx := context.Background()
 	if err := dlqBroker.Provision(ctx, broker.Subscription{Topic: "orders.dlq", Group: "ops"}); err != nil {
@@ -166,7 +166,7 @@ func TestDeadLetterPublishesWithOriginHeaders(t *testing.T) {
 }
 
 func TestDeadLetterKeepsMessageWhenPublishFails(t *testing.T) {
-	closed := memory.New()
+	closed := memory.MustNew()
 	_ = closed.Close()
 	var calls atomic.Int32
 	h := middleware.DeadLetter(closed, "x.dlq", "g")(func(ctx context.Context, m broker.Message) error {

@@ -46,7 +46,7 @@ func Example() {
 
 	// The relay, usually in its own goroutine for the life of the service;
 	// any broker.Publisher works (RabbitMQ, Kafka, memory).
-	pub := memory.New()
+	pub := memory.MustNew()
 	defer pub.Close()
 	relay, err := outbox.NewRelay(pool, pub, outbox.Config{})
 	if err != nil {

@@ -34,7 +34,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	_, dsn := testenv.Schema(t)
-	e := &env{dsn: dsn, mem: memory.New(), topic: testenv.Name(t, "topic")}
+	e := &env{dsn: dsn, mem: memory.MustNew(), topic: testenv.Name(t, "topic")}
 	t.Cleanup(func() { _ = e.mem.Close() })
 	e.db = newPool(t, dsn)
 	if err := outbox.Migrate(context.Background(), e.db); err != nil {

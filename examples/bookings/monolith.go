@@ -89,7 +89,7 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 
 	// The relay publishes committed outbox rows to any broker.Publisher; here
 	// the in-memory broker, where a notifications service listens.
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 	sub := broker.Subscription{Topic: "booking_created", Group: "notifications"}
 	if err := b.Provision(ctx, sub); err != nil {

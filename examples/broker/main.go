@@ -1,6 +1,6 @@
 // Command broker shows publish/subscribe on the in-memory broker: routing-key
 // patterns, a consumer group whose two members compete, and retry plus
-// dead-letter middleware. Swap memory.New() for the RabbitMQ or Kafka adapter
+// dead-letter middleware. Swap memory.MustNew() for the RabbitMQ or Kafka adapter
 // and the rest stays the same.
 //
 //	go run ./examples/broker
@@ -37,7 +37,7 @@ func main() {
 func run(ctx context.Context, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 
 	var mu sync.Mutex

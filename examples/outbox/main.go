@@ -82,7 +82,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	fmt.Fprintf(w, "rolled back order o-2: %v\n", err)
 
 	// A consumer, and the relay that publishes committed events to the broker.
-	b := memory.New()
+	b := memory.MustNew()
 	defer b.Close()
 	sub := broker.Subscription{Topic: "orders", Group: "billing"}
 	if err := b.Provision(ctx, sub); err != nil {

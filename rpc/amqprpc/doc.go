@@ -20,4 +20,33 @@
 // Delivery is at-least-once: a handler may run twice for one request (a
 // server crashed after running it but before acking). Make handlers
 // idempotent, for example by keying their effects on a request id.
+//
+// # Wire format
+//
+// Clients in other languages can call a Server (docs/rpc.md has the full
+// description and a Python sketch):
+//
+//   - Request: publish to the default exchange "" with the queue name as the
+//     routing key and the mandatory flag set. Properties: correlation_id (any
+//     string unique among the caller's waiting calls), reply_to
+//     "amq.rabbitmq.reply-to" (consume that pseudo-queue with no-ack on the same
+//     channel before publishing), expiration (milliseconds left, a decimal
+//     string), content_type (optional). Header x-rpc-deadline: the caller's
+//     deadline in Unix milliseconds, a 64-bit integer (or a decimal string).
+//     message_id, delivery_mode and priority are not used.
+//   - Reply: published to the default exchange with the request's reply_to as
+//     the routing key and its correlation_id. A success carries the handler's
+//     body, content_type and headers. An error has an empty body and the string
+//     headers x-rpc-error-code (the Error's Code, CodeInternal or CodePanic) and
+//     x-rpc-error (its Message); a reply is an error exactly when
+//     x-rpc-error-code is present.
+//   - Headers: other headers travel both ways as the Message's Header (values
+//     that are not strings arrive as text). The prefix "x-rpc-" is reserved:
+//     such headers never reach a handler or a caller's Header.
+//   - A request delivered at or after its x-rpc-deadline is acked and dropped
+//     without running the handler or replying. A handler's panic is answered
+//     as an error with code CodePanic, and the request is acked. A request
+//     without reply_to runs but gets no reply. A request to a queue that does
+//     not exist comes back as basic.return (312 NO_ROUTE), which Client.Call
+//     reports as ErrNoRoute.
 package amqprpc

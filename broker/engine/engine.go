@@ -1,0 +1,813 @@
+// Package engine is the consumer every adapter of this module runs on, so
+// that a subscription behaves the same on the memory broker, RabbitMQ and
+// Kafka. It is the portable part of gocloud's model: an adapter implements
+// the narrow Driver and Receiver interfaces (declare, receive, ack, release,
+// publish a dead letter) and the Engine does, once for all of them:
+//
+//   - dispatch by key: at most Subscription.Concurrency handlers run at
+//     once over any keys; messages of one key run one at a time, in the
+//     order received; messages with an empty key have no order among
+//     themselves;
+//   - attempts: a failed message is retried in place after a full-jitter
+//     backoff, ahead of every later message of its key, and Attempt counts
+//     the handler calls (a panic is a failed call, broker.ErrHandlerPanic);
+//   - dead-lettering after MaxAttempts or a broker.Permanent error, through
+//     one code path (broker.DeadLetter headers, Driver.DeadLetter);
+//   - the in-flight bound (Subscription.MaxInFlight): no more messages are
+//     received while that many are held;
+//   - readiness (Subscription.Ready), draining on Close and on context end,
+//     and reopening a broken receiver with jittered backoff.
+//
+// Adapter authors use it; users of the adapters never need to.
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/backoff"
+)
+
+// Defaults shared by every adapter.
+const (
+	// DefaultDrainTimeout is how long running handlers may go on after
+	// Subscribe's context ends or Close is called before their context is
+	// cancelled.
+	DefaultDrainTimeout = 30 * time.Second
+	// DefaultRetryMin and DefaultRetryMax bound the full-jitter wait
+	// before a failed message's next attempt: a random wait up to
+	// DefaultRetryMin after the first failure, doubling per failure up to
+	// DefaultRetryMax.
+	DefaultRetryMin = 50 * time.Millisecond
+	DefaultRetryMax = 5 * time.Second
+)
+
+// Outcome is what became of one handler attempt or message, for
+// Config.Observe.
+type Outcome int
+
+// Outcomes.
+const (
+	Handled      Outcome = iota + 1 // the handler returned nil; the message was acked
+	Retried                         // the attempt failed; another follows after a backoff
+	DeadLettered                    // the message went to the dead-letter topic
+	Dropped                         // the message failed for good and there is no dead-letter topic
+	Released                        // the message went back to the broker unhandled (stop, revoke)
+)
+
+// Config configures an Engine. The zero value of each field takes its
+// documented default.
+type Config struct {
+	// Name prefixes log messages and errors: "rabbitmq", "kafka", "memory".
+	Name string
+	// Logger receives retries at debug level, dead letters and drops at
+	// warn, reopening at warn. Default slog.Default().
+	Logger *slog.Logger
+	// DrainTimeout: see DefaultDrainTimeout. Negative is invalid.
+	DrainTimeout time.Duration
+	// Retry is the backoff before a failed message's next attempt.
+	// Default DefaultRetryMin to DefaultRetryMax.
+	Retry backoff.Policy
+	// Reopen is the backoff between attempts to reopen a broken receiver.
+	// Default 50 ms to 5 s.
+	Reopen backoff.Policy
+	// Validate, when set, checks a subscription against the broker's own
+	// rules (name lengths, characters) before anything is sent; its error
+	// should wrap broker.ErrInvalidSubscription.
+	Validate func(broker.Subscription) error
+	// Observe, when set, is called for every outcome; it must be fast.
+	Observe func(s *broker.Subscription, m broker.Message, o Outcome, err error)
+}
+
+// Engine runs Subscribe calls over one Driver. Its Close stops all of them.
+type Engine struct {
+	d   Driver
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	running sync.WaitGroup
+}
+
+// New returns an Engine over d; it fails for an invalid Config.
+func New(d Driver, cfg Config) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DrainTimeout < 0 {
+		return nil, fmt.Errorf("negative drain timeout %v", cfg.DrainTimeout)
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Retry == (backoff.Policy{}) {
+		cfg.Retry = backoff.Policy{Min: DefaultRetryMin, Max: DefaultRetryMax}
+	}
+	if err := cfg.Retry.Validate(); err != nil {
+		return nil, fmt.Errorf("retry %w", err)
+	}
+	if cfg.Reopen == (backoff.Policy{}) {
+		cfg.Reopen = backoff.Policy{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+	}
+	if err := cfg.Reopen.Validate(); err != nil {
+		return nil, fmt.Errorf("reopen %w", err)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "broker"
+	}
+	return &Engine{d: d, cfg: cfg, log: cfg.Logger, closing: make(chan struct{})}, nil
+}
+
+// Closing returns a channel closed when Close is called.
+func (e *Engine) Closing() <-chan struct{} { return e.closing }
+
+// Close stops every Subscribe call (they return broker.ErrClosed), lets
+// their running handlers finish (up to the drain timeout) and settle, and
+// returns when all have returned. It is idempotent. It closes nothing of
+// the driver's.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.closing)
+	}
+	e.mu.Unlock()
+	e.running.Wait()
+	return nil
+}
+
+// Subscribe implements broker.Subscriber.Subscribe over the driver: it
+// validates s, opens a receiver, calls s.Ready once, runs h for each
+// message until ctx ends (then it returns nil) or Close is called (then
+// broker.ErrClosed), and reopens a receiver that breaks. It fails at once
+// for an invalid subscription and for an Open error that wraps
+// broker.ErrInvalidSubscription.
+func (e *Engine) Subscribe(ctx context.Context, s broker.Subscription, h broker.Handler) error {
+	if err := s.Validate(h); err != nil {
+		return err
+	}
+	if e.cfg.Validate != nil {
+		if err := e.cfg.Validate(s); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return broker.ErrClosed
+	}
+	e.running.Add(1)
+	e.mu.Unlock()
+	defer e.running.Done()
+
+	// rctx ends receiving: the caller's context or Close.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-e.closing:
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	result := func() error {
+		select {
+		case <-e.closing:
+			return broker.ErrClosed
+		default:
+			return nil
+		}
+	}
+
+	ready := false
+	failures := 0
+	for {
+		rn := newRun(e, s, h, ctx)
+		r, err := e.d.Open(rctx, s, rn)
+		if err != nil {
+			rn.discard()
+			if rctx.Err() != nil {
+				if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) && !ready {
+					// the caller's deadline passed before the subscription ever started
+					return fmt.Errorf("%s: subscribe to %q: %w", e.cfg.Name, s.Topic, err)
+				}
+				return result()
+			}
+			if errors.Is(err, broker.ErrInvalidSubscription) || errors.Is(err, broker.ErrInvalidPattern) {
+				return err
+			}
+			failures++
+			e.log.Warn(e.cfg.Name+": subscription could not start; retrying", "topic", s.Topic, "group", s.Group, "err", err)
+			if !e.cfg.Reopen.Sleep(rctx, nil, failures) {
+				return result()
+			}
+			continue
+		}
+		if !ready {
+			ready = true
+			if s.Ready != nil {
+				s.Ready()
+			}
+		}
+		rn.setReceiver(r)
+		start := time.Now()
+		err = rn.loop(rctx)
+		_ = r.Close()
+		if rctx.Err() != nil {
+			return result()
+		}
+		if errors.Is(err, broker.ErrInvalidSubscription) {
+			return err
+		}
+		if time.Since(start) > 10*time.Second {
+			failures = 0
+		}
+		failures++
+		e.log.Warn(e.cfg.Name+": receiver broke; reopening", "topic", s.Topic, "group", s.Group, "err", err)
+		if !e.cfg.Reopen.Sleep(rctx, nil, failures) {
+			return result()
+		}
+	}
+}
+
+// item is a delivery the run holds.
+type item struct {
+	d       Delivery
+	seq     uint64 // receive order, to release in order
+	base    int    // attempts the broker recorded before this delivery
+	attempt int    // handler calls by this run
+	next    *item  // link in the ready queue, a key's pending list or the free list
+	key     *keyState
+	timer   *time.Timer // pending retry
+}
+
+// keyState exists while a key has an item ready, running or waiting to
+// retry; later items of the key wait in its pending list.
+type keyState struct {
+	name       string
+	head, tail *item
+	active     *item
+	revoked    bool
+}
+
+// run is one receiver's lifetime: a dispatcher (the loop) and Workers()
+// worker goroutines.
+type run struct {
+	e      *Engine
+	s      broker.Subscription
+	h      broker.Handler
+	r      Receiver
+	redec  Redecoder
+	dlq    string
+	max    int
+	base   context.Context // the handlers' parent: the Subscribe context's values, never cancelled by it
+	stopCh chan struct{}   // closed when the run stops
+
+	mu        sync.Mutex
+	work      *sync.Cond // workers wait for ready items
+	room      *sync.Cond // the dispatcher waits for room; Revoke waits for running items
+	keys      map[string]*keyState
+	readyHead *item
+	readyTail *item
+	waiting   map[*item]struct{} // items waiting for their retry timer
+	release   []*item            // items to release at the next flush
+	freeItems *item
+	freeKeys  []*keyState
+	inflight  int
+	seq       uint64
+	stopping  bool
+	rcvDone   bool
+	workers   []*worker
+	wg        sync.WaitGroup
+}
+
+type worker struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	cur    *item // under run.mu
+}
+
+func newRun(e *Engine, s broker.Subscription, h broker.Handler, parent context.Context) *run {
+	rn := &run{
+		e: e, s: s, h: h, dlq: s.DeadLetterDestination(), max: s.InFlight(),
+		base: context.WithoutCancel(parent), stopCh: make(chan struct{}),
+		keys: make(map[string]*keyState), waiting: make(map[*item]struct{}),
+	}
+	rn.work = sync.NewCond(&rn.mu)
+	rn.room = sync.NewCond(&rn.mu)
+	rn.workers = make([]*worker, s.Workers())
+	for i := range rn.workers {
+		ctx, cancel := context.WithCancel(rn.base)
+		rn.workers[i] = &worker{ctx: ctx, cancel: cancel}
+	}
+	return rn
+}
+
+func (rn *run) setReceiver(r Receiver) {
+	rn.r = r
+	rn.redec, _ = r.(Redecoder)
+}
+
+// Revoke implements Control.
+func (rn *run) Revoke(match func(*Delivery) bool) {
+	rn.mu.Lock()
+	var cut []*worker
+	busy := func() bool {
+		for _, w := range rn.workers {
+			if w.cur != nil && w.cur.key != nil && w.cur.key.revoked {
+				return true
+			}
+			if w.cur != nil && w.cur.key == nil && match(&w.cur.d) {
+				return true
+			}
+		}
+		return false
+	}
+	// Ready keyless items and whole keys whose active item matches.
+	var keep *item
+	var keepTail *item
+	for it := rn.readyHead; it != nil; {
+		next := it.next
+		it.next = nil
+		if match(&it.d) {
+			rn.collectLocked(it)
+		} else if keepTail == nil {
+			keep, keepTail = it, it
+		} else {
+			keepTail.next, keepTail = it, it
+		}
+		it = next
+	}
+	rn.readyHead, rn.readyTail = keep, keepTail
+	for it := range rn.waiting {
+		if match(&it.d) {
+			it.timer.Stop()
+			delete(rn.waiting, it)
+			if it.key == nil {
+				rn.release = append(rn.release, it)
+			}
+		}
+	}
+	for _, ks := range rn.keys {
+		if ks.active == nil || !match(&ks.active.d) {
+			continue
+		}
+		for it := ks.head; it != nil; {
+			next := it.next
+			it.next = nil
+			rn.release = append(rn.release, it)
+			it = next
+		}
+		ks.head, ks.tail = nil, nil
+		ks.revoked = true
+		running := false
+		for _, w := range rn.workers {
+			if w.cur == ks.active {
+				running = true
+				cut = append(cut, w)
+			}
+		}
+		if !running {
+			rn.release = append(rn.release, ks.active)
+			ks.active = nil
+		}
+	}
+	for _, w := range rn.workers {
+		if w.cur != nil && w.cur.key == nil && match(&w.cur.d) {
+			cut = append(cut, w)
+		}
+	}
+	rn.mu.Unlock()
+	t := time.AfterFunc(rn.e.cfg.DrainTimeout, func() {
+		for _, w := range cut {
+			w.cancel()
+		}
+	})
+	rn.mu.Lock()
+	for busy() {
+		rn.room.Wait()
+	}
+	rn.mu.Unlock()
+	t.Stop()
+	rn.flush()
+	rn.mu.Lock()
+	for name, ks := range rn.keys {
+		if ks.revoked && ks.active == nil {
+			delete(rn.keys, name)
+		}
+	}
+	rn.mu.Unlock()
+}
+
+// collectLocked marks a ready item (and, for a keyed one, its key's whole
+// pending list) for release.
+func (rn *run) collectLocked(it *item) {
+	rn.release = append(rn.release, it)
+	if ks := it.key; ks != nil {
+		for p := ks.head; p != nil; {
+			next := p.next
+			p.next = nil
+			rn.release = append(rn.release, p)
+			p = next
+		}
+		ks.head, ks.tail, ks.active = nil, nil, nil
+		ks.revoked = true
+	}
+}
+
+// loop receives until rctx ends or the receiver breaks, then drains.
+func (rn *run) loop(rctx context.Context) error {
+	for _, w := range rn.workers {
+		rn.wg.Add(1)
+		go rn.workLoop(w)
+	}
+	stopWatch := context.AfterFunc(rctx, func() {
+		rn.mu.Lock()
+		rn.rcvDone = true
+		rn.room.Broadcast()
+		rn.mu.Unlock()
+	})
+	defer stopWatch()
+	var err error
+	for {
+		rn.mu.Lock()
+		for rn.inflight >= rn.max && !rn.rcvDone {
+			rn.room.Wait()
+		}
+		room := rn.max - rn.inflight
+		done := rn.rcvDone
+		rn.mu.Unlock()
+		if done {
+			break
+		}
+		if err = rn.r.Receive(rctx, room, rn.deliver); err != nil {
+			break
+		}
+	}
+	rn.stop()
+	if rctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// deliver takes a batch from the receiver.
+func (rn *run) deliver(ds []Delivery) {
+	rn.mu.Lock()
+	ready := 0
+	for i := range ds {
+		it := rn.freeItems
+		if it != nil {
+			rn.freeItems = it.next
+			it.next = nil
+		} else {
+			it = new(item)
+		}
+		it.d = ds[i]
+		it.seq = rn.seq
+		rn.seq++
+		it.base = ds[i].Msg.Attempt
+		rn.inflight++
+		if k := ds[i].Msg.Key; k != "" {
+			ks := rn.keys[k]
+			if ks != nil && ks.active == nil {
+				ks.revoked = false
+			}
+			if ks != nil && ks.active != nil {
+				if ks.tail == nil {
+					ks.head, ks.tail = it, it
+				} else {
+					ks.tail.next, ks.tail = it, it
+				}
+				it.key = ks
+				continue
+			}
+			if ks == nil {
+				if l := len(rn.freeKeys); l > 0 {
+					ks = rn.freeKeys[l-1]
+					rn.freeKeys = rn.freeKeys[:l-1]
+				} else {
+					ks = new(keyState)
+				}
+				ks.name = k
+				rn.keys[k] = ks
+			}
+			ks.active = it
+			it.key = ks
+		}
+		rn.pushReadyLocked(it)
+		ready++
+	}
+	switch {
+	case ready == 0:
+	case ready == 1:
+		rn.work.Signal()
+	default:
+		rn.work.Broadcast()
+	}
+	rn.mu.Unlock()
+}
+
+func (rn *run) pushReadyLocked(it *item) {
+	it.next = nil
+	if rn.readyTail == nil {
+		rn.readyHead, rn.readyTail = it, it
+	} else {
+		rn.readyTail.next, rn.readyTail = it, it
+	}
+}
+
+func (rn *run) workLoop(w *worker) {
+	defer rn.wg.Done()
+	rn.mu.Lock()
+	for {
+		for rn.readyHead == nil && !rn.stopping {
+			rn.work.Wait()
+		}
+		if rn.stopping {
+			rn.mu.Unlock()
+			return
+		}
+		it := rn.readyHead
+		rn.readyHead = it.next
+		if rn.readyHead == nil {
+			rn.readyTail = nil
+		}
+		it.next = nil
+		w.cur = it
+		if w.ctx.Err() != nil { // cut off by a revoke: a fresh context for the next item
+			w.ctx, w.cancel = context.WithCancel(rn.base)
+		}
+		rn.mu.Unlock()
+		rn.attempt(w, it)
+		rn.mu.Lock()
+		w.cur = nil
+		rn.room.Broadcast() // a Revoke may wait for this item
+	}
+}
+
+// attempt calls the handler once on it and settles it or schedules its retry.
+func (rn *run) attempt(w *worker, it *item) {
+	it.attempt++
+	m := rn.message(it)
+	err := rn.call(w.ctx, m)
+	if err == nil {
+		rn.r.Ack(&it.d)
+		rn.observe(m, Handled, nil)
+		rn.done(it)
+		return
+	}
+	if w.ctx.Err() != nil {
+		// Cut off by the drain timeout or a revoke: no failed attempt.
+		it.attempt--
+		rn.toRelease(it)
+		return
+	}
+	if broker.IsPermanent(err) || (rn.s.MaxAttempts > 0 && it.base+it.attempt >= rn.s.MaxAttempts) {
+		rn.deadLetter(w, it, err)
+		return
+	}
+	rn.mu.Lock()
+	if rn.stopping || (it.key != nil && it.key.revoked) {
+		rn.mu.Unlock()
+		rn.toRelease(it)
+		return
+	}
+	wait := rn.e.cfg.Retry.Wait(it.attempt)
+	rn.waiting[it] = struct{}{}
+	it.timer = time.AfterFunc(wait, func() { rn.retryDue(it) })
+	rn.mu.Unlock()
+	rn.observe(m, Retried, err)
+	rn.e.log.Debug(rn.e.cfg.Name+": handler failed; retrying", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempt", m.Attempt, "backoff", wait, "err", err)
+}
+
+func (rn *run) retryDue(it *item) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if _, ok := rn.waiting[it]; !ok {
+		return // released by stop or revoke meanwhile
+	}
+	delete(rn.waiting, it)
+	// Ahead of everything else ready: it has waited its turn already.
+	it.next = rn.readyHead
+	rn.readyHead = it
+	if rn.readyTail == nil {
+		rn.readyTail = it
+	}
+	rn.work.Signal()
+}
+
+// message returns the message for it's next attempt: as received for the
+// first, rebuilt for later ones.
+func (rn *run) message(it *item) broker.Message {
+	var m broker.Message
+	switch {
+	case it.attempt == 1:
+		m = it.d.Msg
+	case rn.redec != nil:
+		m = rn.redec.Redecode(&it.d)
+	default:
+		m = it.d.Msg
+		if m.Header != nil {
+			h := make(map[string]string, len(m.Header))
+			for k, v := range m.Header {
+				h[k] = v
+			}
+			m.Header = h
+		}
+	}
+	m.Attempt = it.base + it.attempt
+	return m
+}
+
+// call runs the handler, turning a panic into a *broker.PanicError.
+func (rn *run) call(ctx context.Context, m broker.Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			pe := &broker.PanicError{Value: p, Stack: debug.Stack()}
+			rn.e.log.Error(rn.e.cfg.Name+": handler panicked", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempt", m.Attempt, "panic", p, "stack", string(pe.Stack))
+			err = pe
+		}
+	}()
+	return rn.h(ctx, m)
+}
+
+// deadLetter moves it to the dead-letter topic (or drops it without one)
+// and acks it; while the broker refuses, it retries until the run stops.
+func (rn *run) deadLetter(w *worker, it *item, cause error) {
+	m := it.d.Msg
+	if it.attempt > 1 || rn.redec != nil {
+		m = rn.message(it) // as published, whatever the handler changed
+	}
+	m.Attempt = it.base + it.attempt
+	if rn.dlq == "" {
+		rn.e.log.Warn(rn.e.cfg.Name+": dropping a message that failed for good (the subscription has no dead-letter topic)", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempts", m.Attempt, "err", cause)
+		rn.r.Ack(&it.d)
+		rn.observe(m, Dropped, cause)
+		rn.done(it)
+		return
+	}
+	dl := broker.DeadLetter(m, rn.s.Group, cause, time.Now())
+	for try := 1; ; try++ {
+		err := rn.e.d.DeadLetter(w.ctx, rn.dlq, dl, &it.d)
+		if err == nil {
+			rn.r.Ack(&it.d)
+			rn.e.log.Warn(rn.e.cfg.Name+": dead-lettered", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempts", m.Attempt, "to", rn.dlq, "err", cause)
+			rn.observe(m, DeadLettered, cause)
+			rn.done(it)
+			return
+		}
+		rn.e.log.Error(rn.e.cfg.Name+": dead-lettering failed; retrying", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "to", rn.dlq, "err", err)
+		if w.ctx.Err() != nil || !rn.e.cfg.Retry.Sleep(w.ctx, rn.stopCh, try) {
+			// Stopping: keep the message with the broker. Its attempts
+			// are not recorded there, so it is tried again.
+			rn.toRelease(it)
+			return
+		}
+	}
+}
+
+// done recycles a settled item and passes its key's turn on.
+func (rn *run) done(it *item) {
+	rn.mu.Lock()
+	rn.settleLocked(it)
+	rn.mu.Unlock()
+}
+
+func (rn *run) settleLocked(it *item) {
+	rn.inflight--
+	if ks := it.key; ks != nil && ks.active == it {
+		if next := ks.head; next != nil && !rn.stopping && !ks.revoked {
+			ks.head = next.next
+			if ks.head == nil {
+				ks.tail = nil
+			}
+			ks.active = next
+			rn.pushReadyLocked(next)
+			rn.work.Signal()
+		} else if ks.head == nil {
+			ks.active = nil
+			if !ks.revoked {
+				delete(rn.keys, ks.name)
+				*ks = keyState{}
+				rn.freeKeys = append(rn.freeKeys, ks)
+			}
+		} else {
+			ks.active = nil
+		}
+	}
+	*it = item{next: rn.freeItems}
+	rn.freeItems = it
+	if rn.inflight < rn.max {
+		rn.room.Broadcast()
+	}
+}
+
+// toRelease keeps it for the next flush (stop or revoke), which releases
+// everything in receive order at once.
+func (rn *run) toRelease(it *item) {
+	rn.mu.Lock()
+	rn.release = append(rn.release, it)
+	if it.key != nil && it.key.active == it {
+		it.key.active = nil
+	}
+	rn.mu.Unlock()
+}
+
+// flush releases what was collected, in receive order.
+func (rn *run) flush() {
+	rn.mu.Lock()
+	its := rn.release
+	rn.release = nil
+	rn.mu.Unlock()
+	if len(its) == 0 {
+		return
+	}
+	sortItems(its)
+	ds := make([]*Delivery, len(its))
+	for i, it := range its {
+		ds[i] = &it.d
+	}
+	rn.r.Release(ds)
+	rn.mu.Lock()
+	for _, it := range its {
+		if rn.e.cfg.Observe != nil {
+			m := it.d.Msg
+			rn.mu.Unlock()
+			rn.observe(m, Released, nil)
+			rn.mu.Lock()
+		}
+		it.key = nil // keys were handled by whoever collected them
+		rn.settleLocked(it)
+	}
+	rn.mu.Unlock()
+}
+
+// stop ends the run: nothing new starts, queued and waiting items are
+// released, running handlers get the drain timeout to finish.
+func (rn *run) stop() {
+	rn.mu.Lock()
+	rn.stopping = true
+	close(rn.stopCh)
+	for it := rn.readyHead; it != nil; {
+		next := it.next
+		it.next = nil
+		rn.release = append(rn.release, it)
+		it = next
+	}
+	rn.readyHead, rn.readyTail = nil, nil
+	for it := range rn.waiting {
+		it.timer.Stop()
+		rn.release = append(rn.release, it)
+	}
+	clear(rn.waiting)
+	for _, ks := range rn.keys {
+		for it := ks.head; it != nil; {
+			next := it.next
+			it.next = nil
+			rn.release = append(rn.release, it)
+			it = next
+		}
+		ks.head, ks.tail = nil, nil
+	}
+	rn.work.Broadcast()
+	rn.mu.Unlock()
+	t := time.AfterFunc(rn.e.cfg.DrainTimeout, func() {
+		for _, w := range rn.workers {
+			w.cancel()
+		}
+	})
+	rn.wg.Wait()
+	t.Stop()
+	for _, w := range rn.workers {
+		w.cancel()
+	}
+	rn.flush()
+}
+
+func sortItems(its []*item) {
+	slices.SortFunc(its, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
+}
+
+// discard cancels the workers' contexts of a run that never started.
+func (rn *run) discard() {
+	for _, w := range rn.workers {
+		w.cancel()
+	}
+}
+
+func (rn *run) observe(m broker.Message, o Outcome, err error) {
+	if f := rn.e.cfg.Observe; f != nil {
+		f(&rn.s, m, o, err)
+	}
+}
