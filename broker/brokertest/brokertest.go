@@ -54,6 +54,14 @@ func Run(t *testing.T, h Harness) {
 		{"OrderPerKey", f.OrderPerKey, s.testOrderPerKey},
 		{"DeadLetter", f.DeadLetter, s.testDeadLetter},
 		{"Priority", f.Priority, s.testPriority},
+		{"UnboundMessagesAndBindings", f.ConsumerGroups && f.KeyFilter, s.testUnbound},
+		{"ReadyPrivateSubscription", true, s.testReadyPrivate},
+		{"OrderPerKeyUnderRetries", f.OrderPerKey, s.testOrderPerKeyUnderRetries},
+		{"ConcurrencyReached", true, s.testConcurrencyReached},
+		{"KeysWithinGroup", f.ConsumerGroups && f.KeyFilter, s.testKeysWithinGroup},
+		{"AttemptExactAcrossClose", f.Persistent, s.testAttemptExactAcrossClose},
+		{"InvalidNames", true, s.testInvalidNames},
+		{"PanicErrorValue", f.DeadLetter, s.testPanicErrorValue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,27 +105,45 @@ func (s *suite) topic(t *testing.T, suffix string) string {
 }
 
 // subscribe provisions sub and runs Subscribe in the background until the test
-// ends; it returns a cancel function and a channel closed when Subscribe
-// returned, after which *result holds what it returned.
+// ends, and returns once the subscription is ready (s.Ready was called), so
+// that every message published afterwards reaches it. It returns a cancel
+// function and the running call, whose done channel is closed when Subscribe
+// returned.
 func subscribe(t *testing.T, sub broker.Subscriber, s broker.Subscription, h broker.Handler) (context.CancelFunc, *running) {
 	t.Helper()
 	provision(t, sub, s)
+	ready := make(chan struct{})
+	var once sync.Once
+	callerReady := s.Ready
+	s.Ready = func() {
+		if callerReady != nil {
+			callerReady()
+		}
+		once.Do(func() { close(ready) })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{done: make(chan struct{})}
 	go func() {
 		r.err = sub.Subscribe(ctx, s, h)
 		close(r.done)
 	}()
-	if _, ok := sub.(broker.Provisioner); !ok || s.Group == "" {
-		// Nothing tells when a consumer is ready: give it time to bind.
-		time.Sleep(500 * time.Millisecond)
-	}
 	t.Cleanup(func() {
 		cancel()
 		if _, ok := r.wait(waitFor); !ok {
 			t.Errorf("Subscribe did not return %v after its context was cancelled", waitFor)
 		}
 	})
+	select {
+	case <-ready:
+	case <-r.done:
+		select {
+		case <-ready: // ready, then ended (a test closing it early)
+		default:
+			t.Fatalf("Subscribe(%s, group %q) returned %v before calling Subscription.Ready", s.Topic, s.Group, r.err)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("Subscribe(%s, group %q) did not call Subscription.Ready within %v", s.Topic, s.Group, waitFor)
+	}
 	return cancel, r
 }
 
@@ -244,7 +270,7 @@ func (s *suite) testPublishSubscribe(t *testing.T) {
 	when := time.Date(2026, 7, 14, 10, 30, 0, 0, time.UTC)
 	sent := []broker.Message{
 		{ID: "text", Key: "a.b", Payload: []byte("hello"), Header: map[string]string{"trace-id": "abc", "x-unicode": "ça marche ✓"}, Time: when},
-		{ID: "binary", Key: "a.b", Payload: []byte{0, 1, 2, 0xff, 0xfe, 0x80, 0}},
+		{ID: "binary", Key: "a.b", Payload: []byte{0, 1, 2, 0xff, 0xfe, 0x80, 0}, Header: map[string]string{"empty": ""}},
 		{ID: "not-utf8", Key: "a.b", Payload: []byte("caf\xe9 \xc3\x28")},
 		{ID: "empty", Key: "a.b", Payload: []byte{}},
 		{ID: "big", Key: "a.b", Payload: big},
@@ -268,8 +294,10 @@ func (s *suite) testPublishSubscribe(t *testing.T) {
 			t.Errorf("%s: key %q, want %q", want.ID, m.Key, want.Key)
 		}
 		for k, v := range want.Header {
-			if m.Header[k] != v {
-				t.Errorf("%s: header %s = %q, want %q", want.ID, k, m.Header[k], v)
+			if got, ok := m.Header[k]; !ok {
+				t.Errorf("%s: header %s missing, want %q", want.ID, k, v)
+			} else if got != v {
+				t.Errorf("%s: header %s = %q, want %q", want.ID, k, got, v)
 			}
 		}
 		if m.Topic != topic {
@@ -356,8 +384,8 @@ func (s *suite) testRedeliveryAfterError(t *testing.T) {
 	}
 	c.waitUnique(t, n)
 	for id, m := range c.byID() {
-		if m.Attempt < 2 {
-			t.Errorf("%s handled at attempt %d after a failed first attempt", id, m.Attempt)
+		if m.Attempt != 2 {
+			t.Errorf("%s handled at attempt %d after one failed attempt, want exactly 2", id, m.Attempt)
 		}
 	}
 	if f := failures.Load(); f < n {

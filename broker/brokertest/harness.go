@@ -8,7 +8,7 @@
 //	func TestConformance(t *testing.T) {
 //		brokertest.Run(t, brokertest.Harness{
 //			New: func(t *testing.T) (broker.Publisher, broker.Subscriber) {
-//				b := memory.New()
+//				b := memory.MustNew()
 //				return b, b
 //			},
 //			Features: brokertest.AllFeatures(),
@@ -31,6 +31,15 @@ type Harness struct {
 	// CreateTopic, when set, is called once for every topic a test uses
 	// (including dead-letter topics) before anything is published to it.
 	CreateTopic func(t *testing.T, topic string)
+	// InvalidTopics are topic names the adapter refuses beyond the rules
+	// every adapter shares (broker.ValidateTopic): for example RabbitMQ
+	// passes "amq.reserved" (the server reserves "amq." exchanges), Kafka
+	// "bad topic!" (Kafka allows only [a-zA-Z0-9._-]). The InvalidNames test
+	// checks that each is refused at once, before anything is sent, as a
+	// Subscribe topic and dead-letter topic (an error wrapping
+	// broker.ErrInvalidSubscription) and as a Publish destination
+	// (broker.ErrInvalidMessage).
+	InvalidTopics []string
 	// Features declares what the adapter promises.
 	Features Features
 }
@@ -57,6 +66,12 @@ type Features struct {
 	DeadLetter bool
 	// Priority: a queue delivers higher Message.Priority first.
 	Priority bool
+	// Log: a topic is a log (Kafka). A message published while no group
+	// was bound to its topic reaches a group that starts later, and a
+	// group's key bindings are those of its members present. Off (memory,
+	// RabbitMQ): such a message is dropped, as by an exchange without
+	// bindings, and a group's bindings outlive the members that made them.
+	Log bool
 	// MaxPayload is the largest payload the adapter must carry; 0 means 1 MiB.
 	MaxPayload int
 	// Messages is how many messages the load tests send; 0 means 5,000.

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -49,6 +50,10 @@ const (
 	DefaultRetryMin = 50 * time.Millisecond
 	DefaultRetryMax = 5 * time.Second
 )
+
+// Backoff is an exponential backoff with full jitter: the wait after n
+// failures is random in [0, min(Max, Min·2^(n-1))].
+type Backoff = backoff.Policy
 
 // Outcome is what became of one handler attempt or message, for
 // Config.Observe.
@@ -75,10 +80,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Retry is the backoff before a failed message's next attempt.
 	// Default DefaultRetryMin to DefaultRetryMax.
-	Retry backoff.Policy
+	Retry Backoff
 	// Reopen is the backoff between attempts to reopen a broken receiver.
 	// Default 50 ms to 5 s.
-	Reopen backoff.Policy
+	Reopen Backoff
 	// Validate, when set, checks a subscription against the broker's own
 	// rules (name lengths, characters) before anything is sent; its error
 	// should wrap broker.ErrInvalidSubscription.
@@ -209,6 +214,10 @@ func (e *Engine) Subscribe(ctx context.Context, s broker.Subscription, h broker.
 			failures++
 			e.log.Warn(e.cfg.Name+": subscription could not start; retrying", "topic", s.Topic, "group", s.Group, "err", err)
 			if !e.cfg.Reopen.Sleep(rctx, nil, failures) {
+				if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) && !ready && result() == nil {
+					// the caller's deadline passed while waiting to retry Open
+					return fmt.Errorf("%s: subscribe to %q: %w", e.cfg.Name, s.Topic, err)
+				}
 				return result()
 			}
 			continue
@@ -389,8 +398,13 @@ func (rn *run) Revoke(match func(*Delivery) bool) {
 	}
 	rn.mu.Unlock()
 	t := time.AfterFunc(rn.e.cfg.DrainTimeout, func() {
+		rn.mu.Lock()
+		defer rn.mu.Unlock()
 		for _, w := range cut {
-			w.cancel()
+			// only if it still runs a revoked message, not the next one
+			if c := w.cur; c != nil && ((c.key != nil && c.key.revoked) || (c.key == nil && match(&c.d))) {
+				w.cancel()
+			}
 		}
 	})
 	rn.mu.Lock()
@@ -608,23 +622,20 @@ func (rn *run) retryDue(it *item) {
 }
 
 // message returns the message for it's next attempt: as received for the
-// first, rebuilt for later ones.
+// first, rebuilt (or copied) for later ones and for the dead letter.
 func (rn *run) message(it *item) broker.Message {
 	var m broker.Message
 	switch {
-	case it.attempt == 1:
+	case it.attempt == 1 && (rn.redec != nil || it.d.Msg.Header == nil):
 		m = it.d.Msg
 	case rn.redec != nil:
 		m = rn.redec.Redecode(&it.d)
 	default:
+		// Without a Redecoder every attempt gets a copy of the Header as
+		// received, so that a failed attempt's changes are not seen by the
+		// next one (nor by the dead letter).
 		m = it.d.Msg
-		if m.Header != nil {
-			h := make(map[string]string, len(m.Header))
-			for k, v := range m.Header {
-				h[k] = v
-			}
-			m.Header = h
-		}
+		m.Header = maps.Clone(m.Header)
 	}
 	m.Attempt = it.base + it.attempt
 	return m
@@ -687,24 +698,7 @@ func (rn *run) done(it *item) {
 func (rn *run) settleLocked(it *item) {
 	rn.inflight--
 	if ks := it.key; ks != nil && ks.active == it {
-		if next := ks.head; next != nil && !rn.stopping && !ks.revoked {
-			ks.head = next.next
-			if ks.head == nil {
-				ks.tail = nil
-			}
-			ks.active = next
-			rn.pushReadyLocked(next)
-			rn.work.Signal()
-		} else if ks.head == nil {
-			ks.active = nil
-			if !ks.revoked {
-				delete(rn.keys, ks.name)
-				*ks = keyState{}
-				rn.freeKeys = append(rn.freeKeys, ks)
-			}
-		} else {
-			ks.active = nil
-		}
+		rn.passTurnLocked(ks)
 	}
 	*it = item{next: rn.freeItems}
 	rn.freeItems = it
@@ -713,13 +707,35 @@ func (rn *run) settleLocked(it *item) {
 	}
 }
 
+// passTurnLocked hands ks's turn to its next pending item, or ends ks.
+// Items pending on a revoked key arrived after the revoke (Revoke took the
+// earlier ones), so they go on.
+func (rn *run) passTurnLocked(ks *keyState) {
+	switch next := ks.head; {
+	case next != nil && !rn.stopping:
+		ks.head = next.next
+		if ks.head == nil {
+			ks.tail = nil
+		}
+		ks.active, ks.revoked = next, false
+		rn.pushReadyLocked(next)
+		rn.work.Signal()
+	case next == nil && !ks.revoked:
+		delete(rn.keys, ks.name)
+		*ks = keyState{}
+		rn.freeKeys = append(rn.freeKeys, ks)
+	default: // stopping (stop took the pending items), or revoked (Revoke cleans up)
+		ks.active = nil
+	}
+}
+
 // toRelease keeps it for the next flush (stop or revoke), which releases
 // everything in receive order at once.
 func (rn *run) toRelease(it *item) {
 	rn.mu.Lock()
 	rn.release = append(rn.release, it)
-	if it.key != nil && it.key.active == it {
-		it.key.active = nil
+	if ks := it.key; ks != nil && ks.active == it {
+		rn.passTurnLocked(ks)
 	}
 	rn.mu.Unlock()
 }
@@ -783,6 +799,8 @@ func (rn *run) stop() {
 	rn.work.Broadcast()
 	rn.mu.Unlock()
 	t := time.AfterFunc(rn.e.cfg.DrainTimeout, func() {
+		rn.mu.Lock()
+		defer rn.mu.Unlock()
 		for _, w := range rn.workers {
 			w.cancel()
 		}

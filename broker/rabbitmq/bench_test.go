@@ -112,7 +112,7 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
-func benchPublisher(b *testing.B, ch *amqp.Channel, url string, opts ...rabbitmq.Option) {
+func benchPublisher(b *testing.B, ch *amqp.Channel, url string, opts ...rabbitmq.PublisherOption) {
 	{
 		topic := testenv.Name(b, "ours")
 		benchQueue(b, ch, topic)
@@ -184,7 +184,7 @@ func BenchmarkConsume(b *testing.B) {
 		topic := testenv.Name(b, "ours")
 		benchQueue(b, ch, topic)
 		fill(b, url, topic, b.N)
-		s := newSubscriber(b, url, rabbitmq.WithPrefetch(prefetch))
+		s := newSubscriber(b, url)
 		var n atomic.Int64
 		done := make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -194,7 +194,7 @@ func BenchmarkConsume(b *testing.B) {
 		start := time.Now()
 		errc := make(chan error, 1)
 		go func() {
-			errc <- s.Subscribe(ctx, broker.Subscription{Topic: topic, Group: "g"}, func(context.Context, broker.Message) error {
+			errc <- s.Subscribe(ctx, broker.Subscription{Topic: topic, Group: "g", MaxInFlight: prefetch}, func(context.Context, broker.Message) error {
 				if n.Add(1) == int64(b.N) {
 					close(done)
 				}

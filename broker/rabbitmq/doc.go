@@ -23,17 +23,29 @@
 // the content-type, content-encoding, correlation-id and reply-to headers map
 // to AMQP properties and back.
 //
-// Subscriber acks after the handler returns nil. Concurrency handlers run at
-// once with order kept per key (messages are assigned to handlers by key);
-// the prefetch is 16 per handler unless WithPrefetch says otherwise. A failed
-// message is handed back for another attempt: classic queues ack it and
-// republish a copy carrying the attempt count (to the tail of the queue, or
-// through a TTL retry queue with WithRetryDelay); quorum queues requeue it and
-// count attempts with the server's x-delivery-count. Message.Attempt adds one
-// for a redelivery after a lost consumer. After Subscription.MaxAttempts, or
-// on a broker.Permanent error, the message is published to the dead-letter
-// topic with the broker.Header* headers and its original headers (x-death
-// included), confirmed, and only then acked.
+// Subscriber runs on broker/engine, the consumer every adapter shares, so
+// dispatch, retries and dead-lettering behave exactly as on the memory broker
+// and Kafka (docs/broker.md has the table). The channel's prefetch is
+// Subscription.InFlight(), so the broker never sends more than the engine may
+// hold. A message is acked after its handler returns nil. A failed message
+// stays unacked and is retried in place after a full-jitter backoff
+// (WithRetryBackoff), ahead of every later message of its key, on classic and
+// quorum queues alike. Message.Attempt counts handler calls: the redelivered
+// flag and quorum queues' x-delivery-count are not attempts, because RabbitMQ
+// also sets them for messages a member received but never handled before a
+// graceful Close; set a quorum queue's x-delivery-limit (WithQueueArgs) to
+// bound redeliveries after crashes. A retry that outlives the server's
+// consumer_timeout (30 minutes by default) closes the channel and the message
+// is redelivered. After Subscription.MaxAttempts, or on a broker.Permanent
+// error, the message is published to the dead-letter topic with the
+// broker.Header* headers and its original headers (x-death included),
+// confirmed, and only then acked.
+//
+// Names are checked before anything is sent: exchange, queue and routing key
+// at most 255 bytes of UTF-8, and no declared name starting with "amq."; a
+// bad one fails Publish with broker.ErrInvalidMessage and Subscribe or
+// Provision with broker.ErrInvalidSubscription, without touching the
+// connection.
 //
 // Both reconnect on their own with backoff: the subscriber redeclares its
 // exchange, queue and bindings (a new server-named queue for private
@@ -41,6 +53,10 @@
 // under it. Reconnection is done here rather than with amqp091-go's
 // opt-in Recovery so that confirms, consumers and topology are handled in one
 // place with this package's promises.
+//
+// Options are typed per side: PublisherOption, SubscriberOption, and Option
+// for both, so a subscriber's option passed to NewPublisher does not compile;
+// invalid values fail the constructor with ErrInvalidOption.
 //
 // Escape hatches: Publisher.Conn and Subscriber.Conn return the current
 // *amqp091.Connection; Message.Raw is the *amqp091.Delivery on delivery;

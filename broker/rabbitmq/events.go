@@ -17,7 +17,7 @@ const (
 	EventRepublished                            // a message whose confirm was lost or refused was sent again
 	EventNacked                                 // the broker refused a message
 	EventReturned                               // a mandatory message was returned unroutable
-	EventDelivered                              // a message reached a handler
+	EventDelivered                              // a handler ran on a message (one per attempt, reported when it returned)
 	EventRetried                                // a failed message was handed back for another attempt
 	EventDeadLettered                           // a message was moved to the dead-letter topic
 	EventDropped                                // a permanently failing message had no dead-letter topic

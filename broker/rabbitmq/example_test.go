@@ -23,7 +23,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer pub.Close()
-	sub, err := rabbitmq.NewSubscriber(ctx, url, rabbitmq.WithRetryDelay(time.Second))
+	sub, err := rabbitmq.NewSubscriber(ctx, url, rabbitmq.WithRetryBackoff(100*time.Millisecond, 5*time.Second))
 	if err != nil {
 		log.Fatal(err)
 	}

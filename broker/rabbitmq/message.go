@@ -125,9 +125,13 @@ func toPublishing(m *broker.Message, persistent bool, maxSize int, extra amqp.Ta
 	return p, nil
 }
 
-// fromDelivery maps d back to a Message. Attempt counts the failed attempts
-// recorded by a republish, the server's x-delivery-count (quorum queues), and
-// otherwise one for a redelivery.
+// fromDelivery maps d back to a Message. Attempt is the number of failed
+// attempts recorded with the message (by a republished copy of an earlier
+// version of this adapter); the engine adds its own. The redelivered flag
+// and quorum queues' x-delivery-count are not attempts: RabbitMQ sets them
+// for messages a consumer received but never handled (prefetched, then
+// returned by a graceful Close), so counting them would dead-letter after
+// fewer real failures.
 func fromDelivery(d *amqp.Delivery, topic string, r route) broker.Message {
 	m := broker.Message{
 		ID:       d.MessageId,
@@ -136,7 +140,6 @@ func fromDelivery(d *amqp.Delivery, topic string, r route) broker.Message {
 		Time:     d.Timestamp,
 		Priority: d.Priority,
 		Topic:    topic,
-		Attempt:  1,
 		Raw:      d,
 	}
 	var h map[string]string
@@ -146,7 +149,6 @@ func fromDelivery(d *amqp.Delivery, topic string, r route) broker.Message {
 		}
 		h[k] = v
 	}
-	counted := false
 	for k, v := range d.Headers {
 		switch k {
 		case headerTime:
@@ -165,10 +167,6 @@ func fromDelivery(d *amqp.Delivery, topic string, r route) broker.Message {
 			}
 			continue
 		case "x-delivery-count":
-			if n, ok := toInt64(v); ok {
-				m.Attempt += int(n)
-				counted = true
-			}
 			continue
 		}
 		switch v := v.(type) {
@@ -184,9 +182,6 @@ func fromDelivery(d *amqp.Delivery, topic string, r route) broker.Message {
 			set(k, v.UTC().Format(time.RFC3339Nano))
 		}
 		// tables and arrays (x-death) stay in Raw.
-	}
-	if d.Redelivered && !counted {
-		m.Attempt++
 	}
 	if d.ContentType != "" {
 		set(HeaderContentType, d.ContentType)

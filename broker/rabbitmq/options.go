@@ -7,6 +7,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/broker/engine"
+	"github.com/go-integration/patterns/internal/backoff"
 )
 
 // QueueType selects RabbitMQ's queue implementation.
@@ -26,9 +29,35 @@ const (
 // DefaultMaxMessageSize is RabbitMQ's default max_message_size (128 MiB).
 const DefaultMaxMessageSize = 128 << 20
 
-// Option configures a Publisher or a Subscriber. Options that only one of them
-// reads say so; the other ignores them.
-type Option func(*config)
+// ErrInvalidOption is returned by NewPublisher and NewSubscriber for an
+// option they cannot use; the error names the option.
+var ErrInvalidOption = errors.New("rabbitmq: invalid option")
+
+// PublisherOption configures a Publisher; SubscriberOption a Subscriber.
+// Options that apply to both are of type Option. Passing a subscriber's
+// option to NewPublisher (or the reverse) does not compile.
+type (
+	PublisherOption  interface{ applyPublisher(*config) }
+	SubscriberOption interface{ applySubscriber(*config) }
+	// Option configures a Publisher or a Subscriber.
+	Option interface {
+		PublisherOption
+		SubscriberOption
+	}
+)
+
+type bothOption func(*config)
+
+func (o bothOption) applyPublisher(c *config)  { o(c) }
+func (o bothOption) applySubscriber(c *config) { o(c) }
+
+type publisherOption func(*config)
+
+func (o publisherOption) applyPublisher(c *config) { o(c) }
+
+type subscriberOption func(*config)
+
+func (o subscriberOption) applySubscriber(c *config) { o(c) }
 
 type config struct {
 	name        string
@@ -54,16 +83,21 @@ type config struct {
 	maxLength       int
 	singleActive    bool
 	queueArgs       amqp.Table
-	prefetch        int
-	retryDelay      time.Duration
+	retry           backoff.Policy
 	deadLetterQueue bool
 	drainTimeout    time.Duration
 
 	errs []error
 }
 
+// invalid records a bad option value.
+func (c *config) invalid(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf(format, args...))
+}
+
 func defaultConfig() config {
 	return config{
+		logger:          slog.Default(),
 		dialTimeout:     10 * time.Second,
 		heartbeat:       10 * time.Second,
 		backoffMin:      50 * time.Millisecond,
@@ -73,30 +107,44 @@ func defaultConfig() config {
 		queueName:       DefaultQueueName,
 		queueType:       Classic,
 		deadLetterQueue: true,
-		drainTimeout:    10 * time.Second,
+		retry:           backoff.Policy{Min: engine.DefaultRetryMin, Max: engine.DefaultRetryMax},
+		drainTimeout:    engine.DefaultDrainTimeout,
 	}
 }
 
-func newConfig(opts []Option) (config, error) {
+func newPublisherConfig(opts []PublisherOption) (config, error) {
 	c := defaultConfig()
 	for _, o := range opts {
-		if o != nil {
-			o(&c)
+		if o == nil {
+			c.invalid("nil option")
+			continue
 		}
+		o.applyPublisher(&c)
 	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+	return c.check()
+}
+
+func newSubscriberConfig(opts []SubscriberOption) (config, error) {
+	c := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			c.invalid("nil option")
+			continue
+		}
+		o.applySubscriber(&c)
 	}
+	return c.check()
+}
+
+func (c config) check() (config, error) {
 	if c.queueType == Quorum && c.maxPriority > 0 {
-		c.errs = append(c.errs, errors.New("WithQueueType(Quorum) conflicts with WithMaxPriority: quorum queues have no priorities"))
+		c.invalid("WithQueueType(Quorum) conflicts with WithMaxPriority: quorum queues have no priorities")
 	}
-	if c.backoffMin <= 0 {
-		c.errs = append(c.errs, fmt.Errorf("WithReconnectBackoff: min %v is not positive", c.backoffMin))
-	} else if c.backoffMin > c.backoffMax {
-		c.errs = append(c.errs, fmt.Errorf("WithReconnectBackoff: min %v is above max %v", c.backoffMin, c.backoffMax))
+	if err := (backoff.Policy{Min: c.backoffMin, Max: c.backoffMax}).Validate(); err != nil {
+		c.invalid("WithReconnectBackoff: %v", err)
 	}
 	if len(c.errs) > 0 {
-		return c, fmt.Errorf("rabbitmq: invalid options: %w", errors.Join(c.errs...))
+		return c, fmt.Errorf("%w: %w", ErrInvalidOption, errors.Join(c.errs...))
 	}
 	return c, nil
 }
@@ -106,35 +154,50 @@ func DefaultQueueName(topic, group string) string { return topic + ":" + group }
 
 // WithConnectionName sets the connection_name client property shown by the
 // management UI and rabbitmqctl list_connections. Default: none.
-func WithConnectionName(name string) Option { return func(c *config) { c.name = name } }
+func WithConnectionName(name string) Option { return bothOption(func(c *config) { c.name = name }) }
 
-// WithLogger logs connects, reconnects, republishes and dead-letters to l.
-// Default: no logging.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+// WithLogger logs connects, reconnects, republishes, retries and
+// dead-letters to l. Default: slog.Default(), as every adapter.
+func WithLogger(l *slog.Logger) Option {
+	return bothOption(func(c *config) {
+		if l == nil {
+			c.invalid("WithLogger(nil)")
+			return
+		}
+		c.logger = l
+	})
+}
 
 // WithHook calls f for every Event (connects, publishes, confirms,
 // redeliveries, dead-letters...). f runs on the hot path: keep it fast and do
 // not block. Default: none; Stats counts events either way.
-func WithHook(f func(Event)) Option { return func(c *config) { c.hook = f } }
+func WithHook(f func(Event)) Option { return bothOption(func(c *config) { c.hook = f }) }
 
 // WithDialTimeout bounds each connection attempt. Default 10s.
 func WithDialTimeout(d time.Duration) Option {
-	return func(c *config) {
+	return bothOption(func(c *config) {
 		if d <= 0 {
-			c.errs = append(c.errs, fmt.Errorf("WithDialTimeout: %v is not positive", d))
+			c.invalid("WithDialTimeout: %v is not positive", d)
 		}
 		c.dialTimeout = d
-	}
+	})
 }
 
 // WithHeartbeat sets the AMQP heartbeat, which bounds how long a dead peer goes
 // unnoticed. Default 10s.
-func WithHeartbeat(d time.Duration) Option { return func(c *config) { c.heartbeat = d } }
+func WithHeartbeat(d time.Duration) Option {
+	return bothOption(func(c *config) {
+		if d < 0 {
+			c.invalid("WithHeartbeat: %v is negative", d)
+		}
+		c.heartbeat = d
+	})
+}
 
 // WithReconnectBackoff sets the first and the longest wait between reconnect
 // attempts (doubling, with jitter). Default 50ms to 2s.
 func WithReconnectBackoff(minWait, maxWait time.Duration) Option {
-	return func(c *config) { c.backoffMin, c.backoffMax = minWait, maxWait }
+	return bothOption(func(c *config) { c.backoffMin, c.backoffMax = minWait, maxWait })
 }
 
 // WithExchange routes every topic through one shared durable topic exchange
@@ -142,107 +205,132 @@ func WithReconnectBackoff(minWait, maxWait time.Duration) Option {
 // exchange per topic, named like the topic. Publisher and Subscriber must agree.
 // In this mode queues get no native dead-letter exchange (TTL and max-length
 // overflow drop messages instead of moving them to the dead-letter topic).
-func WithExchange(name string) Option { return func(c *config) { c.exchange = name } }
+func WithExchange(name string) Option { return bothOption(func(c *config) { c.exchange = name }) }
 
 // WithChannels sets the publisher's channel pool size; concurrent Publish
 // calls pipeline their confirms on each channel. Default 1: on a 2-core
 // server one channel confirmed faster than four (the broker batches confirms
 // per channel); more channels help when RabbitMQ has cores to spare.
 // Publisher only.
-func WithChannels(n int) Option {
-	return func(c *config) {
+func WithChannels(n int) PublisherOption {
+	return publisherOption(func(c *config) {
 		if n < 1 {
-			c.errs = append(c.errs, fmt.Errorf("WithChannels: %d is below 1", n))
+			c.invalid("WithChannels: %d is below 1", n)
 		}
 		c.channels = n
-	}
+	})
 }
 
 // WithMandatory publishes with the mandatory flag: a message no queue would
 // receive makes Publish return broker.ErrUnroutable. Default off (such
 // messages are confirmed and dropped by RabbitMQ). Publisher only.
-func WithMandatory() Option { return func(c *config) { c.mandatory = true } }
+func WithMandatory() PublisherOption { return publisherOption(func(c *config) { c.mandatory = true }) }
 
 // WithTransient publishes non-persistent messages (lost if the broker
 // restarts). Default: persistent. Publisher only.
-func WithTransient() Option { return func(c *config) { c.transient = true } }
+func WithTransient() PublisherOption { return publisherOption(func(c *config) { c.transient = true }) }
 
 // WithMaxMessageSize sets the payload size above which Publish fails with
 // broker.ErrInvalidMessage before sending. Default DefaultMaxMessageSize, the
 // server's default limit. Publisher only.
-func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSize = n } }
+func WithMaxMessageSize(n int) PublisherOption {
+	return publisherOption(func(c *config) {
+		if n < 0 {
+			c.invalid("WithMaxMessageSize: %d is negative", n)
+		}
+		c.maxMessageSize = n
+	})
+}
 
 // WithQueueName overrides how a group's durable queue is named. Default
 // DefaultQueueName. Subscriber only.
-func WithQueueName(f func(topic, group string) string) Option {
-	return func(c *config) {
+func WithQueueName(f func(topic, group string) string) SubscriberOption {
+	return subscriberOption(func(c *config) {
 		if f == nil {
-			c.errs = append(c.errs, errors.New("WithQueueName: nil function"))
+			c.invalid("WithQueueName: nil function")
 			return
 		}
 		c.queueName = f
-	}
+	})
 }
 
 // WithQueueType selects classic (default) or quorum queues for groups.
 // Subscriber only.
-func WithQueueType(t QueueType) Option {
-	return func(c *config) {
+func WithQueueType(t QueueType) SubscriberOption {
+	return subscriberOption(func(c *config) {
 		if t != Classic && t != Quorum {
-			c.errs = append(c.errs, fmt.Errorf("WithQueueType: unknown queue type %q", t))
+			c.invalid("WithQueueType: unknown queue type %q", t)
 		}
 		c.queueType = t
-	}
+	})
 }
 
 // WithMaxPriority declares queues with x-max-priority n, so Message.Priority
 // (capped at n) orders delivery. Default 0: no priorities. Classic queues
 // only. Subscriber only.
-func WithMaxPriority(n uint8) Option { return func(c *config) { c.maxPriority = n } }
+func WithMaxPriority(n uint8) SubscriberOption {
+	return subscriberOption(func(c *config) { c.maxPriority = n })
+}
 
 // WithMessageTTL declares queues with x-message-ttl: messages older than d are
 // dead-lettered (to the dead-letter topic where one is set) or dropped.
 // Default none. Subscriber only.
-func WithMessageTTL(d time.Duration) Option { return func(c *config) { c.messageTTL = d } }
+func WithMessageTTL(d time.Duration) SubscriberOption {
+	return subscriberOption(func(c *config) {
+		if d < 0 {
+			c.invalid("WithMessageTTL: %v is negative", d)
+		}
+		c.messageTTL = d
+	})
+}
 
 // WithMaxLength declares queues with x-max-length n: the oldest messages
 // beyond it are dead-lettered or dropped. Default none. Subscriber only.
-func WithMaxLength(n int) Option { return func(c *config) { c.maxLength = n } }
+func WithMaxLength(n int) SubscriberOption {
+	return subscriberOption(func(c *config) {
+		if n < 0 {
+			c.invalid("WithMaxLength: %d is negative", n)
+		}
+		c.maxLength = n
+	})
+}
 
 // WithSingleActiveConsumer declares group queues with
 // x-single-active-consumer: one member of a group receives at a time, the
 // others stand by, so order holds across the group. Subscriber only.
-func WithSingleActiveConsumer() Option { return func(c *config) { c.singleActive = true } }
+func WithSingleActiveConsumer() SubscriberOption {
+	return subscriberOption(func(c *config) { c.singleActive = true })
+}
 
 // WithQueueArgs adds raw queue arguments, the escape hatch for what the typed
 // options do not cover; they override typed options with the same key.
 // Subscriber only.
-func WithQueueArgs(args amqp.Table) Option {
-	return func(c *config) {
+func WithQueueArgs(args amqp.Table) SubscriberOption {
+	return subscriberOption(func(c *config) {
 		if c.queueArgs == nil {
 			c.queueArgs = amqp.Table{}
 		}
 		for k, v := range args {
 			c.queueArgs[k] = v
 		}
-	}
+	})
 }
 
-// WithPrefetch sets the consumer prefetch (basic.qos). Default 16 per
-// handler (Subscription.Concurrency × 16). Subscriber only.
-func WithPrefetch(n int) Option {
-	return func(c *config) {
-		if n < 1 {
-			c.errs = append(c.errs, fmt.Errorf("WithPrefetch: %d is below 1", n))
+// WithRetryBackoff sets the wait before a failed message's next attempt: a
+// random wait up to minWait after the first failure, the ceiling doubling
+// per failure up to maxWait (full jitter). The message stays unacked and
+// ahead of later messages of its key meanwhile. Default
+// engine.DefaultRetryMin to engine.DefaultRetryMax, as on every adapter.
+// Subscriber only.
+func WithRetryBackoff(minWait, maxWait time.Duration) SubscriberOption {
+	return subscriberOption(func(c *config) {
+		p := backoff.Policy{Min: minWait, Max: maxWait}
+		if err := p.Validate(); err != nil {
+			c.invalid("WithRetryBackoff: %v", err)
 		}
-		c.prefetch = n
-	}
+		c.retry = p
+	})
 }
-
-// WithRetryDelay delays redeliveries after a handler error by d, using a
-// retry queue whose message TTL dead-letters back to the group's queue, so a
-// failing message does not spin. Default 0: redeliver at once. Subscriber only.
-func WithRetryDelay(d time.Duration) Option { return func(c *config) { c.retryDelay = d } }
 
 // WithoutDeadLetterQueue stops subscribers from declaring a durable queue on
 // the dead-letter topic. By default a subscription with a dead-letter topic
@@ -252,9 +340,18 @@ func WithRetryDelay(d time.Duration) Option { return func(c *config) { c.retryDe
 // WithMessageTTL or WithMaxLength, that queue would expire or drop dead
 // letters too: use this option and provision the dead-letter queue with
 // another Subscriber. Subscriber only.
-func WithoutDeadLetterQueue() Option { return func(c *config) { c.deadLetterQueue = false } }
+func WithoutDeadLetterQueue() SubscriberOption {
+	return subscriberOption(func(c *config) { c.deadLetterQueue = false })
+}
 
 // WithDrainTimeout bounds how long handlers in flight may run after Subscribe's
 // context ends or Close is called; then their context is cancelled.
-// Default 10s. Subscriber only.
-func WithDrainTimeout(d time.Duration) Option { return func(c *config) { c.drainTimeout = d } }
+// Default engine.DefaultDrainTimeout (30 s), as on every adapter. Subscriber only.
+func WithDrainTimeout(d time.Duration) SubscriberOption {
+	return subscriberOption(func(c *config) {
+		if d <= 0 {
+			c.invalid("WithDrainTimeout: %v is not positive", d)
+		}
+		c.drainTimeout = d
+	})
+}

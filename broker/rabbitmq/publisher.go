@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/backoff"
 )
 
 // Publisher publishes to durable topic exchanges with publisher confirms. It
@@ -68,8 +69,8 @@ type returned struct {
 // NewPublisher connects to the broker at url (amqp:// or amqps://) and returns
 // a Publisher. It fails when the first connection cannot be made (invalid URL,
 // unreachable server, wrong credentials); later outages are recovered from.
-func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, error) {
-	cfg, err := newConfig(opts)
+func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Publisher, error) {
+	cfg, err := newPublisherConfig(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +94,17 @@ func NewPublisher(ctx context.Context, url string, opts ...Option) (*Publisher, 
 // ends and then fails with broker.ErrNotConfirmed. A broker nack fails with
 // broker.ErrNotConfirmed, an unroutable message with broker.ErrUnroutable
 // (WithMandatory), a message the adapter cannot carry with
-// broker.ErrInvalidMessage. Messages of one call are sent in order, but a
+// broker.ErrInvalidMessage. A topic whose exchange name AMQP cannot carry
+// (over 255 bytes, not UTF-8, or reserved: "amq.") fails at once with
+// broker.ErrInvalidMessage, before anything is sent; an exchange the server
+// refuses to declare (no permission, another type) fails at once with
+// broker.ErrNotConfirmed. Messages of one call are sent in order, but a
 // message republished after a lost confirm may land behind later ones.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
 	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	if err := validateTopic(&p.cfg, topic, broker.ErrInvalidMessage); err != nil {
 		return err
 	}
 	p.mu.RLock()
@@ -157,6 +165,11 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 			return notConfirmed(err)
 		}
 		if err := p.declare(ctx, pc, exchange); err != nil {
+			if refused := declareRefused(topic, exchange, err); refused != nil {
+				// sending the same declare again would be refused again
+				// (and a connection-level refusal would reconnect each time).
+				return refused
+			}
 			if !pc.ch.IsClosed() {
 				return notConfirmed(err)
 			}
@@ -166,7 +179,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 				if soft > maxSoftRetries {
 					return notConfirmed(err)
 				}
-				if err := sleep(ctx, p.closing, time.Duration(25<<soft)*time.Millisecond); err != nil {
+				if err := sleep(ctx, p.closing, softRetry.Wait(soft)); err != nil {
 					return notConfirmed(err)
 				}
 			}
@@ -241,6 +254,15 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		}
 		cause := pc.cause(ctx)
 		switch {
+		case cause != nil && cause.Server && cause.Code == amqp.AccessRefused && reasonNames(cause.Reason, exchange):
+			// no write permission on the exchange: republishing cannot help.
+			return fmt.Errorf("%w: rabbitmq: publish to %q: the server refused publishing to exchange %q: %w", broker.ErrNotConfirmed, topic, exchange, cause)
+		case cause != nil && cause.Server && hardRefusal(cause.Code):
+			// the server closed the connection over something it was sent
+			// (a malformed frame): count it like a channel error, so that
+			// a message that causes it is not republished forever.
+			soft++
+			lastErr = cause
 		case cause == nil || !cause.Recover:
 			// the connection dropped: republish on the next one.
 			lastErr = errors.New("connection lost")
@@ -264,11 +286,64 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		if soft > 0 {
 			// channel errors can be transient (a vhost still starting after a
 			// broker restart): back off a little before trying again.
-			if err := sleep(ctx, p.closing, time.Duration(25<<soft)*time.Millisecond); err != nil {
+			if err := sleep(ctx, p.closing, softRetry.Wait(soft)); err != nil {
 				return notConfirmed(err)
 			}
 		}
 	}
+}
+
+// softRetry spaces soft retries (channel errors): 50 ms doubling up to
+// 800 ms for the fifth, with full jitter, so that publishers sharing a
+// failing channel do not retry in step.
+var softRetry = backoff.Policy{Min: 50 * time.Millisecond, Max: 800 * time.Millisecond}
+
+// hardRefusal reports the connection-level codes a server closes the
+// connection with when it refuses what it was sent, as opposed to a
+// shutdown (CONNECTION_FORCED) or its own failure (INTERNAL_ERROR): sending
+// the same again gets the same answer.
+func hardRefusal(code int) bool {
+	switch code {
+	case amqp.InvalidPath, amqp.FrameError, amqp.SyntaxError, amqp.CommandInvalid, amqp.NotAllowed:
+		return true
+	}
+	return false
+}
+
+// reasonNames reports whether a server's close reason names exchange, as
+// RabbitMQ's do ("access to exchange 'x' in vhost 'v' refused"), so that a
+// channel closed over another publish sharing it is not taken for ours.
+func reasonNames(reason, exchange string) bool {
+	return strings.Contains(reason, "'"+exchange+"'")
+}
+
+// declareRefused returns the error that fails a Publish at once when the
+// server refused to declare exchange (err is the declare's error): a
+// malformed or reserved name wraps broker.ErrInvalidMessage, another
+// refusal (no configure permission, an exchange of another type) wraps
+// broker.ErrNotConfirmed. It returns nil for errors retrying may cure.
+func declareRefused(topic, exchange string, err error) error {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || !ae.Server {
+		return nil
+	}
+	var sentinel error
+	var why string
+	switch {
+	case ae.Code == amqp.FrameError || ae.Code == amqp.SyntaxError || ae.Code == amqp.InvalidPath:
+		sentinel, why = broker.ErrInvalidMessage, "the server could not read the name"
+	case ae.Code == amqp.AccessRefused && reasonNames(ae.Reason, exchange) && strings.Contains(ae.Reason, "reserved"):
+		sentinel, why = broker.ErrInvalidMessage, "the name is reserved"
+	case ae.Code == amqp.AccessRefused && reasonNames(ae.Reason, exchange):
+		sentinel, why = broker.ErrNotConfirmed, "access refused: does the user have configure permission on it?"
+	case ae.Code == amqp.PreconditionFailed && reasonNames(ae.Reason, exchange):
+		sentinel, why = broker.ErrNotConfirmed, "it exists with another type or arguments"
+	case ae.Code == amqp.CommandInvalid || ae.Code == amqp.NotAllowed:
+		sentinel, why = broker.ErrNotConfirmed, "the server refused the command"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: rabbitmq: publish to %q: the server refused to declare exchange %q (%s): %w", sentinel, topic, exchange, why, err)
 }
 
 // isClosedError reports amqp091's "channel/connection is not open".

@@ -28,7 +28,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-func newPublisher(t testing.TB, url string, opts ...rabbitmq.Option) *rabbitmq.Publisher {
+func newPublisher(t testing.TB, url string, opts ...rabbitmq.PublisherOption) *rabbitmq.Publisher {
 	t.Helper()
 	p, err := rabbitmq.NewPublisher(ctxT(t, 30*time.Second), url, opts...)
 	if err != nil {
@@ -38,7 +38,7 @@ func newPublisher(t testing.TB, url string, opts ...rabbitmq.Option) *rabbitmq.P
 	return p
 }
 
-func newSubscriber(t testing.TB, url string, opts ...rabbitmq.Option) *rabbitmq.Subscriber {
+func newSubscriber(t testing.TB, url string, opts ...rabbitmq.SubscriberOption) *rabbitmq.Subscriber {
 	t.Helper()
 	s, err := rabbitmq.NewSubscriber(ctxT(t, 30*time.Second), url, opts...)
 	if err != nil {
@@ -64,6 +64,24 @@ func TestConformance(t *testing.T) {
 			DeadLetter:     true, // republished to the dead-letter exchange with headers
 			Priority:       true, // x-max-priority classic queues (WithMaxPriority)
 		},
+		InvalidTopics: []string{"amq.reserved"}, // RabbitMQ refuses to declare amq.* exchanges
+	})
+}
+
+// TestConformanceQuorum runs the suite on quorum queues: order per key under
+// retries and exact attempts must not depend on the queue type.
+func TestConformanceQuorum(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.VHost(t)
+	brokertest.Run(t, brokertest.Harness{
+		New: func(t *testing.T) (broker.Publisher, broker.Subscriber) {
+			return newPublisher(t, url), newSubscriber(t, url, rabbitmq.WithQueueType(rabbitmq.Quorum))
+		},
+		Features: brokertest.Features{
+			Persistent: true, ConsumerGroups: true, KeyFilter: true, OrderPerKey: true, DeadLetter: true,
+			Priority: false, // quorum queues have no priorities
+		},
+		InvalidTopics: []string{"amq.reserved"},
 	})
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 // topology is what one subscription needs on the broker: its exchange, its
-// queue and bindings, the dead-letter exchange and queue, and the retry queue.
+// queue and bindings, and the dead-letter exchange and queue.
 type topology struct {
 	topic    string
 	exchange string
@@ -25,8 +25,6 @@ type topology struct {
 	dlQueue    string // "" when no dead-letter queue is declared
 	dlArgs     amqp.Table
 	dlBinding  string
-
-	retryDelay int64 // milliseconds, 0 for immediate retries
 }
 
 func planTopology(cfg *config, s broker.Subscription) topology {
@@ -90,12 +88,8 @@ func planTopology(cfg *config, s broker.Subscription) topology {
 	for k, v := range cfg.queueArgs {
 		t.args[k] = v
 	}
-	t.retryDelay = cfg.retryDelay.Milliseconds()
 	return t
 }
-
-// retryQueue is the name of the queue that holds delayed retries.
-func (t *topology) retryQueue(queue string) string { return queue + ".retry" }
 
 // declare creates everything on ch (the subscription's own queue only when
 // withQueue) and returns the queue's name (server-named for private subscriptions). Errors are wrapped with what was being declared;
@@ -134,16 +128,6 @@ func (t *topology) declare(ch *amqp.Channel, withQueue bool) (string, error) {
 	for _, b := range t.bindings {
 		if err := ch.QueueBind(q.Name, b, t.exchange, false, nil); err != nil {
 			return "", declareError(fmt.Sprintf("binding %q of queue", b), q.Name, err)
-		}
-	}
-	if t.retryDelay > 0 {
-		rq := t.retryQueue(q.Name)
-		args := amqp.Table{
-			"x-dead-letter-exchange":    "",
-			"x-dead-letter-routing-key": q.Name,
-		}
-		if _, err := ch.QueueDeclare(rq, !t.private, t.private, t.private, false, args); err != nil {
-			return "", declareError("retry queue", rq, err)
 		}
 	}
 	return q.Name, nil

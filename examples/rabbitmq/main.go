@@ -52,7 +52,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 		return fmt.Errorf("needs RabbitMQ at %s: start it with scripts/services (%w)", host, err)
 	}
 	defer pub.Close()
-	sub, err := rabbitmq.NewSubscriber(ctx, amqpURL, rabbitmq.WithRetryDelay(50*time.Millisecond))
+	sub, err := rabbitmq.NewSubscriber(ctx, amqpURL, rabbitmq.WithRetryBackoff(10*time.Millisecond, 200*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -123,8 +123,8 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	return nil
 }
 
-// deleteTopology removes what the subscriptions declared: their exchanges,
-// their queues and the retry queue of WithRetryDelay. A service keeps them.
+// deleteTopology removes what the subscriptions declared: their exchanges
+// and their queues. A service keeps them.
 func deleteTopology(pub *rabbitmq.Publisher, subs ...broker.Subscription) error {
 	conn := pub.Conn()
 	if conn == nil {
@@ -137,10 +137,8 @@ func deleteTopology(pub *rabbitmq.Publisher, subs ...broker.Subscription) error 
 	defer ch.Close()
 	for _, s := range subs {
 		q := rabbitmq.DefaultQueueName(s.Topic, s.Group)
-		for _, name := range []string{q, q + ".retry"} {
-			if _, err := ch.QueueDelete(name, false, false, false); err != nil {
-				return fmt.Errorf("delete queue %s: %w", name, err)
-			}
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			return fmt.Errorf("delete queue %s: %w", q, err)
 		}
 		if err := ch.ExchangeDelete(s.Topic, false, false); err != nil {
 			return fmt.Errorf("delete exchange %s: %w", s.Topic, err)

@@ -62,7 +62,11 @@ var (
 	// ErrNoRoute is returned when RabbitMQ has no queue for the request (it
 	// returned the mandatory message): no server ever declared it.
 	ErrNoRoute = errors.New("amqprpc: no queue for request")
-	// ErrInvalidOption is returned for a bad option.
+	// ErrInvalidOption is returned for a bad option or argument: a missing
+	// handler, a bad URL, or a queue name AMQP cannot carry (empty for a
+	// Server, over 255 bytes, not UTF-8, or starting with "amq." for a queue
+	// the Server declares), which Serve and Call refuse before sending
+	// anything.
 	ErrInvalidOption = errors.New("amqprpc: invalid option")
 )
 

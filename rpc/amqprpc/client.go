@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/internal/amqpname"
 )
 
 // Client sends requests to queues and waits for their replies, over one
@@ -243,11 +245,16 @@ func decodeReply(d amqp.Delivery) result {
 // Call sends req to queue and waits for the reply under ctx. It returns the
 // reply, or an *Error from the remote handler, ctx's error (the request may
 // still be handled later unless it expired: requests carry ctx's deadline as
-// their expiration), ErrNoRoute, ErrConnectionLost or ErrClosed. Safe for
-// concurrent use.
+// their expiration), ErrNoRoute, ErrConnectionLost or ErrClosed. A queue
+// name AMQP cannot carry (over 255 bytes, not UTF-8) fails at once with
+// ErrInvalidOption: sent, it would close the connection every call shares.
+// Safe for concurrent use.
 func (c *Client) Call(ctx context.Context, queue string, req Message) (Message, error) {
 	if err := ctx.Err(); err != nil {
 		return Message{}, err
+	}
+	if err := amqpname.Check("queue name", queue, false); err != nil {
+		return Message{}, fmt.Errorf("%w: Call: %w", ErrInvalidOption, err)
 	}
 	c.mu.Lock()
 	if c.closed {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/internal/amqpname"
 )
 
 // Server consumes a request queue and answers each request with its
@@ -58,7 +60,9 @@ func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
 // requests back to the queue, and returns once they have returned. A lost connection is logged and
 // re-established after the reconnect delay, except when the broker refuses
 // the credentials or the vhost on the first dial: that mistake does not heal,
-// so Serve returns it. Serve may be called once.
+// so Serve returns it. A queue name AMQP cannot carry (over 255 bytes, not
+// UTF-8, or starting with "amq." unless WithoutDeclare) fails at once with
+// ErrInvalidOption. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	if s.serving {
@@ -68,6 +72,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.serving = true
 	s.mu.Unlock()
 	defer close(s.stopped)
+	// A bad name would fail the same way on every reconnect (amqp091 or the
+	// server closes the connection over it): refuse it at once.
+	if err := amqpname.Check("queue name", s.queue, s.cfg.declare); err != nil {
+		return fmt.Errorf("%w: Serve: %w", ErrInvalidOption, err)
+	}
 	select {
 	case <-s.closing:
 		return ErrClosed
