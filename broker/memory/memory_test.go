@@ -217,3 +217,18 @@ func TestDeadLettersKeptWithoutSubscriber(t *testing.T) {
 		t.Fatalf("%d messages still pending on orders", n)
 	}
 }
+
+func TestInvalidOptions(t *testing.T) {
+	for name, opt := range map[string]memory.Option{
+		"WithLogger(nil)":           memory.WithLogger(nil),
+		"WithDrainTimeout(0)":       memory.WithDrainTimeout(0),
+		"WithRetryBackoff(0, 1s)":   memory.WithRetryBackoff(0, time.Second),
+		"WithRetryBackoff(1s, 1ms)": memory.WithRetryBackoff(time.Second, time.Millisecond),
+		"nil option":                nil,
+	} {
+		b, err := memory.New(opt)
+		if !errors.Is(err, memory.ErrInvalidOption) || b != nil {
+			t.Errorf("New(%s) = %v, %v; want ErrInvalidOption", name, b, err)
+		}
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,4 +218,68 @@ func ids(prefix string, n int) []string {
 		out[i] = fmt.Sprintf("%s%d", prefix, i)
 	}
 	return out
+}
+
+// TestInvalidOptions: every bad option value fails the constructor with
+// ErrInvalidOption naming it, before any connection is made (the URL points
+// nowhere).
+func TestInvalidOptions(t *testing.T) {
+	t.Parallel()
+	const nowhere = "amqp://guest:guest@127.0.0.1:1/"
+	ctx := ctxT(t, 10*time.Second)
+	pubs := map[string]rabbitmq.PublisherOption{
+		"WithLogger":           rabbitmq.WithLogger(nil),
+		"WithChannels":         rabbitmq.WithChannels(0),
+		"WithMaxMessageSize":   rabbitmq.WithMaxMessageSize(-1),
+		"WithDialTimeout":      rabbitmq.WithDialTimeout(0),
+		"WithReconnectBackoff": rabbitmq.WithReconnectBackoff(time.Second, time.Millisecond),
+	}
+	for name, o := range pubs {
+		if _, err := rabbitmq.NewPublisher(ctx, nowhere, o); !errors.Is(err, rabbitmq.ErrInvalidOption) || !strings.Contains(err.Error(), name) {
+			t.Errorf("NewPublisher with a bad %s: %v, want ErrInvalidOption naming it", name, err)
+		}
+	}
+	subs := map[string]rabbitmq.SubscriberOption{
+		"WithDrainTimeout": rabbitmq.WithDrainTimeout(-time.Second),
+		"WithRetryBackoff": rabbitmq.WithRetryBackoff(0, time.Second),
+		"WithMessageTTL":   rabbitmq.WithMessageTTL(-time.Second),
+		"WithMaxLength":    rabbitmq.WithMaxLength(-1),
+		"WithQueueType":    rabbitmq.WithQueueType("lazy"),
+		"WithQueueName":    rabbitmq.WithQueueName(nil),
+	}
+	for name, o := range subs {
+		if _, err := rabbitmq.NewSubscriber(ctx, nowhere, o); !errors.Is(err, rabbitmq.ErrInvalidOption) || !strings.Contains(err.Error(), name) {
+			t.Errorf("NewSubscriber with a bad %s: %v, want ErrInvalidOption naming it", name, err)
+		}
+	}
+	if _, err := rabbitmq.NewSubscriber(ctx, nowhere, rabbitmq.WithQueueType(rabbitmq.Quorum), rabbitmq.WithMaxPriority(5)); !errors.Is(err, rabbitmq.ErrInvalidOption) ||
+		!strings.Contains(err.Error(), "WithQueueType(Quorum)") || !strings.Contains(err.Error(), "WithMaxPriority") {
+		t.Errorf("quorum with priorities: %v, want ErrInvalidOption naming both", err)
+	}
+}
+
+// TestOptionsAreTypedPerSide: a subscriber-only option is not a
+// PublisherOption (so passing it to NewPublisher does not compile), and
+// the reverse; shared options are both.
+func TestOptionsAreTypedPerSide(t *testing.T) {
+	pubT := reflect.TypeFor[rabbitmq.PublisherOption]()
+	subT := reflect.TypeFor[rabbitmq.SubscriberOption]()
+	for name, o := range map[string]any{
+		"WithDrainTimeout": rabbitmq.WithDrainTimeout(time.Second), "WithRetryBackoff": rabbitmq.WithRetryBackoff(time.Millisecond, time.Second),
+		"WithQueueType": rabbitmq.WithQueueType(rabbitmq.Quorum), "WithMaxPriority": rabbitmq.WithMaxPriority(1),
+	} {
+		if reflect.TypeOf(o).Implements(pubT) {
+			t.Errorf("%s is a PublisherOption", name)
+		}
+	}
+	for name, o := range map[string]any{"WithChannels": rabbitmq.WithChannels(2), "WithMandatory": rabbitmq.WithMandatory(), "WithTransient": rabbitmq.WithTransient()} {
+		if reflect.TypeOf(o).Implements(subT) {
+			t.Errorf("%s is a SubscriberOption", name)
+		}
+	}
+	for name, o := range map[string]any{"WithLogger": rabbitmq.WithLogger(slog.Default()), "WithExchange": rabbitmq.WithExchange("x")} {
+		if !reflect.TypeOf(o).Implements(pubT) || !reflect.TypeOf(o).Implements(subT) {
+			t.Errorf("%s is not an option of both sides", name)
+		}
+	}
 }
