@@ -7,7 +7,8 @@
 //   - dispatch by key: at most Subscription.Concurrency handlers run at
 //     once over any keys; messages of one key run one at a time, in the
 //     order received; messages with an empty key have no order among
-//     themselves;
+//     themselves; of the messages free to run, the one received first runs
+//     first, so one handler keeps the receive order across keys;
 //   - attempts: a failed message is retried in place after a full-jitter
 //     backoff, ahead of every later message of its key, and Attempt counts
 //     the handler calls (a panic is a failed call, broker.ErrHandlerPanic);
@@ -286,8 +287,7 @@ type run struct {
 	work      *sync.Cond // workers wait for ready items
 	room      *sync.Cond // the dispatcher waits for room; Revoke waits for running items
 	keys      map[string]*keyState
-	readyHead *item
-	readyTail *item
+	ready     readyHeap // items that may run now, earliest received first
 	waiting   map[*item]struct{} // items waiting for their retry timer
 	release   []*item            // items to release at the next flush
 	freeItems *item
@@ -343,21 +343,17 @@ func (rn *run) Revoke(match func(*Delivery) bool) {
 		return false
 	}
 	// Ready keyless items and whole keys whose active item matches.
-	var keep *item
-	var keepTail *item
-	for it := rn.readyHead; it != nil; {
-		next := it.next
-		it.next = nil
+	kept := rn.ready[:0]
+	for _, it := range rn.ready {
 		if match(&it.d) {
 			rn.collectLocked(it)
-		} else if keepTail == nil {
-			keep, keepTail = it, it
 		} else {
-			keepTail.next, keepTail = it, it
+			kept = append(kept, it)
 		}
-		it = next
 	}
-	rn.readyHead, rn.readyTail = keep, keepTail
+	clear(rn.ready[len(kept):])
+	rn.ready = kept
+	rn.ready.init()
 	for it := range rn.waiting {
 		if match(&it.d) {
 			it.timer.Stop()
@@ -534,10 +530,60 @@ func (rn *run) deliver(ds []Delivery) {
 
 func (rn *run) pushReadyLocked(it *item) {
 	it.next = nil
-	if rn.readyTail == nil {
-		rn.readyHead, rn.readyTail = it, it
-	} else {
-		rn.readyTail.next, rn.readyTail = it, it
+	rn.ready.push(it)
+}
+
+// readyHeap is a min-heap of items by receive order: with one handler a
+// subscription runs messages in the order received, except where a key's
+// earlier message still runs or waits for its retry.
+type readyHeap []*item
+
+func (h *readyHeap) push(it *item) {
+	*h = append(*h, it)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if s[p].seq <= s[i].seq {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h *readyHeap) pop() *item {
+	s := *h
+	top := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s[n] = nil
+	s = s[:n]
+	*h = s
+	h.down(0)
+	return top
+}
+
+func (h readyHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].seq < h[l].seq {
+			m = r
+		}
+		if h[i].seq <= h[m].seq {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h readyHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
 	}
 }
 
@@ -545,19 +591,14 @@ func (rn *run) workLoop(w *worker) {
 	defer rn.wg.Done()
 	rn.mu.Lock()
 	for {
-		for rn.readyHead == nil && !rn.stopping {
+		for len(rn.ready) == 0 && !rn.stopping {
 			rn.work.Wait()
 		}
 		if rn.stopping {
 			rn.mu.Unlock()
 			return
 		}
-		it := rn.readyHead
-		rn.readyHead = it.next
-		if rn.readyHead == nil {
-			rn.readyTail = nil
-		}
-		it.next = nil
+		it := rn.ready.pop()
 		w.cur = it
 		if w.ctx.Err() != nil { // cut off by a revoke: a fresh context for the next item
 			w.ctx, w.cancel = context.WithCancel(rn.base)
@@ -612,12 +653,7 @@ func (rn *run) retryDue(it *item) {
 		return // released by stop or revoke meanwhile
 	}
 	delete(rn.waiting, it)
-	// Ahead of everything else ready: it has waited its turn already.
-	it.next = rn.readyHead
-	rn.readyHead = it
-	if rn.readyTail == nil {
-		rn.readyTail = it
-	}
+	rn.pushReadyLocked(it) // received before what its key holds back
 	rn.work.Signal()
 }
 
@@ -775,13 +811,9 @@ func (rn *run) stop() {
 	rn.mu.Lock()
 	rn.stopping = true
 	close(rn.stopCh)
-	for it := rn.readyHead; it != nil; {
-		next := it.next
-		it.next = nil
-		rn.release = append(rn.release, it)
-		it = next
-	}
-	rn.readyHead, rn.readyTail = nil, nil
+	rn.release = append(rn.release, rn.ready...)
+	clear(rn.ready)
+	rn.ready = rn.ready[:0]
 	for it := range rn.waiting {
 		it.timer.Stop()
 		rn.release = append(rn.release, it)

@@ -493,3 +493,27 @@ func TestConfigValidation(t *testing.T) {
 func backoffPolicy(minWait, maxWait time.Duration) engine.Backoff {
 	return engine.Backoff{Min: minWait, Max: maxWait}
 }
+
+// TestOneHandlerKeepsReceiveOrderAcrossKeys: with Concurrency 1 the ready
+// message received first runs first, so a key's next message is not put
+// behind messages of other keys received after it.
+func TestOneHandlerKeepsReceiveOrderAcrossKeys(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newFakeDriver()
+		e := newEngine(t, d, engine.Config{})
+		var seen []string
+		r, cancel, errc := start(t, e, d, broker.Subscription{Topic: "t", Group: "g"}, func(ctx context.Context, m broker.Message) error {
+			seen = append(seen, m.ID)
+			return nil
+		})
+		for i, k := range []string{"a", "a", "b", "a", "", "c", "b"} {
+			send(r, uint64(i), k, 0)
+		}
+		synctest.Wait()
+		if got := strings.Join(seen, " "); got != "m0 m1 m2 m3 m4 m5 m6" {
+			t.Fatalf("handled %s, want the receive order m0 … m6", got)
+		}
+		cancel()
+		<-errc
+	})
+}
