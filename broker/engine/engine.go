@@ -287,7 +287,7 @@ type run struct {
 	work      *sync.Cond // workers wait for ready items
 	room      *sync.Cond // the dispatcher waits for room; Revoke waits for running items
 	keys      map[string]*keyState
-	ready     readyHeap // items that may run now, earliest received first
+	ready     readyHeap          // items that may run now, earliest received first
 	waiting   map[*item]struct{} // items waiting for their retry timer
 	release   []*item            // items to release at the next flush
 	freeItems *item
