@@ -74,8 +74,8 @@ type Admin struct {
 
 // NewAdmin returns an Admin for the seed brokers. It does not connect until
 // used; call Ping to check the cluster answers.
-func NewAdmin(brokers []string, opts ...Option) (*Admin, error) {
-	cfg, err := newConfig(brokers, opts)
+func NewAdmin(brokers []string, opts ...AdminOption) (*Admin, error) {
+	cfg, err := adminConfig(brokers, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -109,10 +109,11 @@ func (a *Admin) Close() error {
 
 // EnsureTopic creates t, or verifies an existing topic: it must have at
 // least t.Partitions partitions and the configs t sets, otherwise the error
-// wraps ErrTopicMismatch and names each difference.
+// wraps ErrTopicMismatch and names each difference. A name Kafka does not
+// allow fails at once with ErrInvalidTopic.
 func (a *Admin) EnsureTopic(ctx context.Context, t Topic) error {
-	if t.Name == "" {
-		return fmt.Errorf("kafka: EnsureTopic: empty topic name")
+	if err := validateTopicName(t.Name, ErrInvalidTopic); err != nil {
+		return err
 	}
 	created, err := a.createTopic(ctx, t)
 	if err != nil || created {

@@ -179,8 +179,8 @@ func TestInvalidStart(t *testing.T) {
 			t.Errorf("%s: ResetOffsets = %v, want ErrInvalidOffset", name, err)
 		}
 	}
-	if _, err := NewSubscriber(e.brokers, Backoff(time.Second, time.Millisecond)); err == nil {
-		t.Error("Backoff with max < min: no error")
+	if _, err := NewSubscriber(e.brokers, WithRetryBackoff(time.Second, time.Millisecond)); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("WithRetryBackoff with max < min: %v, want ErrInvalidOption", err)
 	}
 }
 

@@ -255,12 +255,11 @@ func BenchmarkConsume(b *testing.B) {
 		b.Run(fmt.Sprintf("Subscribe-group-concurrency%d", conc), func(b *testing.B) {
 			b.StopTimer()
 			topic := e.fill(b, b.N)
-			opts := []Option{WithLogger(testLogger())}
-			if v := os.Getenv("BENCH_BUFFER"); v != "" {
-				n, _ := strconv.Atoi(v)
-				opts = append(opts, MaxBufferedRecords(n))
+			inFlight := 0 // broker.DefaultMaxInFlight
+			if v := os.Getenv("BENCH_IN_FLIGHT"); v != "" {
+				inFlight, _ = strconv.Atoi(v)
 			}
-			s, err := NewSubscriber(e.brokers, opts...)
+			s, err := NewSubscriber(e.brokers, WithLogger(testLogger()))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -274,7 +273,7 @@ func BenchmarkConsume(b *testing.B) {
 			start := time.Now()
 			errc := make(chan error, 1)
 			go func() {
-				errc <- s.Subscribe(ctx, broker.Subscription{Topic: topic, Group: "ours", Concurrency: conc}, func(context.Context, broker.Message) error {
+				errc <- s.Subscribe(ctx, broker.Subscription{Topic: topic, Group: "ours", Concurrency: conc, MaxInFlight: inFlight}, func(context.Context, broker.Message) error {
 					if n.Add(1) == int64(b.N) {
 						close(done)
 					}

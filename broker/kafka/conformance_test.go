@@ -24,12 +24,11 @@ func TestConformance(t *testing.T) {
 	t.Cleanup(func() { admin.Close() })
 	brokertest.Run(t, brokertest.Harness{
 		New: func(t *testing.T) (broker.Publisher, broker.Subscriber) {
-			opts := quick(MaxMessageBytes(maxMessage))
-			p, err := NewPublisher(brokers, opts...)
+			p, err := NewPublisher(brokers, quickPub(MaxMessageBytes(maxMessage))...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := NewSubscriber(brokers, opts...)
+			s, err := NewSubscriber(brokers, quick(MaxMessageBytes(maxMessage))...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,10 +45,11 @@ func TestConformance(t *testing.T) {
 		Features: brokertest.Features{
 			Persistent:     true,    // records stay in the log; groups commit only what was handled
 			ConsumerGroups: true,    // Subscription.Group is the Kafka consumer group
-			KeyFilter:      true,    // on the client, with broker's matcher; skipped records are committed
-			OrderPerKey:    true,    // per partition, and a key stays on one partition
+			KeyFilter:      true,    // on the client, with the group's Keys union; skipped records are committed
+			OrderPerKey:    true,    // the engine runs a key's messages one at a time, in offset order
 			DeadLetter:     true,    // published to the dead-letter topic with origin partition and offset
 			Priority:       false,   // Kafka has no priorities: a partition is a log read in order
+			Log:            true,    // a topic is a log; a group's Keys union is its present members'
 			MaxPayload:     1 << 20, // with max.message.bytes raised to 2 MiB, see maxMessage
 		},
 	})

@@ -14,34 +14,57 @@
 //
 // # Subscribing
 //
-// Subscription.Group is the consumer group; an empty Group reads every
-// partition without a group, from the records published after Subscribe
-// starts (or from StartAt). Each assigned partition has a worker that
-// handles its records in offset order, so order per key holds; different
-// partitions run in parallel, at most Concurrency handlers at once.
-// Subscription.Keys filter on the record key with broker's pattern matcher
-// on the client; skipped records are committed. Message.Payload shares the
-// fetched record's bytes (no copy): a handler must not change it in place,
-// or a retry and the dead letter see the change; each attempt gets a fresh
-// Header map.
+// A Subscriber runs on the module's shared consumer engine (package
+// broker/engine): dispatching by key, attempts, dead-lettering, the
+// in-flight bound, readiness and draining are the same as on the memory
+// broker and RabbitMQ. Subscription.Group is the consumer group; an empty
+// Group reads every partition without a group, from the records published
+// after Subscribe starts (or from StartAt).
 //
-// Offsets are committed only after the handler returned nil (or the record
-// was skipped or dead-lettered): in the background every CommitInterval,
-// synchronously when partitions are revoked (after their running handlers
-// finished), and when Subscribe returns. A rebalance therefore replays at most
-// the records that were buffered but not yet handled by the member that lost
-// the partition. Delivery is at-least-once.
+// Order is per key: messages of one key run one at a time, in offset order;
+// different keys, of one partition too, run concurrently, at most
+// Concurrency handlers at once. Message.Payload shares the fetched record's
+// bytes (no copy): a handler must not change it in place. Each attempt gets
+// a fresh Header map.
 //
-// A failing handler is retried with exponential Backoff, Message.Attempt
-// counting from 1; fetching of a partition pauses while its buffer is full,
-// so the group stays alive during backoff. After Subscription.MaxAttempts
-// attempts, or at once for a broker.Permanent error, the record is published
-// to Subscription.DeadLetterDestination() (default "<topic>.dlq") with the
-// broker.DeadLetter headers plus broker.HeaderOriginPartition and
-// broker.HeaderOriginOffset, committed, and the partition moves on. A
-// permanent failure with no dead-letter topic is logged and dropped; a dead
-// letter the dead-letter topic refuses as too large is published without its
-// payload, with HeaderPayloadDropped saying why.
+// Subscription.Keys follow the union rule of every adapter: a group's
+// bindings are the union of its members' patterns (a member without Keys
+// makes it every key), and any member may receive any message matching the
+// union. Records outside it are committed unhandled. The union travels
+// through the group protocol: the client's balancer (cooperative-sticky by
+// default) is wrapped in a protocol named "patterns-v1+" plus its own name,
+// which carries each member's patterns and the union. Consumers of other
+// libraries therefore cannot join the same group. A reader without a group
+// filters with its own Keys. Subscription.Ready is called once the member
+// has its first assignment.
+//
+// Offsets are committed only for a partition's prefix of records that are
+// done (handled, skipped, dead-lettered or dropped): the engine finishes
+// records of one partition out of order, and the adapter tracks them. Marks
+// are committed every CommitInterval, synchronously when partitions are
+// revoked (after the engine gave back their queued records and their running
+// handlers finished), and when Subscribe returns. A rebalance or restart
+// therefore redelivers records held but not done. Delivery is at-least-once.
+//
+// A failing handler (a panic is a failure, broker.ErrHandlerPanic) is
+// retried in place after a full-jitter backoff (WithRetryBackoff),
+// Message.Attempt counting the calls from 1; other keys go on, and polling
+// never waits for handlers, so the member keeps its partitions. After
+// Subscription.MaxAttempts attempts, or at once for a broker.Permanent
+// error, the record is published to Subscription.DeadLetterDestination()
+// (default "<topic>.dlq") with the broker.DeadLetter headers plus
+// broker.HeaderOriginPartition and broker.HeaderOriginOffset, and committed.
+// A permanent failure with no dead-letter topic is logged and dropped; a
+// dead letter the dead-letter topic refuses as too large is published
+// without its payload, with HeaderPayloadDropped saying why.
+//
+// Memory is bounded by Subscription.MaxInFlight: at most MaxInFlight records
+// held by the engine plus one fetch response of at most FetchMaxBytes. The
+// consumer client is set to kgo.FetchMaxBytes and kgo.FetchMaxPartitionBytes
+// of DefaultFetchMaxBytes and to kgo.MaxConcurrentFetches(1);
+// WithClientOptions overrides them. FetchMaxBytes counts bytes on the wire
+// (compressed batches grow when decompressed), and a single batch larger
+// than it is still fetched.
 //
 // Where a group without committed offsets starts is set with StartAt:
 // Earliest (the default), Latest, AtTime or AtOffsets. Provision creates the
@@ -60,4 +83,11 @@
 // Publisher.Client, Subscriber.Client and Admin.Client return the underlying
 // *kgo.Client; Message.Raw is the *kgo.Record a message came from;
 // WithClientOptions passes any kgo option (TLS, SASL...).
+//
+// # Options
+//
+// Options are typed by the side that reads them: NewPublisher takes
+// PublisherOptions, NewSubscriber SubscriberOptions, NewAdmin AdminOptions;
+// an Option is all three. Invalid arguments fail the constructor with an
+// error wrapping ErrInvalidOption.
 package kafka

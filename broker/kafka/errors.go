@@ -32,6 +32,15 @@ var (
 	// ErrTopicMismatch is returned by Admin.EnsureTopic when the topic exists
 	// with settings other than the requested ones.
 	ErrTopicMismatch = errors.New("kafka: topic exists with other settings")
+	// ErrInvalidOption is returned by NewPublisher, NewSubscriber and
+	// NewAdmin for an option with an invalid argument (a nil logger, a
+	// negative duration...); the error names the option.
+	ErrInvalidOption = errors.New("kafka: invalid option")
+	// ErrInvalidTopic is returned by Admin.EnsureTopic for a topic name Kafka
+	// does not allow: empty, "." or "..", over 249 characters, or with
+	// characters other than ASCII letters, digits, '.', '_' and '-'.
+	// Publish fails with broker.ErrInvalidMessage for such a name instead.
+	ErrInvalidTopic = errors.New("kafka: invalid topic name")
 )
 
 // dialHook remembers the last failed dial so that a timeout can name its cause.

@@ -53,14 +53,14 @@ func numbered(prefix string, n, keys, size int) []broker.Message {
 	return msgs
 }
 
-// onlyRun returns the single Subscribe call running on s.
-func onlyRun(t *testing.T, s *Subscriber) *run {
+// onlyRun returns the receiver of the single Subscribe call running on s.
+func onlyRun(t *testing.T, s *Subscriber) *receiver {
 	t.Helper()
-	var r *run
+	var r *receiver
 	waitFor(t, 10*time.Second, "the subscription to start", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for x := range s.runs {
+		for x := range s.recvs {
 			r = x
 		}
 		return r != nil
@@ -278,10 +278,11 @@ func TestPoisonRecordDeadLettered(t *testing.T) {
 	}
 }
 
-// While a record backs off longer than the session timeout, its partition's
-// fetching pauses, the other partition goes on, and the member keeps its
-// partitions: heartbeats do not depend on handlers.
-func TestBackoffKeepsOtherPartitionsAndGroup(t *testing.T) {
+// While a record backs off longer than the session timeout, the other keys
+// (here on the other partition) go on, and the member keeps its partitions:
+// heartbeats do not depend on handlers. The backing-off key's later records
+// wait in the engine, within MaxInFlight.
+func TestBackoffKeepsOtherKeysAndGroup(t *testing.T) {
 	e := newEnv(t)
 	topic := e.topic(2)
 	slowKey, fastKey := "slow", ""
@@ -292,12 +293,13 @@ func TestBackoffKeepsOtherPartitionsAndGroup(t *testing.T) {
 		}
 	}
 	p := e.publisher()
-	// 4 backoffs of 600 ms: longer than the 2 s session timeout of quick().
-	s := e.subscriber(Backoff(600*time.Millisecond, 600*time.Millisecond), MaxBufferedRecords(8))
+	// 4 backoffs of up to 1.2 s (full jitter): about the 2 s session
+	// timeout of quick() in all.
+	s := e.subscriber(WithRetryBackoff(1200*time.Millisecond, 1200*time.Millisecond))
 	handled := newSeen()
 	var slowDoneAt, fastDoneAt atomic.Int64
 	const slow, fast = 40, 200
-	sub := broker.Subscription{Topic: topic, Group: "g", Concurrency: 2, MaxAttempts: 10}
+	sub := broker.Subscription{Topic: topic, Group: "g", Concurrency: 2, MaxAttempts: 10, MaxInFlight: 64}
 	if err := s.Provision(ctxT(t, 10*time.Second), sub); err != nil {
 		t.Fatal(err)
 	}

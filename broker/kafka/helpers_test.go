@@ -15,24 +15,41 @@ import (
 	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
 )
 
-// quick are the options tests use: short group timeouts and backoff so that
-// rebalances and retries take milliseconds on kfake.
-func quick(extra ...Option) []Option {
+// quick are the subscriber options tests use: short group timeouts and
+// backoff so that rebalances and retries take milliseconds on kfake.
+func quick(extra ...SubscriberOption) []SubscriberOption {
 	session := 2 * time.Second // kfake allows 200 ms and up
 	if kafkaenv.External() {
 		session = 6 * time.Second // Kafka's default group.min.session.timeout.ms
 	}
-	opts := []Option{
+	opts := []SubscriberOption{
 		GroupTimeouts(session, 10*time.Second, 100*time.Millisecond),
-		Backoff(5*time.Millisecond, 50*time.Millisecond),
+		WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond),
 		CommitInterval(200 * time.Millisecond),
 		DrainTimeout(5 * time.Second),
-		WithLogger(testLogger()),
 	}
+	for _, o := range common() {
+		opts = append(opts, o)
+	}
+	return append(opts, extra...)
+}
+
+// quickPub are the publisher options tests use.
+func quickPub(extra ...PublisherOption) []PublisherOption {
+	var opts []PublisherOption
+	for _, o := range common() {
+		opts = append(opts, o)
+	}
+	return append(opts, extra...)
+}
+
+// common are the options every test client gets.
+func common() []Option {
+	opts := []Option{WithLogger(testLogger())}
 	if os.Getenv("KAFKA_TEST_LOG") == "kgo" {
 		opts = append(opts, WithClientOptions(kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelDebug, nil))))
 	}
-	return append(opts, extra...)
+	return opts
 }
 
 func testLogger() *slog.Logger {
@@ -72,9 +89,9 @@ func (e *env) topic(n int32) string {
 	return name
 }
 
-func (e *env) publisher(opts ...Option) *Publisher {
+func (e *env) publisher(opts ...PublisherOption) *Publisher {
 	e.t.Helper()
-	p, err := NewPublisher(e.brokers, quick(opts...)...)
+	p, err := NewPublisher(e.brokers, quickPub(opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -82,7 +99,7 @@ func (e *env) publisher(opts ...Option) *Publisher {
 	return p
 }
 
-func (e *env) subscriber(opts ...Option) *Subscriber {
+func (e *env) subscriber(opts ...SubscriberOption) *Subscriber {
 	e.t.Helper()
 	s, err := NewSubscriber(e.brokers, quick(opts...)...)
 	if err != nil {

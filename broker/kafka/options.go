@@ -6,12 +6,55 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/go-integration/patterns/broker/engine"
+	"github.com/go-integration/patterns/internal/backoff"
 )
 
-// Option configures a Publisher, a Subscriber or an Admin. Options that do
-// not apply to a type are ignored by it; each option's comment says which
-// types read it and its default.
-type Option func(*config)
+// Options are typed by the side that reads them, as franz-go's ProducerOpt
+// and ConsumerOpt are: NewPublisher takes PublisherOptions, NewSubscriber
+// SubscriberOptions and NewAdmin AdminOptions, so an option the type would
+// ignore does not compile. An Option (WithClientOptions, WithLogger,
+// CreateTopics, MaxMessageBytes) is all three. Every option checks its
+// arguments; an invalid one makes the constructor fail with an error
+// wrapping ErrInvalidOption.
+
+// PublisherOption configures a Publisher.
+type PublisherOption interface{ applyPublisher(*config) error }
+
+// SubscriberOption configures a Subscriber.
+type SubscriberOption interface{ applySubscriber(*config) error }
+
+// AdminOption configures an Admin.
+type AdminOption interface{ applyAdmin(*config) error }
+
+// Option configures a Publisher, a Subscriber and an Admin alike; types
+// that do not use it (an Admin for CreateTopics) ignore it.
+type Option interface {
+	PublisherOption
+	SubscriberOption
+	AdminOption
+}
+
+type sharedOpt func(*config) error
+
+func (f sharedOpt) applyPublisher(c *config) error  { return f(c) }
+func (f sharedOpt) applySubscriber(c *config) error { return f(c) }
+func (f sharedOpt) applyAdmin(c *config) error      { return f(c) }
+
+type publisherOpt func(*config) error
+
+func (f publisherOpt) applyPublisher(c *config) error { return f(c) }
+
+type subscriberOpt func(*config) error
+
+func (f subscriberOpt) applySubscriber(c *config) error { return f(c) }
+
+// DefaultFetchMaxBytes is the FetchMaxBytes and FetchMaxPartitionBytes a
+// Subscriber's consumers use unless WithClientOptions sets others: the
+// largest fetch response the client buffers on top of the records the
+// engine holds (see the package documentation).
+const DefaultFetchMaxBytes = 1 << 20
 
 type config struct {
 	brokers         []string
@@ -20,11 +63,9 @@ type config struct {
 	createTopics    bool
 	topicDefaults   Topic
 	start           Offset
-	backoffMin      time.Duration
-	backoffMax      time.Duration
+	retry           backoff.Policy
 	drainTimeout    time.Duration
 	commitInterval  time.Duration
-	maxBuffered     int
 	maxMessageBytes int32
 	linger          time.Duration
 	sessionTimeout  time.Duration
@@ -32,50 +73,50 @@ type config struct {
 	heartbeat       time.Duration
 }
 
-func defaultConfig() config {
+func defaultConfig(brokers []string) config {
 	return config{
+		brokers:        append([]string(nil), brokers...),
 		logger:         slog.Default(),
-		backoffMin:     100 * time.Millisecond,
-		backoffMax:     5 * time.Second,
-		drainTimeout:   30 * time.Second,
+		retry:          backoff.Policy{Min: engine.DefaultRetryMin, Max: engine.DefaultRetryMax},
+		drainTimeout:   engine.DefaultDrainTimeout,
 		commitInterval: time.Second,
-		maxBuffered:    10000,
 	}
 }
 
-func newConfig(brokers []string, opts []Option) (config, error) {
-	c := defaultConfig()
-	c.brokers = append([]string(nil), brokers...)
-	for _, o := range opts {
-		if o != nil {
-			o(&c)
-		}
-	}
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+// newConfig applies opts with apply (one of the per-side methods).
+func newConfig[O any](brokers []string, opts []O, apply func(O, *config) error) (config, error) {
+	c := defaultConfig(brokers)
 	if len(c.brokers) == 0 {
 		return c, fmt.Errorf("kafka: no seed brokers")
 	}
-	if c.backoffMin <= 0 || c.backoffMax < c.backoffMin {
-		return c, fmt.Errorf("kafka: Backoff(%v, %v): min must be positive and max at least min", c.backoffMin, c.backoffMax)
-	}
-	if c.drainTimeout < 0 {
-		return c, fmt.Errorf("kafka: negative DrainTimeout %v", c.drainTimeout)
-	}
-	if c.commitInterval <= 0 {
-		return c, fmt.Errorf("kafka: CommitInterval %v must be positive", c.commitInterval)
-	}
-	if c.maxBuffered <= 0 {
-		return c, fmt.Errorf("kafka: MaxBufferedRecords %d must be positive", c.maxBuffered)
-	}
-	if err := c.start.validate(); err != nil {
-		return c, err
-	}
-	if c.maxMessageBytes < 0 {
-		return c, fmt.Errorf("kafka: negative MaxMessageBytes %d", c.maxMessageBytes)
+	for _, o := range opts {
+		if any(o) == nil {
+			continue
+		}
+		if err := apply(o, &c); err != nil {
+			return c, err
+		}
 	}
 	if c.sessionTimeout != 0 && c.heartbeat != 0 && c.heartbeat >= c.sessionTimeout {
-		return c, fmt.Errorf("kafka: GroupTimeouts: heartbeat %v must be shorter than the session timeout %v", c.heartbeat, c.sessionTimeout)
+		return c, invalid("GroupTimeouts: heartbeat %v must be shorter than the session timeout %v", c.heartbeat, c.sessionTimeout)
 	}
 	return c, nil
+}
+
+func publisherConfig(brokers []string, opts []PublisherOption) (config, error) {
+	return newConfig(brokers, opts, PublisherOption.applyPublisher)
+}
+
+func subscriberConfig(brokers []string, opts []SubscriberOption) (config, error) {
+	return newConfig(brokers, opts, SubscriberOption.applySubscriber)
+}
+
+func adminConfig(brokers []string, opts []AdminOption) (config, error) {
+	return newConfig(brokers, opts, AdminOption.applyAdmin)
 }
 
 // baseOpts are the kgo options every client of this package starts with;
@@ -92,99 +133,156 @@ func (c *config) baseOpts(h *dialHook) []kgo.Opt {
 }
 
 // WithClientOptions adds franz-go client options (TLS, SASL, client ID,
-// timeouts...) to every client the type creates. They are applied last, so
-// they override this package's choices; options that break its guarantees
-// (such as disabling idempotence or acks=all) are the caller's responsibility.
-// Read by Publisher, Subscriber and Admin.
+// timeouts, fetch sizes...) to every client the type creates. They are
+// applied last, so they override this package's choices; options that break
+// its guarantees (such as disabling idempotence or acks=all, or
+// kgo.BlockRebalanceOnPoll) are the caller's responsibility. A kgo.Balancers
+// given here is wrapped with the Keys union protocol (see the package
+// documentation). A nil kgo.Opt is an error.
 func WithClientOptions(opts ...kgo.Opt) Option {
-	return func(c *config) { c.clientOpts = append(c.clientOpts, opts...) }
+	return sharedOpt(func(c *config) error {
+		for i, o := range opts {
+			if o == nil {
+				return invalid("WithClientOptions: option %d is nil", i)
+			}
+		}
+		c.clientOpts = append(c.clientOpts, opts...)
+		return nil
+	})
 }
 
 // WithLogger sets the logger for dropped messages, retries, dead-lettering,
-// commits and rebalances. Default: slog.Default(). Read by every type.
+// commits and rebalances. Default: slog.Default(). A nil logger is an error.
 func WithLogger(l *slog.Logger) Option {
-	return func(c *config) {
-		if l != nil {
-			c.logger = l
+	return sharedOpt(func(c *config) error {
+		if l == nil {
+			return invalid("WithLogger(nil)")
 		}
-	}
+		c.logger = l
+		return nil
+	})
 }
 
 // CreateTopics makes Publish and Subscribe create a missing topic (including
 // the dead-letter topic) with the settings of t (its Name is ignored).
 // Default: off, so a missing topic is an error wrapping ErrUnknownTopic.
 // Provision always creates missing topics, with t's settings when this option
-// is set and the broker's defaults otherwise. Read by Publisher and Subscriber.
+// is set and the broker's defaults otherwise. An Admin ignores it. Negative
+// Partitions or ReplicationFactor are an error.
 func CreateTopics(t Topic) Option {
-	return func(c *config) {
+	return sharedOpt(func(c *config) error {
+		if t.Partitions < 0 || t.ReplicationFactor < 0 {
+			return invalid("CreateTopics: negative partitions %d or replication factor %d", t.Partitions, t.ReplicationFactor)
+		}
 		c.createTopics = true
 		c.topicDefaults = t
-	}
-}
-
-// StartAt sets where a subscription starts when its group has no committed
-// offset for a partition, and where a subscription without a group starts.
-// Default: Earliest() for groups, Latest() for subscriptions without a group.
-// Read by Subscriber.
-func StartAt(o Offset) Option {
-	return func(c *config) { c.start = o }
-}
-
-// Backoff sets the delay between attempts of a failing message: min after the
-// first failure, doubling up to max. Default: 100 ms to 5 s. The partition's
-// fetching is paused while its buffer is full, so the group stays healthy.
-// Read by Subscriber.
-func Backoff(min, max time.Duration) Option {
-	return func(c *config) { c.backoffMin, c.backoffMax = min, max }
-}
-
-// DrainTimeout bounds how long Subscribe waits, when it stops or loses
-// partitions in a rebalance, for running handlers to finish before it cancels
-// their context. Default: 30 s. Read by Subscriber.
-func DrainTimeout(d time.Duration) Option {
-	return func(c *config) { c.drainTimeout = d }
-}
-
-// CommitInterval sets how often offsets of handled messages are committed in
-// the background; they are also committed synchronously when partitions are
-// revoked and when Subscribe returns. Default: 1 s. A shorter interval means
-// fewer redeliveries after a crash and more commit requests. Read by Subscriber.
-func CommitInterval(d time.Duration) Option {
-	return func(c *config) { c.commitInterval = d }
-}
-
-// MaxBufferedRecords bounds the fetched records waiting for handlers: the
-// subscription stops polling while this many wait, and pauses fetching of a
-// partition whose own queue reaches it (a record backing off), so the other
-// partitions go on. One fetch response (kgo.FetchMaxBytes) may come on top.
-// Default: 10,000. Read by Subscriber.
-func MaxBufferedRecords(n int) Option {
-	return func(c *config) { c.maxBuffered = n }
+		return nil
+	})
 }
 
 // MaxMessageBytes sets the largest record batch the producer builds
 // (kgo.ProducerBatchMaxBytes); a single larger message fails with
 // broker.ErrInvalidMessage. Default: franz-go's 1,000,012 bytes, which matches
 // Kafka's default max.message.bytes; raise it together with the topic's
-// max.message.bytes (Topic.Config). Read by Publisher and Subscriber (dead letters).
+// max.message.bytes (Topic.Config). A Subscriber uses it for dead letters;
+// an Admin ignores it. n must be 0 (the default) or between 512 and 1 GiB.
 func MaxMessageBytes(n int32) Option {
-	return func(c *config) { c.maxMessageBytes = n }
+	return sharedOpt(func(c *config) error {
+		if n != 0 && (n < 512 || n > 1<<30) {
+			return invalid("MaxMessageBytes(%d): want 512 to %d", n, 1<<30)
+		}
+		c.maxMessageBytes = n
+		return nil
+	})
 }
 
 // Linger sets how long a partition's batch waits for more records before it
 // is sent. Default: 0, so a lone Publish is sent at once; concurrent Publish
 // calls still share batches, because records queue while a request is in
-// flight. Read by Publisher.
-func Linger(d time.Duration) Option {
-	return func(c *config) { c.linger = d }
+// flight. Negative is an error.
+func Linger(d time.Duration) PublisherOption {
+	return publisherOpt(func(c *config) error {
+		if d < 0 {
+			return invalid("negative Linger %v", d)
+		}
+		c.linger = d
+		return nil
+	})
+}
+
+// StartAt sets where a subscription starts when its group has no committed
+// offset for a partition, and where a subscription without a group starts.
+// Default: Earliest() for groups, Latest() for subscriptions without a group.
+// An invalid offset is an error wrapping both ErrInvalidOption and
+// ErrInvalidOffset.
+func StartAt(o Offset) SubscriberOption {
+	return subscriberOpt(func(c *config) error {
+		if err := o.validate(); err != nil {
+			return fmt.Errorf("%w: StartAt: %w", ErrInvalidOption, err)
+		}
+		c.start = o
+		return nil
+	})
+}
+
+// WithRetryBackoff sets the wait before a failed message's next attempt:
+// full jitter, a random wait up to min after the first failure, the cap
+// doubling per failure up to max. Default engine.DefaultRetryMin to
+// engine.DefaultRetryMax (50 ms to 5 s). The group stays healthy while a
+// message waits: polling does not depend on handlers. min must be positive
+// and max at least min.
+func WithRetryBackoff(min, max time.Duration) SubscriberOption {
+	return subscriberOpt(func(c *config) error {
+		p := backoff.Policy{Min: min, Max: max}
+		if err := p.Validate(); err != nil {
+			return invalid("WithRetryBackoff(%v, %v): %v", min, max, err)
+		}
+		c.retry = p
+		return nil
+	})
+}
+
+// DrainTimeout bounds how long running handlers may go on, when Subscribe
+// stops or loses partitions in a rebalance, before their context is
+// cancelled. Default: engine.DefaultDrainTimeout (30 s). It must be positive.
+func DrainTimeout(d time.Duration) SubscriberOption {
+	return subscriberOpt(func(c *config) error {
+		if d <= 0 {
+			return invalid("DrainTimeout %v must be positive", d)
+		}
+		c.drainTimeout = d
+		return nil
+	})
+}
+
+// CommitInterval sets how often offsets of handled messages are committed in
+// the background; they are also committed synchronously when partitions are
+// revoked and when Subscribe returns. Default: 1 s. A shorter interval means
+// fewer redeliveries after a crash and more commit requests. It must be
+// positive.
+func CommitInterval(d time.Duration) SubscriberOption {
+	return subscriberOpt(func(c *config) error {
+		if d <= 0 {
+			return invalid("CommitInterval %v must be positive", d)
+		}
+		c.commitInterval = d
+		return nil
+	})
 }
 
 // GroupTimeouts sets the consumer-group session timeout, rebalance timeout
-// and heartbeat interval. Zero keeps franz-go's defaults (45 s, 60 s, 3 s).
-// Tests against kfake use short ones so that rebalances take milliseconds.
-// Read by Subscriber.
-func GroupTimeouts(session, rebalance, heartbeat time.Duration) Option {
-	return func(c *config) { c.sessionTimeout, c.rebalanceTO, c.heartbeat = session, rebalance, heartbeat }
+// and heartbeat interval. Zero keeps franz-go's defaults (45 s, 60 s, 3 s);
+// negative is an error, and so is a heartbeat not shorter than the session
+// timeout. Tests against kfake use short ones so that rebalances take
+// milliseconds.
+func GroupTimeouts(session, rebalance, heartbeat time.Duration) SubscriberOption {
+	return subscriberOpt(func(c *config) error {
+		if session < 0 || rebalance < 0 || heartbeat < 0 {
+			return invalid("GroupTimeouts(%v, %v, %v): negative", session, rebalance, heartbeat)
+		}
+		c.sessionTimeout, c.rebalanceTO, c.heartbeat = session, rebalance, heartbeat
+		return nil
+	})
 }
 
 func (c *config) groupOpts() []kgo.Opt {

@@ -32,8 +32,8 @@ var _ broker.Publisher = (*Publisher)(nil)
 
 // NewPublisher returns a Publisher for the seed brokers. It does not connect
 // until the first Publish; call Ping to check the cluster answers.
-func NewPublisher(brokers []string, opts ...Option) (*Publisher, error) {
-	cfg, err := newConfig(brokers, opts)
+func NewPublisher(brokers []string, opts ...PublisherOption) (*Publisher, error) {
+	cfg, err := publisherConfig(brokers, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -94,9 +94,13 @@ func (p *Publisher) prepareTopic(ctx context.Context, topic string) error {
 // Publish sends msgs to topic and returns nil only when the brokers have
 // acknowledged every one of them (acks=all). Messages of one call and of
 // concurrent calls are batched together. Errors wrap broker.ErrInvalidMessage
-// (too large), ErrUnknownTopic, ErrUnreachable, broker.ErrNotConfirmed or
+// (too large, or a topic name Kafka does not allow: checked before anything
+// is sent), ErrUnknownTopic, ErrUnreachable, broker.ErrNotConfirmed or
 // broker.ErrClosed.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	if err := validateTopicName(topic, broker.ErrInvalidMessage); err != nil {
+		return err
+	}
 	if err := p.begin(); err != nil {
 		return err
 	}
@@ -167,6 +171,10 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Message, done func(broker.Message, error)) {
 	if done == nil {
 		done = func(broker.Message, error) {}
+	}
+	if err := validateTopicName(topic, broker.ErrInvalidMessage); err != nil {
+		done(m, err)
+		return
 	}
 	if err := p.begin(); err != nil {
 		done(m, err)

@@ -45,9 +45,10 @@ func headerCount(m *broker.Message) int {
 
 // fillRecord maps m to r: Key to the record key (so Kafka's default
 // partitioner, murmur2 like Java's, keeps a key on one partition), an empty
-// Key to a nil key (spread over partitions), Header to record headers, Time to
-// the record timestamp, and a nil Payload to a nil value (a tombstone on
-// compacted topics). hdrs, when it has room for headerCount(m) headers, holds
+// Key to a nil key (spread over partitions), Header to record headers (an
+// empty value stays an empty value, not a null one), Time to the record
+// timestamp, and a nil Payload to a nil value (a tombstone on compacted
+// topics). hdrs, when it has room for headerCount(m) headers, holds
 // the headers. Strings are shared with the record, not copied: franz-go
 // never writes to record bytes, and a published message must not change until
 // it is acknowledged.
@@ -59,7 +60,7 @@ func fillRecord(r *kgo.Record, hdrs []kgo.RecordHeader, topic string, m *broker.
 	if cap(hdrs) < headerCount(m) {
 		hdrs = make([]kgo.RecordHeader, 0, headerCount(m))
 	}
-	hdrs = append(hdrs[:0], kgo.RecordHeader{Key: HeaderMessageID, Value: bytesOf(m.ID)})
+	hdrs = append(hdrs[:0], kgo.RecordHeader{Key: HeaderMessageID, Value: headerValue(m.ID)})
 	if m.Priority != 0 {
 		hdrs = append(hdrs, kgo.RecordHeader{Key: HeaderPriority, Value: []byte(strconv.Itoa(int(m.Priority)))})
 	}
@@ -67,17 +68,32 @@ func fillRecord(r *kgo.Record, hdrs []kgo.RecordHeader, topic string, m *broker.
 		if k == HeaderMessageID || k == HeaderPriority {
 			continue
 		}
-		hdrs = append(hdrs, kgo.RecordHeader{Key: k, Value: bytesOf(v)})
+		hdrs = append(hdrs, kgo.RecordHeader{Key: k, Value: headerValue(v)})
 	}
 	r.Headers = hdrs
 }
 
 // bytesOf returns the bytes of s without copying; they must not be written.
+// An empty s gives nil, which franz-go sends as null: right for a key (none),
+// wrong for a header value (see headerValue).
 func bytesOf(s string) []byte {
 	if s == "" {
 		return nil
 	}
 	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// noBytes is an empty, non-nil header value.
+var noBytes = []byte{}
+
+// headerValue is bytesOf for a header value: an empty s gives an empty,
+// non-nil slice, which franz-go sends as an empty value. A nil one would
+// travel as null (kcat prints NULL, Java's Header.value() returns null).
+func headerValue(s string) []byte {
+	if s == "" {
+		return noBytes
+	}
+	return bytesOf(s)
 }
 
 // idLen is the length of a generated ID: 16 random bytes in hex, the format

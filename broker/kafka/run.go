@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,77 +15,73 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/engine"
 )
 
-// run is one Subscribe call: a consuming client, a poll loop and one worker
-// per assigned partition. Workers of different partitions run in parallel,
-// at most Workers() handlers at once; each worker handles its partition's
-// records in offset order.
-type run struct {
-	s     *Subscriber
-	sub   broker.Subscription
-	h     broker.Handler
-	pats  broker.Patterns
-	dlq   string
-	cl    *kgo.Client
-	sem   chan struct{}
-	group bool
+// driver is the Subscriber's engine.Driver: it opens one consuming client
+// per Subscribe call (a receiver) and publishes dead letters through the
+// subscriber's producer. Dispatching by key, attempts, dead-letter
+// bookkeeping, panics and draining are the engine's.
+type driver struct{ s *Subscriber }
 
-	// base is the parent of every handler context: the Subscribe context's
-	// values without its cancellation; each worker cancels its own child
-	// after DrainTimeout once it is told to stop.
-	base context.Context
+var (
+	_ engine.Driver    = driver{}
+	_ engine.Receiver  = (*receiver)(nil)
+	_ engine.Redecoder = (*receiver)(nil)
+)
 
-	mu      sync.Mutex
-	workers map[int32]*worker
-	// drainMu serializes stopWorkers, so a revoke that comes while the
-	// subscription drains at shutdown waits for the drain before it commits.
-	drainMu sync.Mutex
+// errClientClosed is what Receive returns when the client was closed under
+// it (a test's kill, or a fatal client error).
+var errClientClosed = errors.New("kafka: consumer client closed")
 
-	// queued counts the records waiting in the queues of partitions that
-	// are not paused; the poll loop waits while it is at the limit, so a
-	// slow handler slows fetching instead of filling memory. A partition
-	// whose own queue fills (a record backing off) is paused and left out,
-	// so it cannot hold the others up.
-	queued atomic.Int64
-	space  chan struct{}
-
-	killed   atomic.Bool // tests: a member that dies without committing
-	stopping atomic.Bool // the final revoke of leaving the group is not a rebalance
-}
-
-// kill simulates a crashed member (tests only): it stops the workers without
-// marking or committing anything and closes the client.
-func (r *run) kill() {
-	r.killed.Store(true)
-	r.stopWorkers(nil, true, false)
-	r.cl.Close()
-}
-
-// start checks the topics, resolves the start position and creates the client.
-func (r *run) start(ctx context.Context) error {
-	s, sub := r.s, r.sub
-	r.group = sub.Group != ""
-	r.sem = make(chan struct{}, sub.Workers())
-	r.space = make(chan struct{}, 1)
-	r.base = context.WithoutCancel(ctx)
-	for _, t := range []string{sub.Topic, r.dlq} {
+// Open checks the topics, resolves the start position (pinning it for a
+// group without commits), creates the consuming client and, for a group,
+// waits until this member got its first assignment, so that its Keys are
+// part of the group's union when Subscription.Ready is called.
+func (d driver) Open(ctx context.Context, sub broker.Subscription, ctl engine.Control) (engine.Receiver, error) {
+	s := d.s
+	if err := validateSubscriptionTopics(sub); err != nil {
+		return nil, err
+	}
+	if s.noReopen.Load() { // tests: a killed member stays dead
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	own, err := broker.CompilePatterns(sub.Keys)
+	if err != nil {
+		return nil, err
+	}
+	r := &receiver{
+		s: s, sub: sub, ctl: ctl, group: sub.Group != "", own: own,
+		parts: map[int32]*tracker{}, assigned: make(chan struct{}), manageErr: make(chan error, 1),
+	}
+	for _, t := range []string{sub.Topic, sub.DeadLetterDestination()} {
 		if t == "" {
 			continue
 		}
 		if err := s.admin.requireTopic(ctx, t, s.cfg.createTopics, s.cfg.topicDefaults); err != nil {
-			return err
+			if errors.Is(err, ErrUnknownTopic) {
+				err = fmt.Errorf("%w: %w", broker.ErrInvalidSubscription, err)
+			}
+			return nil, err
 		}
 	}
 	start := s.cfg.start.resolve(r.group)
 	opts := []kgo.Opt{
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// The memory bound: the engine holds at most MaxInFlight
+		// records, the client at most one fetch response of at most
+		// FetchMaxBytes (WithClientOptions may override all three).
+		kgo.FetchMaxBytes(DefaultFetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(DefaultFetchMaxBytes),
+		kgo.MaxConcurrentFetches(1),
 	}
+	var last []kgo.Opt
 	if r.group {
 		if start.kind == kindLatest || start.kind == kindExact {
 			if err := s.pinStart(ctx, sub, start, false); err != nil {
-				return err
+				return nil, invalidOffset(err)
 			}
 		}
 		reset := kgo.NewOffset().AtStart()
@@ -102,27 +99,22 @@ func (r *run) start(ctx context.Context) error {
 			kgo.AutoCommitMarks(),
 			kgo.AutoCommitInterval(s.cfg.commitInterval),
 			kgo.AutoCommitCallback(r.onCommit),
-			kgo.OnPartitionsRevoked(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
-				if r.killed.Load() {
-					return
-				}
-				if !r.stopping.Load() {
-					s.st.revoked.Add(uint64(len(m[sub.Topic])))
-				}
-				r.stopWorkers(m[sub.Topic], false, true)
-				r.commit(ctx)
-			}),
-			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
-				s.cfg.logger.Warn("kafka: partitions lost; their uncommitted records will be redelivered", "group", sub.Group, "topic", sub.Topic, "partitions", m[sub.Topic])
-				s.st.lost.Add(uint64(len(m[sub.Topic])))
-				r.stopWorkers(m[sub.Topic], false, false)
-			}),
+			kgo.OnPartitionsRevoked(r.onRevoked),
+			kgo.OnPartitionsLost(r.onLost),
+			kgo.WithHooks(manageHook{r}),
 		)
 		opts = append(opts, s.cfg.groupOpts()...)
+		// After WithClientOptions: the union protocol wraps whatever
+		// balancers the caller chose.
+		bs := make([]kgo.GroupBalancer, len(s.balancers))
+		for i, b := range s.balancers {
+			bs[i] = newKeysBalancer(b, sub.Keys, r.setUnion)
+		}
+		last = append(last, kgo.Balancers(bs...))
 	} else {
 		offs, err := s.admin.startOffsets(ctx, sub.Topic, start)
 		if err != nil {
-			return err
+			return nil, invalidOffset(err)
 		}
 		parts := make(map[int32]kgo.Offset, len(offs))
 		for p, o := range offs {
@@ -130,57 +122,317 @@ func (r *run) start(ctx context.Context) error {
 		}
 		opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{sub.Topic: parts}))
 	}
-	cl, err := kgo.NewClient(append(opts, s.cfg.baseOpts(s.admin.hook)...)...)
+	opts = append(opts, s.cfg.baseOpts(s.admin.hook)...)
+	cl, err := kgo.NewClient(append(opts, last...)...)
 	if err != nil {
-		return fmt.Errorf("kafka: new consumer: %w", err)
+		return nil, fmt.Errorf("%w: kafka: new consumer: %w", broker.ErrInvalidSubscription, err)
 	}
 	r.cl = cl
+	if r.group {
+		if err := r.awaitAssignment(ctx); err != nil {
+			r.closing.Store(true)
+			cl.Close()
+			return nil, err
+		}
+	}
+	r.open.Store(true)
+	s.mu.Lock()
+	s.recvs[r] = struct{}{}
+	s.mu.Unlock()
+	return r, nil
+}
+
+// invalidOffset marks a start position the topic cannot have as an invalid
+// subscription: reopening does not fix it.
+func invalidOffset(err error) error {
+	if errors.Is(err, ErrInvalidOffset) {
+		return fmt.Errorf("%w: %w", broker.ErrInvalidSubscription, err)
+	}
+	return err
+}
+
+// awaitAssignment waits for the member's first assignment. Group errors
+// that a retry cannot fix fail it; others are logged, and franz-go retries.
+func (r *receiver) awaitAssignment(ctx context.Context) error {
+	for {
+		select {
+		case <-r.assigned:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-r.manageErr:
+			switch {
+			case errors.Is(err, kerr.InvalidGroupID), errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TopicAuthorizationFailed):
+				return fmt.Errorf("%w: kafka: join group %q: %w", broker.ErrInvalidSubscription, r.sub.Group, err)
+			case errors.Is(err, kerr.InconsistentGroupProtocol):
+				r.s.cfg.logger.Error("kafka: the group has members that do not speak this package's protocol ("+keysProtocolPrefix+"...); waiting for them to leave", "group", r.sub.Group, "topic", r.sub.Topic, "err", err)
+			default:
+				r.s.cfg.logger.Warn("kafka: joining the group failed; retrying", "group", r.sub.Group, "topic", r.sub.Topic, "err", err)
+			}
+		}
+	}
+}
+
+// DeadLetter publishes m with the subscriber's producer, adding the origin
+// partition and offset; a dead letter the topic refuses as too large is
+// published without its payload, with HeaderPayloadDropped saying why.
+func (d driver) DeadLetter(ctx context.Context, topic string, m broker.Message, from *engine.Delivery) error {
+	h := make(map[string]string, len(m.Header)+3)
+	for k, v := range m.Header {
+		h[k] = v
+	}
+	if rec, ok := from.Ref.(*kgo.Record); ok {
+		h[broker.HeaderOriginPartition] = strconv.Itoa(int(rec.Partition))
+		h[broker.HeaderOriginOffset] = strconv.FormatInt(rec.Offset, 10)
+	}
+	m.Header = h
+	err := d.s.prod.ProduceSync(ctx, toRecord(topic, &m)).FirstErr()
+	if errors.Is(err, kerr.MessageTooLarge) && m.Payload != nil {
+		// The dead-letter topic takes smaller records than the source
+		// (or the headers tipped it over): keep the evidence, drop the
+		// payload, rather than block the key.
+		d.s.cfg.logger.Error("kafka: dead letter too large; publishing it without its payload", "topic", m.Topic, "id", m.ID, "dead_letter_topic", topic, "bytes", len(m.Payload))
+		h[HeaderPayloadDropped] = fmt.Sprintf("%d bytes: %v", len(m.Payload), err)
+		m.Payload = nil
+		err = d.s.prod.ProduceSync(ctx, toRecord(topic, &m)).FirstErr()
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: dead letter to %q: %w", topic, err)
+	}
 	return nil
 }
 
-// loop polls until ctx is done, then drains the workers, commits and closes.
-func (r *run) loop(ctx context.Context) error {
-	log := r.s.cfg.logger
-	limit := int64(r.s.cfg.maxBuffered)
-	for {
-		for r.queued.Load() >= limit && ctx.Err() == nil {
-			select {
-			case <-r.space:
-			case <-ctx.Done():
-			}
+// receiver is one Subscribe call's consuming client.
+type receiver struct {
+	s     *Subscriber
+	sub   broker.Subscription
+	ctl   engine.Control
+	cl    *kgo.Client
+	group bool
+	own   broker.Patterns
+
+	// union is the group's Keys union from the last assignment (nil
+	// before the first); private subscriptions use own.
+	union     atomic.Pointer[keyFilter]
+	assigned  chan struct{}
+	once      sync.Once
+	manageErr chan error
+
+	mu    sync.Mutex
+	parts map[int32]*tracker
+	ds    []engine.Delivery // Receive's batch (engine goroutine only)
+
+	open    atomic.Bool // Open returned it
+	closing atomic.Bool // Close was called: the last revoke is not a rebalance
+	killed  atomic.Bool // tests: a member that dies without committing
+}
+
+// keyFilter is a Keys union: every key, or those matching pats.
+type keyFilter struct {
+	all  bool
+	pats broker.Patterns
+}
+
+// setUnion is called by the balancer at each assignment.
+func (r *receiver) setUnion(all bool, pats []string) {
+	f := &keyFilter{all: all}
+	if !all {
+		ps, err := broker.CompilePatterns(pats)
+		if err != nil {
+			// A member sent a pattern this one cannot compile: keep
+			// every key rather than skip what that member wanted.
+			r.s.cfg.logger.Error("kafka: group key union has an invalid pattern; receiving every key", "group", r.sub.Group, "err", err)
+			f = &keyFilter{all: true}
+		} else {
+			f.pats = ps
 		}
-		// Take everything buffered, so franz-go fetches the next batch
-		// while the workers handle this one.
-		fs := r.cl.PollFetches(ctx)
-		if fs.IsClientClosed() || ctx.Err() != nil {
-			r.cl.AllowRebalance()
-			break
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			log.Warn("kafka: fetch error", "topic", t, "partition", p, "err", err)
-		})
-		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
-			}
-			r.worker(p.Partition).push(p.Records, p.HighWatermark)
-		})
-		r.cl.AllowRebalance()
 	}
-	r.stopping.Store(true)
-	r.stopWorkers(nil, true, true)
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	r.commit(cctx)
-	cancel()
-	r.cl.CloseAllowingRebalance()
+	r.union.Store(f)
+	r.once.Do(func() { close(r.assigned) })
+}
+
+// match reports whether a record with key is for this subscription.
+func (r *receiver) match(key string) bool {
+	if f := r.union.Load(); f != nil {
+		return f.all || f.pats.Match(key)
+	}
+	return len(r.own) == 0 || r.own.Match(key)
+}
+
+// manageHook passes group errors to the receiver.
+type manageHook struct{ r *receiver }
+
+var _ kgo.HookGroupManageError = manageHook{}
+
+func (h manageHook) OnGroupManageError(err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+		return
+	}
+	if !h.r.open.Load() {
+		select {
+		case h.r.manageErr <- err:
+		default:
+		}
+		return
+	}
+	h.r.s.cfg.logger.Warn("kafka: group error; franz-go rejoins", "group", h.r.sub.Group, "topic", h.r.sub.Topic, "err", err)
+}
+
+// Receive polls at most max records, hands those whose key matches to the
+// engine and lets a blocked rebalance go on only after that.
+func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.Delivery)) error {
+	fs := r.cl.PollRecords(ctx, max)
+	defer r.cl.AllowRebalance()
+	if fs.IsClientClosed() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return errClientClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fs.EachError(func(t string, p int32, err error) {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		r.s.cfg.logger.Warn("kafka: fetch error", "topic", t, "partition", p, "err", err)
+	})
+	var consumed, skipped uint64
+	r.ds = r.ds[:0]
+	var marks []*kgo.Record
+	r.mu.Lock()
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		t := r.parts[p.Partition]
+		if t == nil {
+			t = &tracker{next: p.Records[0].Offset}
+			r.parts[p.Partition] = t
+		}
+		t.hwm = p.HighWatermark
+		for _, rec := range p.Records {
+			consumed++
+			ok := r.match(stringOf(rec.Key))
+			t.push(rec, !ok)
+			if !ok {
+				skipped++
+				continue
+			}
+			r.ds = append(r.ds, engine.Delivery{Msg: fromRecord(rec), Tag: uint64(rec.Offset), Ref: rec, Part: p.Partition})
+		}
+		if last := t.pop(); last != nil {
+			marks = append(marks, last)
+		}
+	})
+	r.mu.Unlock()
+	if r.group && len(marks) > 0 {
+		r.cl.MarkCommitRecords(marks...)
+	}
+	r.s.st.consumed.Add(consumed)
+	r.s.st.skipped.Add(skipped)
+	if len(r.ds) > 0 {
+		deliver(r.ds)
+		clear(r.ds)
+	}
 	return nil
+}
+
+// Redecode rebuilds a delivery's message from its record, with a fresh
+// Header map.
+func (r *receiver) Redecode(d *engine.Delivery) broker.Message {
+	return fromRecord(d.Ref.(*kgo.Record))
+}
+
+// Ack marks d done in its partition's tracker and marks for commit the
+// last record of the done prefix: the engine acks out of order (keys of a
+// partition run concurrently), Kafka commits a position.
+func (r *receiver) Ack(d *engine.Delivery) {
+	r.mu.Lock()
+	t := r.parts[d.Part]
+	var last *kgo.Record
+	if t != nil {
+		t.ack(int64(d.Tag))
+		last = t.pop()
+	}
+	r.mu.Unlock()
+	if last != nil && r.group {
+		r.cl.MarkCommitRecords(last)
+	}
+}
+
+// Release has nothing to send: records not committed are fetched again
+// after the rebalance or restart. Their partitions' trackers are dropped,
+// so nothing past them is marked.
+func (r *receiver) Release(ds []*engine.Delivery) {
+	r.mu.Lock()
+	for _, d := range ds {
+		delete(r.parts, d.Part)
+	}
+	r.mu.Unlock()
+}
+
+// Close commits what was marked (groups) and leaves.
+func (r *receiver) Close() error {
+	r.closing.Store(true)
+	if !r.killed.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r.commit(ctx)
+		cancel()
+	}
+	r.cl.CloseAllowingRebalance()
+	r.s.mu.Lock()
+	delete(r.s.recvs, r)
+	r.s.mu.Unlock()
+	return nil
+}
+
+// kill simulates a crashed member (tests only): nothing more is committed,
+// the client closes and the Subscribe call does not reopen.
+func (r *receiver) kill() {
+	r.killed.Store(true)
+	r.s.noReopen.Store(true)
+	r.cl.Close()
+}
+
+// revoke has the engine give back and finish the partitions' records, then
+// drops their trackers.
+func (r *receiver) revoke(parts []int32) {
+	if r.open.Load() {
+		r.ctl.Revoke(func(d *engine.Delivery) bool { return slices.Contains(parts, d.Part) })
+	}
+	r.mu.Lock()
+	for _, p := range parts {
+		delete(r.parts, p)
+	}
+	r.mu.Unlock()
+}
+
+func (r *receiver) onRevoked(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+	if r.killed.Load() {
+		return
+	}
+	parts := m[r.sub.Topic]
+	if !r.closing.Load() {
+		r.s.st.revoked.Add(uint64(len(parts)))
+	}
+	r.revoke(parts)
+	r.commit(ctx)
+}
+
+func (r *receiver) onLost(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+	if r.killed.Load() {
+		return
+	}
+	parts := m[r.sub.Topic]
+	r.s.cfg.logger.Warn("kafka: partitions lost; their uncommitted records will be redelivered", "group", r.sub.Group, "topic", r.sub.Topic, "partitions", parts)
+	r.s.st.lost.Add(uint64(len(parts)))
+	r.revoke(parts)
 }
 
 // commit synchronously commits the marked offsets (group consumers only).
-func (r *run) commit(ctx context.Context) {
+func (r *receiver) commit(ctx context.Context) {
 	if !r.group || r.killed.Load() {
 		return
 	}
@@ -192,7 +444,7 @@ func (r *run) commit(ctx context.Context) {
 }
 
 // onCommit counts commit results, for autocommits and synchronous ones.
-func (r *run) onCommit(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+func (r *receiver) onCommit(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			r.s.st.commitErrors.Add(1)
@@ -211,323 +463,68 @@ func (r *run) onCommit(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.Of
 	}
 }
 
-// worker returns the worker of partition p, starting it if needed.
-func (r *run) worker(p int32) *worker {
+// lag returns, per partition held, the high watermark at the last fetch
+// minus the next offset to commit.
+func (r *receiver) lag(into map[int32]int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := r.workers[p]
-	if w == nil {
-		ctx, cancel := context.WithCancel(r.base)
-		w = &worker{r: r, part: p, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-		w.hwm.Store(-1)
-		w.next.Store(-1)
-		r.workers[p] = w
-		go w.loop()
+	for p, t := range r.parts {
+		into[p] = max(t.hwm-t.next, 0)
 	}
-	return w
 }
 
-// stopWorkers stops the workers of parts (every worker when all is set):
-// queued records are dropped (they stay uncommitted), handlers running get
-// DrainTimeout to finish before their context is cancelled. With mark set,
-// each worker marks what it handled so the caller's commit includes it.
-func (r *run) stopWorkers(parts []int32, all, mark bool) {
-	r.drainMu.Lock()
-	defer r.drainMu.Unlock()
-	r.mu.Lock()
-	var ws []*worker
-	if all {
-		for p, w := range r.workers {
-			ws = append(ws, w)
-			delete(r.workers, p)
+// tracker holds a partition's delivered records in offset order until
+// they are done, so that only a done prefix is committed.
+type tracker struct {
+	recs []trackedRec
+	head int
+	hwm  int64
+	next int64 // the offset after the done prefix
+}
+
+type trackedRec struct {
+	rec  *kgo.Record
+	done bool
+}
+
+func (t *tracker) push(rec *kgo.Record, done bool) {
+	t.recs = append(t.recs, trackedRec{rec: rec, done: done})
+}
+
+func (t *tracker) ack(off int64) {
+	live := t.recs[t.head:]
+	i, ok := slices.BinarySearchFunc(live, off, func(e trackedRec, off int64) int {
+		switch {
+		case e.rec.Offset < off:
+			return -1
+		case e.rec.Offset > off:
+			return 1
 		}
-	} else {
-		for _, p := range parts {
-			if w := r.workers[p]; w != nil {
-				ws = append(ws, w)
-				delete(r.workers, p)
-			}
-		}
-	}
-	r.mu.Unlock()
-	if len(ws) == 0 {
-		return
-	}
-	for _, w := range ws {
-		w.noMark.Store(!mark)
-		close(w.stop)
-	}
-	t := time.AfterFunc(r.s.cfg.drainTimeout, func() {
-		for _, w := range ws {
-			w.cancel()
-		}
+		return 0
 	})
-	for _, w := range ws {
-		<-w.done
-		w.cancel()
-		w.mu.Lock()
-		if w.paused {
-			w.paused = false
-			r.cl.ResumeFetchPartitions(map[string][]int32{r.sub.Topic: {w.part}})
-		} else {
-			r.queued.Add(-int64(len(w.queue)))
-		}
-		w.queue = nil
-		w.mu.Unlock()
-	}
-	t.Stop()
-	r.signalSpace()
-}
-
-// signalSpace wakes the poll loop if it waits for queue space.
-func (r *run) signalSpace() {
-	select {
-	case r.space <- struct{}{}:
-	default:
+	if ok {
+		live[i].done = true
 	}
 }
 
-// worker handles one partition's records in order.
-type worker struct {
-	r      *run
-	part   int32
-	ctx    context.Context // handlers' context
-	cancel context.CancelFunc
-
-	mu     sync.Mutex
-	queue  []*kgo.Record
-	paused bool
-
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
-
-	noMark atomic.Bool
-	hwm    atomic.Int64 // high watermark at the last fetch
-	next   atomic.Int64 // next offset to handle
-	held   bool         // holds a slot of r.sem (worker goroutine only)
-}
-
-// push queues records fetched for the partition (poll goroutine) and pauses
-// fetching the partition while its queue is full.
-func (w *worker) push(recs []*kgo.Record, hwm int64) {
-	w.hwm.Store(hwm)
-	w.mu.Lock()
-	w.queue = append(w.queue, recs...)
-	if !w.paused {
-		w.r.queued.Add(int64(len(recs)))
-		if len(w.queue) >= w.r.s.cfg.maxBuffered {
-			w.paused = true
-			w.r.queued.Add(-int64(len(w.queue)))
-			w.r.cl.PauseFetchPartitions(map[string][]int32{w.r.sub.Topic: {w.part}})
-		}
-	}
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-// take removes up to n queued records and resumes fetching once the queue
-// is half empty.
-func (w *worker) take(n int) []*kgo.Record {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	k := min(n, len(w.queue))
-	batch := w.queue[:k:k]
-	w.queue = w.queue[k:]
-	if len(w.queue) == 0 {
-		w.queue = nil
+// pop removes the done prefix and returns its last record, or nil.
+func (t *tracker) pop() *kgo.Record {
+	var last *kgo.Record
+	for t.head < len(t.recs) && t.recs[t.head].done {
+		last = t.recs[t.head].rec
+		t.recs[t.head] = trackedRec{}
+		t.head++
 	}
 	switch {
-	case !w.paused:
-		w.r.queued.Add(-int64(k))
-	case len(w.queue) <= w.r.s.cfg.maxBuffered/2:
-		w.paused = false
-		w.r.queued.Add(int64(len(w.queue)))
-		w.r.cl.ResumeFetchPartitions(map[string][]int32{w.r.sub.Topic: {w.part}})
+	case t.head == len(t.recs):
+		t.recs, t.head = t.recs[:0], 0
+	case t.head >= 1024 && t.head > len(t.recs)/2:
+		n := copy(t.recs, t.recs[t.head:])
+		clear(t.recs[n:])
+		t.recs, t.head = t.recs[:n], 0
 	}
-	if k > 0 && w.r.queued.Load() < int64(w.r.s.cfg.maxBuffered) {
-		w.r.signalSpace()
+	if last != nil {
+		t.next = last.Offset + 1
 	}
-	return batch
-}
-
-func (w *worker) stopped() bool {
-	select {
-	case <-w.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-// acquire takes a handler slot; false when the worker is stopped first.
-func (w *worker) acquire() bool {
-	if w.held {
-		return true
-	}
-	select {
-	case w.r.sem <- struct{}{}:
-		w.held = true
-		return true
-	case <-w.stop:
-		return false
-	}
-}
-
-func (w *worker) release() {
-	if w.held {
-		<-w.r.sem
-		w.held = false
-	}
-}
-
-// sleep waits d, releasing the handler slot; false when stopped meanwhile.
-func (w *worker) sleep(d time.Duration) bool {
-	w.release()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return w.acquire()
-	case <-w.stop:
-		return false
-	}
-}
-
-// batchSize is how many records a worker handles per turn on a handler slot.
-const batchSize = 256
-
-func (w *worker) loop() {
-	var last *kgo.Record // last record done (handled, skipped or dead-lettered)
-	defer func() {
-		w.release()
-		if last != nil && !w.noMark.Load() {
-			w.r.cl.MarkCommitRecords(last)
-		}
-		close(w.done)
-	}()
-	for {
-		batch := w.take(batchSize)
-		if len(batch) == 0 {
-			select {
-			case <-w.wake:
-				continue
-			case <-w.stop:
-				return
-			}
-		}
-		if !w.acquire() {
-			return
-		}
-		var c batchCounts
-		for _, rec := range batch {
-			if w.stopped() || !w.handle(rec, &c) {
-				c.flush(&w.r.s.st)
-				return
-			}
-			last = rec
-		}
-		c.flush(&w.r.s.st)
-		w.next.Store(last.Offset + 1)
-		w.release()
-		if w.r.group {
-			w.r.cl.MarkCommitRecords(last)
-		}
-	}
-}
-
-// batchCounts are counted per batch rather than per record, to keep
-// contended atomic adds off the per-record path.
-type batchCounts struct{ consumed, handled, skipped uint64 }
-
-func (c *batchCounts) flush(st *counters) {
-	st.consumed.Add(c.consumed)
-	st.handled.Add(c.handled)
-	st.skipped.Add(c.skipped)
-	*c = batchCounts{}
-}
-
-// handle runs the handler on rec with retries and dead-lettering. It returns
-// false when the worker was stopped before rec was done with (rec is then
-// left uncommitted for redelivery).
-func (w *worker) handle(rec *kgo.Record, c *batchCounts) bool {
-	r, st := w.r, &w.r.s.st
-	c.consumed++
-	if len(r.pats) > 0 && !r.pats.Match(stringOf(rec.Key)) {
-		c.skipped++
-		return true
-	}
-	for attempt := 1; ; attempt++ {
-		// Each attempt, and the dead letter, gets the message as published:
-		// a handler may have changed the header map of the last one.
-		m := fromRecord(rec)
-		m.Attempt = attempt
-		err := call(w.ctx, r.h, m)
-		if err == nil {
-			c.handled++
-			return true
-		}
-		if w.ctx.Err() != nil {
-			return false // stopped past the drain timeout: redeliver, do not dead-letter
-		}
-		if broker.IsPermanent(err) || (r.sub.MaxAttempts > 0 && attempt >= r.sub.MaxAttempts) {
-			m = fromRecord(rec)
-			m.Attempt = attempt
-			return w.deadLetter(m, rec, err)
-		}
-		st.retried.Add(1)
-		d := r.s.cfg.backoff(attempt)
-		r.s.cfg.logger.Debug("kafka: handler failed; retrying", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "attempt", attempt, "backoff", d, "err", err)
-		if !w.sleep(d) {
-			return false
-		}
-	}
-}
-
-// deadLetter publishes m to the dead-letter topic (retrying until it is
-// accepted or the worker stops) or drops it when there is none.
-func (w *worker) deadLetter(m broker.Message, rec *kgo.Record, cause error) bool {
-	r, st, log := w.r, &w.r.s.st, w.r.s.cfg.logger
-	if r.dlq == "" {
-		st.dropped.Add(1)
-		log.Error("kafka: message failed permanently and there is no dead-letter topic; dropped", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "id", m.ID, "attempts", m.Attempt, "err", cause)
-		return true
-	}
-	dl := broker.DeadLetter(m, r.sub.Group, cause, time.Now())
-	dl.Header[broker.HeaderOriginPartition] = strconv.Itoa(int(rec.Partition))
-	dl.Header[broker.HeaderOriginOffset] = strconv.FormatInt(rec.Offset, 10)
-	for try := 1; ; try++ {
-		err := r.s.prod.ProduceSync(w.ctx, toRecord(r.dlq, &dl)).FirstErr()
-		if err == nil {
-			st.deadLettered.Add(1)
-			log.Warn("kafka: message dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "id", m.ID, "attempts", m.Attempt, "dead_letter_topic", r.dlq, "err", cause)
-			return true
-		}
-		if errors.Is(err, kerr.MessageTooLarge) && dl.Payload != nil {
-			// The dead-letter topic takes smaller records than the source
-			// (or the headers tipped it over): keep the evidence, drop the
-			// payload, rather than block the partition.
-			log.Error("kafka: dead letter too large; publishing it without its payload", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "dead_letter_topic", r.dlq, "bytes", len(dl.Payload))
-			dl.Header[HeaderPayloadDropped] = fmt.Sprintf("%d bytes: %v", len(dl.Payload), err)
-			dl.Payload = nil
-			continue
-		}
-		log.Error("kafka: dead-lettering failed; retrying", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "dead_letter_topic", r.dlq, "err", err)
-		if w.ctx.Err() != nil || !w.sleep(r.s.cfg.backoff(try)) {
-			return false
-		}
-	}
-}
-
-// call runs h, turning a panic into an error.
-func call(ctx context.Context, h broker.Handler, m broker.Message) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("kafka: handler panicked: %v", p)
-		}
-	}()
-	return h(ctx, m)
+	return last
 }

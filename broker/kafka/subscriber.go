@@ -2,33 +2,33 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/engine"
 )
 
 // Subscriber consumes Kafka topics. A Subscription with a Group joins that
 // consumer group; one without a Group reads every partition itself, from
 // where StartAt says (default: records published after Subscribe starts).
-// It implements broker.Subscriber and broker.Provisioner.
+// It runs on the module's shared consumer engine (broker/engine) and
+// implements broker.Subscriber and broker.Provisioner.
 type Subscriber struct {
-	cfg   config
-	admin *Admin
-	prod  *kgo.Client // dead letters
+	cfg       config
+	admin     *Admin
+	prod      *kgo.Client // dead letters
+	eng       *engine.Engine
+	balancers []kgo.GroupBalancer // the client's, wrapped per Subscribe call
 
-	mu      sync.Mutex
-	closed  bool
-	closing chan struct{}
-	subs    sync.WaitGroup
-	runs    map[*run]struct{}
+	mu    sync.Mutex
+	recvs map[*receiver]struct{}
 
-	st counters
+	noReopen atomic.Bool // tests: see receiver.kill
+	st       counters
 }
 
 var (
@@ -43,8 +43,8 @@ type counters struct {
 
 // NewSubscriber returns a Subscriber for the seed brokers. It does not
 // connect until Subscribe or Provision.
-func NewSubscriber(brokers []string, opts ...Option) (*Subscriber, error) {
-	cfg, err := newConfig(brokers, opts)
+func NewSubscriber(brokers []string, opts ...SubscriberOption) (*Subscriber, error) {
+	cfg, err := subscriberConfig(brokers, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,40 @@ func NewSubscriber(brokers []string, opts ...Option) (*Subscriber, error) {
 		adm.Close()
 		return nil, fmt.Errorf("kafka: new dead-letter producer: %w", err)
 	}
-	return &Subscriber{cfg: cfg, admin: adm, prod: prod, closing: make(chan struct{}), runs: map[*run]struct{}{}}, nil
+	s := &Subscriber{cfg: cfg, admin: adm, prod: prod, recvs: map[*receiver]struct{}{}}
+	// The balancers WithClientOptions chose (franz-go's default otherwise):
+	// each Subscribe call wraps them with the Keys union protocol.
+	s.balancers, _ = prod.OptValue(kgo.Balancers).([]kgo.GroupBalancer)
+	if len(s.balancers) == 0 {
+		s.balancers = []kgo.GroupBalancer{kgo.CooperativeStickyBalancer()}
+	}
+	s.eng, err = engine.New(driver{s}, engine.Config{
+		Name:         "kafka",
+		Logger:       cfg.logger,
+		DrainTimeout: cfg.drainTimeout,
+		Retry:        cfg.retry,
+		Validate:     validateSubscriptionTopics,
+		Observe:      s.observe,
+	})
+	if err != nil {
+		prod.Close()
+		adm.Close()
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return s, nil
+}
+
+func (s *Subscriber) observe(_ *broker.Subscription, _ broker.Message, o engine.Outcome, _ error) {
+	switch o {
+	case engine.Handled:
+		s.st.handled.Add(1)
+	case engine.Retried:
+		s.st.retried.Add(1)
+	case engine.DeadLettered:
+		s.st.deadLettered.Add(1)
+	case engine.Dropped:
+		s.st.dropped.Add(1)
+	}
 }
 
 // Client returns the franz-go client the subscriber uses to publish dead
@@ -82,6 +115,9 @@ func (s *Subscriber) Ping(ctx context.Context) error { return s.admin.Ping(ctx) 
 // resolved offsets are committed for partitions that have no commit yet.
 func (s *Subscriber) Provision(ctx context.Context, sub broker.Subscription) error {
 	if err := sub.Validate(func(context.Context, broker.Message) error { return nil }); err != nil {
+		return err
+	}
+	if err := validateSubscriptionTopics(sub); err != nil {
 		return err
 	}
 	if s.isClosed() {
@@ -132,87 +168,38 @@ func (s *Subscriber) pinStart(ctx context.Context, sub broker.Subscription, star
 }
 
 func (s *Subscriber) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
+	select {
+	case <-s.eng.Closing():
+		return true
+	default:
+		return false
+	}
 }
 
 // Subscribe runs h for the messages of sub until ctx is done (it returns
 // nil) or Close is called (broker.ErrClosed). See the package documentation
-// for ordering, commits, retries and dead-lettering.
+// for ordering, commits, attempts, dead-lettering and the memory bound.
 func (s *Subscriber) Subscribe(ctx context.Context, sub broker.Subscription, h broker.Handler) error {
-	if err := sub.Validate(h); err != nil {
-		return err
-	}
-	pats, err := broker.CompilePatterns(sub.Keys)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return broker.ErrClosed
-	}
-	s.subs.Add(1)
-	s.mu.Unlock()
-	defer s.subs.Done()
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-s.closing:
-			cancel()
-		case <-runCtx.Done():
-		}
-	}()
-
-	r := &run{s: s, sub: sub, h: h, pats: pats, dlq: sub.DeadLetterDestination(), workers: map[int32]*worker{}}
-	err = r.start(runCtx)
-	if err == nil {
-		s.mu.Lock()
-		s.runs[r] = struct{}{}
-		s.mu.Unlock()
-		err = r.loop(runCtx)
-		s.mu.Lock()
-		delete(s.runs, r)
-		s.mu.Unlock()
-	}
-	switch {
-	case s.isClosed():
-		return broker.ErrClosed
-	case err != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return nil // cancelled while starting
-	case err != nil && ctx.Err() != nil && errors.Is(err, ErrUnreachable):
-		return err // the deadline passed with no broker answering
-	case ctx.Err() != nil:
-		return nil
-	}
-	return err
+	return s.eng.Subscribe(ctx, sub, h)
 }
 
 // Close stops every Subscribe call, waits for their running handlers (up to
 // DrainTimeout) and commits, then releases the clients. Close is idempotent.
 func (s *Subscriber) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	if s.isClosed() {
+		return s.eng.Close()
 	}
-	s.closed = true
-	close(s.closing)
-	s.mu.Unlock()
-	s.subs.Wait()
+	err := s.eng.Close()
 	s.prod.Close()
 	s.admin.Close()
-	return nil
+	return err
 }
 
 // SubscriberStats are counters since NewSubscriber.
 type SubscriberStats struct {
-	Consumed     uint64 // records fetched and taken by a worker
+	Consumed     uint64 // records fetched (handed to the engine or skipped)
 	Handled      uint64 // records whose handler returned nil
-	Skipped      uint64 // records whose key matched no Keys pattern (committed unhandled)
+	Skipped      uint64 // records whose key matched no Keys pattern of the group's union (committed unhandled)
 	Retried      uint64 // failed attempts followed by another attempt
 	DeadLettered uint64 // records published to the dead-letter topic
 	Dropped      uint64 // permanently failed records with no dead-letter topic
@@ -221,7 +208,7 @@ type SubscriberStats struct {
 	Revoked      uint64 // partitions revoked from this subscriber's members by rebalances
 	Lost         uint64 // partitions lost (session expired, fenced) without a chance to commit
 	// Lag is, per topic and partition being consumed now, the high
-	// watermark at the last fetch minus the next offset to handle.
+	// watermark at the last fetch minus the next offset to commit.
 	Lag map[string]map[int32]int64
 }
 
@@ -235,31 +222,16 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Lag: map[string]map[int32]int64{},
 	}
 	s.mu.Lock()
-	runs := make([]*run, 0, len(s.runs))
-	for r := range s.runs {
-		runs = append(runs, r)
+	rs := make([]*receiver, 0, len(s.recvs))
+	for r := range s.recvs {
+		rs = append(rs, r)
 	}
 	s.mu.Unlock()
-	for _, r := range runs {
-		r.mu.Lock()
-		for p, w := range r.workers {
-			if st.Lag[r.sub.Topic] == nil {
-				st.Lag[r.sub.Topic] = map[int32]int64{}
-			}
-			if hwm, next := w.hwm.Load(), w.next.Load(); hwm >= 0 && next >= 0 {
-				st.Lag[r.sub.Topic][p] = max(hwm-next, 0)
-			}
+	for _, r := range rs {
+		if st.Lag[r.sub.Topic] == nil {
+			st.Lag[r.sub.Topic] = map[int32]int64{}
 		}
-		r.mu.Unlock()
+		r.lag(st.Lag[r.sub.Topic])
 	}
 	return st
-}
-
-// backoff returns the delay after failed attempt n (1-based).
-func (c *config) backoff(n int) time.Duration {
-	d := c.backoffMin
-	for i := 1; i < n && d < c.backoffMax; i++ {
-		d *= 2
-	}
-	return min(d, c.backoffMax)
 }

@@ -50,7 +50,7 @@ func kafkaStream(ctx context.Context, t *tour) error {
 	t.printf("   Kafka: in-process kfake cluster at %s\n", strings.Join(brokers, ","))
 
 	quiet := kafka.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	fast := []kafka.Option{
+	fast := []kafka.SubscriberOption{
 		quiet,
 		kafka.GroupTimeouts(time.Second, 5*time.Second, 100*time.Millisecond),
 		kafka.CommitInterval(100 * time.Millisecond),
