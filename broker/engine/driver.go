@@ -58,11 +58,13 @@ type Redecoder interface {
 // for.
 type Control interface {
 	// Revoke is for brokers that move messages between members on their
-	// own (Kafka rebalances): the Engine releases every message it holds
-	// for which match returns true and has not started, lets running ones
-	// finish (up to the drain timeout, then cancels their context) and
-	// acks or releases them, and then returns. Only then may the driver
-	// give the messages' partitions away.
+	// own (Kafka rebalances). The Engine handles every message it holds
+	// for which match returns true (so the next owner does not handle them
+	// again), except that one waiting for a retry, or failing meanwhile,
+	// is released with its key's later messages; after the drain timeout
+	// it cancels running handlers and releases the rest. Then it returns,
+	// and only then may the driver give the partitions away. match must
+	// answer the same for every message of one key.
 	Revoke(match func(*Delivery) bool)
 }
 

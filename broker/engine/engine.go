@@ -194,6 +194,15 @@ func (e *Engine) Subscribe(ctx context.Context, s broker.Subscription, h broker.
 			return nil
 		}
 	}
+	// neverStarted is the result when Open kept failing until the end: the
+	// caller's deadline passing before the subscription ever received is
+	// an error (naming why Open failed), a cancellation or Close is not.
+	neverStarted := func(err error) error {
+		if res := result(); res != nil || ctx.Err() == nil || errors.Is(ctx.Err(), context.Canceled) {
+			return res
+		}
+		return fmt.Errorf("%s: subscribe to %q: %w", e.cfg.Name, s.Topic, err)
+	}
 
 	ready := false
 	failures := 0
@@ -203,9 +212,8 @@ func (e *Engine) Subscribe(ctx context.Context, s broker.Subscription, h broker.
 		if err != nil {
 			rn.discard()
 			if rctx.Err() != nil {
-				if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) && !ready {
-					// the caller's deadline passed before the subscription ever started
-					return fmt.Errorf("%s: subscribe to %q: %w", e.cfg.Name, s.Topic, err)
+				if !ready {
+					return neverStarted(err)
 				}
 				return result()
 			}
@@ -215,9 +223,8 @@ func (e *Engine) Subscribe(ctx context.Context, s broker.Subscription, h broker.
 			failures++
 			e.log.Warn(e.cfg.Name+": subscription could not start; retrying", "topic", s.Topic, "group", s.Group, "err", err)
 			if !e.cfg.Reopen.Sleep(rctx, nil, failures) {
-				if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) && !ready && result() == nil {
-					// the caller's deadline passed while waiting to retry Open
-					return fmt.Errorf("%s: subscribe to %q: %w", e.cfg.Name, s.Topic, err)
+				if !ready {
+					return neverStarted(err)
 				}
 				return result()
 			}
@@ -295,6 +302,7 @@ type run struct {
 	inflight  int
 	seq       uint64
 	stopping  bool
+	revoking  func(*Delivery) bool // set while a Revoke drains
 	rcvDone   bool
 	workers   []*worker
 	wg        sync.WaitGroup
@@ -327,86 +335,37 @@ func (rn *run) setReceiver(r Receiver) {
 	rn.redec, _ = r.(Redecoder)
 }
 
-// Revoke implements Control.
+// Revoke implements Control. The messages of the revoked partitions that
+// the engine holds are handled before it returns, so the new owner does not
+// handle them again; a message waiting for a retry goes back at once with
+// its key's later messages (its next attempt is the new owner's), as does
+// one that fails meanwhile. After the drain timeout running handlers are
+// cancelled and whatever is left goes back.
 func (rn *run) Revoke(match func(*Delivery) bool) {
 	rn.mu.Lock()
-	var cut []*worker
-	busy := func() bool {
-		for _, w := range rn.workers {
-			if w.cur != nil && w.cur.key != nil && w.cur.key.revoked {
-				return true
-			}
-			if w.cur != nil && w.cur.key == nil && match(&w.cur.d) {
-				return true
-			}
-		}
-		return false
-	}
-	// Ready keyless items and whole keys whose active item matches.
-	kept := rn.ready[:0]
-	for _, it := range rn.ready {
-		if match(&it.d) {
-			rn.collectLocked(it)
-		} else {
-			kept = append(kept, it)
-		}
-	}
-	clear(rn.ready[len(kept):])
-	rn.ready = kept
-	rn.ready.init()
+	rn.revoking = match
 	for it := range rn.waiting {
 		if match(&it.d) {
 			it.timer.Stop()
 			delete(rn.waiting, it)
-			if it.key == nil {
-				rn.release = append(rn.release, it)
-			}
+			rn.collectLocked(it)
 		}
 	}
-	for _, ks := range rn.keys {
-		if ks.active == nil || !match(&ks.active.d) {
-			continue
-		}
-		for it := ks.head; it != nil; {
-			next := it.next
-			it.next = nil
-			rn.release = append(rn.release, it)
-			it = next
-		}
-		ks.head, ks.tail = nil, nil
-		ks.revoked = true
-		running := false
-		for _, w := range rn.workers {
-			if w.cur == ks.active {
-				running = true
-				cut = append(cut, w)
-			}
-		}
-		if !running {
-			rn.release = append(rn.release, ks.active)
-			ks.active = nil
-		}
-	}
-	for _, w := range rn.workers {
-		if w.cur != nil && w.cur.key == nil && match(&w.cur.d) {
-			cut = append(cut, w)
-		}
-	}
-	rn.mu.Unlock()
+	timedOut := false
 	t := time.AfterFunc(rn.e.cfg.DrainTimeout, func() {
 		rn.mu.Lock()
 		defer rn.mu.Unlock()
-		for _, w := range cut {
-			// only if it still runs a revoked message, not the next one
-			if c := w.cur; c != nil && ((c.key != nil && c.key.revoked) || (c.key == nil && match(&c.d))) {
-				w.cancel()
-			}
-		}
+		timedOut = true
+		rn.cutLocked(match)
+		rn.room.Broadcast()
 	})
-	rn.mu.Lock()
-	for busy() {
+	for !timedOut && rn.heldLocked(match) {
 		rn.room.Wait()
 	}
+	for rn.runningLocked(match) {
+		rn.room.Wait()
+	}
+	rn.revoking = nil
 	rn.mu.Unlock()
 	t.Stop()
 	rn.flush()
@@ -419,8 +378,77 @@ func (rn *run) Revoke(match func(*Delivery) bool) {
 	rn.mu.Unlock()
 }
 
-// collectLocked marks a ready item (and, for a keyed one, its key's whole
-// pending list) for release.
+// heldLocked reports whether the run holds a message match selects.
+func (rn *run) heldLocked(match func(*Delivery) bool) bool {
+	if rn.runningLocked(match) {
+		return true
+	}
+	for _, it := range rn.ready {
+		if match(&it.d) {
+			return true
+		}
+	}
+	for it := range rn.waiting {
+		if match(&it.d) {
+			return true
+		}
+	}
+	for _, ks := range rn.keys {
+		for p := ks.head; p != nil; p = p.next {
+			if match(&p.d) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (rn *run) runningLocked(match func(*Delivery) bool) bool {
+	for _, w := range rn.workers {
+		if w.cur != nil && match(&w.cur.d) {
+			return true
+		}
+	}
+	return false
+}
+
+// cutLocked ends a revoke's drain: what match selects and has not started
+// goes back, running handlers are cancelled (their messages go back too).
+func (rn *run) cutLocked(match func(*Delivery) bool) {
+	kept := rn.ready[:0]
+	for _, it := range rn.ready {
+		if match(&it.d) {
+			rn.collectLocked(it)
+		} else {
+			kept = append(kept, it)
+		}
+	}
+	clear(rn.ready[len(kept):])
+	rn.ready = kept
+	rn.ready.init()
+	for _, ks := range rn.keys {
+		if ks.active == nil || !match(&ks.active.d) {
+			continue
+		}
+		for p := ks.head; p != nil; {
+			next := p.next
+			p.next = nil
+			rn.release = append(rn.release, p)
+			p = next
+		}
+		ks.head, ks.tail = nil, nil
+		ks.revoked = true
+	}
+	for _, w := range rn.workers {
+		if w.cur != nil && match(&w.cur.d) {
+			w.cancel()
+		}
+	}
+}
+
+// collectLocked marks it, the active item of its key (or a keyless one),
+// for release together with its key's later items: they must not run here
+// before it runs elsewhere.
 func (rn *run) collectLocked(it *item) {
 	rn.release = append(rn.release, it)
 	if ks := it.key; ks != nil {
@@ -633,9 +661,9 @@ func (rn *run) attempt(w *worker, it *item) {
 		return
 	}
 	rn.mu.Lock()
-	if rn.stopping || (it.key != nil && it.key.revoked) {
+	if rn.stopping || (it.key != nil && it.key.revoked) || (rn.revoking != nil && rn.revoking(&it.d)) {
+		rn.collectLocked(it)
 		rn.mu.Unlock()
-		rn.toRelease(it)
 		return
 	}
 	wait := rn.e.cfg.Retry.Wait(it.attempt)
@@ -765,14 +793,11 @@ func (rn *run) passTurnLocked(ks *keyState) {
 	}
 }
 
-// toRelease keeps it for the next flush (stop or revoke), which releases
-// everything in receive order at once.
+// toRelease keeps it, with its key's later items, for the next flush (stop
+// or revoke), which releases everything in receive order at once.
 func (rn *run) toRelease(it *item) {
 	rn.mu.Lock()
-	rn.release = append(rn.release, it)
-	if ks := it.key; ks != nil && ks.active == it {
-		rn.passTurnLocked(ks)
-	}
+	rn.collectLocked(it)
 	rn.mu.Unlock()
 }
 

@@ -319,23 +319,34 @@ func TestDrainTimeoutCancelsAndDoesNotCountTheAttempt(t *testing.T) {
 	})
 }
 
-func TestRevokeWaitsForRunningAndReleasesQueued(t *testing.T) {
+func TestRevokeDrainsHeldAndReleasesRetrying(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newFakeDriver()
 		e := newEngine(t, d, engine.Config{})
 		started := make(chan struct{})
 		finish := make(chan struct{})
+		var mu sync.Mutex
+		var order []string
 		h := func(ctx context.Context, m broker.Message) error {
-			if m.ID == "m0" {
+			mu.Lock()
+			order = append(order, m.ID)
+			mu.Unlock()
+			switch m.ID {
+			case "m0":
 				close(started)
 				<-finish
+			case "m4":
+				return errors.New("fails: waits for its retry")
 			}
 			return nil
 		}
 		r, cancel, errc := start(t, e, d, broker.Subscription{Topic: "t", Group: "g", Concurrency: 2}, h)
+		send(r, 4, "c", 0) // fails, waits for a retry: released with m5
+		send(r, 5, "c", 0)
+		synctest.Wait()
 		send(r, 0, "a", 0) // runs and blocks
-		send(r, 1, "a", 0) // waits behind it: released by the revoke
-		send(r, 2, "", 0)  // keyless on partition 0: handled or released
+		send(r, 1, "a", 0) // waits behind it: handled before Revoke returns
+		send(r, 2, "", 0)  // keyless on partition 0: handled
 		<-started
 		synctest.Wait()
 		revoked := make(chan struct{})
@@ -349,18 +360,55 @@ func TestRevokeWaitsForRunningAndReleasesQueued(t *testing.T) {
 			t.Fatal("Revoke returned while a handler of the revoked partition still ran")
 		default:
 		}
-		send(r, 3, "a", 1) // same key name, another partition after the revoke: handled
+		send(r, 3, "a", 1) // same key name, another partition: handled too
 		close(finish)
 		<-revoked
 		synctest.Wait()
 		acked, released, held := r.snapshot()
-		all := slices.Clone(acked)
-		for _, rel := range released {
-			all = append(all, rel...)
+		slices.Sort(acked)
+		if fmt.Sprint(acked) != "[0 1 2 3]" || fmt.Sprint(released) != "[[4 5]]" || held != 0 {
+			t.Fatalf("acked %v, released %v, held %d: want 0-3 acked, [4 5] released together, nothing held", acked, released, held)
 		}
-		slices.Sort(all)
-		if fmt.Sprint(all) != "[0 1 2 3]" || held != 0 || !slices.Contains(acked, 0) || !slices.Contains(acked, 3) || slices.Contains(acked, 1) {
-			t.Fatalf("acked %v, released %v, held %d: want 0 and 3 acked, 1 released, nothing held", acked, released, held)
+		time.Sleep(time.Minute) // the released message's retry timer must not fire
+		synctest.Wait()
+		mu.Lock()
+		if n := strings.Count(strings.Join(order, " "), "m4"); n != 1 {
+			t.Fatalf("m4 ran %d times here after it was released", n)
+		}
+		mu.Unlock()
+		cancel()
+		<-errc
+	})
+}
+
+// TestRevokeTimeoutCutsRunningHandlers: a handler that outlives the drain
+// timeout during a revoke is cancelled and its message released, not
+// counted as a failed attempt; other partitions go on.
+func TestRevokeTimeoutCutsRunningHandlers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newFakeDriver()
+		e := newEngine(t, d, engine.Config{DrainTimeout: time.Second})
+		h := func(ctx context.Context, m broker.Message) error {
+			if m.ID == "m0" {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		}
+		r, cancel, errc := start(t, e, d, broker.Subscription{Topic: "t", Group: "g", Concurrency: 2, MaxAttempts: 1}, h)
+		send(r, 0, "a", 0)
+		send(r, 1, "a", 0)
+		synctest.Wait()
+		began := time.Now()
+		d.ctl.Revoke(func(dl *engine.Delivery) bool { return dl.Part == 0 })
+		if waited := time.Since(began); waited != time.Second {
+			t.Fatalf("Revoke took %v, want the drain timeout of 1s", waited)
+		}
+		send(r, 2, "b", 1)
+		synctest.Wait()
+		acked, released, held := r.snapshot()
+		if fmt.Sprint(acked) != "[2]" || fmt.Sprint(released) != "[[0 1]]" || held != 0 || len(d.dead) != 0 {
+			t.Fatalf("acked %v, released %v, held %d, dead %d: want [2] acked, [0 1] released, no dead letter", acked, released, held, len(d.dead))
 		}
 		cancel()
 		<-errc
@@ -515,5 +563,27 @@ func TestOneHandlerKeepsReceiveOrderAcrossKeys(t *testing.T) {
 		}
 		cancel()
 		<-errc
+	})
+}
+
+// TestNeverStarted: when Open keeps failing until the caller's deadline,
+// Subscribe says why; a cancelled context is no error.
+func TestNeverStarted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		refused := errors.New("connection refused")
+		d := newFakeDriver()
+		d.openErrs = slices.Repeat([]error{refused}, 1000)
+		e := newEngine(t, d, engine.Config{})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h := func(context.Context, broker.Message) error { return nil }
+		if err := e.Subscribe(ctx, broker.Subscription{Topic: "t"}, h); !errors.Is(err, refused) {
+			t.Fatalf("Subscribe past its deadline = %v, want the Open error", err)
+		}
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		time.AfterFunc(time.Second, cancel2)
+		if err := e.Subscribe(ctx2, broker.Subscription{Topic: "t"}, h); err != nil {
+			t.Fatalf("Subscribe cancelled while Open failed = %v, want nil", err)
+		}
 	})
 }

@@ -42,9 +42,11 @@
 // done (handled, skipped, dead-lettered or dropped): the engine finishes
 // records of one partition out of order, and the adapter tracks them. Marks
 // are committed every CommitInterval, synchronously when partitions are
-// revoked (after the engine gave back their queued records and their running
-// handlers finished), and when Subscribe returns. A rebalance or restart
-// therefore redelivers records held but not done. Delivery is at-least-once.
+// revoked (after the engine handled the records it held of them, up to the
+// drain timeout; one waiting for a retry goes to the new owner with its
+// key's later records), and when Subscribe returns. A rebalance therefore
+// redelivers only records given back; a restart or a crash also those done
+// after an undone one of their partition. Delivery is at-least-once.
 //
 // A failing handler (a panic is a failure, broker.ErrHandlerPanic) is
 // retried in place after a full-jitter backoff (WithRetryBackoff),

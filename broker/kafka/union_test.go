@@ -262,7 +262,10 @@ func TestMemoryBoundedByInFlight(t *testing.T) {
 	}
 	_, small := measure(20_000)
 	_, large := measure(100_000)
-	if float64(large) > 1.5*float64(small) {
+	// A consumer that kept the backlog would hold some 80 MiB more with
+	// the larger one; the allowance covers the in-process cluster's own
+	// allocations, which the samples include.
+	if large > small+16<<20 {
 		t.Errorf("heap peak %.1f MiB with a backlog of 100,000 vs %.1f MiB with 20,000: memory grows with the backlog", float64(large)/(1<<20), float64(small)/(1<<20))
 	}
 }
