@@ -430,13 +430,7 @@ func (rn *run) cutLocked(match func(*Delivery) bool) {
 		if ks.active == nil || !match(&ks.active.d) {
 			continue
 		}
-		for p := ks.head; p != nil; {
-			next := p.next
-			p.next = nil
-			rn.release = append(rn.release, p)
-			p = next
-		}
-		ks.head, ks.tail = nil, nil
+		rn.releasePendingLocked(ks)
 		ks.revoked = true
 	}
 	for _, w := range rn.workers {
@@ -452,15 +446,20 @@ func (rn *run) cutLocked(match func(*Delivery) bool) {
 func (rn *run) collectLocked(it *item) {
 	rn.release = append(rn.release, it)
 	if ks := it.key; ks != nil {
-		for p := ks.head; p != nil; {
-			next := p.next
-			p.next = nil
-			rn.release = append(rn.release, p)
-			p = next
-		}
-		ks.head, ks.tail, ks.active = nil, nil, nil
-		ks.revoked = true
+		rn.releasePendingLocked(ks)
+		ks.active, ks.revoked = nil, true
 	}
+}
+
+// releasePendingLocked marks ks's pending items for release.
+func (rn *run) releasePendingLocked(ks *keyState) {
+	for p := ks.head; p != nil; {
+		next := p.next
+		p.next = nil
+		rn.release = append(rn.release, p)
+		p = next
+	}
+	ks.head, ks.tail = nil, nil
 }
 
 // loop receives until rctx ends or the receiver breaks, then drains.
@@ -845,13 +844,7 @@ func (rn *run) stop() {
 	}
 	clear(rn.waiting)
 	for _, ks := range rn.keys {
-		for it := ks.head; it != nil; {
-			next := it.next
-			it.next = nil
-			rn.release = append(rn.release, it)
-			it = next
-		}
-		ks.head, ks.tail = nil, nil
+		rn.releasePendingLocked(ks)
 	}
 	rn.work.Broadcast()
 	rn.mu.Unlock()
