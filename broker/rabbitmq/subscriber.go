@@ -168,6 +168,7 @@ func (d subDriver) Open(ctx context.Context, sub broker.Subscription, _ engine.C
 		_ = ch.Close()
 		return nil, fmt.Errorf("rabbitmq: consume %q: %w", r.queue, err)
 	}
+	r.acks = newAcker(ch, s.cfg.logger)
 	return r, nil
 }
 
@@ -194,6 +195,7 @@ type receiver struct {
 	deliveries <-chan amqp.Delivery
 	closes     chan *amqp.Error
 	cancels    chan string
+	acks       *acker
 	ds         []engine.Delivery
 }
 
@@ -221,6 +223,7 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 		}
 		dd := new(amqp.Delivery)
 		*dd = d
+		r.acks.track(dd.DeliveryTag)
 		r.ds = append(r.ds, engine.Delivery{Msg: fromDelivery(dd, r.sub.Topic, r.s.r), Tag: dd.DeliveryTag, Ref: dd})
 		if len(r.ds) == max {
 			break
@@ -248,21 +251,23 @@ func (r *receiver) Redecode(d *engine.Delivery) broker.Message {
 	return fromDelivery(d.Ref.(*amqp.Delivery), r.sub.Topic, r.s.r)
 }
 
-func (r *receiver) Ack(d *engine.Delivery) {
-	if err := r.ch.Ack(d.Tag, false); err != nil {
-		r.s.cfg.logger.Debug("rabbitmq: ack failed; the message will be redelivered", "queue", r.queue, "err", err)
-	}
-}
+// Ack hands d to the acker, which coalesces acknowledgements.
+func (r *receiver) Ack(d *engine.Delivery) { r.acks.ack(d.Tag) }
 
 // Release nacks with requeue: a classic queue puts the messages back at
 // their places, ahead of what came after them.
 func (r *receiver) Release(ds []*engine.Delivery) {
-	for _, d := range ds {
-		_ = r.ch.Nack(d.Tag, false, true)
+	tags := make([]uint64, len(ds))
+	for i, d := range ds {
+		tags[i] = d.Tag
 	}
+	r.acks.nack(tags)
 }
 
+// Close sends the acknowledgements still waiting, then cancels the
+// consumer and closes the channel: what was not acked goes back.
 func (r *receiver) Close() error {
+	r.acks.close()
 	if !r.ch.IsClosed() {
 		_ = r.ch.Cancel(r.tag, false)
 	}
