@@ -269,3 +269,61 @@ func TestMemoryBoundedByInFlight(t *testing.T) {
 		t.Errorf("heap peak %.1f MiB with a backlog of 100,000 vs %.1f MiB with 20,000: memory grows with the backlog", float64(large)/(1<<20), float64(small)/(1<<20))
 	}
 }
+
+// TestConcurrencyWithinOnePartition: Concurrency bounds handlers over keys,
+// not partitions: 32 keys on a single partition run 8 at once.
+func TestConcurrencyWithinOnePartition(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(1)
+	p := e.publisher()
+	const conc = 8
+	var running, peak atomic.Int32
+	all := make(chan struct{})
+	var once sync.Once
+	var handled atomic.Int32
+	finished := make(chan struct{})
+	s := e.subscriber()
+	stop := subscribe(t, s, broker.Subscription{Topic: topic, Group: "g", Concurrency: conc}, func(ctx context.Context, m broker.Message) error {
+		n := running.Add(1)
+		for {
+			old := peak.Load()
+			if n <= old || peak.CompareAndSwap(old, n) {
+				break
+			}
+		}
+		if n == conc {
+			once.Do(func() { close(all) })
+		}
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+		}
+		running.Add(-1)
+		if handled.Add(1) == 64 {
+			close(finished)
+		}
+		return nil
+	})
+	msgs := make([]broker.Message, 64)
+	for i := range msgs {
+		msgs[i] = broker.Message{Key: fmt.Sprint("k", i%32), Payload: []byte("x")}
+	}
+	if err := p.Publish(ctxT(t, 30*time.Second), topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("at most %d handlers ran at once on one partition, want %d", peak.Load(), conc)
+	}
+	select {
+	case <-finished:
+	case <-time.After(30 * time.Second):
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if pk := peak.Load(); pk != conc || handled.Load() != 64 {
+		t.Fatalf("peak %d handlers (want %d), handled %d of 64", pk, conc, handled.Load())
+	}
+}
