@@ -105,8 +105,8 @@ func TestAlwaysFailingHandler(t *testing.T) {
 	}
 }
 
-// TestQuorumAttempts: on quorum queues the server's x-delivery-count counts
-// attempts; dead-lettering works the same.
+// TestQuorumAttempts: on quorum queues attempts count handler calls and
+// dead-lettering works as on classic queues.
 func TestQuorumAttempts(t *testing.T) {
 	t.Parallel()
 	_, url := testenv.VHost(t)

@@ -17,12 +17,12 @@ type QueueType string
 
 // Queue types.
 const (
-	// Classic queues: the default; support priorities. Attempts are counted
-	// with a header carried by a republished copy.
+	// Classic queues: the default; support priorities.
 	Classic QueueType = "classic"
-	// Quorum queues: replicated; attempts are counted by the server's
-	// x-delivery-count. They cannot be exclusive, so private (empty Group)
-	// subscriptions stay classic.
+	// Quorum queues: replicated, no priorities. They cannot be exclusive,
+	// so private (empty Group) subscriptions stay classic. Retries and
+	// attempts behave as on classic queues; x-delivery-limit (WithQueueArgs)
+	// bounds redeliveries after crashes.
 	Quorum QueueType = "quorum"
 )
 
