@@ -14,9 +14,8 @@ const maxPriority = 9
 
 // envelope is one message waiting in, or taken from, a group's queue.
 type envelope struct {
-	msg     broker.Message
-	seq     uint64 // arrival order in the group, to requeue in order
-	attempt int    // deliveries so far
+	msg broker.Message
+	seq uint64 // arrival order in the group, to requeue in order
 }
 
 // blockSize is how many envelopes one block of a fifo holds.

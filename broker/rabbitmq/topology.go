@@ -147,6 +147,3 @@ func declareError(what, name string, err error) error {
 	}
 	return fmt.Errorf("rabbitmq: declare %s %q: %w", what, name, err)
 }
-
-// isFatal reports errors that retrying on a new connection cannot fix.
-func isFatal(err error) bool { return errors.Is(err, broker.ErrInvalidSubscription) }
