@@ -5,7 +5,8 @@
 // number of replicas) and one background checker per node that measures, on
 // an interval and under a timeout, whether the node is in recovery, its
 // replay lag in seconds (idle-safe: a replica with nothing to replay has zero
-// lag) and bytes, and its latency. Reads (Query, QueryRow, BeginTx, ReadTx,
+// lag; unknown, so stale, when its WAL receiver is not streaming) and bytes,
+// and its latency. Reads (Query, QueryRow, BeginTx, ReadTx,
 // Acquire, Pool) go to the best healthy replica within MaxLag, chosen by a
 // Picker (LeastLag, RoundRobin, LowestLatency); when none qualifies they fall
 // back to the primary or fail with ErrNoFreshReplica, by policy. Routing uses
@@ -21,7 +22,8 @@
 //     is what stops it.)
 //   - Read your writes: a Token (the primary's WAL position after a write,
 //     CurrentToken) passed with AtLeast makes a read wait for a replica that
-//     has replayed that far, or read the primary.
+//     has replayed that far, or read the primary. A token ahead of the
+//     primary's WAL position is refused at once with ErrInvalidToken.
 //   - Schema contract: a Contract declares the tables and typed columns a
 //     reader depends on; Verify (run by New) lists every difference at deploy
 //     time.

@@ -27,6 +27,10 @@ var (
 	ErrInvalidConfig = errors.New("shareddb: invalid config")
 	// ErrContract is matched (errors.Is) by the *ContractError that Verify returns.
 	ErrContract = errors.New("shareddb: schema contract violated")
+	// ErrInvalidToken is returned by a read given a Token (AtLeast) that is
+	// ahead of the primary's current WAL position: no write made it, so no
+	// replica, nor the primary, could ever serve it.
+	ErrInvalidToken = errors.New("shareddb: invalid token")
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("shareddb: reader closed")
 )

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,6 +155,89 @@ func startReplica(t *testing.T) {
 	}
 }
 
+// stopWALReceiver empties primary_conninfo on the replica (ALTER SYSTEM and a
+// reload), which stops its WAL receiver and keeps it stopped: the replica
+// stays up, in recovery, answering queries, but receives nothing. The
+// returned function (also run when the test ends, even if it fails) puts the
+// old value back, reloads and waits until the receiver streams again.
+func stopWALReceiver(t *testing.T) (restore func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := replicaAdmin(t)
+	var old, source string
+	if err := c.QueryRow(ctx, "select setting, coalesce(sourcefile, '') from pg_settings where name = 'primary_conninfo'").Scan(&old, &source); err != nil {
+		t.Fatalf("read primary_conninfo: %v", err)
+	}
+	if old == "" {
+		t.Fatal("the replica has no primary_conninfo: is it streaming?")
+	}
+	var once sync.Once
+	restore = func() {
+		once.Do(func() { restoreWALReceiver(t, old, source) })
+	}
+	t.Cleanup(restore)
+	if _, err := c.Exec(ctx, "alter system set primary_conninfo = ''"); err != nil {
+		t.Fatalf("alter system set primary_conninfo: %v", err)
+	}
+	if _, err := c.Exec(ctx, "select pg_reload_conf()"); err != nil {
+		t.Fatalf("pg_reload_conf(): %v", err)
+	}
+	for {
+		var n int
+		if err := c.QueryRow(ctx, "select count(*) from pg_stat_wal_receiver").Scan(&n); err != nil {
+			t.Fatalf("pg_stat_wal_receiver: %v", err)
+		}
+		if n == 0 {
+			return restore
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("WAL receiver still running 10 s after primary_conninfo was emptied")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// restoreWALReceiver sets primary_conninfo back (in postgresql.auto.conf when
+// it came from there, else by removing the ALTER SYSTEM entry), reloads, and
+// waits until the WAL receiver is streaming.
+func restoreWALReceiver(t *testing.T, old, source string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, testenv.ReplicaDatabaseURL(t))
+	if err != nil {
+		t.Errorf("restore primary_conninfo: connect: %v", err)
+		return
+	}
+	defer c.Close(context.Background())
+	stmt := "alter system reset primary_conninfo"
+	if strings.HasSuffix(source, "postgresql.auto.conf") {
+		stmt = "alter system set primary_conninfo = '" + strings.ReplaceAll(old, "'", "''") + "'"
+	}
+	if _, err := c.Exec(ctx, stmt); err != nil {
+		t.Errorf("restore primary_conninfo: %v", err)
+		return
+	}
+	if _, err := c.Exec(ctx, "select pg_reload_conf()"); err != nil {
+		t.Errorf("restore primary_conninfo: pg_reload_conf(): %v", err)
+		return
+	}
+	for {
+		var status *string
+		err := c.QueryRow(ctx, "select (select status from pg_stat_wal_receiver)").Scan(&status)
+		if err == nil && status != nil && *status == "streaming" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("WAL receiver not streaming 30 s after primary_conninfo was restored (status %v, %v)", status, err)
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func TestFaultPausedReplayFallsBackToThePrimary(t *testing.T) {
 	testenv.FaultTest(t)
 	e := setup(t, "create table ticks (id int)")
@@ -223,6 +307,66 @@ func TestFaultReplicaStoppedAndStarted(t *testing.T) {
 
 	startReplica(t)
 	eventually(t, 30*time.Second, "reads back on the replica", func() bool { return onReplica(t, r) })
+}
+
+func TestFaultStoppedWALReceiverMakesLagUnknown(t *testing.T) {
+	testenv.FaultTest(t)
+	e := setup(t, "create table ticks (id int)")
+	e.waitReplica(t)
+	cfg := e.config(e.replicaURL)
+	cfg.CheckInterval, cfg.CheckTimeout = 200*time.Millisecond, 200*time.Millisecond
+	r := newReader(t, cfg)
+	fresh := r.With(MaxLag(time.Second))
+	strict := r.With(MaxLag(time.Second), WithFallback(FallbackRefuse))
+	eventually(t, 10*time.Second, "replica streaming with zero lag", func() bool {
+		s := r.Status()[1]
+		return s.Healthy && s.LagKnown && s.Lag == 0
+	})
+	if !onReplica(t, fresh) {
+		t.Fatal("before the fault, read did not go to the replica")
+	}
+
+	// The replica stays up and in recovery, but receives nothing: however
+	// idle the primary is, nobody can tell how far behind it is.
+	restore := stopWALReceiver(t)
+	eventually(t, 3*time.Second, "lag unknown once the WAL receiver stopped", func() bool {
+		s := r.Status()[1]
+		return s.Healthy && !s.Streaming && !s.LagKnown
+	})
+	t.Logf("status with the receiver stopped: %+v", r.Status()[1])
+	before := r.Stats()
+	if onReplica(t, fresh) {
+		t.Fatal("read with MaxLag 1 s went to a replica whose WAL receiver is stopped")
+	}
+	err := strict.QueryRow(context.Background(), "select 1").Scan(new(int))
+	if !errors.Is(err, ErrNoFreshReplica) || !strings.Contains(err.Error(), "lag unknown") {
+		t.Fatalf("strict read: %v, want ErrNoFreshReplica saying the lag is unknown", err)
+	}
+	if !onReplica(t, r.With(MaxLag(-1))) {
+		t.Fatal("read accepting any lag did not go to the replica")
+	}
+	if after := r.Stats(); after.FellBack-before.FellBack != 1 || after.Refused-before.Refused != 1 {
+		t.Fatalf("Stats went from %+v to %+v, want one fallback and one refusal", before, after)
+	}
+	// A token the replica cannot reach: read from the primary after the wait.
+	e.exec(t, "insert into ticks values (1)")
+	tok, err := CurrentToken(context.Background(), e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var n int
+	var rec bool
+	if err := r.With(AtLeast(tok)).QueryRow(ctx, "select count(*), pg_is_in_recovery() from ticks").Scan(&n, &rec); err != nil || n != 1 || rec {
+		t.Fatalf("token read: %d rows, on replica %v, %v; want 1 row from the primary", n, rec, err)
+	}
+
+	restore()
+	eventually(t, 10*time.Second, "reads back on the replica", func() bool { return onReplica(t, fresh) })
+	if s := r.Status()[1]; !s.Streaming || !s.LagKnown {
+		t.Fatalf("status after restore: %+v, want lag known", s)
+	}
 }
 
 func TestFaultTokenWhileReplayPaused(t *testing.T) {

@@ -41,10 +41,19 @@ type NodeStatus struct {
 	InRecovery bool // pg_is_in_recovery() at the last check
 	// ReplayPaused is true when replay is paused on a replica (pg_wal_replay_pause()).
 	ReplayPaused bool
+	// Streaming is true when the replica's WAL receiver is streaming from
+	// the primary (pg_stat_wal_receiver.status = 'streaming'). A role without
+	// pg_read_all_stats sees only whether a receiver process runs, not its
+	// status: then a running receiver counts as streaming.
+	Streaming bool
 	// Lag is the replica's replay lag: zero when it has replayed everything it
 	// received or everything the primary had written at its last check,
 	// otherwise now() - pg_last_xact_replay_timestamp(). LagKnown is false
-	// when neither can be told (just after a restart); such a replica is stale.
+	// when the WAL receiver is not Streaming (primary unreachable, receiver
+	// stopped: what the replica has not received cannot be measured) or when
+	// the lag cannot be told (just after a restart); Lag is then 0 and
+	// means nothing. A replica whose lag is unknown is stale: only reads
+	// accepting any lag (MaxLag(-1)) go to it.
 	Lag      time.Duration
 	LagKnown bool
 	// LagBytes is how far the replica's replay position is behind the
@@ -83,6 +92,7 @@ type nodeState struct {
 	err        error
 	inRecovery bool
 	paused     bool
+	streaming  bool
 	lag        time.Duration
 	lagKnown   bool
 	lagBytes   int64
@@ -96,7 +106,7 @@ func (n *node) status() NodeStatus {
 	s := n.state.Load()
 	return NodeStatus{
 		Name: n.name, Addr: n.addr, Role: n.role,
-		Healthy: s.healthy, InRecovery: s.inRecovery, ReplayPaused: s.paused,
+		Healthy: s.healthy, InRecovery: s.inRecovery, ReplayPaused: s.paused, Streaming: s.streaming,
 		Lag: s.lag, LagKnown: s.lagKnown, LagBytes: s.lagBytes,
 		ReplayLSN: s.replayLSN, CurrentLSN: s.currentLSN,
 		Latency: s.latency, LastError: s.err, CheckedAt: s.checkedAt,
@@ -119,13 +129,16 @@ func (n *node) markDown(err error) {
 
 // checkSQL works on a primary and on a standby: whether it is in recovery,
 // the primary's WAL position, the standby's receive and replay positions, the
-// age of the last replayed transaction, and whether replay is paused.
+// age of the last replayed transaction, whether replay is paused, and the WAL
+// receiver's status (null: no receiver; 'hidden': a receiver runs, but the
+// role may not see its status, which needs pg_read_all_stats).
 const checkSQL = `select pg_is_in_recovery(),
  case when pg_is_in_recovery() then null else pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 end,
  pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8,
  pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8,
  extract(epoch from now() - pg_last_xact_replay_timestamp())::float8,
- case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end`
+ case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end,
+ (select coalesce(status, 'hidden') from pg_stat_wal_receiver limit 1)`
 
 // check runs one health check on n with its own connection and returns the
 // new state. primaryLSN is the primary's WAL position at its last check (0 if unknown).
@@ -158,8 +171,9 @@ func (n *node) check(ctx context.Context, primaryLSN LSN) *nodeState {
 	var (
 		cur, recv, replay *int64
 		tsLag             *float64
+		receiver          *string
 	)
-	err := n.conn.QueryRow(ctx, checkSQL).Scan(&s.inRecovery, &cur, &recv, &replay, &tsLag, &s.paused)
+	err := n.conn.QueryRow(ctx, checkSQL).Scan(&s.inRecovery, &cur, &recv, &replay, &tsLag, &s.paused, &receiver)
 	if err != nil {
 		return fail(err)
 	}
@@ -187,7 +201,8 @@ func (n *node) check(ctx context.Context, primaryLSN LSN) *nodeState {
 			s.err = fmt.Errorf("%w: %s is not in recovery (pg_is_in_recovery() = false): is it a primary?", ErrNotReplica, n.addr)
 			return s
 		}
-		s.lag, s.lagKnown = replicaLag(primaryLSN, recv, s.replayLSN, tsLag)
+		s.streaming = receiver != nil && (*receiver == "streaming" || *receiver == "hidden")
+		s.lag, s.lagKnown = replicaLag(s.streaming, primaryLSN, recv, s.replayLSN, tsLag)
 		if primaryLSN > s.replayLSN {
 			s.lagBytes = int64(primaryLSN - s.replayLSN)
 		}
@@ -199,8 +214,14 @@ func (n *node) check(ctx context.Context, primaryLSN LSN) *nodeState {
 // replicaLag computes a replica's replay lag in an idle-safe way: a replica
 // that has replayed everything it received, and is not behind the primary's
 // last known position, has zero lag however long ago the last transaction
-// was; otherwise the lag is the age of the last replayed transaction.
-func replicaLag(primaryLSN LSN, recv *int64, replay LSN, tsLag *float64) (lag time.Duration, known bool) {
+// was; otherwise the lag is the age of the last replayed transaction. When
+// the WAL receiver is not streaming, the lag is unknown: the replica cannot
+// know what the primary wrote since it lost it, so "replayed all received"
+// says nothing.
+func replicaLag(streaming bool, primaryLSN LSN, recv *int64, replay LSN, tsLag *float64) (lag time.Duration, known bool) {
+	if !streaming {
+		return 0, false
+	}
 	age := func() (time.Duration, bool) {
 		if tsLag == nil {
 			return 0, false
@@ -220,10 +241,13 @@ func replicaLag(primaryLSN LSN, recv *int64, replay LSN, tsLag *float64) (lag ti
 }
 
 // noteReplayed raises the node's known replay position to l.
-func (n *node) noteReplayed(l LSN) {
+func (n *node) noteReplayed(l LSN) { raise(&n.replayed, l) }
+
+// raise sets a to l if l is higher.
+func raise(a *atomic.Uint64, l LSN) {
 	for {
-		old := n.replayed.Load()
-		if uint64(l) <= old || n.replayed.CompareAndSwap(old, uint64(l)) {
+		old := a.Load()
+		if uint64(l) <= old || a.CompareAndSwap(old, uint64(l)) {
 			return
 		}
 	}

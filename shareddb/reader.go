@@ -186,6 +186,9 @@ type ReplicaReader struct {
 	checkHook CheckHook
 
 	routed, fellBack, refused, retried, waited atomic.Int64
+	// primaryLSN is the highest WAL position seen on the primary, by its
+	// checker or by checkToken: tokens up to it are valid.
+	primaryLSN atomic.Uint64
 
 	closed    atomic.Bool
 	cancel    context.CancelFunc
@@ -438,6 +441,9 @@ func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Dur
 		return // closing: keep the last real state
 	}
 	old := n.state.Swap(s)
+	if n == r.primary && s.currentLSN > 0 {
+		raise(&r.primaryLSN, s.currentLSN)
+	}
 	wrongRole := func(err error) bool { return errors.Is(err, ErrNotReplica) || errors.Is(err, ErrPrimaryInRecovery) }
 	switch {
 	case wrongRole(s.err) && !wrongRole(old.err):
@@ -446,6 +452,13 @@ func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Dur
 		r.log.Warn("node unhealthy", "node", n.name, "addr", n.addr, "err", s.err)
 	case !old.healthy && s.healthy && !old.checkedAt.IsZero():
 		r.log.Info("node healthy again", "node", n.name, "addr", n.addr)
+	}
+	if n.role == RoleReplica && s.healthy && old.healthy && s.streaming != old.streaming {
+		if s.streaming {
+			r.log.Info("replica's WAL receiver streaming again", "node", n.name, "addr", n.addr)
+		} else {
+			r.log.Warn("replica's WAL receiver is not streaming: its lag is unknown, reads with a MaxLag skip it", "node", n.name, "addr", n.addr)
+		}
 	}
 	if n.role == RoleReplica && s.healthy && old.healthy && r.cfg.MaxLag > 0 {
 		was, is := old.lag > r.cfg.MaxLag || !old.lagKnown, s.lag > r.cfg.MaxLag || !s.lagKnown
@@ -530,6 +543,11 @@ var errAllTried = errors.New("shareddb: every node failed")
 func (r *ReplicaReader) route(ctx context.Context, o *readOpts, excluded uint64) (*node, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
+	}
+	if o.token > 0 {
+		if err := r.checkToken(ctx, o.token); err != nil {
+			return nil, err
+		}
 	}
 	var buf [8]*node
 	ok := buf[:0]
@@ -633,6 +651,8 @@ func (r *ReplicaReader) whyNoReplica(o *readOpts, excluded uint64) string {
 			b.WriteString("failed this read")
 		case !s.healthy:
 			fmt.Fprintf(&b, "unhealthy: %v", s.err)
+		case !s.lagKnown && o.maxLag >= 0 && !s.streaming:
+			b.WriteString("lag unknown (WAL receiver not streaming)")
 		case !s.lagKnown && o.maxLag >= 0:
 			b.WriteString("lag unknown")
 		case o.maxLag >= 0 && s.lag > o.maxLag:
@@ -646,6 +666,40 @@ func (r *ReplicaReader) whyNoReplica(o *readOpts, excluded uint64) string {
 		}
 	}
 	return b.String()
+}
+
+// checkToken refuses a token ahead of the primary's current WAL position
+// (ErrInvalidToken). A token at or below a position already seen (the
+// primary's, at its last check or an earlier checkToken, or a replica's
+// replay position) is valid without a round trip. A token beyond them is
+// usually one just issued: the primary is asked its position now, once (a
+// query that starts after the read did, so after the token was made), and
+// the token is refused only if it is still ahead. When the primary cannot
+// answer, the token cannot be judged and the read goes on.
+func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
+	if tok <= LSN(r.primaryLSN.Load()) {
+		return nil
+	}
+	for _, n := range r.replicas {
+		if tok <= LSN(n.replayed.Load()) {
+			return nil
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CheckTimeout)
+	cur, err := CurrentToken(cctx, r.primary.pool)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.log.Debug("cannot check the token against the primary's WAL position", "token", tok, "err", err)
+		return nil
+	}
+	raise(&r.primaryLSN, cur.LSN())
+	if tok > cur.LSN() {
+		return fmt.Errorf("%w: token %v is ahead of the primary's WAL position %v: no write made it", ErrInvalidToken, tok, cur.LSN())
+	}
+	return nil
 }
 
 // waitForToken polls the replicas that qualify except for the token until

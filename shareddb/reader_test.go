@@ -80,23 +80,30 @@ func TestIdleReplicaHasZeroLag(t *testing.T) {
 	// A caught-up replica has zero lag however old its last replayed transaction is.
 	eventually(t, 10*time.Second, "replica lag 0", func() bool {
 		s := r.Status()[1]
-		return s.Healthy && s.LagKnown && s.Lag == 0
+		return s.Healthy && s.Streaming && s.LagKnown && s.Lag == 0
 	})
 	old := 10 * time.Second
 	if got := ptr(old.Seconds()); true {
-		lag, known := replicaLag(100, ptr64(100), 100, got)
+		lag, known := replicaLag(true, 100, ptr64(100), 100, got)
 		if !known || lag != 0 {
 			t.Fatalf("caught-up replica: lag %v known %v, want 0 (idle-safe)", lag, known)
 		}
-		lag, known = replicaLag(200, ptr64(200), 100, got)
+		lag, known = replicaLag(true, 200, ptr64(200), 100, got)
 		if !known || lag != old {
 			t.Fatalf("received but not replayed: lag %v known %v, want %v", lag, known, old)
 		}
-		if _, known = replicaLag(200, nil, 100, nil); known {
+		if _, known = replicaLag(true, 200, nil, 100, nil); known {
 			t.Fatal("restarted replica behind the primary: lag known, want unknown")
 		}
-		if lag, known = replicaLag(0, ptr64(50), 50, got); !known || lag != 0 {
+		if lag, known = replicaLag(true, 0, ptr64(50), 50, got); !known || lag != 0 {
 			t.Fatalf("primary unknown, all received replayed: lag %v known %v, want 0", lag, known)
+		}
+		// Without a streaming WAL receiver, "replayed all received" says nothing.
+		if _, known = replicaLag(false, 100, ptr64(100), 100, got); known {
+			t.Fatal("caught up but WAL receiver not streaming: lag known, want unknown")
+		}
+		if _, known = replicaLag(false, 0, ptr64(50), 50, got); known {
+			t.Fatal("primary unknown, WAL receiver not streaming: lag known, want unknown")
 		}
 	}
 }
@@ -236,7 +243,7 @@ func TestReadYourWrites(t *testing.T) {
 }
 
 func TestAcquireAndPoolGiveTheChosenNode(t *testing.T) {
-	e := setup(t)
+	e := setup(t, "create table ticks (id int)")
 	r := newReader(t, e.config(e.replicaURL))
 	ctx := context.Background()
 	c, err := r.Acquire(ctx)
@@ -254,12 +261,25 @@ func TestAcquireAndPoolGiveTheChosenNode(t *testing.T) {
 	if err != nil || name != "replica1" || !onReplica(t, p) {
 		t.Fatalf("Pool = %s, %v; want replica1", name, err)
 	}
-	// A token no replica can reach (far ahead) sends the read to the primary at the deadline.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	pc, name, err := r.With(AtLeast(TokenAt(1 << 62))).Pool(short)
-	if err != nil || name != "primary" || onReplica(t, pc) {
-		t.Fatalf("Pool with an unreachable token = %s, %v; want primary", name, err)
+	// A token no replica is known to have reached, with no time left to wait
+	// (deadline within FallbackReserve), sends the read to the primary. A
+	// check may see the replica reach it first: then try again.
+	for i := 0; ; i++ {
+		e.exec(t, "insert into ticks values ($1)", i)
+		tok, err := CurrentToken(ctx, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, DefaultFallbackReserve/2)
+		pc, name, err := r.With(AtLeast(tok)).Pool(short)
+		cancel()
+		if err == nil && name == "replica1" && i < 5 {
+			continue
+		}
+		if err != nil || name != "primary" || onReplica(t, pc) {
+			t.Fatalf("Pool with a token no replica reached = %s, %v; want primary", name, err)
+		}
+		break
 	}
 }
 
@@ -421,5 +441,47 @@ func TestRoundRobinSpreadsReadsOverReplicas(t *testing.T) {
 	s := r.Status()
 	if s[1].Routed != 5 || s[2].Routed != 5 {
 		t.Fatalf("routed %d and %d, want 5 and 5", s[1].Routed, s[2].Routed)
+	}
+}
+
+func TestTokenAheadOfThePrimaryIsRefused(t *testing.T) {
+	e := setup(t)
+	e.waitReplica(t)
+	r := newReader(t, e.config(e.replicaURL))
+	cur, err := CurrentToken(context.Background(), e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A token no write made: far beyond the primary's position.
+	bad, err := ParseToken(TokenAt(cur.LSN() + 1<<40).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := r.With(AtLeast(bad))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = v.QueryRow(ctx, "select 1").Scan(new(int))
+	if took := time.Since(start); !errors.Is(err, ErrInvalidToken) || took > time.Second {
+		t.Fatalf("read with a token beyond the primary: %v after %v; want ErrInvalidToken at once", err, took)
+	}
+	t.Logf("refused: %v", err)
+	if _, _, err := v.Pool(ctx); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("Pool with a token beyond the primary: %v, want ErrInvalidToken", err)
+	}
+	// Without replicas too.
+	solo := newReader(t, e.config())
+	if err := solo.With(AtLeast(bad)).QueryRow(ctx, "select 1").Scan(new(int)); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("reader without replicas: %v, want ErrInvalidToken", err)
+	}
+
+	// A token just issued (ahead of what the checker last saw) is valid.
+	e.exec(t, "create table t (id int)")
+	tok, err := CurrentToken(context.Background(), e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.r.With(AtLeast(tok)).QueryRow(ctx, "select count(*) from t").Scan(new(int)); err != nil {
+		t.Fatalf("read with a fresh token: %v", err)
 	}
 }

@@ -35,7 +35,9 @@ func ParseLSN(s string) (LSN, error) {
 // Token is a read-your-writes token: the primary's WAL position right after a
 // write committed. A read given the token (AtLeast) is served by a replica
 // only once that replica has replayed up to it; otherwise it waits, then
-// reads from the primary. The zero Token asks for nothing.
+// reads from the primary. The zero Token asks for nothing. A token ahead of
+// the primary's current WAL position (made by no write) fails the read at
+// once with ErrInvalidToken; ParseToken cannot tell, as it has no server to ask.
 //
 // A Token travels as text (String, ParseToken): in a cookie, a header or a
 // message, from the service that wrote to the one that reads.

@@ -47,7 +47,10 @@ func MaxLagBytes(n int64) ReadOption {
 // them only once it has replayed that far. When none has, the read waits (up
 // to its context's deadline less Config.FallbackReserve, or Config.TokenWait
 // without a deadline), then reads from the primary, even under
-// FallbackRefuse: the token asks for correctness, not for a replica.
+// FallbackRefuse: the token asks for correctness, not for a replica. A token
+// ahead of the primary's current WAL position fails the read with
+// ErrInvalidToken, at once: a token beyond every WAL position the reader has
+// seen costs one pg_current_wal_lsn() on the primary to tell.
 func AtLeast(t Token) ReadOption { return func(o *readOpts) { o.token = t.lsn } }
 
 // WithFallback overrides Config.Fallback for these reads.
