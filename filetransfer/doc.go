@@ -21,6 +21,9 @@
 // days that are missing or whose data changed (row count or greatest
 // UpdatedColumn, compared with what the day's marker recorded), and Catchup is
 // the idempotent hook a scheduled job calls to export yesterday and any gap.
+// Every day is read in a READ ONLY transaction under a per-day advisory lock,
+// so a Template cannot write (one that is not a plain query fails early with
+// ErrInvalidTemplate) and two exporters of one day take turns.
 //
 // The Exporter takes its connections from anything with
 // Acquire(ctx) (*pgxpool.Conn, error): a *pgxpool.Pool, or a replica-aware

@@ -29,6 +29,12 @@ var (
 	// ErrInvalidDataset is returned for a Dataset that cannot be exported as
 	// written (no query, both Query and Template, a template without bounds).
 	ErrInvalidDataset = errors.New("filetransfer: invalid dataset")
+	// ErrInvalidTemplate is returned, wrapped together with
+	// ErrInvalidDataset, for a Dataset.Template that is not one plain query:
+	// it must start with SELECT, WITH, VALUES or TABLE (after comments and
+	// opening parentheses), hold one statement, and a WITH must not contain
+	// INSERT, UPDATE, DELETE or MERGE.
+	ErrInvalidTemplate = errors.New("filetransfer: template is not a single plain query")
 	// ErrNoDayColumn is returned when a dataset's query has no column named
 	// DayColumn, or that column is not a date, timestamp or timestamptz.
 	ErrNoDayColumn = errors.New("filetransfer: query has no usable day column")

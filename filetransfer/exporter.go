@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -93,6 +94,13 @@ type Dataset struct {
 	// join, an aggregate). Placeholders: {from} and {to} (timestamptz
 	// literals: the day's start and the next day's start in Config.Location),
 	// {day} and {next_day} (date literals). It must use {from} and {to}, or {day}.
+	// It must be one plain query: it starts with SELECT, WITH, VALUES or TABLE
+	// (after comments and opening parentheses), has no second statement, and
+	// a WITH query names no INSERT, UPDATE, DELETE or MERGE (not even as an
+	// unquoted column name); anything else fails with ErrInvalidTemplate
+	// before the database is touched. Every export also runs in a READ ONLY
+	// transaction, so a write that slips past the check (a function that
+	// writes, say) fails too.
 	Template string
 	// UpdatedColumn, when set, names a column of the query holding each
 	// row's last-modified time. Incremental exports (ExportChanged, Catchup)
@@ -116,6 +124,11 @@ func (d Dataset) validate() error {
 		return fmt.Errorf("%w: %s: Query needs DayColumn", ErrNoDayColumn, d.Name)
 	case d.Template != "" && !(strings.Contains(d.Template, "{from}") && strings.Contains(d.Template, "{to}")) && !strings.Contains(d.Template, "{day}"):
 		return fmt.Errorf("%w: %s: Template must use {from} and {to}, or {day}", ErrInvalidDataset, d.Name)
+	}
+	if d.Template != "" {
+		if err := checkTemplate(d.Template); err != nil {
+			return fmt.Errorf("%w: %s: %w: %v", ErrInvalidDataset, d.Name, ErrInvalidTemplate, err)
+		}
 	}
 	return nil
 }
@@ -175,6 +188,11 @@ func (e *Exporter) Layout() Layout { return e.layout }
 // that describes another file. The first failure cancels the days not yet done; the
 // returned Manifest lists the days that were written either way, and is
 // stored (with a _SUCCESS after it) only when every day succeeded.
+//
+// Each day is read in a READ ONLY transaction, and under a PostgreSQL
+// advisory lock for its prefix, dataset and day: another exporter of the same
+// day (on the same database server) waits until this one has written its
+// marker, so a day's file and marker always come from one run.
 func (e *Exporter) Export(ctx context.Context, ds Dataset, from, to Day) (*Manifest, error) {
 	return e.run(ctx, ds, from, to, false)
 }
@@ -307,59 +325,41 @@ func (e *Exporter) writeManifest(ctx context.Context, m *Manifest) error {
 
 // exportDay writes one day. It returns the day's DayFile, and unchanged=true
 // (with the previous DayFile) when changedOnly found the day up to date.
-func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOnly bool) (DayFile, bool, error) {
-	var prev *DayFile
-	if changedOnly {
+//
+// One connection does the whole day, and holds the day's advisory lock
+// (see dayLockKey) from before the marker is read until after the new marker
+// is written, so two exporters of the same day run one after the other and
+// the marker always describes the stored file. The lock is a session lock:
+// it is released explicitly before the connection goes back to the pool,
+// and by the server when the connection is closed (a failure or
+// cancellation closes it) or lost.
+func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOnly bool) (f DayFile, unchanged bool, err error) {
+	key := e.layout.DataKey(ds.Name, day, e.cfg.Gzip)
+	if changedOnly && ds.UpdatedColumn == "" {
+		// Fast path: a marked day is done, whoever is exporting it now;
+		// no need for a connection or the lock.
 		p, err := ReadDay(ctx, e.store, e.layout, ds.Name, day)
 		switch {
 		case err == nil:
-			prev = &p
-			if ds.UpdatedColumn == "" {
-				return p, true, nil
-			}
+			return p, true, nil
 		case !isNotFound(err):
 			return DayFile{}, false, fmt.Errorf("read marker: %w", err)
 		}
 	}
-	key := e.layout.DataKey(ds.Name, day, e.cfg.Gzip)
-	f, unchanged, err := e.copyDay(ctx, ds, day, key, prev)
-	if err != nil || unchanged {
-		if err != nil {
-			e.report(Progress{Dataset: ds.Name, Day: day, Key: key, Err: err})
-		}
-		return f, unchanged, err
-	}
-	// A previous export with the other compression setting would otherwise
-	// leave a second file in the partition.
-	if err := e.store.Delete(ctx, e.layout.DataKey(ds.Name, day, !e.cfg.Gzip)); err != nil {
-		return DayFile{}, false, fmt.Errorf("delete stale file: %w", err)
-	}
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return DayFile{}, false, err
-	}
-	if err := Put(ctx, e.store, e.layout.DayMarkerKey(ds.Name, day), b); err != nil {
-		return DayFile{}, false, fmt.Errorf("write marker: %w", err)
-	}
-	e.report(Progress{Dataset: ds.Name, Day: day, Key: key, Rows: f.Rows, CSVBytes: f.CSVBytes, Bytes: f.Bytes, Done: true})
-	return f, false, nil
-}
 
-func (e *Exporter) report(p Progress) {
-	if e.cfg.Progress != nil {
-		e.cfg.Progress(p)
-	}
-}
-
-// copyDay holds a connection for one day: it builds the day's query, checks
-// the source state when needed, and streams COPY into the store.
-func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string, prev *DayFile) (f DayFile, unchanged bool, err error) {
 	conn, err := e.db.Acquire(ctx)
 	if err != nil {
 		return DayFile{}, false, fmt.Errorf("acquire connection: %w", err)
 	}
-	healthy := false
+	lock := dayLockKey(e.layout.DayMarkerKey(ds.Name, day))
+	healthy, locked := false, false
 	defer func() {
+		if healthy && locked {
+			var ok bool
+			if uerr := conn.QueryRow(ctx, "select pg_advisory_unlock($1)", lock).Scan(&ok); uerr != nil || !ok {
+				healthy = false // closing the connection releases the lock
+			}
+		}
 		if healthy {
 			conn.Release()
 			return
@@ -370,6 +370,14 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		_ = c.Close(cctx)
+	}()
+	defer func() {
+		switch {
+		case err != nil:
+			e.report(Progress{Dataset: ds.Name, Day: day, Key: key, Err: err})
+		case !unchanged:
+			e.report(Progress{Dataset: ds.Name, Day: day, Key: key, Rows: f.Rows, CSVBytes: f.CSVBytes, Bytes: f.Bytes, Done: true})
+		}
 	}()
 
 	// reusable reports whether the connection may go back to the pool after
@@ -387,28 +395,55 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		}
 		return pc.TxStatus() == 'I'
 	}
-
-	q, err := e.dayQuery(ctx, conn, ds, day)
-	if err != nil {
+	fail := func(err error) (DayFile, bool, error) {
 		healthy = reusable()
 		return DayFile{}, false, err
 	}
-	var state *SourceState
-	inTx := false
-	if ds.UpdatedColumn != "" {
-		if _, err := conn.Exec(ctx, "begin isolation level repeatable read read only"); err != nil {
-			healthy = reusable()
-			return DayFile{}, false, err
+
+	// Waits while another exporter has the same day.
+	if _, err := conn.Exec(ctx, "select pg_advisory_lock($1)", lock); err != nil {
+		return fail(fmt.Errorf("lock day: %w", err))
+	}
+	locked = true
+
+	var prev *DayFile
+	if changedOnly {
+		p, err := ReadDay(ctx, e.store, e.layout, ds.Name, day)
+		switch {
+		case err == nil:
+			prev = &p
+			if ds.UpdatedColumn == "" {
+				healthy = true
+				return p, true, nil
+			}
+		case !isNotFound(err):
+			return fail(fmt.Errorf("read marker: %w", err))
 		}
-		inTx = true
+	}
+
+	// Every export reads in a READ ONLY transaction, so a Template that
+	// writes fails instead of deleting or changing rows. With UpdatedColumn
+	// it is also REPEATABLE READ: the count and the CSV see one snapshot.
+	begin := "begin read only"
+	if ds.UpdatedColumn != "" {
+		begin = "begin isolation level repeatable read read only"
+	}
+	if _, err := conn.Exec(ctx, begin); err != nil {
+		return fail(err)
+	}
+	q, err := e.dayQuery(ctx, conn, ds, day)
+	if err != nil {
+		return fail(err)
+	}
+	var state *SourceState
+	if ds.UpdatedColumn != "" {
 		state, err = sourceState(ctx, conn, q.sql, ds.UpdatedColumn)
 		if err != nil {
-			healthy = reusable()
-			return DayFile{}, false, err
+			return fail(err)
 		}
 		if prev != nil && prev.Source != nil && *prev.Source == *state {
 			if _, err := conn.Exec(ctx, "rollback"); err != nil {
-				return DayFile{}, false, err
+				return fail(err)
 			}
 			healthy = true
 			return *prev, true, nil
@@ -417,8 +452,7 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 
 	w, err := e.store.Create(ctx, key)
 	if err != nil {
-		healthy = reusable()
-		return DayFile{}, false, fmt.Errorf("store: %w", err)
+		return fail(fmt.Errorf("store: %w", err))
 	}
 	p := e.newPipe(w, ds.Name, day, key)
 	tag, err := conn.Conn().PgConn().CopyTo(ctx, p, "COPY ("+q.sql+"\n) TO STDOUT WITH (FORMAT csv, HEADER)")
@@ -448,17 +482,12 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		}
 		// A server error (ReadyForQuery received) leaves the connection
 		// usable; a store error or cancellation mid-COPY does not.
-		healthy = reusable()
-		return DayFile{}, false, err
+		return fail(err)
 	}
-	if inTx {
-		if _, err := conn.Exec(ctx, "commit"); err != nil {
-			healthy = reusable()
-			return DayFile{}, false, err
-		}
+	if _, err := conn.Exec(ctx, "commit"); err != nil {
+		return fail(err)
 	}
-	healthy = true
-	return DayFile{
+	f = DayFile{
 		Dataset:     ds.Name,
 		Day:         day,
 		Key:         key,
@@ -470,7 +499,36 @@ func (e *Exporter) copyDay(ctx context.Context, ds Dataset, day Day, key string,
 		Columns:     q.cols,
 		GeneratedAt: e.cfg.Now().UTC(),
 		Source:      state,
-	}, false, nil
+	}
+	// A previous export with the other compression setting would otherwise
+	// leave a second file in the partition.
+	if err := e.store.Delete(ctx, e.layout.DataKey(ds.Name, day, !e.cfg.Gzip)); err != nil {
+		return fail(fmt.Errorf("delete stale file: %w", err))
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fail(err)
+	}
+	if err := Put(ctx, e.store, e.layout.DayMarkerKey(ds.Name, day), b); err != nil {
+		return fail(fmt.Errorf("write marker: %w", err))
+	}
+	healthy = true
+	return f, false, nil
+}
+
+// dayLockKey is the advisory lock key of one day: the first 8 bytes of the
+// SHA-256 of "filetransfer:" and the day's marker key (prefix, dataset and
+// day). Exporters of different prefixes or datasets never wait for each
+// other; a hash collision only makes two days take turns.
+func dayLockKey(markerKey string) int64 {
+	h := sha256.Sum256([]byte("filetransfer:" + markerKey))
+	return int64(binary.BigEndian.Uint64(h[:8]))
+}
+
+func (e *Exporter) report(p Progress) {
+	if e.cfg.Progress != nil {
+		e.cfg.Progress(p)
+	}
 }
 
 func sourceState(ctx context.Context, conn *pgxpool.Conn, sql, updated string) (*SourceState, error) {

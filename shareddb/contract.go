@@ -272,3 +272,35 @@ func showType(dataType, udt string) string {
 	}
 	return dataType
 }
+
+// RevokeTempFromPublicSQL returns the statements that stop roles creating
+// temporary tables in database; run them next to RoleSQL's, as an owner of
+// the database or a superuser. RoleSQL does not emit them, because they
+// change the database for every role, not just the one it creates.
+//
+// PostgreSQL grants TEMPORARY on every database to PUBLIC, and a privilege
+// held through PUBLIC cannot be taken from one role: REVOKE TEMPORARY ...
+// FROM role changes nothing. So a RoleSQL role that runs SET
+// default_transaction_read_only = off can create temporary tables: private
+// to its session, but using disk and catalog space. The only way to refuse
+// is to revoke TEMPORARY from PUBLIC, which the first statement does (it
+// carries a comment saying so). Roles that still need temporary tables (an
+// application, a reporting tool) are granted it directly by the statements
+// after it: list them in keep. The database owner and superusers keep it
+// anyway. It applies to sessions that have not yet made a temporary table.
+// To undo: GRANT TEMPORARY ON DATABASE <database> TO PUBLIC.
+func RevokeTempFromPublicSQL(database string, keep ...string) ([]string, error) {
+	if database == "" {
+		return nil, fmt.Errorf("%w: database name is empty", ErrInvalidConfig)
+	}
+	db := pgx.Identifier{database}.Sanitize()
+	stmts := []string{"-- affects every role without its own TEMPORARY grant: PUBLIC holds it by default, and it cannot be revoked from one role\n" +
+		"revoke temporary on database " + db + " from public"}
+	for _, r := range keep {
+		if r == "" {
+			return nil, fmt.Errorf("%w: empty role name in keep", ErrInvalidConfig)
+		}
+		stmts = append(stmts, "grant temporary on database "+db+" to "+pgx.Identifier{r}.Sanitize())
+	}
+	return stmts, nil
+}

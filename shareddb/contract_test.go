@@ -3,6 +3,7 @@ package shareddb
 import (
 	"context"
 	"errors"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 const ordersDDL = `create type mood as enum ('happy', 'sad');
@@ -168,6 +171,120 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	defer cancel()
 	if err := r.QueryRow(rctx, "select total from orders where id = 1").Scan(&total); err != nil || !onReplica(t, r) {
 		t.Fatalf("read as the role through the reader: %v", err)
+	}
+}
+
+// PostgreSQL grants TEMPORARY on a database to PUBLIC, so a RoleSQL role can
+// create temporary tables once it turns read-only off, and a REVOKE from the
+// role alone changes nothing. RevokeTempFromPublicSQL (opt-in, database-wide)
+// closes it, and gives it back to the roles listed to keep it. The test runs
+// in a database of its own, so the change never reaches "test".
+func TestContractRoleCannotCreateTemp(t *testing.T) {
+	base := testenv.DatabaseURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	dbName := testenv.Name(t, "db")
+	role, keeper := dbName+"_ro", dbName+"_app"
+	if _, err := admin.Exec(ctx, "create database "+ident(dbName)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer c.Close(ctx)
+		for _, s := range []string{"drop database if exists " + ident(dbName) + " with (force)",
+			"drop role if exists " + ident(role), "drop role if exists " + ident(keeper)} {
+			if _, err := c.Exec(ctx, s); err != nil {
+				t.Errorf("cleanup: %s: %v", s, err)
+			}
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + dbName
+	dbURL := u.String()
+	adminDB, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminDB.Close(context.Background())
+	run := func(stmts ...string) {
+		t.Helper()
+		for _, s := range stmts {
+			if _, err := adminDB.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	run("create schema s", "create table s.orders (id bigint, total numeric)", "insert into s.orders values (1, 2)",
+		"create role "+ident(keeper)+" login")
+	c := &Contract{Tables: []Table{{Schema: "s", Name: "orders", Columns: []Column{{Name: "id", Type: "bigint"}}}}}
+	stmts, err := c.RoleSQL(role, RoleOptions{Database: dbName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(stmts...)
+
+	// createTemp opens a new session as user (TEMPORARY is checked when a
+	// session first makes its temporary schema) and tries a temporary table.
+	createTemp := func(user string) error {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, withUser(t, dbURL, user))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		defer conn.Close(context.Background())
+		var id int64
+		if err := conn.QueryRow(ctx, "select id from s.orders").Scan(&id); err != nil && user == role {
+			t.Fatalf("the role cannot read its column: %v", err)
+		}
+		if _, err := conn.Exec(ctx, "set default_transaction_read_only = off"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = conn.Exec(ctx, "create temp table scratch (id int)")
+		return err
+	}
+	refused := func(err error) bool {
+		var pgErr *pgconn.PgError
+		return errors.As(err, &pgErr) && pgErr.Code == "42501"
+	}
+	if err := createTemp(role); err != nil {
+		t.Fatalf("before the revoke (PUBLIC holds TEMPORARY): %v, want the hole this test closes", err)
+	}
+	run("revoke temporary on database " + ident(dbName) + " from " + ident(role))
+	if err := createTemp(role); err != nil {
+		t.Fatalf("a per-role revoke should change nothing (the role holds TEMPORARY through PUBLIC): %v", err)
+	}
+
+	revoke, err := RevokeTempFromPublicSQL(dbName, keeper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%q", revoke)
+	run(revoke...)
+	if err := createTemp(role); !refused(err) {
+		t.Fatalf("after RevokeTempFromPublicSQL: %v, want SQLSTATE 42501", err)
+	}
+	if err := createTemp(keeper); err != nil {
+		t.Fatalf("a role kept by RevokeTempFromPublicSQL: %v", err)
+	}
+	if _, err := RevokeTempFromPublicSQL(""); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("empty database: %v", err)
+	}
+	if _, err := RevokeTempFromPublicSQL("d", ""); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("empty role to keep: %v", err)
 	}
 }
 
