@@ -21,7 +21,7 @@ func oursWebhook(secret string) (webhookOps, error) {
 	}
 	return webhookOps{
 		sign: func(id string, ts time.Time, body []byte) (string, error) {
-			return s.Sign(id, ts, body), nil
+			return s.Sign(id, ts, body)
 		},
 		verify: func(body []byte, h http.Header) error { return v.Verify(h, body) },
 	}, nil

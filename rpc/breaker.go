@@ -1,8 +1,10 @@
 package rpc
 
 import (
+	"container/list"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sony/gobreaker/v2"
 )
@@ -50,10 +52,23 @@ var errExcluded = errors.New("rpc: excluded from breaker counts")
 // errAttemptFailed marks an attempt that counts as a failure.
 var errAttemptFailed = errors.New("rpc: attempt failed")
 
+// breakers keeps one breaker per host: an LRU of at most cfg.MaxHosts closed
+// breakers. Open and half-open breakers are never evicted (evicting one would
+// let requests through to a failing host).
 type breakers struct {
 	cfg   BreakerConfig
 	hooks []BreakerHook
-	m     sync.Map // host -> *gobreaker.TwoStepCircuitBreaker[struct{}]
+
+	mu  sync.Mutex
+	m   map[string]*breakerEntry
+	lru list.List // of *breakerEntry, most recently used first
+}
+
+type breakerEntry struct {
+	host  string
+	cb    *gobreaker.TwoStepCircuitBreaker[struct{}]
+	state atomic.Int32  // BreakerState, kept by OnStateChange
+	el    *list.Element // nil once evicted; guarded by breakers.mu
 }
 
 func newBreakers(cfg BreakerConfig, hooks []BreakerHook) *breakers {
@@ -66,14 +81,42 @@ func newBreakers(cfg BreakerConfig, hooks []BreakerHook) *breakers {
 	if cfg.HalfOpenRequests == 0 {
 		cfg.HalfOpenRequests = 1
 	}
-	return &breakers{cfg: cfg, hooks: hooks}
+	if cfg.MaxHosts == 0 {
+		cfg.MaxHosts = DefaultBreakerMaxHosts
+	}
+	return &breakers{cfg: cfg, hooks: hooks, m: make(map[string]*breakerEntry)}
 }
 
-func (b *breakers) get(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
-	if cb, ok := b.m.Load(host); ok {
-		return cb.(*gobreaker.TwoStepCircuitBreaker[struct{}])
+// lookup returns host's breaker, or nil when there is none; it does not
+// count as a use.
+func (b *breakers) lookup(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.m[host]; ok {
+		return e.cb
 	}
+	return nil
+}
+
+// len returns how many breakers are kept.
+func (b *breakers) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.m)
+}
+
+// get returns host's breaker, creating it if needed, and marks it as the
+// most recently used.
+func (b *breakers) get(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.m[host]; ok {
+		b.lru.MoveToFront(e.el)
+		return e.cb
+	}
+	e := &breakerEntry{host: host}
 	fails := b.cfg.Failures
+	hooks := b.hooks
 	st := gobreaker.Settings{
 		Name:        host,
 		MaxRequests: b.cfg.HalfOpenRequests,
@@ -81,16 +124,52 @@ func (b *breakers) get(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 		Timeout:     b.cfg.OpenFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= fails },
 		IsExcluded:  func(err error) bool { return errors.Is(err, errExcluded) },
-	}
-	if len(b.hooks) > 0 {
-		hooks := b.hooks
-		st.OnStateChange = func(name string, from, to gobreaker.State) {
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			e.state.Store(int32(fromGobreaker(to)))
+			if to == gobreaker.StateOpen {
+				b.readopt(e)
+			}
 			c := BreakerChange{Host: name, From: fromGobreaker(from), To: fromGobreaker(to)}
 			for _, h := range hooks {
 				h.OnBreakerChange(c)
 			}
-		}
+		},
 	}
-	cb, _ := b.m.LoadOrStore(host, gobreaker.NewTwoStepCircuitBreaker[struct{}](st))
-	return cb.(*gobreaker.TwoStepCircuitBreaker[struct{}])
+	e.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
+	b.insert(e)
+	return e.cb
+}
+
+// readopt puts back an evicted breaker that has just opened (a request that
+// got it before the eviction failed): an open breaker is always kept.
+func (b *breakers) readopt(e *breakerEntry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e.el != nil {
+		return
+	}
+	if cur, ok := b.m[e.host]; ok {
+		b.lru.Remove(cur.el)
+		cur.el = nil
+	}
+	b.insert(e)
+}
+
+// insert adds e as the most recently used breaker, then evicts the least
+// recently used closed breakers beyond MaxHosts. b.mu must be held.
+func (b *breakers) insert(e *breakerEntry) {
+	e.el = b.lru.PushFront(e)
+	b.m[e.host] = e
+	excess := b.lru.Len() - b.cfg.MaxHosts
+	for el := b.lru.Back(); excess > 0 && el != nil; {
+		prev := el.Prev()
+		old := el.Value.(*breakerEntry)
+		if old != e && BreakerState(old.state.Load()) == BreakerClosed {
+			b.lru.Remove(el)
+			old.el = nil
+			delete(b.m, old.host)
+			excess--
+		}
+		el = prev
+	}
 }

@@ -100,10 +100,11 @@ func (t *Transport) BreakerState(host string) BreakerState {
 	if t.breakers == nil {
 		return BreakerClosed
 	}
-	if _, ok := t.breakers.m.Load(host); !ok {
+	cb := t.breakers.lookup(host)
+	if cb == nil {
 		return BreakerClosed
 	}
-	return fromGobreaker(t.breakers.get(host).State())
+	return fromGobreaker(cb.State())
 }
 
 // CloseIdleConnections closes the idle connections of the base

@@ -17,7 +17,8 @@
 //     request's context: no retry starts whose wait would pass its deadline);
 //   - keeps a circuit breaker per host (github.com/sony/gobreaker/v2) that
 //     fails fast with ErrCircuitOpen; a caller's cancellation never counts as
-//     the host's failure;
+//     the host's failure; at most BreakerConfig.MaxHosts closed breakers are
+//     kept (least recently used dropped), open ones always;
 //   - spends retries from a budget, so during an outage retries add at most a
 //     fraction (20% by default) to the load;
 //   - reports every attempt and breaker change to hooks (AttemptHook,

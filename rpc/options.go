@@ -24,6 +24,8 @@ const (
 	DefaultBudgetMinRate  = 10.0
 	DefaultBreakerFails   = 5
 	DefaultBreakerOpenFor = 30 * time.Second
+	// DefaultBreakerMaxHosts is BreakerConfig.MaxHosts when zero.
+	DefaultBreakerMaxHosts = 1024
 )
 
 type config struct {
@@ -198,14 +200,23 @@ type BreakerConfig struct {
 	// Interval clears the failure counts of a closed breaker periodically.
 	// Default 0: counts are cleared only by a success.
 	Interval time.Duration
+	// MaxHosts bounds how many closed breakers are kept (one per host): past
+	// it, the least recently used closed breaker is dropped, and that host
+	// gets a fresh closed breaker when called again. Open and half-open
+	// breakers are never dropped, so the bound is MaxHosts plus the hosts
+	// whose breakers are not closed. Default DefaultBreakerMaxHosts (1024).
+	MaxHosts int
 }
 
 // WithBreaker sets the per-host circuit breaker's configuration. Default:
-// BreakerConfig{Failures: 5, OpenFor: 30s, HalfOpenRequests: 1}.
+// BreakerConfig{Failures: 5, OpenFor: 30s, HalfOpenRequests: 1, MaxHosts: 1024}.
 func WithBreaker(cfg BreakerConfig) Option {
 	return optionFunc(func(c *config) error {
 		if cfg.OpenFor < 0 || cfg.Interval < 0 {
 			return fmt.Errorf("%w: WithBreaker: negative duration", ErrInvalidOption)
+		}
+		if cfg.MaxHosts < 0 {
+			return fmt.Errorf("%w: WithBreaker: negative MaxHosts %d", ErrInvalidOption, cfg.MaxHosts)
 		}
 		c.breaker = &cfg
 		c.set["WithBreaker"] = true

@@ -8,7 +8,8 @@
 // every attempt), webhook-timestamp (Unix seconds of this attempt) and
 // webhook-signature (a space-separated list of "v1,<base64 HMAC-SHA256>" or
 // "v1a,<base64 ed25519>" entries). The signed content is
-// "<id>.<timestamp>.<raw body>". Secrets look like "whsec_<base64>" (HMAC),
+// "<id>.<timestamp>.<raw body>", so message IDs must not contain '.'
+// (ValidateMessageID; ErrInvalidMessageID). Secrets look like "whsec_<base64>" (HMAC),
 // "whsk_<base64>" (ed25519 private key) and "whpk_<base64>" (ed25519 public
 // key). A Signer signs with every key it holds, so keys can be rotated; a
 // Verifier accepts a request when any signature matches any of its keys and

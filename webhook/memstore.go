@@ -107,8 +107,8 @@ func (s *MemoryStore) EnableEndpoint(_ context.Context, id string) error {
 
 // Enqueue implements Store.
 func (s *MemoryStore) Enqueue(_ context.Context, m Message, at time.Time) (int, error) {
-	if m.ID == "" {
-		return 0, fmt.Errorf("webhook: Enqueue: message without ID")
+	if err := ValidateMessageID(m.ID); err != nil {
+		return 0, fmt.Errorf("webhook: Enqueue: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

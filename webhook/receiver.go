@@ -154,7 +154,7 @@ func (r *Receiver) Middleware(next http.Handler) http.Handler {
 		}
 		if err := r.verifier.Verify(req.Header, body); err != nil {
 			code := http.StatusUnauthorized
-			if errors.Is(err, ErrMissingHeader) || errors.Is(err, ErrInvalidTimestamp) {
+			if errors.Is(err, ErrMissingHeader) || errors.Is(err, ErrInvalidMessageID) || errors.Is(err, ErrInvalidTimestamp) {
 				code = http.StatusBadRequest
 			}
 			r.reject(w, req, code, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -47,12 +48,16 @@ const (
 // link-local, CGNAT, multicast and unspecified addresses (see IsPublicAddr),
 // checked on the resolved address at dial time. WithAllowedNetworks lets
 // internal endpoints and tests through.
+//
+// The Sender caches the parsed secrets of the endpoints it signs for, up to
+// 1,024 distinct secret lists; beyond that the least recently used are
+// dropped and parsed again when next needed.
 type Sender struct {
 	store   Store
 	cfg     senderConfig
 	client  *http.Client
 	wake    chan struct{}
-	signers sync.Map // secrets joined by " " -> *Signer
+	signers *signerCache // secrets joined by " " -> *Signer
 }
 
 type senderConfig struct {
@@ -66,6 +71,7 @@ type senderConfig struct {
 	onDisable     func(e Endpoint, reason string)
 	onAttempt     func(d Delivery, a Attempt)
 	onError       func(error)
+	logger        *slog.Logger
 	now           func() time.Time
 	concurrency   int
 	poll          time.Duration
@@ -127,9 +133,16 @@ func WithOnAttempt(f func(d Delivery, a Attempt)) SenderOption {
 	return func(c *senderConfig) { c.onAttempt = f }
 }
 
-// WithOnError sets a function called with store errors that Run survives.
-// Default none.
+// WithOnError sets a function called with store errors that the Sender
+// survives (a failed claim, record or disable) instead of logging them.
+// Default: they are logged (see WithLogger).
 func WithOnError(f func(error)) SenderOption { return func(c *senderConfig) { c.onError = f } }
+
+// WithLogger sets the logger of store errors that the Sender survives, when
+// WithOnError is not set: level Error, or Warn for ErrLeaseLost, with the
+// error as the "err" attribute. A failing store is logged once per attempt
+// and once per poll. Default slog.Default(), as it is when the error happens.
+func WithLogger(l *slog.Logger) SenderOption { return func(c *senderConfig) { c.logger = l } }
 
 // WithSenderClock sets the clock for timestamps and schedules. Default time.Now.
 func WithSenderClock(now func() time.Time) SenderOption { return func(c *senderConfig) { c.now = now } }
@@ -208,17 +221,21 @@ func NewSender(store Store, opts ...SenderOption) (*Sender, error) {
 		Transport:     transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Sender{store: store, cfg: c, client: client, wake: make(chan struct{}, 1)}, nil
+	return &Sender{store: store, cfg: c, client: client, wake: make(chan struct{}, 1), signers: newSignerCache(signerCacheSize)}, nil
 }
 
 // Send stores m for every enabled endpoint subscribed to m.Type and wakes Run.
 // It fills an empty ID (NewID) and a zero Time, and returns the message as
 // stored and the number of deliveries created. Sending a message ID again
-// creates no second delivery to an endpoint.
+// creates no second delivery to an endpoint. An ID containing '.' is refused
+// with an error wrapping ErrInvalidMessageID.
 func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
 	now := s.cfg.now()
 	if m.ID == "" {
 		m.ID = NewID()
+	}
+	if err := ValidateMessageID(m.ID); err != nil {
+		return m, 0, fmt.Errorf("webhook: Send: %w", err)
 	}
 	if m.Time.IsZero() {
 		m.Time = now
@@ -233,8 +250,12 @@ func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
 
 // Resend delivers a message again, to one endpoint or (endpointID "") to
 // every endpoint it was sent to, from the first attempt of the schedule.
-// It returns how many deliveries were queued again.
+// It returns how many deliveries were queued again. A messageID that is
+// empty or contains '.' is refused with an error wrapping ErrInvalidMessageID.
 func (s *Sender) Resend(ctx context.Context, messageID, endpointID string) (int, error) {
+	if err := ValidateMessageID(messageID); err != nil {
+		return 0, fmt.Errorf("webhook: Resend: %w", err)
+	}
 	n, err := s.store.Resend(ctx, messageID, endpointID, s.cfg.now())
 	if err == nil {
 		s.Wake()
@@ -283,8 +304,8 @@ func (s *Sender) Run(ctx context.Context) error {
 	for {
 		if free := s.cfg.concurrency - inflight; free > 0 && ctx.Err() == nil {
 			ds, err := s.store.Claim(ctx, s.cfg.now(), s.cfg.lease, free)
-			if err != nil && ctx.Err() == nil && s.cfg.onError != nil {
-				s.cfg.onError(fmt.Errorf("webhook: claim: %w", err))
+			if err != nil && ctx.Err() == nil {
+				s.storeError(ctx, fmt.Errorf("webhook: claim: %w", err))
 			}
 			for _, d := range ds {
 				inflight++
@@ -338,15 +359,14 @@ func (s *Sender) RunOnce(ctx context.Context) (int, error) {
 
 func (s *Sender) signer(secrets []string) (*Signer, error) {
 	key := strings.Join(secrets, " ")
-	if v, ok := s.signers.Load(key); ok {
-		return v.(*Signer), nil
+	if sg := s.signers.get(key); sg != nil {
+		return sg, nil
 	}
 	sg, err := NewSigner(secrets...)
 	if err != nil {
 		return nil, err
 	}
-	s.signers.Store(key, sg)
-	return sg, nil
+	return s.signers.add(key, sg), nil
 }
 
 // deliver makes one attempt at d, records it and applies its consequences.
@@ -355,6 +375,9 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	a.Number = d.Attempts + 1
 	disable := ""
 	switch {
+	case a.StatusCode == 0 && ValidateMessageID(d.Message.ID) != nil:
+		// Stored before IDs were checked: it can never be signed safely.
+		a.State = DeliveryFailed
 	case a.StatusCode >= 200 && a.StatusCode < 300:
 		a.State = DeliverySucceeded
 	case a.StatusCode == http.StatusGone:
@@ -374,9 +397,7 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	}
 	failingSince, err := s.store.Record(ctx, d, a)
 	if err != nil {
-		if s.cfg.onError != nil {
-			s.cfg.onError(fmt.Errorf("webhook: record attempt %d of delivery %s: %w", a.Number, d.ID, err))
-		}
+		s.storeError(ctx, fmt.Errorf("webhook: record attempt %d of delivery %s: %w", a.Number, d.ID, err))
 		if errors.Is(err, ErrLeaseLost) || failingSince.IsZero() {
 			return
 		}
@@ -396,9 +417,7 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	}
 	if disable != "" {
 		if err := s.store.DisableEndpoint(ctx, d.Endpoint.ID, disable); err != nil {
-			if s.cfg.onError != nil {
-				s.cfg.onError(fmt.Errorf("webhook: disable endpoint %s: %w", d.Endpoint.ID, err))
-			}
+			s.storeError(ctx, fmt.Errorf("webhook: disable endpoint %s: %w", d.Endpoint.ID, err))
 			return
 		}
 		if s.cfg.onDisable != nil {
@@ -407,6 +426,24 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 			s.cfg.onDisable(e, disable)
 		}
 	}
+}
+
+// storeError reports a store error the Sender survives: to WithOnError's
+// function when set, otherwise to the logger.
+func (s *Sender) storeError(ctx context.Context, err error) {
+	if s.cfg.onError != nil {
+		s.cfg.onError(err)
+		return
+	}
+	l := s.cfg.logger
+	if l == nil {
+		l = slog.Default()
+	}
+	level := slog.LevelError
+	if errors.Is(err, ErrLeaseLost) {
+		level = slog.LevelWarn
+	}
+	l.Log(ctx, level, "webhook: sender store error", "err", err)
 }
 
 func (s *Sender) jittered(d time.Duration) time.Duration {
@@ -440,7 +477,10 @@ func (s *Sender) attempt(ctx context.Context, d Delivery) (Attempt, time.Duratio
 	}
 	req.Header.Set("Content-Type", s.cfg.contentType)
 	req.Header.Set("User-Agent", s.cfg.userAgent)
-	sg.SignHeader(req.Header, d.Message.ID, a.Start, d.Message.Payload)
+	if err := sg.SignHeader(req.Header, d.Message.ID, a.Start, d.Message.Payload); err != nil {
+		a.Error = "message ID: " + err.Error()
+		return a, 0
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		a.Duration = time.Since(began)

@@ -4,10 +4,32 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
+
+// ErrInvalidMessageID reports a message ID (webhook-id) that is empty or
+// contains '.'. The signed content is "<id>.<timestamp>.<body>", so a '.' in
+// the ID would make it ambiguous: a signature for ID "x.1700000300", timestamp
+// 1700000000 and body B would also be valid for ID "x", timestamp 1700000300
+// and body "1700000000.B". The Standard Webhooks specification forbids it.
+var ErrInvalidMessageID = errors.New("webhook: invalid message ID")
+
+// ValidateMessageID returns nil when id can be a message ID (webhook-id), and
+// an error wrapping ErrInvalidMessageID when it is empty or contains '.'.
+// Signer, Verifier, Sender and the stores check IDs with it.
+func ValidateMessageID(id string) error {
+	if id == "" {
+		return errorf(ErrInvalidMessageID, "empty")
+	}
+	if i := strings.IndexByte(id, '.'); i >= 0 {
+		return errorf(ErrInvalidMessageID, "%q contains '.' at byte %d (the signed content <id>.<timestamp>.<body> would be ambiguous)", truncate(id, 64), i)
+	}
+	return nil
+}
 
 // Header names of Standard Webhooks, in canonical form.
 const (
@@ -38,16 +60,23 @@ func NewSigner(secrets ...string) (*Signer, error) {
 }
 
 // Sign returns the webhook-signature header value for a message: one
-// space-separated entry per key, HMAC entries first.
-func (s *Signer) Sign(id string, ts time.Time, body []byte) string {
+// space-separated entry per key, HMAC entries first. It fails with an error
+// wrapping ErrInvalidMessageID when id is empty or contains '.', which would
+// make "id.timestamp.body" ambiguous.
+func (s *Signer) Sign(id string, ts time.Time, body []byte) (string, error) {
 	buf := make([]byte, 0, 48*len(s.keys.hmacs)+93*len(s.keys.privs))
-	return string(s.AppendSignature(buf, id, ts.Unix(), body))
+	buf, err := s.AppendSignature(buf, id, ts.Unix(), body)
+	return string(buf), err
 }
 
 // AppendSignature appends the webhook-signature header value for the message
 // id sent at Unix time ts to dst and returns the extended buffer. With a dst
-// of enough capacity it does not allocate.
-func (s *Signer) AppendSignature(dst []byte, id string, ts int64, body []byte) []byte {
+// of enough capacity it does not allocate. Like Sign, it fails when id is
+// not a valid message ID (see ValidateMessageID).
+func (s *Signer) AppendSignature(dst []byte, id string, ts int64, body []byte) ([]byte, error) {
+	if err := ValidateMessageID(id); err != nil {
+		return dst, err
+	}
 	var tsBuf [20]byte
 	tsStr := strconv.AppendInt(tsBuf[:0], ts, 10)
 	var sum [sha256.Size]byte
@@ -77,13 +106,23 @@ func (s *Signer) AppendSignature(dst []byte, id string, ts int64, body []byte) [
 			dst = base64.StdEncoding.AppendEncode(dst, ed25519.Sign(k, msg))
 		}
 	}
-	return dst
+	return dst, nil
 }
 
 // SignHeader sets the webhook-id, webhook-timestamp and webhook-signature
-// headers of h for a message with this id sent at ts with this body.
-func (s *Signer) SignHeader(h http.Header, id string, ts time.Time, body []byte) {
+// headers of h for a message with this id sent at ts with this body. It
+// returns an error wrapping ErrInvalidMessageID, and leaves h alone, when id
+// is empty or contains '.'.
+func (s *Signer) SignHeader(h http.Header, id string, ts time.Time, body []byte) error {
+	if err := ValidateMessageID(id); err != nil {
+		return err
+	}
 	h[HeaderID] = []string{id}
 	h[HeaderTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
-	h[HeaderSignature] = []string{s.Sign(id, ts, body)}
+	sig, err := s.Sign(id, ts, body)
+	if err != nil {
+		return err
+	}
+	h[HeaderSignature] = []string{sig}
+	return nil
 }

@@ -55,6 +55,7 @@ func (e Endpoint) Subscribed(t string) bool {
 type Message struct {
 	// ID is the webhook-id, the same on every attempt to every endpoint;
 	// receivers deduplicate on it. Sender.Send fills it with NewID when empty.
+	// It must not contain '.' (see ValidateMessageID).
 	ID string
 	// Type, such as "invoice.paid", selects the endpoints (Endpoint.EventTypes).
 	Type string
@@ -141,6 +142,8 @@ type Store interface {
 	// Enqueue stores m with one pending delivery, due at the time at, per
 	// enabled endpoint subscribed to m.Type, and returns how many. Enqueueing
 	// a message ID again adds no delivery to an endpoint that already has one.
+	// An ID that is empty or contains '.' is refused with an error wrapping
+	// ErrInvalidMessageID (see ValidateMessageID).
 	Enqueue(ctx context.Context, m Message, at time.Time) (int, error)
 	// Claim leases up to limit pending deliveries due at now whose endpoints
 	// are enabled, for the duration lease, oldest due first. A delivery whose

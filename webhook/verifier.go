@@ -93,8 +93,9 @@ func headerValue(h http.Header, canonical string) string {
 
 // Verify checks the Standard Webhooks headers of h against the raw body. It
 // returns nil when the timestamp is within tolerance and a signature matches;
-// otherwise an error wrapping ErrMissingHeader, ErrInvalidTimestamp,
-// ErrTimestampTooOld, ErrTimestampTooNew or ErrNoMatchingSignature.
+// otherwise an error wrapping ErrMissingHeader, ErrInvalidMessageID (a
+// webhook-id containing '.'), ErrInvalidTimestamp, ErrTimestampTooOld,
+// ErrTimestampTooNew or ErrNoMatchingSignature.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
 	return v.VerifyValues(headerValue(h, HeaderID), headerValue(h, HeaderTimestamp), headerValue(h, HeaderSignature), body)
 }
@@ -108,6 +109,9 @@ func (v *Verifier) VerifyValues(id, timestamp, signatures string, body []byte) e
 		return errorf(ErrMissingHeader, "webhook-timestamp")
 	case signatures == "":
 		return errorf(ErrMissingHeader, "webhook-signature")
+	}
+	if err := ValidateMessageID(id); err != nil {
+		return fmt.Errorf("webhook-id: %w", err)
 	}
 	ts, err := strconv.ParseInt(timestamp, 10, 64)
 	if err != nil || ts < 0 {

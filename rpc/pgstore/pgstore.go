@@ -6,7 +6,8 @@
 // wins; the others read the row back (running: 409, done: replay). Expired
 // rows are taken over in place and may be deleted in bulk with DeleteExpired.
 //
-// The table (CreateTable makes it, or run Schema yourself):
+// The table (CreateTable makes it under an advisory lock, so every instance
+// may call it at start-up; or apply Schema with a migration tool):
 //
 //	create table rpc_idempotency (
 //	    key         text primary key,
@@ -35,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/go-integration/patterns/internal/pgschema"
 	"github.com/go-integration/patterns/rpc"
 )
 
@@ -126,7 +128,9 @@ expires_at = now() + $5::bigint * interval '1 microsecond' where key = $1`
 	return s, nil
 }
 
-// Schema returns the statements that create the table and its index.
+// Schema returns the statements that create the table and its index (the
+// DDL, idempotent: "if not exists"), for migration tools that apply schema
+// changes themselves. CreateTable applies the same statements.
 func (s *Store) Schema() string {
 	return `create table if not exists ` + s.table + ` (
     key         text primary key,
@@ -140,11 +144,13 @@ func (s *Store) Schema() string {
 create index if not exists ` + pgx.Identifier{s.rawTable + "_expires_at"}.Sanitize() + ` on ` + s.table + ` (expires_at);`
 }
 
-// CreateTable creates the table and its index if they do not exist.
+// CreateTable creates the table and its index if they do not exist. It runs
+// Schema as one transaction under a transaction-level advisory lock keyed by
+// the table name, so any number of instances may call it at once.
 func (s *Store) CreateTable(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if _, err := s.db.Exec(ctx, s.Schema()); err != nil {
+	if err := pgschema.Apply(ctx, s.db, "go-integration/patterns/rpc/pgstore create table "+s.table, s.Schema()); err != nil {
 		return fmt.Errorf("pgstore: create table %s: %w", s.table, err)
 	}
 	return nil

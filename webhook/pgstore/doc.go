@@ -3,9 +3,10 @@
 // durable delivery shared by several Sender processes, and Dedup (handled
 // message IDs) for Receivers running in several processes.
 //
-// Tables live in the connection's search_path and are created by Migrate:
-// webhook_endpoints, webhook_messages, webhook_deliveries, webhook_attempts
-// and webhook_dedup. Workers claim deliveries with FOR UPDATE SKIP LOCKED and
+// Tables live in the connection's search_path and are created by Migrate
+// (under an advisory lock, so every process may run it at start-up; Schema
+// gives the same DDL to migration tools): webhook_endpoints,
+// webhook_messages, webhook_deliveries, webhook_attempts and webhook_dedup. Workers claim deliveries with FOR UPDATE SKIP LOCKED and
 // a lease, so several processes share the queue without sending a delivery
 // twice while its lease holds, and a delivery whose worker died is taken up
 // again when the lease ends. Enqueue inside your own transaction (EnqueueTx)

@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/go-integration/patterns/internal/pgschema"
 )
 
 const schemaSQL = `
@@ -60,17 +61,19 @@ create table if not exists webhook_dedup (
 create index if not exists webhook_dedup_expires on webhook_dedup (expires_at);
 `
 
+// Schema returns the statements that create the tables and indexes of Store
+// and Dedup (the DDL, idempotent: "if not exists", unqualified names, so they
+// land in the search_path), for migration tools that apply schema changes
+// themselves. Migrate applies the same statements.
+func Schema() string { return schemaSQL }
+
 // Migrate creates the tables and indexes of Store and Dedup in the pool's
-// search_path if they do not exist. It is safe to run from several processes
-// at once.
+// search_path if they do not exist. It runs Schema as one transaction under a
+// transaction-level advisory lock, so it is safe to run from several
+// processes at once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(hashtext('patterns/webhook/pgstore.Migrate'))`); err != nil {
-			return fmt.Errorf("pgstore: migrate: %w", err)
-		}
-		if _, err := tx.Exec(ctx, schemaSQL); err != nil {
-			return fmt.Errorf("pgstore: migrate: %w", err)
-		}
-		return nil
-	})
+	if err := pgschema.Apply(ctx, pool, "patterns/webhook/pgstore.Migrate", schemaSQL); err != nil {
+		return fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	return nil
 }

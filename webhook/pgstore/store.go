@@ -115,11 +115,12 @@ func (s *Store) Enqueue(ctx context.Context, m webhook.Message, at time.Time) (i
 
 // EnqueueTx is Enqueue on q, typically the caller's transaction, so the
 // webhook is stored if and only if the transaction commits (a transactional
-// outbox). The message needs an ID (webhook.NewID) and a Time; the Sender
+// outbox). The message needs an ID (webhook.NewID; one that is empty or
+// contains '.' gives webhook.ErrInvalidMessageID) and a Time; the Sender
 // running elsewhere picks the deliveries up on its next poll.
 func EnqueueTx(ctx context.Context, q Querier, m webhook.Message, at time.Time) (int, error) {
-	if m.ID == "" {
-		return 0, errors.New("pgstore: enqueue: message without ID")
+	if err := webhook.ValidateMessageID(m.ID); err != nil {
+		return 0, fmt.Errorf("pgstore: enqueue: %w", err)
 	}
 	if m.Time.IsZero() {
 		m.Time = at

@@ -108,6 +108,20 @@ func RunStore(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 		}
 	})
 
+	t.Run("EnqueueRefusesInvalidMessageID", func(t *testing.T) {
+		s := newStore(t)
+		save(t, s, ep("all"))
+		for _, id := range []string{"", "x.1700000300"} {
+			n, err := s.Enqueue(ctx, webhook.Message{ID: id, Type: "t", Payload: []byte("{}"), Time: t0}, t0)
+			if !errors.Is(err, webhook.ErrInvalidMessageID) || n != 0 {
+				t.Fatalf("Enqueue(%q) = %d, %v; want 0, ErrInvalidMessageID", id, n, err)
+			}
+		}
+		if ds, _ := s.Deliveries(ctx, "x.1700000300"); len(ds) != 0 {
+			t.Fatalf("deliveries of a refused message: %+v", ds)
+		}
+	})
+
 	t.Run("ClaimDueAndLease", func(t *testing.T) {
 		s := newStore(t)
 		save(t, s, ep("a"))

@@ -1,6 +1,6 @@
 module github.com/go-integration/patterns/webhook/internal/refbench
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/go-integration/patterns v0.0.0

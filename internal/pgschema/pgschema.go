@@ -1,0 +1,38 @@
+// Package pgschema applies PostgreSQL DDL safely when several processes do it
+// at once (every instance of a service creating its tables at start-up).
+//
+// Concurrent "create table if not exists" statements for the same table race
+// in the catalog: all but one can fail with a duplicate key on
+// pg_type_typname_nsp_index. Apply serializes them with a transaction-level
+// advisory lock (pg_advisory_xact_lock) on a key derived from a constant
+// string, the approach of broker/outbox's Table.Migrate.
+package pgschema
+
+import (
+	"context"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Execer runs SQL: *pgxpool.Pool, *pgx.Conn, pgx.Tx and pgxpool.Conn do.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Locked returns ddl preceded by a statement that takes the transaction-level
+// advisory lock pg_advisory_xact_lock(hashtext(key)). Sent in one Exec
+// without arguments (pgx then uses the simple protocol), the statements run
+// as one implicit transaction, so the lock is held until the DDL commits or
+// rolls back; inside an explicit transaction it is held until that ends.
+func Locked(key, ddl string) string {
+	return "select pg_advisory_xact_lock(hashtext('" + strings.ReplaceAll(key, "'", "''") + "'));\n" + ddl
+}
+
+// Apply runs ddl through db under the advisory lock of key (see Locked).
+// Callers that apply the same DDL must use the same key: derive it from a
+// constant and the object's name, such as "myapp/store create table " + table.
+func Apply(ctx context.Context, db Execer, key, ddl string) error {
+	_, err := db.Exec(ctx, Locked(key, ddl))
+	return err
+}
