@@ -545,12 +545,10 @@ func (rn *run) deliver(ds []Delivery) {
 		rn.pushReadyLocked(it)
 		ready++
 	}
-	switch {
-	case ready == 0:
-	case ready == 1:
+	// Wake as many workers as there is new work, not all of them: a
+	// broadcast for every batch has idle workers fight over the lock.
+	for range min(ready, len(rn.workers)) {
 		rn.work.Signal()
-	default:
-		rn.work.Broadcast()
 	}
 	rn.mu.Unlock()
 }

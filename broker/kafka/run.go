@@ -300,7 +300,6 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 	})
 	var consumed, skipped uint64
 	r.ds = r.ds[:0]
-	var marks []*kgo.Record
 	r.mu.Lock()
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {
@@ -322,14 +321,10 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 			}
 			r.ds = append(r.ds, engine.Delivery{Msg: fromRecord(rec), Tag: uint64(rec.Offset), Ref: rec, Part: p.Partition})
 		}
-		if last := t.pop(); last != nil {
-			marks = append(marks, last)
-		}
+		t.pop() // records skipped by Keys are done at once
 	})
 	r.mu.Unlock()
-	if r.group && len(marks) > 0 {
-		r.cl.MarkCommitRecords(marks...)
-	}
+	r.markAll()
 	r.s.st.consumed.Add(consumed)
 	r.s.st.skipped.Add(skipped)
 	if len(r.ds) > 0 {
@@ -348,13 +343,20 @@ func (r *receiver) Redecode(d *engine.Delivery) broker.Message {
 // Ack marks d done in its partition's tracker and marks for commit the
 // last record of the done prefix: the engine acks out of order (keys of a
 // partition run concurrently), Kafka commits a position.
+//
+// Marking takes the client's group lock, so it is batched: a partition's
+// done prefix is marked when the partition has nothing outstanding left,
+// after markEvery more records, or markAfter after its last mark; revokes,
+// Receive and Close mark the rest.
 func (r *receiver) Ack(d *engine.Delivery) {
 	r.mu.Lock()
 	t := r.parts[d.Part]
 	var last *kgo.Record
 	if t != nil {
 		t.ack(int64(d.Tag))
-		last = t.pop()
+		if t.pop() != nil {
+			last = t.markDue(time.Now())
+		}
 	}
 	r.mu.Unlock()
 	if last != nil && r.group {
@@ -362,21 +364,78 @@ func (r *receiver) Ack(d *engine.Delivery) {
 	}
 }
 
+// Batching of marks; see Ack.
+const (
+	markEvery = 256
+	markAfter = 100 * time.Millisecond
+)
+
+// markDue returns the record to mark now, or nil to wait.
+func (t *tracker) markDue(now time.Time) *kgo.Record {
+	if t.unmarked == nil {
+		return nil
+	}
+	if t.head == len(t.recs) || t.unmarked.Offset-t.marked >= markEvery || now.Sub(t.markedAt) >= markAfter {
+		return t.takeMark(now)
+	}
+	return nil
+}
+
+// takeMark returns the last done record not yet marked, and notes it as marked.
+func (t *tracker) takeMark(now time.Time) *kgo.Record {
+	rec := t.unmarked
+	if rec != nil {
+		t.unmarked, t.marked, t.markedAt = nil, rec.Offset, now
+	}
+	return rec
+}
+
+// markAll marks every partition's done prefix (group consumers only).
+func (r *receiver) markAll() {
+	if !r.group {
+		return
+	}
+	now := time.Now()
+	var recs []*kgo.Record
+	r.mu.Lock()
+	for _, t := range r.parts {
+		if rec := t.takeMark(now); rec != nil {
+			recs = append(recs, rec)
+		}
+	}
+	r.mu.Unlock()
+	if len(recs) > 0 {
+		r.cl.MarkCommitRecords(recs...)
+	}
+}
+
 // Release has nothing to send: records not committed are fetched again
 // after the rebalance or restart. Their partitions' trackers are dropped,
 // so nothing past them is marked.
 func (r *receiver) Release(ds []*engine.Delivery) {
+	now := time.Now()
+	var recs []*kgo.Record
 	r.mu.Lock()
 	for _, d := range ds {
-		delete(r.parts, d.Part)
+		if t := r.parts[d.Part]; t != nil {
+			// what was done before the released records is still committed
+			if rec := t.takeMark(now); rec != nil {
+				recs = append(recs, rec)
+			}
+			delete(r.parts, d.Part)
+		}
 	}
 	r.mu.Unlock()
+	if r.group && len(recs) > 0 {
+		r.cl.MarkCommitRecords(recs...)
+	}
 }
 
 // Close commits what was marked (groups) and leaves.
 func (r *receiver) Close() error {
 	r.closing.Store(true)
 	if !r.killed.Load() {
+		r.markAll()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		r.commit(ctx)
 		cancel()
@@ -402,6 +461,7 @@ func (r *receiver) revoke(parts []int32) {
 	if r.open.Load() {
 		r.ctl.Revoke(func(d *engine.Delivery) bool { return slices.Contains(parts, d.Part) })
 	}
+	r.markAll()
 	r.mu.Lock()
 	for _, p := range parts {
 		delete(r.parts, p)
@@ -480,6 +540,10 @@ type tracker struct {
 	head int
 	hwm  int64
 	next int64 // the offset after the done prefix
+
+	unmarked *kgo.Record // the done prefix's last record, not yet marked
+	marked   int64       // offset of the last marked record
+	markedAt time.Time
 }
 
 type trackedRec struct {
@@ -525,6 +589,7 @@ func (t *tracker) pop() *kgo.Record {
 	}
 	if last != nil {
 		t.next = last.Offset + 1
+		t.unmarked = last
 	}
 	return last
 }
