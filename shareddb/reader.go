@@ -675,7 +675,8 @@ func (r *ReplicaReader) whyNoReplica(o *readOpts, excluded uint64) string {
 // usually one just issued: the primary is asked its position now, once (a
 // query that starts after the read did, so after the token was made), and
 // the token is refused only if it is still ahead. When the primary cannot
-// answer, the token cannot be judged and the read goes on.
+// answer, or the read's deadline leaves no more than FallbackReserve, the
+// token is not judged and the read goes on.
 func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
 	if tok <= LSN(r.primaryLSN.Load()) {
 		return nil
@@ -685,13 +686,17 @@ func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
 			return nil
 		}
 	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= r.cfg.FallbackReserve {
+		// No time to ask: the read goes to the primary, which has every
+		// write there is, and must not lose its reserve to the check.
+		return nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.CheckTimeout)
 	cur, err := CurrentToken(cctx, r.primary.pool)
 	cancel()
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+		// Cannot judge the token (the primary is slow or down, or ctx
+		// ended): the read goes on and meets the same conditions itself.
 		r.log.Debug("cannot check the token against the primary's WAL position", "token", tok, "err", err)
 		return nil
 	}
