@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,7 +48,8 @@ const (
 // The SSRF guard is on: the Sender refuses to connect to loopback, private,
 // link-local, CGNAT, multicast and unspecified addresses (see IsPublicAddr),
 // checked on the resolved address at dial time. WithAllowedNetworks lets
-// internal endpoints and tests through.
+// internal endpoints and tests through. WithTLSConfig and WithTransport
+// configure TLS and wrap the transport (for instrumentation) behind the guard.
 //
 // The Sender caches the parsed secrets of the endpoints it signs for, up to
 // 1,024 distinct secret lists; beyond that the least recently used are
@@ -56,6 +58,7 @@ type Sender struct {
 	store   Store
 	cfg     senderConfig
 	client  *http.Client
+	base    *http.Transport // the guarded transport, also when WithTransport wraps it
 	wake    chan struct{}
 	signers *signerCache // secrets joined by " " -> *Signer
 }
@@ -80,6 +83,8 @@ type senderConfig struct {
 	lookup        func(ctx context.Context, host string) ([]netip.Addr, error)
 	userAgent     string
 	contentType   string
+	tlsConfig     *tls.Config
+	transport     func(base *http.Transport) http.RoundTripper
 }
 
 // SenderOption configures a Sender.
@@ -173,7 +178,8 @@ func WithLookup(f func(ctx context.Context, host string) ([]netip.Addr, error)) 
 // WithContentType sets the Content-Type of requests. Default "application/json".
 func WithContentType(ct string) SenderOption { return func(c *senderConfig) { c.contentType = ct } }
 
-// NewSender returns a Sender over store.
+// NewSender returns a Sender over store. An option it cannot accept gives an
+// error wrapping ErrInvalidOption.
 func NewSender(store Store, opts ...SenderOption) (*Sender, error) {
 	c := senderConfig{schedule: DefaultSchedule, jitter: DefaultJitter, timeout: DefaultAttemptTimeout,
 		maxBody: DefaultMaxResponseBytes, maxRetryAfter: DefaultMaxRetryAfter, disableAfter: DefaultDisableAfter,
@@ -189,39 +195,32 @@ func NewSender(store Store, opts ...SenderOption) (*Sender, error) {
 	case store == nil:
 		return nil, errors.New("webhook: NewSender: nil store")
 	case len(c.schedule) == 0:
-		return nil, errors.New("webhook: WithSchedule: at least one attempt")
+		return nil, optionErrorf("webhook: WithSchedule: at least one attempt")
 	case c.jitter < 0 || c.jitter >= 1:
-		return nil, fmt.Errorf("webhook: WithJitter(%v): must be in [0, 1)", c.jitter)
+		return nil, optionErrorf("webhook: WithJitter(%v): must be in [0, 1)", c.jitter)
 	case c.timeout <= 0:
-		return nil, fmt.Errorf("webhook: WithAttemptTimeout(%v): must be positive", c.timeout)
+		return nil, optionErrorf("webhook: WithAttemptTimeout(%v): must be positive", c.timeout)
 	case c.lease <= c.timeout:
-		return nil, fmt.Errorf("webhook: WithLease(%v) must exceed WithAttemptTimeout(%v)", c.lease, c.timeout)
+		return nil, optionErrorf("webhook: WithLease(%v) must exceed WithAttemptTimeout(%v)", c.lease, c.timeout)
 	case c.concurrency <= 0:
-		return nil, fmt.Errorf("webhook: WithConcurrency(%d): must be positive", c.concurrency)
+		return nil, optionErrorf("webhook: WithConcurrency(%d): must be positive", c.concurrency)
 	case c.poll <= 0:
-		return nil, fmt.Errorf("webhook: WithPollInterval(%v): must be positive", c.poll)
+		return nil, optionErrorf("webhook: WithPollInterval(%v): must be positive", c.poll)
 	}
 	for _, d := range c.schedule {
 		if d < 0 {
-			return nil, fmt.Errorf("webhook: WithSchedule: negative delay %v", d)
+			return nil, optionErrorf("webhook: WithSchedule: negative delay %v", d)
 		}
 	}
-	g := newGuard(c.guard, c.allow, c.lookup)
-	transport := &http.Transport{
-		Proxy:                 nil, // a proxy would connect on our behalf, past the guard
-		DialContext:           g.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
+	transport, base, err := newTransport(&c, newGuard(c.guard, c.allow, c.lookup))
+	if err != nil {
+		return nil, err
 	}
 	client := &http.Client{
 		Transport:     transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Sender{store: store, cfg: c, client: client, wake: make(chan struct{}, 1), signers: newSignerCache(signerCacheSize)}, nil
+	return &Sender{store: store, cfg: c, client: client, base: base, wake: make(chan struct{}, 1), signers: newSignerCache(signerCacheSize)}, nil
 }
 
 // Send stores m for every enabled endpoint subscribed to m.Type and wakes Run.
@@ -283,7 +282,8 @@ func (s *Sender) Wake() {
 
 // Close releases idle connections. Stop Run by cancelling its context.
 func (s *Sender) Close() error {
-	s.client.CloseIdleConnections()
+	s.client.CloseIdleConnections() // the WithTransport wrapper's, if it has any
+	s.base.CloseIdleConnections()
 	return nil
 }
 
