@@ -2,7 +2,8 @@
 // Retry (exponential backoff with full jitter), DeadLetter (publish failures
 // to a topic through any broker.Publisher), Recover (a panic becomes an
 // error), Timeout, and Dedup (skip messages already handled, by ID, over a
-// pluggable store).
+// pluggable DedupStore: MemoryDedupStore here, PostgreSQL in
+// broker/middleware/pgdedup, conformance tests in broker/middleware/deduptest).
 //
 // Handlers take their context as a parameter, and every middleware derives
 // new contexts from it; none stores a context on the message. That keeps
@@ -15,6 +16,6 @@
 //		middleware.DeadLetter(pub, "bookings.dlq", "billing"),
 //		middleware.Retry(middleware.RetryPolicy{MaxAttempts: 5}),
 //		middleware.Timeout(10*time.Second),
-//		middleware.Dedup(middleware.NewMemoryDedupStore(), 24*time.Hour),
+//		middleware.DedupWith(store, middleware.DedupConfig{Handled: 24 * time.Hour, InProgress: 30 * time.Second}),
 //	)(h)
 package middleware

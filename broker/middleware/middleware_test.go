@@ -238,14 +238,14 @@ func TestDedupHandlesEachIDOnce(t *testing.T) {
 			t.Errorf("%s handled %d times", id, n)
 		}
 	}
-	if res, _ := store.Claim(context.Background(), "flaky", time.Hour); res != middleware.Handled {
-		t.Errorf("flaky not remembered as handled after its redelivery succeeded: %v", res)
+	if c, _ := store.Claim(context.Background(), "flaky", time.Hour); c.Result != middleware.Handled {
+		t.Errorf("flaky not remembered as handled after its redelivery succeeded: %v", c.Result)
 	}
 }
 
 func TestDedupInProgressIsRedelivered(t *testing.T) {
 	store := middleware.NewMemoryDedupStore()
-	if res, _ := store.Claim(context.Background(), "x", time.Hour); res != middleware.Claimed {
+	if c, _ := store.Claim(context.Background(), "x", time.Hour); c.Result != middleware.Claimed {
 		t.Fatal("first claim")
 	}
 	err := middleware.Dedup(store, time.Hour)(func(context.Context, broker.Message) error { return nil })(context.Background(), broker.Message{ID: "x"})
@@ -253,12 +253,12 @@ func TestDedupInProgressIsRedelivered(t *testing.T) {
 		t.Fatalf("err = %v, want ErrInProgress", err)
 	}
 	// A claim expires: a crashed handler does not block the ID forever.
-	if res, _ := store.Claim(context.Background(), "y", time.Nanosecond); res != middleware.Claimed {
+	if c, _ := store.Claim(context.Background(), "y", time.Nanosecond); c.Result != middleware.Claimed {
 		t.Fatal("claim y")
 	}
 	time.Sleep(time.Millisecond)
-	if res, _ := store.Claim(context.Background(), "y", time.Hour); res != middleware.Claimed {
-		t.Fatalf("expired claim still held: %v", res)
+	if c, _ := store.Claim(context.Background(), "y", time.Hour); c.Result != middleware.Claimed {
+		t.Fatalf("expired claim still held: %v", c.Result)
 	}
 }
 
@@ -285,8 +285,8 @@ func TestDedupReleasesClaimWhenHandlerPanics(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("handler ran %d times, want 2", n)
 	}
-	if res, _ := store.Claim(context.Background(), "p", time.Hour); res != middleware.Handled {
-		t.Fatalf("after the redelivery succeeded the store says %v, want Handled", res)
+	if c, _ := store.Claim(context.Background(), "p", time.Hour); c.Result != middleware.Handled {
+		t.Fatalf("after the redelivery succeeded the store says %v, want Handled", c.Result)
 	}
 }
 

@@ -1,0 +1,130 @@
+package pgdedup_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/go-integration/patterns/broker/middleware"
+	"github.com/go-integration/patterns/broker/middleware/deduptest"
+	"github.com/go-integration/patterns/broker/middleware/pgdedup"
+	"github.com/go-integration/patterns/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newPool(t testing.TB, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// newStore returns a store on a fresh schema, its table created, and the
+// schema's database URL.
+func newStore(t *testing.T) (*pgdedup.Store, string) {
+	t.Helper()
+	_, dsn := testenv.Schema(t)
+	s, err := pgdedup.New(newPool(t, dsn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dsn
+}
+
+func TestConformance(t *testing.T) {
+	deduptest.Run(t, deduptest.Harness{
+		New: func(t *testing.T) (middleware.DedupStore, func(time.Duration)) {
+			s, _ := newStore(t)
+			return s, nil // the database's clock: the suite sleeps
+		},
+	})
+}
+
+func TestCleanup(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	c, _ := s.Claim(ctx, "handled-short", time.Minute)
+	_ = s.Done(ctx, "handled-short", c.Token, time.Millisecond)
+	c, _ = s.Claim(ctx, "handled-long", time.Minute)
+	_ = s.Done(ctx, "handled-long", c.Token, time.Hour)
+	abandoned, _ := s.Claim(ctx, "abandoned", time.Millisecond)
+	_, _ = s.Claim(ctx, "running", time.Hour)
+	time.Sleep(5 * time.Millisecond)
+	n, err := s.Cleanup(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("Cleanup = %d, %v; want 2", n, err)
+	}
+	if err := s.Done(ctx, "abandoned", abandoned.Token, time.Hour); !errors.Is(err, middleware.ErrStaleClaim) {
+		t.Fatalf("Done of a claim Cleanup deleted = %v, want ErrStaleClaim", err)
+	}
+	for id, want := range map[string]middleware.ClaimResult{"handled-long": middleware.Handled, "running": middleware.InProgress, "handled-short": middleware.Claimed} {
+		if c, err := s.Claim(ctx, id, time.Minute); err != nil || c.Result != want {
+			t.Fatalf("Claim(%s) = %v, %v; want %v", id, c.Result, err, want)
+		}
+	}
+}
+
+// An owner whose claim expired but was not taken over still owns it.
+func TestDoneAfterExpiryWithoutTakeover(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	c, _ := s.Claim(ctx, "m", time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	if err := s.Done(ctx, "m", c.Token, time.Hour); err != nil {
+		t.Fatalf("Done: %v", err)
+	}
+	if c, _ := s.Claim(ctx, "m", time.Minute); c.Result != middleware.Handled {
+		t.Fatalf("Claim = %v, want Handled", c.Result)
+	}
+}
+
+func TestWithTableAndConcurrentCreateTable(t *testing.T) {
+	schema, _ := testenv.Schema(t)
+	pool := newPool(t, testenv.DatabaseURL(t))
+	s, err := pgdedup.New(pool, pgdedup.WithTable(schema+".dedup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { errs[i] = s.CreateTable(context.Background()) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent CreateTable: %v", err)
+		}
+	}
+	if c, err := s.Claim(context.Background(), "m", time.Minute); err != nil || c.Result != middleware.Claimed {
+		t.Fatalf("Claim = %+v, %v", c, err)
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), "select count(*) from "+schema+".dedup").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows in %s.dedup = %d, %v", schema, n, err)
+	}
+}
+
+func TestNewRefusesBadOptions(t *testing.T) {
+	if _, err := pgdedup.New(nil); !errors.Is(err, pgdedup.ErrInvalidOption) {
+		t.Fatalf("New(nil) = %v", err)
+	}
+	pool := &pgxpool.Pool{}
+	for _, o := range []pgdedup.Option{pgdedup.WithTable(""), pgdedup.WithTable("a.b.c"), pgdedup.WithTable("a."), pgdedup.WithQueryTimeout(0)} {
+		if _, err := pgdedup.New(pool, o); !errors.Is(err, pgdedup.ErrInvalidOption) {
+			t.Fatalf("New with a bad option = %v", err)
+		}
+	}
+}
