@@ -86,7 +86,8 @@ func WithTTL(d time.Duration) IdempotencyOption {
 
 // WithLockTimeout sets how long a running request holds its key: a server
 // that dies mid-request frees the key after d. Keep it above the slowest
-// handler, or a retry may run the handler a second time. Default 1 minute.
+// handler, or a retry may run the handler a second time (the late first run
+// then cannot store its response: see Idempotency). Default 1 minute.
 func WithLockTimeout(d time.Duration) IdempotencyOption {
 	return idemOptionFunc(func(c *idemConfig) error {
 		if d <= 0 {
@@ -185,6 +186,13 @@ func Fingerprint(r *http.Request, body []byte) string {
 //
 // The key may be sent as a structured-field string ("...") or bare. A
 // handler that panics releases its key and the panic continues.
+//
+// A handler that outlives the lock timeout (WithLockTimeout) loses its claim
+// once another request with the key begins: that request runs the handler
+// again. The late first request's response still goes to its own client (it
+// was already written), but it is not stored and does not release the key:
+// the store refuses it (ErrStaleClaim), the middleware logs a warning, and
+// retries get the newer request's stored response.
 func Idempotency(store IdempotencyStore, opts ...IdempotencyOption) (func(http.Handler) http.Handler, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: Idempotency: nil store", ErrInvalidOption)
@@ -269,13 +277,13 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	scope := h.c.scope(r)
 	skey := strconv.Itoa(len(scope)) + ":" + scope + ":" + key
 
-	rec, err := h.store.Begin(r.Context(), skey, fp, h.c.lock)
+	claim, err := h.store.Begin(r.Context(), skey, fp, h.c.lock)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		problem(w, http.StatusServiceUnavailable, "Idempotency store unavailable", "Retry the request with the same Idempotency-Key.")
 		return
 	}
-	if rec != nil {
+	if rec := claim.Record; rec != nil {
 		switch {
 		case rec.Fingerprint != fp:
 			problem(w, http.StatusUnprocessableEntity, "Idempotency-Key is already used",
@@ -290,6 +298,7 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// We own the key: run the handler, keep what it answers.
+	token := claim.Token
 	rw := &recorder{w: w, status: http.StatusOK}
 	if len(w.Header()) > 0 {
 		// Headers set before this middleware (by outer ones) are not the
@@ -305,27 +314,42 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The handler panicked: free the key so the client can retry.
-		if err := h.store.Release(ctx, skey); err != nil {
-			h.c.logger.Error("rpc: idempotency: releasing key after panic", "key", key, "err", err)
-		}
+		h.release(ctx, key, skey, token, "releasing key after panic")
 	}()
 	h.next.ServeHTTP(rw, r)
 	completed = true
 	if !h.c.store(rw.status) {
-		if err := h.store.Release(ctx, skey); err != nil {
-			h.c.logger.Error("rpc: idempotency: releasing key", "key", key, "err", err)
-		}
+		h.release(ctx, key, skey, token, "releasing key")
 		return
 	}
 	if !rw.wrote {
 		rw.snapshot()
 	}
 	resp := &StoredResponse{StatusCode: rw.status, Header: rw.header, Body: rw.body.Bytes()}
-	if err := h.store.Complete(ctx, skey, resp, h.c.ttl); err != nil {
-		h.c.logger.Error("rpc: idempotency: storing response", "key", key, "err", err)
-		if err := h.store.Release(ctx, skey); err != nil {
-			h.c.logger.Error("rpc: idempotency: releasing key", "key", key, "err", err)
+	if err := h.store.Complete(ctx, skey, token, resp, h.c.ttl); err != nil {
+		if errors.Is(err, ErrStaleClaim) {
+			// The handler outlived the lock timeout and another request
+			// claimed the key: its response went to this client but is not
+			// stored; the newer owner's state stays as it is.
+			h.c.logger.Warn("rpc: idempotency: lock timeout passed and the key was claimed again; response not stored",
+				"key", key, "status", rw.status, "err", err)
+			return
 		}
+		h.c.logger.Error("rpc: idempotency: storing response", "key", key, "err", err)
+		h.release(ctx, key, skey, token, "releasing key")
+	}
+}
+
+// release frees the claim token holds on skey and logs a failure; a stale
+// claim (the key was claimed again after the lock timeout) is left alone.
+func (h *idemHandler) release(ctx context.Context, key, skey, token, what string) {
+	err := h.store.Release(ctx, skey, token)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrStaleClaim):
+		h.c.logger.Warn("rpc: idempotency: "+what+": lock timeout passed and the key was claimed again", "key", key, "err", err)
+	default:
+		h.c.logger.Error("rpc: idempotency: "+what, "key", key, "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -248,8 +249,8 @@ func TestIdempotencyBodyTooLargeIs413(t *testing.T) {
 
 type failingStore struct{ rpc.IdempotencyStore }
 
-func (failingStore) Begin(context.Context, string, string, time.Duration) (*rpc.Record, error) {
-	return nil, errors.New("store down")
+func (failingStore) Begin(context.Context, string, string, time.Duration) (rpc.Claim, error) {
+	return rpc.Claim{}, errors.New("store down")
 }
 
 func TestIdempotencyStoreDownIs503(t *testing.T) {
@@ -377,4 +378,77 @@ func TestIdempotencyReadsTheWholeBodyWhateverContentLength(t *testing.T) {
 	if got.Load() != "longer than announced" {
 		t.Fatalf("handler read %q", got.Load())
 	}
+}
+
+// A handler slower than the lock timeout: the first request's claim lapses,
+// a second request with the key claims it and runs the handler again; the
+// first request's late response reaches its client but is neither stored
+// nor allowed to release the key, so retries replay the second response.
+func TestIdempotencyStaleOwnerDoesNotOverwrite(t *testing.T) {
+	testStaleOwner(t, rpc.NewMemoryStore())
+}
+
+func testStaleOwner(t *testing.T, store rpc.IdempotencyStore) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	var runs atomic.Int64
+	firstIn, firstGo := make(chan struct{}), make(chan struct{})
+	h := middleware(t, store, rpc.WithLockTimeout(50*time.Millisecond), rpc.WithLogger(logger))(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := runs.Add(1)
+			if n == 1 {
+				close(firstIn)
+				<-firstGo // outlives the lock timeout
+			}
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, "run %d", n)
+		}))
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- serve(h, "POST", "/", "x", key, "slow") }()
+	<-firstIn
+	// Retry until the first claim lapses and the retry owns the key.
+	var second *httptest.ResponseRecorder
+	deadline := time.Now().Add(5 * time.Second)
+	for second = serve(h, "POST", "/", "x", key, "slow"); second.Code == http.StatusConflict; second = serve(h, "POST", "/", "x", key, "slow") {
+		if time.Now().After(deadline) {
+			t.Fatal("the first claim never lapsed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if second.Code != 201 || second.Body.String() != "run 2" {
+		t.Fatalf("second request: %d %q; want 201 run 2", second.Code, second.Body)
+	}
+	close(firstGo)
+	if w := <-first; w.Code != 201 || w.Body.String() != "run 1" {
+		t.Fatalf("first request: %d %q; want its own 201 run 1", w.Code, w.Body)
+	}
+	for range 2 {
+		w := serve(h, "POST", "/", "x", key, "slow")
+		if w.Code != 201 || w.Body.String() != "run 2" || w.Header().Get(rpc.HeaderIdempotentReplayed) != "true" {
+			t.Fatalf("retry: %d %q replayed=%q; want the second request's stored response", w.Code, w.Body, w.Header().Get(rpc.HeaderIdempotentReplayed))
+		}
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("handler ran %d times, want 2", runs.Load())
+	}
+	if !strings.Contains(logs.String(), "response not stored") {
+		t.Fatalf("no warning about the stale claim logged: %s", logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -2,6 +2,10 @@ package rpc
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -13,19 +17,50 @@ import (
 // Begin calls for one key, exactly one claims it. Keys arrive already scoped
 // per caller. MemoryStore is one implementation, rpc/pgstore another;
 // rpc/rpctest has a conformance test for new ones.
+//
+// Every claim gets a new owner token (fencing): a request whose claim lapsed
+// and was taken over by another Begin can no longer complete or release the
+// key, so it cannot overwrite the newer owner's claim or stored response.
 type IdempotencyStore interface {
-	// Begin claims key for a request with the given fingerprint. It returns
-	// (nil, nil) when the key was free (unknown or expired): the caller now
-	// owns it and must run the request, then call Complete or Release; its
-	// claim lapses after lock if it never does (a crashed server). Otherwise
-	// it returns the key's record, whose Response is nil while the first
+	// Begin claims key for a request with the given fingerprint. When the key
+	// was free (unknown or expired) it returns a Claim with a nil Record and
+	// a new owner Token: the caller now owns the key and must run the
+	// request, then call Complete or Release with the token; its claim lapses
+	// after lock if it never does (a crashed server). Otherwise it returns
+	// the key's Record (Token empty), whose Response is nil while the owning
 	// request still runs.
-	Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (*Record, error)
-	// Complete stores the response of the claimed key, kept for ttl.
-	Complete(ctx context.Context, key string, resp *StoredResponse, ttl time.Duration) error
-	// Release forgets a claimed key whose request produced no response worth
-	// keeping, so a retry runs the request again.
-	Release(ctx context.Context, key string) error
+	Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (Claim, error)
+	// Complete stores the response of the key, kept for ttl, if token still
+	// owns it (no other Begin has taken it over since). Otherwise it changes
+	// nothing and returns an error wrapping ErrStaleClaim.
+	Complete(ctx context.Context, key, token string, resp *StoredResponse, ttl time.Duration) error
+	// Release forgets the running claim of key whose request produced no
+	// response worth keeping, so a retry runs the request again. It changes
+	// nothing and returns nil when token completed the key; when token no
+	// longer owns the key it changes nothing and returns an error wrapping
+	// ErrStaleClaim.
+	Release(ctx context.Context, key, token string) error
+}
+
+// ErrStaleClaim is returned (wrapped) by IdempotencyStore.Complete and
+// Release when the token no longer owns the key: its lock timeout passed and
+// another request claimed the key, or the claim was released or swept.
+var ErrStaleClaim = errors.New("rpc: idempotency claim is no longer owned by this request")
+
+// Claim is the answer of IdempotencyStore.Begin.
+type Claim struct {
+	// Record is the key's state when the caller did not get the key; nil
+	// when the caller now owns it.
+	Record *Record
+	// Token identifies the owner when Record is nil (empty otherwise).
+	Token string
+}
+
+// NewOwnerToken returns a random owner token (16 bytes, hex), for stores.
+func NewOwnerToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Record is the state of a known idempotency key.
@@ -52,6 +87,7 @@ type MemoryStore struct {
 }
 
 type memEntry struct {
+	owner   string
 	fp      string
 	resp    *StoredResponse
 	expires time.Time
@@ -63,9 +99,9 @@ func NewMemoryStore() *MemoryStore {
 }
 
 // Begin implements IdempotencyStore.
-func (s *MemoryStore) Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (*Record, error) {
+func (s *MemoryStore) Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (Claim, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return Claim{}, err
 	}
 	now := time.Now()
 	s.mu.Lock()
@@ -74,28 +110,35 @@ func (s *MemoryStore) Begin(ctx context.Context, key, fingerprint string, lock t
 		s.sweep(now)
 	}
 	if e, ok := s.m[key]; ok && now.Before(e.expires) {
-		return &Record{Fingerprint: e.fp, Response: e.resp}, nil
+		return Claim{Record: &Record{Fingerprint: e.fp, Response: e.resp}}, nil
 	}
-	s.m[key] = &memEntry{fp: fingerprint, expires: now.Add(lock)}
-	return nil, nil
+	token := NewOwnerToken()
+	s.m[key] = &memEntry{owner: token, fp: fingerprint, expires: now.Add(lock)}
+	return Claim{Token: token}, nil
 }
 
 // Complete implements IdempotencyStore.
-func (s *MemoryStore) Complete(ctx context.Context, key string, resp *StoredResponse, ttl time.Duration) error {
+func (s *MemoryStore) Complete(ctx context.Context, key, token string, resp *StoredResponse, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.m[key]; ok {
-		e.resp = resp
-		e.expires = time.Now().Add(ttl)
+	e, ok := s.m[key]
+	if !ok || token == "" || e.owner != token {
+		return fmt.Errorf("rpc: complete key %.64q: %w", key, ErrStaleClaim)
 	}
+	e.resp = resp
+	e.expires = time.Now().Add(ttl)
 	return nil
 }
 
 // Release implements IdempotencyStore.
-func (s *MemoryStore) Release(ctx context.Context, key string) error {
+func (s *MemoryStore) Release(ctx context.Context, key, token string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.m[key]; ok && e.resp == nil {
+	e, ok := s.m[key]
+	if !ok || token == "" || e.owner != token {
+		return fmt.Errorf("rpc: release key %.64q: %w", key, ErrStaleClaim)
+	}
+	if e.resp == nil {
 		delete(s.m, key)
 	}
 	return nil

@@ -52,6 +52,12 @@ func EventFromContext(ctx context.Context) (Event, bool) {
 // and otherwise whatever the handler answers. The ID is remembered as handled
 // only when the handler answered 2xx; otherwise it is forgotten so the
 // sender's retry is handled again.
+//
+// A handler that outlives the dedup lease (WithDedupTimes) loses its claim
+// once another request with the ID arrives: that request is handled too. The
+// late first handler then neither marks the ID handled nor forgets it (the
+// store refuses with ErrStaleClaim, reported through WithOnReject); the ID's
+// state is the newer request's.
 type Receiver struct {
 	verifier *Verifier
 	dedup    DedupStore
@@ -75,7 +81,8 @@ func WithMaxBodyBytes(n int64) ReceiverOption { return func(r *Receiver) { r.max
 func WithDedup(s DedupStore) ReceiverOption { return func(r *Receiver) { r.dedup = s } }
 
 // WithDedupTimes sets how long an ID is claimed while its handler runs (lease,
-// default DefaultDedupLease) and how long a handled ID is remembered (keep,
+// default DefaultDedupLease: keep it above the slowest handler, or a retry
+// may be handled a second time) and how long a handled ID is remembered (keep,
 // default DefaultDedupKeep: longer than a sender's whole retry schedule).
 func WithDedupTimes(lease, keep time.Duration) ReceiverOption {
 	return func(r *Receiver) { r.lease, r.keep = lease, keep }
@@ -88,7 +95,9 @@ func WithReceiverClock(now func() time.Time) ReceiverOption {
 }
 
 // WithOnReject sets a function called with every rejected request and the
-// reason (for logging and metrics). Default none.
+// reason (for logging and metrics), and with a handled request whose outcome
+// the dedup store could not record (an error wrapping ErrStaleClaim when the
+// lease expired and another request took the ID over). Default none.
 func WithOnReject(f func(*http.Request, error)) ReceiverOption {
 	return func(r *Receiver) { r.onReject = f }
 }
@@ -163,9 +172,12 @@ func (r *Receiver) Middleware(next http.Handler) http.Handler {
 		ts, _ := strconv.ParseInt(headerValue(req.Header, HeaderTimestamp), 10, 64)
 		ev := Event{ID: headerValue(req.Header, HeaderID), Timestamp: time.Unix(ts, 0), Body: body, Header: req.Header}
 		ctx := req.Context()
+		var token string
 		if r.dedup != nil {
 			now := r.now()
-			state, err := r.dedup.Begin(ctx, ev.ID, now, now.Add(r.lease))
+			claim, err := r.dedup.Begin(ctx, ev.ID, now, now.Add(r.lease))
+			state := claim.State
+			token = claim.Token
 			switch {
 			case err != nil:
 				// The client sees a generic message; OnReject gets the cause.
@@ -193,10 +205,17 @@ func (r *Receiver) Middleware(next http.Handler) http.Handler {
 			}
 			// The request's context may be cancelled by now; record anyway.
 			ctx := context.WithoutCancel(ctx)
+			var err error
 			if handled && rec.status >= 200 && rec.status < 300 {
-				_ = r.dedup.Done(ctx, ev.ID, r.now().Add(r.keep))
+				err = r.dedup.Done(ctx, ev.ID, token, r.now().Add(r.keep))
 			} else {
-				_ = r.dedup.Forget(ctx, ev.ID)
+				err = r.dedup.Forget(ctx, ev.ID, token)
+			}
+			// A stale claim (the lease expired and another request took
+			// the ID) is left to its new owner; report it, and other
+			// store failures, through OnReject.
+			if err != nil && r.onReject != nil {
+				r.onReject(req, err)
 			}
 		}()
 		req2 := req.WithContext(context.WithValue(ctx, eventKey{}, ev))

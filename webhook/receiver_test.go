@@ -239,3 +239,61 @@ func TestNewReceiverNilVerifier(t *testing.T) {
 	}()
 	webhook.NewReceiver(nil)
 }
+
+// A handler slower than the dedup lease: the lease expires (the receiver's
+// clock moves past it), a retry of the delivery claims the ID and succeeds;
+// the first handler then fails late. Its Forget is refused as stale, so the
+// ID stays handled: a third delivery is a duplicate, not a third run.
+func TestReceiverStaleOwnerDoesNotOverwrite(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var runs atomic.Int32
+	firstIn, firstGo := make(chan struct{}), make(chan struct{})
+	stale := make(chan error, 4)
+	f := newReceiverFixture(t, func(context.Context, webhook.Event) error {
+		if runs.Add(1) == 1 {
+			close(firstIn)
+			<-firstGo // outlives the lease
+			return errors.New("first handler failed late")
+		}
+		return nil
+	}, webhook.WithDedupTimes(time.Minute, time.Hour), webhook.WithReceiverClock(now),
+		webhook.WithOnReject(func(_ *http.Request, err error) {
+			if errors.Is(err, webhook.ErrStaleClaim) {
+				stale <- err
+			}
+		}))
+	type result struct {
+		code int
+		msg  string
+	}
+	first := make(chan result, 1)
+	go func() {
+		code, msg := f.post(t, "msg_slow", []byte("{}"), nil)
+		first <- result{code, msg}
+	}()
+	<-firstIn
+	if code, _ := f.post(t, "msg_slow", []byte("{}"), nil); code != http.StatusConflict {
+		t.Fatalf("retry within the lease: %d, want 409", code)
+	}
+	clock.Add(int64(2 * time.Minute)) // the first claim's lease expires
+	if code, msg := f.post(t, "msg_slow", []byte("{}"), nil); code != http.StatusNoContent {
+		t.Fatalf("retry after the lease: %d %q, want 204 (handled again)", code, msg)
+	}
+	close(firstGo)
+	if r := <-first; r.code != http.StatusInternalServerError {
+		t.Fatalf("first delivery: %d %q, want its own 500", r.code, r.msg)
+	}
+	select {
+	case <-stale:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first handler's stale Forget was not reported")
+	}
+	if code, _ := f.post(t, "msg_slow", []byte("{}"), nil); code != http.StatusOK {
+		t.Fatalf("delivery after the second succeeded: %d, want 200 (duplicate)", code)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("handler ran %d times, want 2", n)
+	}
+}

@@ -604,11 +604,11 @@ func TestSenderResend(t *testing.T) {
 
 type failingDedup struct{}
 
-func (failingDedup) Begin(context.Context, string, time.Time, time.Time) (webhook.DedupState, error) {
-	return 0, errors.New("dedup store down")
+func (failingDedup) Begin(context.Context, string, time.Time, time.Time) (webhook.DedupClaim, error) {
+	return webhook.DedupClaim{}, errors.New("dedup store down")
 }
-func (failingDedup) Done(context.Context, string, time.Time) error { return nil }
-func (failingDedup) Forget(context.Context, string) error          { return nil }
+func (failingDedup) Done(context.Context, string, string, time.Time) error { return nil }
+func (failingDedup) Forget(context.Context, string, string) error          { return nil }
 
 func TestReceiverDedupStoreDown(t *testing.T) {
 	f := newReceiverFixture(t, func(context.Context, webhook.Event) error { return nil }, webhook.WithDedup(failingDedup{}))

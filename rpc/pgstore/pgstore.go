@@ -11,6 +11,7 @@
 //
 //	create table rpc_idempotency (
 //	    key         text primary key,
+//	    owner       text,        -- the claim's owner token
 //	    fingerprint text not null,
 //	    status      int,         -- null while the first request runs
 //	    header      jsonb,
@@ -19,6 +20,12 @@
 //	    created_at  timestamptz not null default now()
 //	);
 //	create index on rpc_idempotency (expires_at);
+//
+// Each claim writes a new owner token; Complete and Release update the row
+// only "where key = $1 and owner = $2", so a request whose lock lapsed and
+// was taken over cannot overwrite the newer owner's claim. Schema and
+// CreateTable add the owner column to a table made by an older version
+// ("alter table ... add column if not exists owner text").
 //
 // Times come from the database clock (now()), so servers with skewed clocks
 // agree on expiry.
@@ -113,27 +120,33 @@ func New(db DB, opts ...Option) (*Store, error) {
 		}
 	}
 	t := s.table
-	s.qClaim = `insert into ` + t + ` as t (key, fingerprint, expires_at)
-values ($1, $2, now() + $3::bigint * interval '1 microsecond')
+	s.qClaim = `insert into ` + t + ` as t (key, owner, fingerprint, expires_at)
+values ($1, $4, $2, now() + $3::bigint * interval '1 microsecond')
 on conflict (key) do update
-set fingerprint = excluded.fingerprint, status = null, header = null, body = null,
+set owner = excluded.owner, fingerprint = excluded.fingerprint, status = null, header = null, body = null,
     expires_at = excluded.expires_at, created_at = now()
 where t.expires_at <= now()
 returning true`
 	s.qRead = `select fingerprint, status, header, body from ` + t + ` where key = $1 and expires_at > now()`
 	s.qComplete = `update ` + t + ` set status = $2, header = $3, body = $4,
-expires_at = now() + $5::bigint * interval '1 microsecond' where key = $1`
-	s.qRelease = `delete from ` + t + ` where key = $1 and status is null`
+expires_at = now() + $5::bigint * interval '1 microsecond' where key = $1 and owner = $6`
+	// released: the running claim was deleted; completed: token completed
+	// the key (nothing to release).
+	s.qRelease = `with d as (delete from ` + t + ` where key = $1 and owner = $2 and status is null returning 1)
+select exists (select 1 from d),
+       exists (select 1 from ` + t + ` where key = $1 and owner = $2 and status is not null)`
 	s.qDelete = `delete from ` + t + ` where expires_at <= now()`
 	return s, nil
 }
 
-// Schema returns the statements that create the table and its index (the
-// DDL, idempotent: "if not exists"), for migration tools that apply schema
+// Schema returns the statements that create the table and its index, and
+// add the owner column to a table made by an older version (the DDL,
+// idempotent: "if not exists"), for migration tools that apply schema
 // changes themselves. CreateTable applies the same statements.
 func (s *Store) Schema() string {
 	return `create table if not exists ` + s.table + ` (
     key         text primary key,
+    owner       text,
     fingerprint text not null,
     status      int,
     header      jsonb,
@@ -141,6 +154,7 @@ func (s *Store) Schema() string {
     expires_at  timestamptz not null,
     created_at  timestamptz not null default now()
 );
+alter table ` + s.table + ` add column if not exists owner text;
 create index if not exists ` + pgx.Identifier{s.rawTable + "_expires_at"}.Sanitize() + ` on ` + s.table + ` (expires_at);`
 }
 
@@ -157,19 +171,20 @@ func (s *Store) CreateTable(ctx context.Context) error {
 }
 
 // Begin implements rpc.IdempotencyStore.
-func (s *Store) Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (*rpc.Record, error) {
+func (s *Store) Begin(ctx context.Context, key, fingerprint string, lock time.Duration) (rpc.Claim, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	// A row can expire or be released between the claim and the read: then
 	// claim again. Three rounds are plenty; more means something is wrong.
 	for range 3 {
 		var claimed bool
-		err := s.db.QueryRow(ctx, s.qClaim, key, fingerprint, lock.Microseconds()).Scan(&claimed)
+		token := rpc.NewOwnerToken()
+		err := s.db.QueryRow(ctx, s.qClaim, key, fingerprint, lock.Microseconds(), token).Scan(&claimed)
 		if err == nil {
-			return nil, nil
+			return rpc.Claim{Token: token}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("pgstore: claim key: %w", err)
+			return rpc.Claim{}, fmt.Errorf("pgstore: claim key: %w", err)
 		}
 		var (
 			rec    rpc.Record
@@ -182,24 +197,24 @@ func (s *Store) Begin(ctx context.Context, key, fingerprint string, lock time.Du
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("pgstore: read key: %w", err)
+			return rpc.Claim{}, fmt.Errorf("pgstore: read key: %w", err)
 		}
 		if status != nil {
 			resp := &rpc.StoredResponse{StatusCode: int(*status), Header: http.Header{}, Body: body}
 			if len(header) > 0 {
 				if err := json.Unmarshal(header, &resp.Header); err != nil {
-					return nil, fmt.Errorf("pgstore: decode stored header: %w", err)
+					return rpc.Claim{}, fmt.Errorf("pgstore: decode stored header: %w", err)
 				}
 			}
 			rec.Response = resp
 		}
-		return &rec, nil
+		return rpc.Claim{Record: &rec}, nil
 	}
-	return nil, fmt.Errorf("pgstore: key %q changed under us three times", key)
+	return rpc.Claim{}, fmt.Errorf("pgstore: key %q changed under us three times", key)
 }
 
 // Complete implements rpc.IdempotencyStore.
-func (s *Store) Complete(ctx context.Context, key string, resp *rpc.StoredResponse, ttl time.Duration) error {
+func (s *Store) Complete(ctx context.Context, key, token string, resp *rpc.StoredResponse, ttl time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	hdr := resp.Header
@@ -214,18 +229,26 @@ func (s *Store) Complete(ctx context.Context, key string, resp *rpc.StoredRespon
 	if body == nil {
 		body = []byte{}
 	}
-	if _, err := s.db.Exec(ctx, s.qComplete, key, resp.StatusCode, header, body, ttl.Microseconds()); err != nil {
+	tag, err := s.db.Exec(ctx, s.qComplete, key, resp.StatusCode, header, body, ttl.Microseconds(), token)
+	if err != nil {
 		return fmt.Errorf("pgstore: store response: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("pgstore: store response of key %.64q: %w", key, rpc.ErrStaleClaim)
 	}
 	return nil
 }
 
 // Release implements rpc.IdempotencyStore.
-func (s *Store) Release(ctx context.Context, key string) error {
+func (s *Store) Release(ctx context.Context, key, token string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if _, err := s.db.Exec(ctx, s.qRelease, key); err != nil {
+	var released, completed bool
+	if err := s.db.QueryRow(ctx, s.qRelease, key, token).Scan(&released, &completed); err != nil {
 		return fmt.Errorf("pgstore: release key: %w", err)
+	}
+	if !released && !completed {
+		return fmt.Errorf("pgstore: release key %.64q: %w", key, rpc.ErrStaleClaim)
 	}
 	return nil
 }

@@ -52,17 +52,17 @@ func TestConformance(t *testing.T) {
 func TestDeleteExpired(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
-	_, _ = s.Begin(ctx, "short", "fp", time.Minute)
-	_ = s.Complete(ctx, "short", &rpc.StoredResponse{StatusCode: 200}, time.Millisecond)
-	_, _ = s.Begin(ctx, "long", "fp", time.Minute)
-	_ = s.Complete(ctx, "long", &rpc.StoredResponse{StatusCode: 200}, time.Hour)
+	c, _ := s.Begin(ctx, "short", "fp", time.Minute)
+	_ = s.Complete(ctx, "short", c.Token, &rpc.StoredResponse{StatusCode: 200}, time.Millisecond)
+	c, _ = s.Begin(ctx, "long", "fp", time.Minute)
+	_ = s.Complete(ctx, "long", c.Token, &rpc.StoredResponse{StatusCode: 200}, time.Hour)
 	_, _ = s.Begin(ctx, "running", "fp", time.Minute)
 	time.Sleep(20 * time.Millisecond)
 	n, err := s.DeleteExpired(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("DeleteExpired = %d, %v; want 1", n, err)
 	}
-	if rec, _ := s.Begin(ctx, "long", "fp", time.Minute); rec == nil || rec.Response == nil {
+	if c, _ := s.Begin(ctx, "long", "fp", time.Minute); c.Record == nil || c.Record.Response == nil {
 		t.Fatal("live row deleted")
 	}
 }
@@ -77,8 +77,8 @@ func TestWithTable(t *testing.T) {
 	if err := s.CreateTable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rec, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || rec != nil {
-		t.Fatalf("%v %v", rec, err)
+	if c, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || c.Record != nil {
+		t.Fatalf("%v %v", c, err)
 	}
 	var n int
 	if err := newPool(t, dsn).QueryRow(ctx, "select count(*) from idem").Scan(&n); err != nil || n != 1 {
@@ -118,8 +118,8 @@ func TestDatabaseDownIsAnError(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		start := time.Now()
-		if rec, err := store.Begin(cctx, "k", "fp", time.Minute); err == nil {
-			t.Fatalf("%s: Begin = %v, nil; want an error", name, rec)
+		if c, err := store.Begin(cctx, "k", "fp", time.Minute); err == nil {
+			t.Fatalf("%s: Begin = %v, nil; want an error", name, c)
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("%s: Begin took %v: not bounded", name, d)
@@ -286,8 +286,8 @@ func TestConcurrentCreateTable(t *testing.T) {
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d CreateTable calls failed; first: %v", len(failed), instances*rounds, failed[0])
 	}
-	if rec, err := stores[0].Begin(ctx, "k", "fp", time.Minute); err != nil || rec != nil {
-		t.Fatalf("Begin after CreateTable = %v, %v", rec, err)
+	if c, err := stores[0].Begin(ctx, "k", "fp", time.Minute); err != nil || c.Record != nil {
+		t.Fatalf("Begin after CreateTable = %v, %v", c, err)
 	}
 }
 
@@ -304,7 +304,86 @@ func TestSchemaAppliesAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if rec, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || rec != nil {
-		t.Fatalf("Begin = %v, %v", rec, err)
+	if c, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || c.Record != nil {
+		t.Fatalf("Begin = %v, %v", c, err)
+	}
+}
+
+// A handler slower than the lock timeout, over PostgreSQL: the second
+// request claims the lapsed key and its stored response survives the first
+// request's late completion.
+func TestStaleOwnerDoesNotOverwrite(t *testing.T) {
+	s, _ := newStore(t)
+	var runs atomic.Int64
+	firstIn, firstGo := make(chan struct{}), make(chan struct{})
+	mw, err := rpc.Idempotency(s, rpc.WithLockTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		if n == 1 {
+			close(firstIn)
+			<-firstGo // outlives the lock timeout
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "run %d", n)
+	}))
+	serve := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/orders", strings.NewReader("x"))
+		req.Header.Set(rpc.HeaderIdempotencyKey, "slow")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- serve() }()
+	<-firstIn
+	var second *httptest.ResponseRecorder
+	deadline := time.Now().Add(5 * time.Second)
+	for second = serve(); second.Code == http.StatusConflict; second = serve() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first claim never lapsed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if second.Code != 201 || second.Body.String() != "run 2" {
+		t.Fatalf("second request: %d %q; want 201 run 2", second.Code, second.Body)
+	}
+	close(firstGo)
+	if w := <-first; w.Code != 201 || w.Body.String() != "run 1" {
+		t.Fatalf("first request: %d %q; want its own 201 run 1", w.Code, w.Body)
+	}
+	if w := serve(); w.Code != 201 || w.Body.String() != "run 2" || w.Header().Get(rpc.HeaderIdempotentReplayed) != "true" {
+		t.Fatalf("retry: %d %q; want the second request's stored response", w.Code, w.Body)
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("handler ran %d times, want 2", runs.Load())
+	}
+}
+
+// A table made before owner tokens (no owner column) gets it from CreateTable.
+func TestCreateTableAddsOwnerColumn(t *testing.T) {
+	_, dsn := testenv.Schema(t)
+	ctx := context.Background()
+	pool := newPool(t, dsn)
+	if _, err := pool.Exec(ctx, `create table rpc_idempotency (
+    key text primary key, fingerprint text not null, status int, header jsonb, body bytea,
+    expires_at timestamptz not null, created_at timestamptz not null default now())`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Begin(ctx, "k", "fp", time.Minute)
+	if err != nil || c.Record != nil {
+		t.Fatalf("Begin = %v, %v", c, err)
+	}
+	if err := s.Complete(ctx, "k", c.Token, &rpc.StoredResponse{StatusCode: 201}, time.Hour); err != nil {
+		t.Fatal(err)
 	}
 }

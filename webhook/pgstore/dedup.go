@@ -12,6 +12,10 @@ import (
 // Dedup is a webhook.DedupStore in the webhook_dedup table, shared by every
 // Receiver process that uses the same database. Call Sweep now and then to
 // delete expired entries.
+//
+// Each claim writes a new owner token to the row's owner column; Done and
+// Forget change the row only "where id = $1 and owner = $2", so a handler
+// whose lease expired and was taken over cannot overwrite the newer claim.
 type Dedup struct {
 	pool *pgxpool.Pool
 }
@@ -22,44 +26,50 @@ var _ webhook.DedupStore = (*Dedup)(nil)
 func NewDedup(pool *pgxpool.Pool) *Dedup { return &Dedup{pool: pool} }
 
 // Begin implements webhook.DedupStore.
-func (d *Dedup) Begin(ctx context.Context, id string, now, until time.Time) (webhook.DedupState, error) {
+func (d *Dedup) Begin(ctx context.Context, id string, now, until time.Time) (webhook.DedupClaim, error) {
 	var inserted bool
 	var done *bool
+	token := webhook.NewDedupToken()
 	err := d.pool.QueryRow(ctx, `
 with ins as (
-	insert into webhook_dedup (id, done, expires_at) values ($1, false, $3)
-	on conflict (id) do update set done = false, expires_at = excluded.expires_at
+	insert into webhook_dedup (id, owner, done, expires_at) values ($1, $4, false, $3)
+	on conflict (id) do update set owner = excluded.owner, done = false, expires_at = excluded.expires_at
 	where webhook_dedup.expires_at <= $2
 	returning 1
 )
-select exists (select 1 from ins), (select done from webhook_dedup where id = $1)`, id, now, until).Scan(&inserted, &done)
+select exists (select 1 from ins), (select done from webhook_dedup where id = $1)`, id, now, until, token).Scan(&inserted, &done)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("pgstore: dedup begin: %w", err)
+		return webhook.DedupClaim{}, fmt.Errorf("pgstore: dedup begin: %w", err)
 	case inserted:
-		return webhook.DedupNew, nil
+		return webhook.DedupClaim{State: webhook.DedupNew, Token: token}, nil
 	case done != nil && *done:
-		return webhook.DedupDone, nil
+		return webhook.DedupClaim{State: webhook.DedupDone}, nil
 	default:
-		return webhook.DedupInFlight, nil
+		return webhook.DedupClaim{State: webhook.DedupInFlight}, nil
 	}
 }
 
 // Done implements webhook.DedupStore.
-func (d *Dedup) Done(ctx context.Context, id string, until time.Time) error {
-	_, err := d.pool.Exec(ctx, `
-insert into webhook_dedup (id, done, expires_at) values ($1, true, $2)
-on conflict (id) do update set done = true, expires_at = excluded.expires_at`, id, until)
+func (d *Dedup) Done(ctx context.Context, id, token string, until time.Time) error {
+	tag, err := d.pool.Exec(ctx, `update webhook_dedup set done = true, expires_at = $3 where id = $1 and owner = $2`, id, token, until)
 	if err != nil {
 		return fmt.Errorf("pgstore: dedup done: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("pgstore: dedup done %.64q: %w", id, webhook.ErrStaleClaim)
 	}
 	return nil
 }
 
 // Forget implements webhook.DedupStore.
-func (d *Dedup) Forget(ctx context.Context, id string) error {
-	if _, err := d.pool.Exec(ctx, `delete from webhook_dedup where id = $1`, id); err != nil {
+func (d *Dedup) Forget(ctx context.Context, id, token string) error {
+	tag, err := d.pool.Exec(ctx, `delete from webhook_dedup where id = $1 and owner = $2`, id, token)
+	if err != nil {
 		return fmt.Errorf("pgstore: dedup forget: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("pgstore: dedup forget %.64q: %w", id, webhook.ErrStaleClaim)
 	}
 	return nil
 }

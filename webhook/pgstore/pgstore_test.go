@@ -445,3 +445,103 @@ func TestSchemaAppliesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReceiversStaleOwner: two receivers share the dedup table; a handler on
+// the first outlives its lease, the retry on the second claims the ID and
+// succeeds, then the first fails late. Its Forget is refused (stale), so the
+// ID stays handled and a later retry is a duplicate on either receiver.
+func TestReceiversStaleOwner(t *testing.T) {
+	pool := newPool(t)
+	secret := webhook.NewSecret()
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var runs atomic.Int32
+	firstIn, firstGo := make(chan struct{}), make(chan struct{})
+	stale := make(chan error, 4)
+	mk := func() *httptest.Server {
+		v, _ := webhook.NewVerifier([]string{secret})
+		srv := httptest.NewServer(webhook.NewReceiver(v, webhook.WithDedup(pgstore.NewDedup(pool)),
+			webhook.WithDedupTimes(time.Minute, time.Hour), webhook.WithReceiverClock(now),
+			webhook.WithOnReject(func(_ *http.Request, err error) {
+				if errors.Is(err, webhook.ErrStaleClaim) {
+					stale <- err
+				}
+			})).Handler(
+			func(context.Context, webhook.Event) error {
+				if runs.Add(1) == 1 {
+					close(firstIn)
+					<-firstGo // outlives the lease
+					return errors.New("first handler failed late")
+				}
+				return nil
+			}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	a, b := mk(), mk()
+	signer, _ := webhook.NewSigner(secret)
+	post := func(url string) int {
+		body := []byte(`{"n":1}`)
+		req, _ := http.NewRequest(http.MethodPost, url, bytesReader(body))
+		signer.SignHeader(req.Header, "msg_stale", time.Now(), body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	first := make(chan int, 1)
+	go func() { first <- post(a.URL) }()
+	<-firstIn
+	if code := post(b.URL); code != http.StatusConflict {
+		t.Fatalf("retry within the lease: %d, want 409", code)
+	}
+	clock.Add(int64(2 * time.Minute))
+	if code := post(b.URL); code != http.StatusNoContent {
+		t.Fatalf("retry after the lease: %d, want 204", code)
+	}
+	close(firstGo)
+	if code := <-first; code != http.StatusInternalServerError {
+		t.Fatalf("first delivery: %d, want its own 500", code)
+	}
+	select {
+	case <-stale:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first handler's stale Forget was not reported")
+	}
+	for _, srv := range []*httptest.Server{a, b} {
+		if code := post(srv.URL); code != http.StatusOK {
+			t.Fatalf("later retry: %d, want 200 (duplicate)", code)
+		}
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("handler ran %d times, want 2", n)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+// TestMigrateAddsDedupOwner: a webhook_dedup table made before owner tokens
+// gets the owner column from Migrate.
+func TestMigrateAddsDedupOwner(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `drop table webhook_dedup;
+create table webhook_dedup (id text primary key, done boolean not null, expires_at timestamptz not null)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgstore.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	d := pgstore.NewDedup(pool)
+	t0 := time.Now()
+	c, err := d.Begin(ctx, "m", t0, t0.Add(time.Minute))
+	if err != nil || c.State != webhook.DedupNew {
+		t.Fatalf("Begin = %+v, %v", c, err)
+	}
+	if err := d.Done(ctx, "m", c.Token, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+}

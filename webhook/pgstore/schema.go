@@ -55,20 +55,23 @@ create table if not exists webhook_attempts (
 create index if not exists webhook_attempts_delivery on webhook_attempts (delivery_id, id);
 create table if not exists webhook_dedup (
 	id         text primary key,
+	owner      text,
 	done       boolean not null,
 	expires_at timestamptz not null
 );
+alter table webhook_dedup add column if not exists owner text;
 create index if not exists webhook_dedup_expires on webhook_dedup (expires_at);
 `
 
 // Schema returns the statements that create the tables and indexes of Store
-// and Dedup (the DDL, idempotent: "if not exists", unqualified names, so they
+// and Dedup, and add the columns of newer versions to existing tables (the DDL, idempotent: "if not exists", unqualified names, so they
 // land in the search_path), for migration tools that apply schema changes
 // themselves. Migrate applies the same statements.
 func Schema() string { return schemaSQL }
 
 // Migrate creates the tables and indexes of Store and Dedup in the pool's
-// search_path if they do not exist. It runs Schema as one transaction under a
+// search_path if they do not exist, and adds the columns of newer versions
+// (webhook_dedup.owner) to existing tables. It runs Schema as one transaction under a
 // transaction-level advisory lock, so it is safe to run from several
 // processes at once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -13,33 +14,45 @@ import (
 func RunDedup(t *testing.T, newStore func(t *testing.T) webhook.DedupStore) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	begin := func(t *testing.T, s webhook.DedupStore, id string, now time.Time, want webhook.DedupState) {
+	begin := func(t *testing.T, s webhook.DedupStore, id string, now time.Time, want webhook.DedupState) string {
 		t.Helper()
 		got, err := s.Begin(ctx, id, now, now.Add(time.Minute))
 		if err != nil {
 			t.Fatalf("Begin(%s): %v", id, err)
 		}
-		if got != want {
-			t.Fatalf("Begin(%s) at %v = %v, want %v", id, now.Sub(t0), got, want)
+		if got.State != want {
+			t.Fatalf("Begin(%s) at %v = %v, want %v", id, now.Sub(t0), got.State, want)
+		}
+		if (got.Token != "") != (want == webhook.DedupNew) {
+			t.Fatalf("Begin(%s) at %v = %v with token %q: want a token exactly with DedupNew", id, now.Sub(t0), got.State, got.Token)
+		}
+		return got.Token
+	}
+	stale := func(t *testing.T, what string, err error) {
+		t.Helper()
+		if !errors.Is(err, webhook.ErrStaleClaim) {
+			t.Fatalf("%s = %v; want ErrStaleClaim", what, err)
 		}
 	}
 	t.Run("Lifecycle", func(t *testing.T) {
 		s := newStore(t)
-		begin(t, s, "a", t0, webhook.DedupNew)
+		a := begin(t, s, "a", t0, webhook.DedupNew)
 		begin(t, s, "a", t0, webhook.DedupInFlight)
-		begin(t, s, "b", t0, webhook.DedupNew)
-		if err := s.Done(ctx, "a", t0.Add(time.Hour)); err != nil {
+		b := begin(t, s, "b", t0, webhook.DedupNew)
+		if a == b {
+			t.Fatalf("two claims got the same token %q", a)
+		}
+		if err := s.Done(ctx, "a", a, t0.Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		begin(t, s, "a", t0.Add(30*time.Minute), webhook.DedupDone)
 		begin(t, s, "a", t0.Add(61*time.Minute), webhook.DedupNew) // expired
-		if err := s.Forget(ctx, "b"); err != nil {
+		if err := s.Forget(ctx, "b", b); err != nil {
 			t.Fatal(err)
 		}
 		begin(t, s, "b", t0, webhook.DedupNew)
-		if err := s.Forget(ctx, "never-seen"); err != nil {
-			t.Fatalf("Forget of an unknown id: %v", err)
-		}
+		stale(t, "Forget of an unknown id", s.Forget(ctx, "never-seen", b))
+		stale(t, "Done of an unknown id", s.Done(ctx, "never-seen", b, t0.Add(time.Hour)))
 	})
 	t.Run("ExpiredClaim", func(t *testing.T) {
 		s := newStore(t)
@@ -47,6 +60,44 @@ func RunDedup(t *testing.T, newStore func(t *testing.T) webhook.DedupStore) {
 		// The claimer died: its lease (one minute) runs out and the ID is new again.
 		begin(t, s, "c", t0.Add(59*time.Second), webhook.DedupInFlight)
 		begin(t, s, "c", t0.Add(2*time.Minute), webhook.DedupNew)
+	})
+	t.Run("WrongTokenChangesNothing", func(t *testing.T) {
+		s := newStore(t)
+		tok := begin(t, s, "w", t0, webhook.DedupNew)
+		for _, bad := range []string{"", "not-the-token", tok + "x"} {
+			stale(t, "Done with token "+bad, s.Done(ctx, "w", bad, t0.Add(time.Hour)))
+			stale(t, "Forget with token "+bad, s.Forget(ctx, "w", bad))
+		}
+		begin(t, s, "w", t0.Add(time.Second), webhook.DedupInFlight)
+		if err := s.Done(ctx, "w", tok, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		stale(t, "Forget of a done id with a wrong token", s.Forget(ctx, "w", "not-the-token"))
+		begin(t, s, "w", t0.Add(30*time.Minute), webhook.DedupDone)
+	})
+	// A claim whose lease expired is taken over by a second Begin; the first
+	// owner can then neither mark the ID done nor forget it, and the second
+	// owner's claim and its Done stay intact.
+	t.Run("StaleOwnerIsRefused", func(t *testing.T) {
+		s := newStore(t)
+		first, err := s.Begin(ctx, "s", t0, t0.Add(time.Millisecond)) // a very short lease
+		if err != nil || first.State != webhook.DedupNew {
+			t.Fatalf("Begin = %+v, %v", first, err)
+		}
+		second := begin(t, s, "s", t0.Add(time.Second), webhook.DedupNew) // lease expired: taken over
+		if second == first.Token {
+			t.Fatalf("the second claim got the first one's token %q", second)
+		}
+		stale(t, "stale Done", s.Done(ctx, "s", first.Token, t0.Add(time.Hour)))
+		stale(t, "stale Forget", s.Forget(ctx, "s", first.Token))
+		begin(t, s, "s", t0.Add(2*time.Second), webhook.DedupInFlight) // still the second owner's claim
+		if err := s.Done(ctx, "s", second, t0.Add(time.Hour)); err != nil {
+			t.Fatalf("second owner's Done: %v", err)
+		}
+		stale(t, "stale Forget after the second owner's Done", s.Forget(ctx, "s", first.Token))
+		stale(t, "stale Done after the second owner's Done", s.Done(ctx, "s", first.Token, t0.Add(2*time.Hour)))
+		begin(t, s, "s", t0.Add(30*time.Minute), webhook.DedupDone)
+		begin(t, s, "s", t0.Add(61*time.Minute), webhook.DedupNew) // the second owner's keep, not the stale one's
 	})
 	t.Run("ConcurrentBegin", func(t *testing.T) {
 		s := newStore(t)
@@ -64,7 +115,7 @@ func RunDedup(t *testing.T, newStore func(t *testing.T) webhook.DedupStore) {
 					return
 				}
 				mu.Lock()
-				got[st]++
+				got[st.State]++
 				mu.Unlock()
 			}()
 		}
