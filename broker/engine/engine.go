@@ -717,9 +717,12 @@ func (rn *run) call(ctx context.Context, m broker.Message) (err error) {
 // deadLetter moves it to the dead-letter topic (or drops it without one)
 // and acks it; while the broker refuses, it retries until the run stops.
 func (rn *run) deadLetter(w *worker, it *item, cause error) {
+	// The message as received, whatever the handler changed: rebuilt by
+	// the driver, or the received copy (attempts only ever got copies of
+	// its Header; broker.DeadLetter copies it again).
 	m := it.d.Msg
-	if it.attempt > 1 || rn.redec != nil {
-		m = rn.message(it) // as published, whatever the handler changed
+	if rn.redec != nil {
+		m = rn.redec.Redecode(&it.d)
 	}
 	m.Attempt = it.base + it.attempt
 	if rn.dlq == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -586,4 +587,63 @@ func TestNeverStarted(t *testing.T) {
 			t.Fatalf("Subscribe cancelled while Open failed = %v, want nil", err)
 		}
 	})
+}
+
+// redecodingReceiver rebuilds messages from a header it keeps aside, as the
+// real drivers rebuild them from the native delivery.
+type redecodingReceiver struct {
+	*fakeReceiver
+}
+
+func (r redecodingReceiver) Redecode(d *engine.Delivery) broker.Message {
+	m := d.Msg
+	m.Header = maps.Clone(d.Ref.(map[string]string))
+	return m
+}
+
+type redecodingDriver struct{ *fakeDriver }
+
+func (d redecodingDriver) Open(ctx context.Context, s broker.Subscription, c engine.Control) (engine.Receiver, error) {
+	r, err := d.fakeDriver.Open(ctx, s, c)
+	if err != nil {
+		return nil, err
+	}
+	return redecodingReceiver{r.(*fakeReceiver)}, nil
+}
+
+// TestDeadLetterCarriesTheMessageAsReceived: a handler that changes the
+// Header and fails for good on its first attempt does not leak its changes
+// into the dead letter, with or without a Redecoder.
+func TestDeadLetterCarriesTheMessageAsReceived(t *testing.T) {
+	for _, redecode := range []bool{false, true} {
+		t.Run(fmt.Sprint("redecode=", redecode), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fd := newFakeDriver()
+				var d engine.Driver = fd
+				if redecode {
+					d = redecodingDriver{fd}
+				}
+				e := newEngine(t, d, engine.Config{})
+				ready := make(chan struct{})
+				ctx, cancel := context.WithCancel(context.Background())
+				errc := make(chan error, 1)
+				go func() {
+					errc <- e.Subscribe(ctx, broker.Subscription{Topic: "t", Group: "g", MaxAttempts: 5, Ready: func() { close(ready) }}, func(ctx context.Context, m broker.Message) error {
+						m.Header["h"] = "changed"
+						return broker.Permanent(errors.New("bad"))
+					})
+				}()
+				<-ready
+				r := <-fd.opened
+				orig := map[string]string{"h": "v"}
+				r.in <- engine.Delivery{Msg: broker.Message{ID: "x", Key: "k", Header: maps.Clone(orig)}, Tag: 1, Ref: orig}
+				synctest.Wait()
+				if len(fd.dead) != 1 || fd.dead[0].Header["h"] != "v" {
+					t.Fatalf("dead letters %v: want one whose header h is still v", fd.dead)
+				}
+				cancel()
+				<-errc
+			})
+		})
+	}
 }
