@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/pgschema"
 )
 
 // DefaultTable is the table Add, Migrate and a Relay without Config.Table use.
@@ -50,16 +51,10 @@ type Table struct {
 // (case-sensitive; quoted as needed). It returns ErrInvalidTable for an empty
 // name or one with more than one dot.
 func NewTable(name string) (*Table, error) {
-	parts := strings.Split(name, ".")
-	if name == "" || len(parts) > 2 {
+	ident, _, err := pgschema.ParseTable(name)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidTable, name)
 	}
-	for _, p := range parts {
-		if p == "" {
-			return nil, fmt.Errorf("%w: %q", ErrInvalidTable, name)
-		}
-	}
-	ident := pgx.Identifier(parts).Sanitize()
 	t := &Table{name: name, ident: ident, lit: "'" + strings.ReplaceAll(ident, "'", "''") + "'"}
 	t.insertSQL = `with ins as (
   insert into ` + t.ident + ` (id, topic, key, bucket, header, payload, priority, event_time)

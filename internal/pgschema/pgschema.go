@@ -10,8 +10,10 @@ package pgschema
 
 import (
 	"context"
+	"errors"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -35,4 +37,20 @@ func Locked(key, ddl string) string {
 func Apply(ctx context.Context, db Execer, key, ddl string) error {
 	_, err := db.Exec(ctx, Locked(key, ddl))
 	return err
+}
+
+// ParseTable checks a table name, "table" or "schema.table" (case-sensitive),
+// and returns it quoted for SQL (ident) and its last part (raw, for deriving
+// index and constraint names). Callers wrap the error with their own value.
+func ParseTable(name string) (ident, raw string, err error) {
+	parts := strings.Split(name, ".")
+	if name == "" || len(parts) > 2 {
+		return "", "", errors.New("want a name or schema.name")
+	}
+	for _, p := range parts {
+		if p == "" {
+			return "", "", errors.New("empty part")
+		}
+	}
+	return pgx.Identifier(parts).Sanitize(), parts[len(parts)-1], nil
 }

@@ -37,7 +37,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,17 +66,11 @@ type Option func(*Store) error
 // Default "rpc_idempotency" (found through the search_path).
 func WithTable(name string) Option {
 	return func(s *Store) error {
-		parts := strings.Split(name, ".")
-		if name == "" || len(parts) > 2 {
+		table, raw, err := pgschema.ParseTable(name)
+		if err != nil {
 			return fmt.Errorf("%w: pgstore.WithTable(%q)", rpc.ErrInvalidOption, name)
 		}
-		for _, p := range parts {
-			if p == "" {
-				return fmt.Errorf("%w: pgstore.WithTable(%q)", rpc.ErrInvalidOption, name)
-			}
-		}
-		s.table = pgx.Identifier(parts).Sanitize()
-		s.rawTable = parts[len(parts)-1]
+		s.table, s.rawTable = table, raw
 		return nil
 	}
 }

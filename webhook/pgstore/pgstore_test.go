@@ -365,18 +365,7 @@ func TestReceiversShareDedup(t *testing.T) {
 	}
 	a, b := mk(), mk()
 	signer, _ := webhook.NewSigner(secret)
-	post := func(url string) int {
-		body := []byte(`{"n":1}`)
-		req, _ := http.NewRequest(http.MethodPost, url, bytesReader(body))
-		signer.SignHeader(req.Header, "msg_shared", time.Now(), body)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(url string) int { return postSigned(t, signer, url, "msg_shared") }
 	codes := make(chan int, 2)
 	go func() { codes <- post(a.URL) }()
 	// Whichever gets there second sees the first in flight.
@@ -481,18 +470,7 @@ func TestReceiversStaleOwner(t *testing.T) {
 	}
 	a, b := mk(), mk()
 	signer, _ := webhook.NewSigner(secret)
-	post := func(url string) int {
-		body := []byte(`{"n":1}`)
-		req, _ := http.NewRequest(http.MethodPost, url, bytesReader(body))
-		signer.SignHeader(req.Header, "msg_stale", time.Now(), body)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(url string) int { return postSigned(t, signer, url, "msg_stale") }
 	first := make(chan int, 1)
 	go func() { first <- post(a.URL) }()
 	<-firstIn
@@ -544,4 +522,19 @@ create table webhook_dedup (id text primary key, done boolean not null, expires_
 	if err := d.Done(ctx, "m", c.Token, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// postSigned posts a small signed webhook with message id to url and
+// returns the status code (0 after reporting a transport error).
+func postSigned(t *testing.T, signer *webhook.Signer, url, id string) int {
+	body := []byte(`{"n":1}`)
+	req, _ := http.NewRequest(http.MethodPost, url, bytesReader(body))
+	signer.SignHeader(req.Header, id, time.Now(), body)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

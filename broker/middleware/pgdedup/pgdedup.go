@@ -39,7 +39,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,17 +71,11 @@ type Option func(*Store) error
 // Default "broker_dedup" (found through the search_path).
 func WithTable(name string) Option {
 	return func(s *Store) error {
-		parts := strings.Split(name, ".")
-		if name == "" || len(parts) > 2 {
+		table, raw, err := pgschema.ParseTable(name)
+		if err != nil {
 			return fmt.Errorf("%w: WithTable(%q)", ErrInvalidOption, name)
 		}
-		for _, p := range parts {
-			if p == "" {
-				return fmt.Errorf("%w: WithTable(%q)", ErrInvalidOption, name)
-			}
-		}
-		s.table = pgx.Identifier(parts).Sanitize()
-		s.rawTable = parts[len(parts)-1]
+		s.table, s.rawTable = table, raw
 		return nil
 	}
 }
