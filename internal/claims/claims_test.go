@@ -1,0 +1,71 @@
+package claims
+
+import (
+	"testing"
+	"time"
+)
+
+func TestClaimSettleRelease(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := New[string](func() time.Time { return now })
+
+	_, tok, ok := m.Claim("k", time.Minute)
+	if !ok || tok == "" {
+		t.Fatalf("first claim: ok=%v token=%q", ok, tok)
+	}
+	if held, _, ok := m.Claim("k", time.Minute); ok || held.Done {
+		t.Fatalf("second claim while held: ok=%v done=%v", ok, held.Done)
+	}
+	// The claim expires; a new owner takes it; the stale owner is refused.
+	now = now.Add(2 * time.Minute)
+	_, tok2, ok := m.Claim("k", time.Minute)
+	if !ok || tok2 == tok {
+		t.Fatalf("claim after expiry: ok=%v token reused=%v", ok, tok2 == tok)
+	}
+	if m.Complete("k", tok, "stale", time.Hour) {
+		t.Fatal("stale owner completed")
+	}
+	if owned, _ := m.Release("k", tok); owned {
+		t.Fatal("stale owner released")
+	}
+	if m.Forget("k", tok) || m.Complete("k", "", "x", time.Hour) {
+		t.Fatal("stale or empty token accepted")
+	}
+	if !m.Complete("k", tok2, "v", time.Hour) {
+		t.Fatal("owner could not complete")
+	}
+	held, _, ok := m.Claim("k", time.Minute)
+	if ok || !held.Done || held.Value != "v" || held.Token != "" {
+		t.Fatalf("after complete: %+v ok=%v", held, ok)
+	}
+	if owned, done := m.Release("k", tok2); !owned || !done {
+		t.Fatalf("release of settled: owned=%v done=%v", owned, done)
+	}
+	if m.Len() != 1 {
+		t.Fatal("release dropped a settled entry")
+	}
+	if !m.Forget("k", tok2) || m.Len() != 0 {
+		t.Fatal("forget did not drop the settled entry")
+	}
+	// Release frees the key at once.
+	_, tok3, _ := m.Claim("j", time.Hour)
+	if owned, done := m.Release("j", tok3); !owned || done {
+		t.Fatalf("release: owned=%v done=%v", owned, done)
+	}
+	if _, _, ok := m.Claim("j", time.Hour); !ok {
+		t.Fatal("released key not claimable")
+	}
+}
+
+func TestSweepDropsExpired(t *testing.T) {
+	now := time.Unix(0, 0)
+	m := New[int](func() time.Time { return now })
+	for _, k := range []string{"a", "b", "c"} {
+		m.Claim(k, time.Second)
+	}
+	now = now.Add(2 * time.Minute)
+	m.Claim("d", time.Second)
+	if m.Len() != 1 {
+		t.Fatalf("Len after sweep = %d, want 1", m.Len())
+	}
+}
