@@ -8,6 +8,12 @@
 // conformance suite in broker/brokertest. Handler middleware (retry,
 // dead-letter, recover, timeout, dedup) lives in broker/middleware.
 //
+// Tracing follows the module's one hook model (pgx's tracers): every
+// adapter's WithTracer option takes values implementing PublishTracer,
+// ProcessTracer and DeadLetterTracer, called around each Publish call and
+// each handler call, and every adapter's Stats reports PublisherStats and
+// SubscriberStats with one meaning.
+//
 // Delivery is at-least-once everywhere: a handler may see a message twice,
 // but a message whose Publish returned nil is never lost. Order is kept per
 // key while different keys are handled concurrently.

@@ -1,20 +1,17 @@
 package broker
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"time"
+
+	"github.com/go-integration/patterns/internal/ids"
 )
 
-// NewID returns a random 128-bit identifier as 32 hex characters.
-func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+// NewID returns a random 128-bit identifier as 32 hex characters, the ID
+// Publish gives a message that has none.
+func NewID() string { return ids.Hex() }
 
 // Prepare fills an empty ID and a zero Time on each message in place, as every
-// Publish does before sending.
+// Publish does before sending. It is for adapter authors; users call Publish.
 func Prepare(msgs []Message, now time.Time) {
 	for i := range msgs {
 		if msgs[i].ID == "" {

@@ -62,6 +62,8 @@ func Run(t *testing.T, h Harness) {
 		{"AttemptExactAcrossClose", f.Persistent, s.testAttemptExactAcrossClose},
 		{"InvalidNames", true, s.testInvalidNames},
 		{"PanicErrorValue", f.DeadLetter, s.testPanicErrorValue},
+		{"TracePublish", true, s.testTracePublish},
+		{"TraceProcessAndStats", f.DeadLetter, s.testTraceProcess},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

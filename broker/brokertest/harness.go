@@ -11,6 +11,14 @@
 //				b := memory.MustNew()
 //				return b, b
 //			},
+//			Traced: func(t *testing.T, tracer any) (broker.Publisher, broker.Subscriber) {
+//				b := memory.MustNew(memory.WithTracer(tracer))
+//				return b, b
+//			},
+//			Stats: func(p broker.Publisher, _ broker.Subscriber) (broker.PublisherStats, broker.SubscriberStats) {
+//				st := p.(*memory.Broker).Stats()
+//				return st.Publisher, st.Subscriber
+//			},
 //			Features: brokertest.AllFeatures(),
 //		})
 //	}
@@ -40,6 +48,17 @@ type Harness struct {
 	// broker.ErrInvalidSubscription) and as a Publish destination
 	// (broker.ErrInvalidMessage).
 	InvalidTopics []string
+	// Traced returns a publisher and a subscriber like New, with tracer
+	// installed on both through the adapter's WithTracer option. The
+	// Tracing and Stats tests need it (they are skipped without it): tracer
+	// implements broker.PublishTracer, broker.ProcessTracer and
+	// broker.DeadLetterTracer.
+	Traced func(t *testing.T, tracer any) (broker.Publisher, broker.Subscriber)
+	// Stats returns the counters every adapter keeps of a publisher and a
+	// subscriber made by Traced (for an adapter whose Stats returns its
+	// own struct, the broker.PublisherStats and broker.SubscriberStats it
+	// embeds). The Stats test needs it.
+	Stats func(p broker.Publisher, s broker.Subscriber) (broker.PublisherStats, broker.SubscriberStats)
 	// Features declares what the adapter promises.
 	Features Features
 }

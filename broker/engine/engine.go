@@ -17,7 +17,10 @@
 //   - the in-flight bound (Subscription.MaxInFlight): no more messages are
 //     received while that many are held;
 //   - readiness (Subscription.Ready), draining on Close and on context end,
-//     and reopening a broken receiver with jittered backoff.
+//     and reopening a broken receiver with jittered backoff;
+//   - tracing (broker.ProcessTracer around each handler call,
+//     broker.DeadLetterTracer before each dead letter) and counting
+//     (Engine.Stats, broker.SubscriberStats).
 //
 // Adapter authors use it; users of the adapters never need to.
 package engine
@@ -32,10 +35,12 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/internal/backoff"
+	"github.com/go-integration/patterns/internal/hooks"
 )
 
 // Defaults shared by every adapter.
@@ -56,23 +61,11 @@ const (
 // failures is random in [0, min(Max, Min·2^(n-1))].
 type Backoff = backoff.Policy
 
-// Outcome is what became of one handler attempt or message, for
-// Config.Observe.
-type Outcome int
-
-// Outcomes.
-const (
-	Handled      Outcome = iota + 1 // the handler returned nil; the message was acked
-	Retried                         // the attempt failed; another follows after a backoff
-	DeadLettered                    // the message went to the dead-letter topic
-	Dropped                         // the message failed for good and there is no dead-letter topic
-	Released                        // the message went back to the broker unhandled (stop, revoke)
-)
-
 // Config configures an Engine. The zero value of each field takes its
 // documented default.
 type Config struct {
-	// Name prefixes log messages and errors: "rabbitmq", "kafka", "memory".
+	// Name prefixes log messages and errors and is the System of the
+	// tracers' data: "rabbitmq", "kafka", "memory".
 	Name string
 	// Logger receives retries at debug level, dead letters and drops at
 	// warn, reopening at warn. Default slog.Default().
@@ -89,15 +82,21 @@ type Config struct {
 	// rules (name lengths, characters) before anything is sent; its error
 	// should wrap broker.ErrInvalidSubscription.
 	Validate func(broker.Subscription) error
-	// Observe, when set, is called for every outcome; it must be fast.
-	Observe func(s *broker.Subscription, m broker.Message, o Outcome, err error)
+	// Tracers are the values given to the adapter's WithTracer options,
+	// in order; the Engine calls those implementing broker.ProcessTracer
+	// or broker.DeadLetterTracer and ignores the rest (the adapter checks
+	// that each implements some tracer interface).
+	Tracers []any
 }
 
 // Engine runs Subscribe calls over one Driver. Its Close stops all of them.
 type Engine struct {
-	d   Driver
-	cfg Config
-	log *slog.Logger
+	d    Driver
+	cfg  Config
+	log  *slog.Logger
+	proc []broker.ProcessTracer
+	dead []broker.DeadLetterTracer
+	st   counters
 
 	mu      sync.Mutex
 	closed  bool
@@ -131,7 +130,34 @@ func New(d Driver, cfg Config) (*Engine, error) {
 	if cfg.Name == "" {
 		cfg.Name = "broker"
 	}
-	return &Engine{d: d, cfg: cfg, log: cfg.Logger, closing: make(chan struct{})}, nil
+	return &Engine{
+		d: d, cfg: cfg, log: cfg.Logger, closing: make(chan struct{}),
+		proc: hooks.Pick[broker.ProcessTracer](cfg.Tracers),
+		dead: hooks.Pick[broker.DeadLetterTracer](cfg.Tracers),
+	}, nil
+}
+
+// counters back Stats. The dispatcher writes received, the workers the
+// rest: a cache line apart, so that counting costs no false sharing. The
+// in-flight gauge is derived, not counted.
+type counters struct {
+	received                                                  atomic.Uint64
+	_                                                         [56]byte
+	handled, retried, deadLettered, dropped, released, panics atomic.Uint64
+}
+
+// Stats returns the counters of every Subscribe call so far: the
+// subscriber side of an adapter's Stats.
+func (e *Engine) Stats() broker.SubscriberStats {
+	st := broker.SubscriberStats{
+		Handled: e.st.handled.Load(), Retried: e.st.retried.Load(),
+		DeadLettered: e.st.deadLettered.Load(), Dropped: e.st.dropped.Load(), Released: e.st.released.Load(),
+		Panics: e.st.panics.Load(),
+	}
+	// Read last, so that it counts every message settled above.
+	st.Received = e.st.received.Load()
+	st.InFlight = int64(st.Received - st.Handled - st.DeadLettered - st.Dropped - st.Released)
+	return st
 }
 
 // Closing returns a channel closed when Close is called.
@@ -545,6 +571,7 @@ func (rn *run) deliver(ds []Delivery) {
 		rn.pushReadyLocked(it)
 		ready++
 	}
+	rn.e.st.received.Add(uint64(len(ds)))
 	// Wake as many workers as there is new work, not all of them: a
 	// broadcast for every batch has idle workers fight over the lock.
 	for range min(ready, len(rn.workers)) {
@@ -636,38 +663,81 @@ func (rn *run) workLoop(w *worker) {
 	}
 }
 
+// span is one traced handler call: the context the tracers returned and
+// when it started. Its zero value is an untraced call.
+type span struct {
+	ctx   context.Context
+	start time.Time
+}
+
+// traceStart calls the process tracers for m, whose Header it makes
+// non-nil, and returns the context the handler runs in.
+func (rn *run) traceStart(ctx context.Context, m *broker.Message) (context.Context, span) {
+	if m.Header == nil {
+		m.Header = make(map[string]string)
+	}
+	sp := span{start: time.Now()}
+	d := broker.TraceProcessStartData{System: rn.e.cfg.Name, Topic: rn.s.Topic, Group: rn.s.Group, Message: *m}
+	for _, t := range rn.e.proc {
+		ctx = t.TraceProcessStart(ctx, d)
+	}
+	sp.ctx = ctx
+	return ctx, sp
+}
+
+// traceEnd ends a traced call with its outcome; it does nothing for an
+// untraced one.
+func (rn *run) traceEnd(sp span, o broker.Outcome, err error) {
+	if sp.ctx == nil {
+		return
+	}
+	d := broker.TraceProcessEndData{Outcome: o, Err: err, Duration: time.Since(sp.start)}
+	for _, t := range rn.e.proc {
+		t.TraceProcessEnd(sp.ctx, d)
+	}
+}
+
 // attempt calls the handler once on it and settles it or schedules its retry.
 func (rn *run) attempt(w *worker, it *item) {
 	it.attempt++
 	m := rn.message(it)
-	err := rn.call(w.ctx, m)
+	ctx := w.ctx
+	var sp span
+	if len(rn.e.proc) > 0 {
+		ctx, sp = rn.traceStart(ctx, &m)
+	}
+	err := rn.call(ctx, m)
 	if err == nil {
 		rn.r.Ack(&it.d)
-		rn.observe(m, Handled, nil)
+		rn.e.st.handled.Add(1)
 		rn.done(it)
+		rn.traceEnd(sp, broker.OutcomeAcked, nil)
 		return
 	}
 	if w.ctx.Err() != nil {
 		// Cut off by the drain timeout or a revoke: no failed attempt.
 		it.attempt--
 		rn.toRelease(it)
+		rn.traceEnd(sp, broker.OutcomeReleased, err)
 		return
 	}
 	if broker.IsPermanent(err) || (rn.s.MaxAttempts > 0 && it.base+it.attempt >= rn.s.MaxAttempts) {
-		rn.deadLetter(w, it, err)
+		rn.traceEnd(sp, rn.deadLetter(ctx, w, it, err), err)
 		return
 	}
 	rn.mu.Lock()
 	if rn.stopping || (it.key != nil && it.key.revoked) || (rn.revoking != nil && rn.revoking(&it.d)) {
 		rn.collectLocked(it)
 		rn.mu.Unlock()
+		rn.traceEnd(sp, broker.OutcomeReleased, err)
 		return
 	}
 	wait := rn.e.cfg.Retry.Wait(it.attempt)
 	rn.waiting[it] = struct{}{}
 	it.timer = time.AfterFunc(wait, func() { rn.retryDue(it) })
 	rn.mu.Unlock()
-	rn.observe(m, Retried, err)
+	rn.e.st.retried.Add(1)
+	rn.traceEnd(sp, broker.OutcomeRetry, err)
 	rn.e.log.Debug(rn.e.cfg.Name+": handler failed; retrying", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempt", m.Attempt, "backoff", wait, "err", err)
 }
 
@@ -707,6 +777,7 @@ func (rn *run) call(ctx context.Context, m broker.Message) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			pe := &broker.PanicError{Value: p, Stack: debug.Stack()}
+			rn.e.st.panics.Add(1)
 			rn.e.log.Error(rn.e.cfg.Name+": handler panicked", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempt", m.Attempt, "panic", p, "stack", string(pe.Stack))
 			err = pe
 		}
@@ -716,7 +787,8 @@ func (rn *run) call(ctx context.Context, m broker.Message) (err error) {
 
 // deadLetter moves it to the dead-letter topic (or drops it without one)
 // and acks it; while the broker refuses, it retries until the run stops.
-func (rn *run) deadLetter(w *worker, it *item, cause error) {
+// ctx is the attempt's (the tracers'); it returns what became of it.
+func (rn *run) deadLetter(ctx context.Context, w *worker, it *item, cause error) broker.Outcome {
 	// The message as received, whatever the handler changed: rebuilt by
 	// the driver, or the received copy (attempts only ever got copies of
 	// its Header; broker.DeadLetter copies it again).
@@ -728,26 +800,32 @@ func (rn *run) deadLetter(w *worker, it *item, cause error) {
 	if rn.dlq == "" {
 		rn.e.log.Warn(rn.e.cfg.Name+": dropping a message that failed for good (the subscription has no dead-letter topic)", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempts", m.Attempt, "err", cause)
 		rn.r.Ack(&it.d)
-		rn.observe(m, Dropped, cause)
+		rn.e.st.dropped.Add(1)
 		rn.done(it)
-		return
+		return broker.OutcomeDropped
 	}
 	dl := broker.DeadLetter(m, rn.s.Group, cause, time.Now())
+	if len(rn.e.dead) > 0 {
+		d := broker.TraceDeadLetterData{System: rn.e.cfg.Name, Topic: rn.s.Topic, Group: rn.s.Group, DeadLetterTopic: rn.dlq, Message: dl, Err: cause}
+		for _, t := range rn.e.dead {
+			t.TraceDeadLetter(ctx, d)
+		}
+	}
 	for try := 1; ; try++ {
 		err := rn.e.d.DeadLetter(w.ctx, rn.dlq, dl, &it.d)
 		if err == nil {
 			rn.r.Ack(&it.d)
 			rn.e.log.Warn(rn.e.cfg.Name+": dead-lettered", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "attempts", m.Attempt, "to", rn.dlq, "err", cause)
-			rn.observe(m, DeadLettered, cause)
+			rn.e.st.deadLettered.Add(1)
 			rn.done(it)
-			return
+			return broker.OutcomeDeadLettered
 		}
 		rn.e.log.Error(rn.e.cfg.Name+": dead-lettering failed; retrying", "topic", rn.s.Topic, "group", rn.s.Group, "id", m.ID, "to", rn.dlq, "err", err)
 		if w.ctx.Err() != nil || !rn.e.cfg.Retry.Sleep(w.ctx, rn.stopCh, try) {
 			// Stopping: keep the message with the broker. Its attempts
 			// are not recorded there, so it is tried again.
 			rn.toRelease(it)
-			return
+			return broker.OutcomeReleased
 		}
 	}
 }
@@ -816,14 +894,9 @@ func (rn *run) flush() {
 		ds[i] = &it.d
 	}
 	rn.r.Release(ds)
+	rn.e.st.released.Add(uint64(len(its)))
 	rn.mu.Lock()
 	for _, it := range its {
-		if rn.e.cfg.Observe != nil {
-			m := it.d.Msg
-			rn.mu.Unlock()
-			rn.observe(m, Released, nil)
-			rn.mu.Lock()
-		}
 		it.key = nil // keys were handled by whoever collected them
 		rn.settleLocked(it)
 	}
@@ -872,11 +945,5 @@ func sortItems(its []*item) {
 func (rn *run) discard() {
 	for _, w := range rn.workers {
 		w.cancel()
-	}
-}
-
-func (rn *run) observe(m broker.Message, o Outcome, err error) {
-	if f := rn.e.cfg.Observe; f != nil {
-		f(&rn.s, m, o, err)
 	}
 }

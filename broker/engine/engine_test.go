@@ -647,3 +647,112 @@ func TestDeadLetterCarriesTheMessageAsReceived(t *testing.T) {
 		})
 	}
 }
+
+// tracer records process spans; its Start puts its name in the context,
+// after the names of the tracers called before it.
+type tracer struct {
+	name string
+	mu   sync.Mutex
+	log  []string
+	dead []broker.TraceDeadLetterData
+}
+
+type chainKey struct{}
+
+func (tr *tracer) TraceProcessStart(ctx context.Context, d broker.TraceProcessStartData) context.Context {
+	prev, _ := ctx.Value(chainKey{}).(string)
+	tr.mu.Lock()
+	tr.log = append(tr.log, fmt.Sprintf("start %s/%s/%s#%d after %q header=%v", d.System, d.Topic, d.Message.ID, d.Message.Attempt, prev, d.Message.Header != nil))
+	tr.mu.Unlock()
+	return context.WithValue(ctx, chainKey{}, prev+tr.name)
+}
+
+func (tr *tracer) TraceProcessEnd(ctx context.Context, d broker.TraceProcessEndData) {
+	chain, _ := ctx.Value(chainKey{}).(string)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.log = append(tr.log, fmt.Sprintf("end %s %v ctx=%s", d.Outcome, d.Err, chain))
+}
+
+func (tr *tracer) TraceDeadLetter(ctx context.Context, d broker.TraceDeadLetterData) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.dead = append(tr.dead, d)
+}
+
+func (tr *tracer) entries() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.log)
+}
+
+// TestTracersSeeDroppedAndReleasedAndStatsCountThem: a message failing for
+// good without a dead-letter topic ends as OutcomeDropped, one whose handler
+// the drain timeout cuts off as OutcomeReleased; a message waiting for its
+// retry when the subscription stops is released without another call.
+// Tracers are called in order, each Start getting the context the previous
+// one returned; the handler and every End get the last one's.
+func TestTracersSeeDroppedAndReleasedAndStatsCountThem(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newFakeDriver()
+		a, b := &tracer{name: "a"}, &tracer{name: "b"}
+		e := newEngine(t, d, engine.Config{Name: "fake", DrainTimeout: time.Second, Tracers: []any{a, b, "ignored"}, Retry: backoffPolicy(time.Hour, time.Hour)})
+		var handlerChains []string
+		var mu sync.Mutex
+		h := func(ctx context.Context, m broker.Message) error {
+			chain, _ := ctx.Value(chainKey{}).(string)
+			mu.Lock()
+			handlerChains = append(handlerChains, chain)
+			mu.Unlock()
+			switch m.ID {
+			case "m1":
+				return broker.Permanent(errors.New("bad"))
+			case "m2":
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return errors.New("later")
+		}
+		r, cancel, errc := start(t, e, d, broker.Subscription{Topic: "t", Group: "g", Concurrency: 3}, h)
+		send(r, 1, "k1", 0)
+		send(r, 2, "k2", 0)
+		send(r, 3, "k3", 0)
+		synctest.Wait()
+		if st := e.Stats(); st != (broker.SubscriberStats{Received: 3, Dropped: 1, Retried: 1, InFlight: 2}) {
+			t.Errorf("stats while running: %+v", st)
+		}
+		cancel()
+		<-errc
+		want := map[string]bool{
+			`start fake/t/m1#1 after "" header=true`: true,
+			"end dropped permanent: bad ctx=ab":      true,
+			`start fake/t/m2#1 after "" header=true`: true,
+			"end released context canceled ctx=ab":   true,
+			`start fake/t/m3#1 after "" header=true`: true,
+			"end retry later ctx=ab":                 true,
+		}
+		got := a.entries()
+		if len(got) != len(want) {
+			t.Errorf("tracer a saw %q", got)
+		}
+		for _, l := range got {
+			if !want[l] {
+				t.Errorf("tracer a saw %q, not one of %v", l, slices.Sorted(maps.Keys(want)))
+			}
+		}
+		if bl := b.entries(); len(bl) != 6 || !strings.Contains(strings.Join(bl, "\n"), `after "a"`) || !strings.Contains(strings.Join(bl, "\n"), "ctx=ab") {
+			t.Errorf("tracer b saw %q: want each call after a's, with a's context", bl)
+		}
+		mu.Lock()
+		if fmt.Sprint(handlerChains) != "[ab ab ab]" {
+			t.Errorf("handlers ran in contexts %v, want the last tracer's (ab)", handlerChains)
+		}
+		mu.Unlock()
+		if st := e.Stats(); st != (broker.SubscriberStats{Received: 3, Dropped: 1, Retried: 1, Released: 2}) {
+			t.Errorf("stats after stop: %+v", st)
+		}
+		if len(a.dead) != 0 {
+			t.Errorf("dead-letter events without a dead-letter topic: %+v", a.dead)
+		}
+	})
+}

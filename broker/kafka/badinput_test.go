@@ -106,7 +106,7 @@ func TestMissingTopic(t *testing.T) {
 		t.Errorf("Subscribe with a missing dead-letter topic = %v, want ErrUnknownTopic naming it", err)
 	}
 
-	pc := e.publisher(CreateTopics(Topic{Partitions: 2}))
+	pc := e.publisher(WithCreateTopics(Topic{Partitions: 2}))
 	if err := pc.Publish(ctxT(t, 10*time.Second), "made_by_publish", broker.Message{Payload: []byte("x")}); err != nil {
 		t.Fatalf("Publish with CreateTopics: %v", err)
 	}
@@ -153,7 +153,7 @@ func TestInvalidStart(t *testing.T) {
 		"zero time":          AtTime(time.Time{}),
 		"time before 1970":   AtTime(time.Date(1969, 1, 1, 0, 0, 0, 0, time.UTC)),
 	} {
-		if _, err := NewSubscriber(e.brokers, StartAt(o)); !errors.Is(err, ErrInvalidOffset) {
+		if _, err := NewSubscriber(e.brokers, WithStartAt(o)); !errors.Is(err, ErrInvalidOffset) {
 			t.Errorf("%s: NewSubscriber = %v, want ErrInvalidOffset", name, err)
 		}
 	}
@@ -170,7 +170,7 @@ func TestInvalidStart(t *testing.T) {
 		"past the end":      {AtOffsets(map[int32]int64{0: 11}), "outside [0, 10]"},
 		"missing partition": {AtOffsets(map[int32]int64{3: 0}), "no partition 3"},
 	} {
-		s := e.subscriber(StartAt(tc.o))
+		s := e.subscriber(WithStartAt(tc.o))
 		err := s.Subscribe(ctxT(t, 10*time.Second), broker.Subscription{Topic: topic}, ok)
 		if !errors.Is(err, ErrInvalidOffset) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Subscribe = %v, want ErrInvalidOffset with %q", name, err, tc.want)

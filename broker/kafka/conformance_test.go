@@ -22,17 +22,29 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { admin.Close() })
+	newPubSub := func(t *testing.T, opts ...PubSubOption) (broker.Publisher, broker.Subscriber) {
+		popts := []PublisherOption{WithMaxMessageBytes(maxMessage)}
+		sopts := []SubscriberOption{WithMaxMessageBytes(maxMessage)}
+		for _, o := range opts {
+			popts, sopts = append(popts, o), append(sopts, o)
+		}
+		p, err := NewPublisher(brokers, quickPub(popts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewSubscriber(brokers, quick(sopts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, s
+	}
 	brokertest.Run(t, brokertest.Harness{
-		New: func(t *testing.T) (broker.Publisher, broker.Subscriber) {
-			p, err := NewPublisher(brokers, quickPub(MaxMessageBytes(maxMessage))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := NewSubscriber(brokers, quick(MaxMessageBytes(maxMessage))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return p, s
+		New: func(t *testing.T) (broker.Publisher, broker.Subscriber) { return newPubSub(t) },
+		Traced: func(t *testing.T, tracer any) (broker.Publisher, broker.Subscriber) {
+			return newPubSub(t, WithTracer(tracer))
+		},
+		Stats: func(p broker.Publisher, s broker.Subscriber) (broker.PublisherStats, broker.SubscriberStats) {
+			return p.(*Publisher).Stats(), s.(*Subscriber).Stats().SubscriberStats
 		},
 		CreateTopic: func(t *testing.T, topic string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

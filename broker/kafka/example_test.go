@@ -36,7 +36,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer pub.Close()
-	sub, err := kafka.NewSubscriber(brokers, quiet, kafka.CreateTopics(kafka.Topic{Partitions: 1}))
+	sub, err := kafka.NewSubscriber(brokers, quiet, kafka.WithCreateTopics(kafka.Topic{Partitions: 1}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func ExampleAtTime() {
 		}
 	}
 
-	reader, err := kafka.NewSubscriber(brokers, quiet, kafka.StartAt(kafka.AtTime(monday.AddDate(0, 0, 1))))
+	reader, err := kafka.NewSubscriber(brokers, quiet, kafka.WithStartAt(kafka.AtTime(monday.AddDate(0, 0, 1))))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // seen records deliveries by message ID.
@@ -57,7 +58,7 @@ func numbered(prefix string, n, keys, size int) []broker.Message {
 func onlyRun(t *testing.T, s *Subscriber) *receiver {
 	t.Helper()
 	var r *receiver
-	waitFor(t, 10*time.Second, "the subscription to start", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the subscription to start", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for x := range s.recvs {
@@ -81,7 +82,7 @@ func TestMemberCrashWithoutCommitLosesNothing(t *testing.T) {
 	}
 	sub := broker.Subscription{Topic: topic, Group: "crash", Concurrency: 4}
 
-	a := e.subscriber(CommitInterval(time.Hour)) // never autocommits before the crash
+	a := e.subscriber(WithCommitInterval(time.Hour)) // never autocommits before the crash
 	handledA := newSeen()
 	crashed := make(chan struct{})
 	var once sync.Once
@@ -108,7 +109,7 @@ func TestMemberCrashWithoutCommitLosesNothing(t *testing.T) {
 		handledB.add(m.ID)
 		return nil
 	})
-	waitFor(t, 30*time.Second, "member B to get every uncommitted record", func() bool { return handledB.unique() == n })
+	testenv.Eventually(t, 30*time.Second, "member B to get every uncommitted record", func() bool { return handledB.unique() == n })
 	t.Logf("member A handled %d records and crashed without committing; member B got all %d", handledA.unique(), handledB.unique())
 	for id := range handledA.ids {
 		if !handledB.has(id) {
@@ -156,12 +157,12 @@ func TestRebalanceThirdMemberJoins(t *testing.T) {
 		}
 		pubDone <- nil
 	}()
-	waitFor(t, 60*time.Second, "a fifth of the records", func() bool { return all.unique() >= n/5 })
+	testenv.Eventually(t, 60*time.Second, "a fifth of the records", func() bool { return all.unique() >= n/5 })
 	subscribe(t, s3, sub, h(2))
 	if err := <-pubDone; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 90*time.Second, "every record", func() bool { return all.unique() == n })
+	testenv.Eventually(t, 90*time.Second, "every record", func() bool { return all.unique() == n })
 	time.Sleep(200 * time.Millisecond)
 	all.mu.Lock()
 	dups := all.total - len(all.ids)
@@ -191,7 +192,7 @@ func TestPoisonRecordDeadLettered(t *testing.T) {
 	topic := e.topic(1)
 	dlq := topic + ".dlq"
 	p := e.publisher()
-	s := e.subscriber(CreateTopics(Topic{Partitions: 1}))
+	s := e.subscriber(WithCreateTopics(Topic{Partitions: 1}))
 	var msgs []broker.Message
 	for i := range 20 {
 		m := broker.Message{ID: fmt.Sprint("good", i), Key: "booking.42", Payload: []byte(strconv.Itoa(i))}
@@ -217,7 +218,7 @@ func TestPoisonRecordDeadLettered(t *testing.T) {
 		order = append(order, m.ID)
 		return nil
 	})
-	waitFor(t, 20*time.Second, "the good records", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 19 })
+	testenv.Eventually(t, 20*time.Second, "the good records", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 19 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func TestPoisonRecordDeadLettered(t *testing.T) {
 	}
 
 	// Read the dead-letter topic from the start, without a group.
-	r := e.subscriber(StartAt(Earliest()))
+	r := e.subscriber(WithStartAt(Earliest()))
 	got := make(chan broker.Message, 1)
 	subscribe(t, r, broker.Subscription{Topic: dlq}, func(ctx context.Context, m broker.Message) error {
 		got <- m
@@ -333,7 +334,7 @@ func TestBackoffKeepsOtherKeysAndGroup(t *testing.T) {
 	if err := p.Publish(ctxT(t, 10*time.Second), topic, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "every record", func() bool { return handled.unique() == slow+fast })
+	testenv.Eventually(t, 30*time.Second, "every record", func() bool { return handled.unique() == slow+fast })
 	if f, sl := fastDoneAt.Load(), slowDoneAt.Load(); f > sl {
 		t.Errorf("the other partition finished %v after the backing-off one: it was blocked", time.Duration(f-sl))
 	}
@@ -389,7 +390,7 @@ func TestDeadLetterTooLargeDropsPayload(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the partition is blocked behind a dead letter too large for its topic")
 	}
-	r := e.subscriber(StartAt(Earliest()))
+	r := e.subscriber(WithStartAt(Earliest()))
 	got := make(chan broker.Message, 1)
 	subscribe(t, r, broker.Subscription{Topic: dlq}, func(_ context.Context, m broker.Message) error {
 		got <- m

@@ -23,10 +23,10 @@ func quick(extra ...SubscriberOption) []SubscriberOption {
 		session = 6 * time.Second // Kafka's default group.min.session.timeout.ms
 	}
 	opts := []SubscriberOption{
-		GroupTimeouts(session, 10*time.Second, 100*time.Millisecond),
+		WithGroupTimeouts(session, 10*time.Second, 100*time.Millisecond),
 		WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond),
-		CommitInterval(200 * time.Millisecond),
-		DrainTimeout(5 * time.Second),
+		WithCommitInterval(200 * time.Millisecond),
+		WithDrainTimeout(5 * time.Second),
 	}
 	for _, o := range common() {
 		opts = append(opts, o)
@@ -137,18 +137,6 @@ func subscribe(t *testing.T, s *Subscriber, sub broker.Subscription, h broker.Ha
 	}
 	t.Cleanup(func() { _ = stop() })
 	return stop
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

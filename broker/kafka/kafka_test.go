@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 func TestPublishSubscribeGroup(t *testing.T) {
@@ -82,7 +83,7 @@ func TestOrderPerPartitionWithConcurrency(t *testing.T) {
 		n++
 		return nil
 	})
-	waitFor(t, 30*time.Second, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return n >= keys*per })
+	testenv.Eventually(t, 30*time.Second, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return n >= keys*per })
 	mu.Lock()
 	defer mu.Unlock()
 	for k, vs := range seen {

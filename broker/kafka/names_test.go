@@ -88,7 +88,7 @@ func FuzzValidateTopicName(f *testing.F) {
 // ErrInvalidTopic.
 func TestBadTopicNamesFailAtOnce(t *testing.T) {
 	e := newEnv(t)
-	p := e.publisher(CreateTopics(Topic{}))
+	p := e.publisher(WithCreateTopics(Topic{}))
 	ctx := ctxT(t, 20*time.Second)
 	for _, topic := range []string{"bad topic!", strings.Repeat("t", 250), "..", "a/b"} {
 		start := time.Now()
@@ -113,7 +113,7 @@ func TestBadTopicNamesFailAtOnce(t *testing.T) {
 			t.Errorf("%.20q: took %v, want under 1s", topic, took)
 		}
 	}
-	if st := p.Stats(); st.Produced != 0 || st.Failed != 0 {
+	if st := p.Stats(); st.Published != 0 || st.InFlight != 0 {
 		t.Errorf("stats %+v: nothing should have been produced", st)
 	}
 	// the longest legal name works.

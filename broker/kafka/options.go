@@ -36,6 +36,17 @@ type Option interface {
 	AdminOption
 }
 
+// PubSubOption configures a Publisher or a Subscriber (WithTracer).
+type PubSubOption interface {
+	PublisherOption
+	SubscriberOption
+}
+
+type pubSubOpt func(*config) error
+
+func (f pubSubOpt) applyPublisher(c *config) error  { return f(c) }
+func (f pubSubOpt) applySubscriber(c *config) error { return f(c) }
+
 type sharedOpt func(*config) error
 
 func (f sharedOpt) applyPublisher(c *config) error  { return f(c) }
@@ -71,6 +82,7 @@ type config struct {
 	sessionTimeout  time.Duration
 	rebalanceTO     time.Duration
 	heartbeat       time.Duration
+	tracers         []any
 }
 
 func defaultConfig(brokers []string) config {
@@ -163,13 +175,30 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
+// WithTracer installs t, a value implementing one or more of
+// broker.PublishTracer (each Publish and PublishAsync call; Publisher),
+// broker.ProcessTracer (each handler call; Subscriber),
+// broker.DeadLetterTracer (Subscriber) and RebalanceTracer (partitions
+// assigned, revoked, lost; Subscriber); a value implementing none is an
+// error. The broker tracers' System is "kafka". WithTracer may be given
+// several times: tracers are called in order. Default: none.
+func WithTracer(t any) PubSubOption {
+	return pubSubOpt(func(c *config) error {
+		if err := checkTracer(t); err != nil {
+			return invalid("WithTracer: %v", err)
+		}
+		c.tracers = append(c.tracers, t)
+		return nil
+	})
+}
+
 // CreateTopics makes Publish and Subscribe create a missing topic (including
 // the dead-letter topic) with the settings of t (its Name is ignored).
 // Default: off, so a missing topic is an error wrapping ErrUnknownTopic.
 // Provision always creates missing topics, with t's settings when this option
 // is set and the broker's defaults otherwise. An Admin ignores it. Negative
 // Partitions or ReplicationFactor are an error.
-func CreateTopics(t Topic) Option {
+func WithCreateTopics(t Topic) Option {
 	return sharedOpt(func(c *config) error {
 		if t.Partitions < 0 || t.ReplicationFactor < 0 {
 			return invalid("CreateTopics: negative partitions %d or replication factor %d", t.Partitions, t.ReplicationFactor)
@@ -186,10 +215,10 @@ func CreateTopics(t Topic) Option {
 // Kafka's default max.message.bytes; raise it together with the topic's
 // max.message.bytes (Topic.Config). A Subscriber uses it for dead letters;
 // an Admin ignores it. n must be 0 (the default) or between 512 and 1 GiB.
-func MaxMessageBytes(n int32) Option {
+func WithMaxMessageBytes(n int32) Option {
 	return sharedOpt(func(c *config) error {
 		if n != 0 && (n < 512 || n > 1<<30) {
-			return invalid("MaxMessageBytes(%d): want 512 to %d", n, 1<<30)
+			return invalid("WithMaxMessageBytes(%d): want 512 to %d", n, 1<<30)
 		}
 		c.maxMessageBytes = n
 		return nil
@@ -200,7 +229,7 @@ func MaxMessageBytes(n int32) Option {
 // is sent. Default: 0, so a lone Publish is sent at once; concurrent Publish
 // calls still share batches, because records queue while a request is in
 // flight. Negative is an error.
-func Linger(d time.Duration) PublisherOption {
+func WithLinger(d time.Duration) PublisherOption {
 	return publisherOpt(func(c *config) error {
 		if d < 0 {
 			return invalid("negative Linger %v", d)
@@ -215,7 +244,7 @@ func Linger(d time.Duration) PublisherOption {
 // Default: Earliest() for groups, Latest() for subscriptions without a group.
 // An invalid offset is an error wrapping both ErrInvalidOption and
 // ErrInvalidOffset.
-func StartAt(o Offset) SubscriberOption {
+func WithStartAt(o Offset) SubscriberOption {
 	return subscriberOpt(func(c *config) error {
 		if err := o.validate(); err != nil {
 			return fmt.Errorf("%w: StartAt: %w", ErrInvalidOption, err)
@@ -245,7 +274,7 @@ func WithRetryBackoff(min, max time.Duration) SubscriberOption {
 // DrainTimeout bounds how long running handlers may go on, when Subscribe
 // stops or loses partitions in a rebalance, before their context is
 // cancelled. Default: engine.DefaultDrainTimeout (30 s). It must be positive.
-func DrainTimeout(d time.Duration) SubscriberOption {
+func WithDrainTimeout(d time.Duration) SubscriberOption {
 	return subscriberOpt(func(c *config) error {
 		if d <= 0 {
 			return invalid("DrainTimeout %v must be positive", d)
@@ -260,7 +289,7 @@ func DrainTimeout(d time.Duration) SubscriberOption {
 // revoked and when Subscribe returns. Default: 1 s. A shorter interval means
 // fewer redeliveries after a crash and more commit requests. It must be
 // positive.
-func CommitInterval(d time.Duration) SubscriberOption {
+func WithCommitInterval(d time.Duration) SubscriberOption {
 	return subscriberOpt(func(c *config) error {
 		if d <= 0 {
 			return invalid("CommitInterval %v must be positive", d)
@@ -275,10 +304,10 @@ func CommitInterval(d time.Duration) SubscriberOption {
 // negative is an error, and so is a heartbeat not shorter than the session
 // timeout. Tests against kfake use short ones so that rebalances take
 // milliseconds.
-func GroupTimeouts(session, rebalance, heartbeat time.Duration) SubscriberOption {
+func WithGroupTimeouts(session, rebalance, heartbeat time.Duration) SubscriberOption {
 	return subscriberOpt(func(c *config) error {
 		if session < 0 || rebalance < 0 || heartbeat < 0 {
-			return invalid("GroupTimeouts(%v, %v, %v): negative", session, rebalance, heartbeat)
+			return invalid("WithGroupTimeouts(%v, %v, %v): negative", session, rebalance, heartbeat)
 		}
 		c.sessionTimeout, c.rebalanceTO, c.heartbeat = session, rebalance, heartbeat
 		return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/internal/tracing"
 )
 
 // Publisher publishes messages to Kafka with an idempotent producer and
@@ -23,9 +24,7 @@ type Publisher struct {
 
 	closed atomic.Bool
 	known  sync.Map // topic -> struct{}: topics checked or created
-
-	produced atomic.Uint64
-	failed   atomic.Uint64
+	rec    *tracing.Recorder
 }
 
 var _ broker.Publisher = (*Publisher)(nil)
@@ -50,7 +49,7 @@ func NewPublisher(brokers []string, opts ...PublisherOption) (*Publisher, error)
 		adm.Close()
 		return nil, fmt.Errorf("kafka: new producer: %w", err)
 	}
-	return &Publisher{cfg: cfg, admin: adm, cl: cl}, nil
+	return &Publisher{cfg: cfg, admin: adm, cl: cl, rec: tracing.New("kafka", cfg.tracers)}, nil
 }
 
 // Client returns the underlying franz-go producer client (the escape hatch).
@@ -98,20 +97,17 @@ func (p *Publisher) prepareTopic(ctx context.Context, topic string) error {
 // is sent), ErrUnknownTopic, ErrUnreachable, broker.ErrNotConfirmed or
 // broker.ErrClosed.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
-	if err := validateTopicName(topic, broker.ErrInvalidMessage); err != nil {
-		return err
-	}
-	if err := p.begin(); err != nil {
-		return err
-	}
-	if err := p.prepareTopic(ctx, topic); err != nil {
-		return err
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
+	prepareAll(msgs)
+	ctx, msgs, call := p.rec.Start(ctx, topic, msgs)
+	err := p.publish(ctx, topic, msgs)
+	p.rec.End(ctx, call, err)
+	return err
+}
+
+// prepareAll fills empty IDs (one allocation for all) and zero Times.
+func prepareAll(msgs []broker.Message) {
 	now := time.Now()
-	nh, nid := 0, 0
+	nid := 0
 	for i := range msgs {
 		if msgs[i].ID == "" {
 			nid++
@@ -128,6 +124,25 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 		} else {
 			prepare(&msgs[i], now, nil)
 		}
+	}
+}
+
+// publish is Publish for prepared messages, without tracing.
+func (p *Publisher) publish(ctx context.Context, topic string, msgs []broker.Message) error {
+	if err := validateTopicName(topic, broker.ErrInvalidMessage); err != nil {
+		return err
+	}
+	if err := p.begin(); err != nil {
+		return err
+	}
+	if err := p.prepareTopic(ctx, topic); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	nh := 0
+	for i := range msgs {
 		nh += headerCount(&msgs[i])
 	}
 	// One allocation each for the records, their headers and new IDs.
@@ -140,14 +155,11 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 	)
 	promise := func(r *kgo.Record, err error) {
 		if err != nil {
-			p.failed.Add(1)
 			errMu.Lock()
 			if first == nil {
 				first = p.admin.hook.publishError(ctx, topic, messageID(r), recordSize(r), err)
 			}
 			errMu.Unlock()
-		} else {
-			p.produced.Add(1)
 		}
 		wg.Done()
 	}
@@ -172,40 +184,52 @@ func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Mes
 	if done == nil {
 		done = func(broker.Message, error) {}
 	}
+	a := &asyncRec{p: p, done: done}
+	a.m[0] = m
+	prepare(&a.m[0], time.Now(), a.id[:])
+	ctx, ms, call := p.rec.Start(ctx, topic, a.m[:])
+	a.m[0], a.ctx, a.call = ms[0], ctx, call
 	if err := validateTopicName(topic, broker.ErrInvalidMessage); err != nil {
-		done(m, err)
+		a.finish(err)
 		return
 	}
 	if err := p.begin(); err != nil {
-		done(m, err)
+		a.finish(err)
 		return
 	}
 	if err := p.prepareTopic(ctx, topic); err != nil {
-		done(m, err)
+		a.finish(err)
 		return
 	}
-	a := &asyncRec{m: m, done: done}
-	prepare(&a.m, time.Now(), a.id[:])
-	fillRecord(&a.rec, a.hdrs[:0], topic, &a.m)
-	p.cl.Produce(ctx, &a.rec, func(r *kgo.Record, err error) {
-		if err != nil {
-			p.failed.Add(1)
-			a.done(a.m, p.admin.hook.publishError(ctx, topic, a.m.ID, recordSize(r), err))
-			return
-		}
-		p.produced.Add(1)
-		a.done(a.m, nil)
-	})
+	fillRecord(&a.rec, a.hdrs[:0], topic, &a.m[0])
+	p.cl.Produce(ctx, &a.rec, a.produced)
 }
 
-// asyncRec keeps a PublishAsync record, its first headers and its message in
-// one allocation.
+// asyncRec keeps a PublishAsync record, its first headers, its message and
+// its trace in one allocation.
 type asyncRec struct {
 	rec  kgo.Record
 	hdrs [2]kgo.RecordHeader
 	id   [idLen]byte
-	m    broker.Message
+	m    [1]broker.Message
+	p    *Publisher
+	ctx  context.Context
+	call tracing.Call
 	done func(broker.Message, error)
+}
+
+// produced is the record's promise.
+func (a *asyncRec) produced(r *kgo.Record, err error) {
+	if err != nil {
+		err = a.p.admin.hook.publishError(a.ctx, r.Topic, a.m[0].ID, recordSize(r), err)
+	}
+	a.finish(err)
+}
+
+// finish ends the trace, then calls done.
+func (a *asyncRec) finish(err error) {
+	a.p.rec.End(a.ctx, a.call, err)
+	a.done(a.m[0], err)
 }
 
 // Flush waits until every message published so far is acknowledged or failed.
@@ -213,16 +237,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	return p.cl.Flush(ctx)
 }
 
-// PublisherStats are counters since NewPublisher.
-type PublisherStats struct {
-	Produced uint64 // messages acknowledged by the brokers
-	Failed   uint64 // messages whose publish failed
-}
-
-// Stats returns the publisher's counters.
-func (p *Publisher) Stats() PublisherStats {
-	return PublisherStats{Produced: p.produced.Load(), Failed: p.failed.Load()}
-}
+// Stats returns the publisher's counters since NewPublisher, PublishAsync
+// calls included: the counters every adapter has (Kafka adds none).
+func (p *Publisher) Stats() broker.PublisherStats { return p.rec.Stats() }
 
 // Close waits for the messages in flight to be acknowledged (up to 30 s),
 // then closes the client. Publish after Close returns broker.ErrClosed.

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // murmur2 is Kafka's Java partitioner hash (org.apache.kafka.common.utils.Utils.murmur2).
@@ -64,7 +65,7 @@ func TestKeyPartitionMatchesJava(t *testing.T) {
 	if err := p.Publish(ctxT(t, 10*time.Second), topic, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	s := e.subscriber(StartAt(Earliest()))
+	s := e.subscriber(WithStartAt(Earliest()))
 	var mu sync.Mutex
 	n := 0
 	subscribe(t, s, broker.Subscription{Topic: topic, Concurrency: 4}, func(_ context.Context, m broker.Message) error {
@@ -77,7 +78,7 @@ func TestKeyPartitionMatchesJava(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	waitFor(t, 20*time.Second, "every message", func() bool { mu.Lock(); defer mu.Unlock(); return n == 100 })
+	testenv.Eventually(t, 20*time.Second, "every message", func() bool { mu.Lock(); defer mu.Unlock(); return n == 100 })
 }
 
 // PublishAsync reports each acknowledgement to its callback.
@@ -106,7 +107,7 @@ func TestPublishAsync(t *testing.T) {
 	if len(errs) > 0 || len(ids) != n {
 		t.Fatalf("%d errors (first %v), %d distinct IDs", len(errs), errs, len(ids))
 	}
-	if st := p.Stats(); st.Produced != n || st.Failed != 0 {
+	if st := p.Stats(); st.Published != n || st.Failed != 0 || st.InFlight != 0 {
 		t.Errorf("stats %+v", st)
 	}
 	lag, err := e.admin.Lag(ctxT(t, 10*time.Second), "nobody", topic)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // timed publishes n messages with timestamps base+i ms in one call: with a
@@ -16,7 +17,7 @@ import (
 // falls inside a batch.
 func timed(t *testing.T, e *env, topic string, base time.Time, n int) {
 	t.Helper()
-	p := e.publisher(Linger(50 * time.Millisecond))
+	p := e.publisher(WithLinger(50 * time.Millisecond))
 	msgs := make([]broker.Message, n)
 	for i := range msgs {
 		msgs[i] = broker.Message{ID: strconv.Itoa(i), Key: fmt.Sprint("k", i%7), Payload: []byte("x"), Time: base.Add(time.Duration(i) * time.Millisecond)}
@@ -50,7 +51,7 @@ func (c *ids) count() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.got) 
 // so once every wanted record arrived, an unwanted earlier one would have too.
 func (c *ids) exactly(t *testing.T, from, to int) {
 	t.Helper()
-	waitFor(t, 20*time.Second, fmt.Sprintf("records %d..%d", from, to-1), func() bool { return c.count() >= to-from })
+	testenv.Eventually(t, 20*time.Second, fmt.Sprintf("records %d..%d", from, to-1), func() bool { return c.count() >= to-from })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range c.got {
@@ -78,19 +79,19 @@ func TestReplayFromTimestamp(t *testing.T) {
 	const n, cut = 300, 137
 	timed(t, e, topic, base, n)
 
-	r := e.subscriber(StartAt(AtTime(base.Add(cut * time.Millisecond))))
+	r := e.subscriber(WithStartAt(AtTime(base.Add(cut * time.Millisecond))))
 	c := &ids{got: map[int]int{}}
 	subscribe(t, r, broker.Subscription{Topic: topic}, c.handler)
 	c.exactly(t, cut, n)
 
 	// A time between two records' milliseconds is rounded down to its millisecond.
-	r2 := e.subscriber(StartAt(AtTime(base.Add(cut*time.Millisecond + 400*time.Microsecond))))
+	r2 := e.subscriber(WithStartAt(AtTime(base.Add(cut*time.Millisecond + 400*time.Microsecond))))
 	c2 := &ids{got: map[int]int{}}
 	subscribe(t, r2, broker.Subscription{Topic: topic}, c2.handler)
 	c2.exactly(t, cut, n)
 
 	// A time after every record starts at the end: nothing arrives, new records do.
-	r3 := e.subscriber(StartAt(AtTime(base.Add(time.Hour))))
+	r3 := e.subscriber(WithStartAt(AtTime(base.Add(time.Hour))))
 	c3 := &ids{got: map[int]int{}}
 	subscribe(t, r3, broker.Subscription{Topic: topic}, c3.handler)
 	onlyRun(t, r3)
@@ -126,7 +127,7 @@ func TestResetGroupToTimestamp(t *testing.T) {
 }
 
 // A reader without a group sees only what is published after it starts by
-// default; StartAt(Earliest()) reads the whole topic; AtOffsets starts at
+// default; WithStartAt(Earliest()) reads the whole topic; AtOffsets starts at
 // given offsets.
 func TestReaderWithoutGroup(t *testing.T) {
 	e := newEnv(t)
@@ -150,24 +151,24 @@ func TestReaderWithoutGroup(t *testing.T) {
 	pub(10, 20)
 	cl.exactly(t, 10, 20)
 
-	whole := e.subscriber(StartAt(Earliest()))
+	whole := e.subscriber(WithStartAt(Earliest()))
 	cw := &ids{got: map[int]int{}}
 	subscribe(t, whole, broker.Subscription{Topic: topic}, cw.handler)
 	cw.exactly(t, 0, 20)
 
-	at := e.subscriber(StartAt(AtOffsets(map[int32]int64{0: 15})))
+	at := e.subscriber(WithStartAt(AtOffsets(map[int32]int64{0: 15})))
 	ca := &ids{got: map[int]int{}}
 	subscribe(t, at, broker.Subscription{Topic: topic}, ca.handler)
 	ca.exactly(t, 15, 20)
 }
 
-// With StartAt(Latest()), Provision pins the group's start at the current
+// With WithStartAt(Latest()), Provision pins the group's start at the current
 // end: older records are not delivered, records published after Provision are.
 func TestProvisionPinsLatest(t *testing.T) {
 	e := newEnv(t)
 	topic := e.topic(2)
 	timed(t, e, topic, time.UnixMilli(1_770_000_000_000), 50)
-	s := e.subscriber(StartAt(Latest()))
+	s := e.subscriber(WithStartAt(Latest()))
 	sub := broker.Subscription{Topic: topic, Group: "late"}
 	if err := s.Provision(ctxT(t, 10*time.Second), sub); err != nil {
 		t.Fatal(err)
@@ -183,13 +184,13 @@ func TestProvisionPinsLatest(t *testing.T) {
 	c.exactly(t, 50, 60)
 }
 
-// StartAt(AtOffsets) for a new group: Subscribe pins the offsets before
+// WithStartAt(AtOffsets) for a new group: Subscribe pins the offsets before
 // joining, so the group starts exactly there; a group with commits ignores it.
 func TestGroupStartsAtOffsets(t *testing.T) {
 	e := newEnv(t)
 	topic := e.topic(1)
 	timed(t, e, topic, time.UnixMilli(1_780_000_000_000), 30)
-	s := e.subscriber(StartAt(AtOffsets(map[int32]int64{0: 12})))
+	s := e.subscriber(WithStartAt(AtOffsets(map[int32]int64{0: 12})))
 	sub := broker.Subscription{Topic: topic, Group: "from12"}
 	c := &ids{got: map[int]int{}}
 	stop := subscribe(t, s, sub, c.handler)
@@ -207,6 +208,6 @@ func TestGroupStartsAtOffsets(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2 := &ids{got: map[int]int{}}
-	subscribe(t, e.subscriber(StartAt(AtOffsets(map[int32]int64{0: 0}))), sub, c2.handler)
+	subscribe(t, e.subscriber(WithStartAt(AtOffsets(map[int32]int64{0: 0}))), sub, c2.handler)
 	c2.exactly(t, 30, 31)
 }

@@ -99,6 +99,7 @@ func (d driver) Open(ctx context.Context, sub broker.Subscription, ctl engine.Co
 			kgo.AutoCommitMarks(),
 			kgo.AutoCommitInterval(s.cfg.commitInterval),
 			kgo.AutoCommitCallback(r.onCommit),
+			kgo.OnPartitionsAssigned(r.onAssigned),
 			kgo.OnPartitionsRevoked(r.onRevoked),
 			kgo.OnPartitionsLost(r.onLost),
 			kgo.WithHooks(manageHook{r}),
@@ -298,7 +299,7 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 		}
 		r.s.cfg.logger.Warn("kafka: fetch error", "topic", t, "partition", p, "err", err)
 	})
-	var consumed, skipped uint64
+	var skipped uint64
 	r.ds = r.ds[:0]
 	r.mu.Lock()
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -312,7 +313,6 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 		}
 		t.hwm = p.HighWatermark
 		for _, rec := range p.Records {
-			consumed++
 			ok := r.match(stringOf(rec.Key))
 			t.push(rec, !ok)
 			if !ok {
@@ -325,7 +325,6 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 	})
 	r.mu.Unlock()
 	r.markAll()
-	r.s.st.consumed.Add(consumed)
 	r.s.st.skipped.Add(skipped)
 	if len(r.ds) > 0 {
 		deliver(r.ds)
@@ -479,9 +478,14 @@ func (r *receiver) onRevoked(ctx context.Context, _ *kgo.Client, m map[string][]
 	}
 	r.revoke(parts)
 	r.commit(ctx)
+	r.traceRebalance(ctx, PartitionsRevoked, parts)
 }
 
-func (r *receiver) onLost(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+func (r *receiver) onAssigned(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+	r.traceRebalance(ctx, PartitionsAssigned, m[r.sub.Topic])
+}
+
+func (r *receiver) onLost(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
 	if r.killed.Load() {
 		return
 	}
@@ -489,6 +493,7 @@ func (r *receiver) onLost(_ context.Context, _ *kgo.Client, m map[string][]int32
 	r.s.cfg.logger.Warn("kafka: partitions lost; their uncommitted records will be redelivered", "group", r.sub.Group, "topic", r.sub.Topic, "partitions", parts)
 	r.s.st.lost.Add(uint64(len(parts)))
 	r.revoke(parts)
+	r.traceRebalance(ctx, PartitionsLost, parts)
 }
 
 // commit synchronously commits the marked offsets (group consumers only).

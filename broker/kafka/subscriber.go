@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/engine"
+	"github.com/go-integration/patterns/internal/hooks"
 )
 
 // Subscriber consumes Kafka topics. A Subscription with a Group joins that
@@ -27,8 +28,9 @@ type Subscriber struct {
 	mu    sync.Mutex
 	recvs map[*receiver]struct{}
 
-	noReopen atomic.Bool // tests: see receiver.kill
-	st       counters
+	noReopen  atomic.Bool // tests: see receiver.kill
+	st        counters
+	rebalance []RebalanceTracer
 }
 
 var (
@@ -36,9 +38,10 @@ var (
 	_ broker.Provisioner = (*Subscriber)(nil)
 )
 
-// counters are the subscriber's statistics.
+// counters are the subscriber's own statistics (the engine keeps the
+// common ones).
 type counters struct {
-	consumed, handled, skipped, retried, deadLettered, dropped, commits, commitErrors, revoked, lost atomic.Uint64
+	skipped, commits, commitErrors, revoked, lost atomic.Uint64
 }
 
 // NewSubscriber returns a Subscriber for the seed brokers. It does not
@@ -57,7 +60,7 @@ func NewSubscriber(brokers []string, opts ...SubscriberOption) (*Subscriber, err
 		adm.Close()
 		return nil, fmt.Errorf("kafka: new dead-letter producer: %w", err)
 	}
-	s := &Subscriber{cfg: cfg, admin: adm, prod: prod, recvs: map[*receiver]struct{}{}}
+	s := &Subscriber{cfg: cfg, admin: adm, prod: prod, recvs: map[*receiver]struct{}{}, rebalance: hooks.Pick[RebalanceTracer](cfg.tracers)}
 	// The balancers WithClientOptions chose (franz-go's default otherwise):
 	// each Subscribe call wraps them with the Keys union protocol.
 	s.balancers, _ = prod.OptValue(kgo.Balancers).([]kgo.GroupBalancer)
@@ -70,7 +73,7 @@ func NewSubscriber(brokers []string, opts ...SubscriberOption) (*Subscriber, err
 		DrainTimeout: cfg.drainTimeout,
 		Retry:        cfg.retry,
 		Validate:     validateSubscriptionTopics,
-		Observe:      s.observe,
+		Tracers:      cfg.tracers,
 	})
 	if err != nil {
 		prod.Close()
@@ -78,19 +81,6 @@ func NewSubscriber(brokers []string, opts ...SubscriberOption) (*Subscriber, err
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return s, nil
-}
-
-func (s *Subscriber) observe(_ *broker.Subscription, _ broker.Message, o engine.Outcome, _ error) {
-	switch o {
-	case engine.Handled:
-		s.st.handled.Add(1)
-	case engine.Retried:
-		s.st.retried.Add(1)
-	case engine.DeadLettered:
-		s.st.deadLettered.Add(1)
-	case engine.Dropped:
-		s.st.dropped.Add(1)
-	}
 }
 
 // Client returns the franz-go client the subscriber uses to publish dead
@@ -111,7 +101,7 @@ func (s *Subscriber) Ping(ctx context.Context) error { return s.admin.Ping(ctx) 
 // where the group starts so that every message published after Provision
 // returns reaches it: a group without committed offsets starts at the
 // earliest record (the default), so nothing needs committing; with
-// StartAt(Latest()), StartAt(AtTime(...)) or StartAt(AtOffsets(...)) the
+// WithStartAt(Latest()), WithStartAt(AtTime(...)) or WithStartAt(AtOffsets(...)) the
 // resolved offsets are committed for partitions that have no commit yet.
 func (s *Subscriber) Provision(ctx context.Context, sub broker.Subscription) error {
 	if err := sub.Validate(func(context.Context, broker.Message) error { return nil }); err != nil {
@@ -195,14 +185,11 @@ func (s *Subscriber) Close() error {
 	return err
 }
 
-// SubscriberStats are counters since NewSubscriber.
+// SubscriberStats are counters since NewSubscriber: the counters every
+// adapter has, and Kafka's own.
 type SubscriberStats struct {
-	Consumed     uint64 // records fetched (handed to the engine or skipped)
-	Handled      uint64 // records whose handler returned nil
-	Skipped      uint64 // records whose key matched no Keys pattern of the group's union (committed unhandled)
-	Retried      uint64 // failed attempts followed by another attempt
-	DeadLettered uint64 // records published to the dead-letter topic
-	Dropped      uint64 // permanently failed records with no dead-letter topic
+	broker.SubscriberStats
+	Skipped      uint64 // records whose key matched no Keys pattern of the group's union (committed unhandled, not Received)
 	Commits      uint64 // partition offsets committed successfully
 	CommitErrors uint64 // failed commit requests
 	Revoked      uint64 // partitions revoked from this subscriber's members by rebalances
@@ -215,9 +202,9 @@ type SubscriberStats struct {
 // Stats returns the subscriber's counters and current lag.
 func (s *Subscriber) Stats() SubscriberStats {
 	st := SubscriberStats{
-		Consumed: s.st.consumed.Load(), Handled: s.st.handled.Load(), Skipped: s.st.skipped.Load(),
-		Retried: s.st.retried.Load(), DeadLettered: s.st.deadLettered.Load(), Dropped: s.st.dropped.Load(),
-		Commits: s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
+		SubscriberStats: s.eng.Stats(),
+		Skipped:         s.st.skipped.Load(),
+		Commits:         s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
 		Revoked: s.st.revoked.Load(), Lost: s.st.lost.Load(),
 		Lag: map[string]map[int32]int64{},
 	}

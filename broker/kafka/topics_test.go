@@ -70,7 +70,7 @@ func TestCompactedTopicTombstone(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	s := e.subscriber(StartAt(Earliest()))
+	s := e.subscriber(WithStartAt(Earliest()))
 	got := make(chan broker.Message, 3)
 	subscribe(t, s, broker.Subscription{Topic: topic}, func(_ context.Context, m broker.Message) error {
 		got <- m

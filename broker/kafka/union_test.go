@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // Two members of one group with different Keys: the group's bindings are
@@ -43,7 +44,7 @@ func TestKeysUnionWithinGroup(t *testing.T) {
 	<-readyB
 	// Both members are in the group: wait until A's assignment carries the
 	// union too (the rebalance that admitted B).
-	waitFor(t, 20*time.Second, "both members to hold the union", func() bool {
+	testenv.Eventually(t, 20*time.Second, "both members to hold the union", func() bool {
 		for _, s := range []*Subscriber{sa, sb} {
 			r := onlyRun(t, s)
 			if f := r.union.Load(); f == nil || len(f.pats) != 2 {
@@ -63,7 +64,7 @@ func TestKeysUnionWithinGroup(t *testing.T) {
 	if err := e.publisher().Publish(ctxT(t, 10*time.Second), topic, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the group to handle all 20 matching messages", func() bool { return handled.unique() == 20 })
+	testenv.Eventually(t, 20*time.Second, "the group to handle all 20 matching messages", func() bool { return handled.unique() == 20 })
 	time.Sleep(200 * time.Millisecond)
 	for i := range 10 {
 		if handled.has(fmt.Sprint("c", i)) {
@@ -147,27 +148,32 @@ func TestInvalidOptions(t *testing.T) {
 	for name, o := range map[string]SubscriberOption{
 		"nil logger":           WithLogger(nil),
 		"nil client option":    WithClientOptions(nil),
-		"negative drain":       DrainTimeout(-time.Second),
-		"zero commit":          CommitInterval(0),
+		"negative drain":       WithDrainTimeout(-time.Second),
+		"zero commit":          WithCommitInterval(0),
 		"backoff max < min":    WithRetryBackoff(time.Second, time.Millisecond),
 		"zero backoff":         WithRetryBackoff(0, time.Second),
-		"negative timeouts":    GroupTimeouts(-1, 0, 0),
-		"heartbeat >= session": GroupTimeouts(time.Second, 0, time.Second),
-		"tiny max message":     MaxMessageBytes(10),
-		"bad start":            StartAt(AtOffsets(map[int32]int64{0: -1})),
-		"negative partitions":  CreateTopics(Topic{Partitions: -1}),
+		"negative timeouts":    WithGroupTimeouts(-1, 0, 0),
+		"heartbeat >= session": WithGroupTimeouts(time.Second, 0, time.Second),
+		"tiny max message":     WithMaxMessageBytes(10),
+		"bad start":            WithStartAt(AtOffsets(map[int32]int64{0: -1})),
+		"negative partitions":  WithCreateTopics(Topic{Partitions: -1}),
+		"nil tracer":           WithTracer(nil),
+		"not a tracer":         WithTracer("tracer"),
 	} {
 		if _, err := NewSubscriber(bs, o); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: NewSubscriber = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	if _, err := NewPublisher(bs, Linger(-time.Millisecond)); !errors.Is(err, ErrInvalidOption) {
+	if _, err := NewPublisher(bs, WithTracer(42)); !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "WithTracer") {
+		t.Errorf("NewPublisher(WithTracer(42)): %v, want ErrInvalidOption naming WithTracer", err)
+	}
+	if _, err := NewPublisher(bs, WithLinger(-time.Millisecond)); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("negative Linger: %v, want ErrInvalidOption", err)
 	}
 	if _, err := NewAdmin(bs, WithLogger(nil)); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewAdmin(WithLogger(nil)): %v, want ErrInvalidOption", err)
 	}
-	s, err := NewSubscriber(bs, WithLogger(slog.Default()), DrainTimeout(time.Second), nil)
+	s, err := NewSubscriber(bs, WithLogger(slog.Default()), WithDrainTimeout(time.Second), nil)
 	if err != nil {
 		t.Fatalf("valid options: %v", err)
 	}
@@ -234,7 +240,8 @@ func TestMemoryBoundedByInFlight(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("backlog %d: handled %d in 30 s", backlog, settled.Load())
 			}
-			received.Store(int64(s.Stats().Consumed))
+			st := s.Stats()
+			received.Store(int64(st.Received + st.Skipped))
 			eng, buf := received.Load()-settled.Load(), r.cl.BufferedFetchRecords()
 			held := eng + buf
 			if held > int64(inFlight+perFetch) {

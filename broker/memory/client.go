@@ -33,13 +33,13 @@ func (c *Client) Broker() *Broker { return c.b }
 
 // Publish is Broker.Publish, or ErrClosed after c.Close.
 func (c *Client) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	return c.b.tracedPublish(ctx, c, topic, msgs)
+}
+
+func (c *Client) isClosed() bool {
 	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
-		return broker.ErrClosed
-	}
-	return c.b.Publish(ctx, topic, msgs...)
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // Provision is Broker.Provision.

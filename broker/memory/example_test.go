@@ -49,3 +49,54 @@ func Example() {
 	// all <- rentals.italy.cortina
 	// france <- rentals.france.nevache
 }
+
+// traceparent is a tracer that propagates a made-up trace context: the
+// producer's Start injects it into each message's Header, the consumer's
+// Start reads it and puts it in the handler's context.
+type traceparent struct{}
+
+type traceKey struct{}
+
+func (traceparent) TracePublishStart(ctx context.Context, d broker.TracePublishStartData) context.Context {
+	for _, m := range d.Messages {
+		m.Header["traceparent"] = "00-trace-" + d.Topic
+	}
+	return ctx
+}
+
+func (traceparent) TracePublishEnd(ctx context.Context, d broker.TracePublishEndData) {}
+
+func (traceparent) TraceProcessStart(ctx context.Context, d broker.TraceProcessStartData) context.Context {
+	return context.WithValue(ctx, traceKey{}, d.Message.Header["traceparent"])
+}
+
+func (traceparent) TraceProcessEnd(ctx context.Context, d broker.TraceProcessEndData) {
+	fmt.Println("processed:", d.Outcome)
+}
+
+// A tracer carries trace context from Publish to the handler; Stats count
+// what happened.
+func ExampleWithTracer() {
+	b := memory.MustNew(memory.WithTracer(traceparent{}))
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := broker.Subscription{Topic: "bookings", Group: "billing"}
+	_ = b.Provision(ctx, s)
+	done := make(chan struct{})
+	go b.Subscribe(ctx, s, func(ctx context.Context, m broker.Message) error {
+		fmt.Println("handler runs in trace", ctx.Value(traceKey{}))
+		close(done)
+		return nil
+	})
+	_ = b.Publish(ctx, "bookings", broker.Message{Key: "rentals.france.nevache"})
+	<-done
+	cancel()
+	_ = b.Close() // waits for the handler to settle
+	st := b.Stats()
+	fmt.Printf("published %d, handled %d\n", st.Publisher.Published, st.Subscriber.Handled)
+	// Output:
+	// handler runs in trace 00-trace-bookings
+	// processed: acked
+	// published 1, handled 1
+}

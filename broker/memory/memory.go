@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/engine"
+	"github.com/go-integration/patterns/broker/internal/tracing"
 	"github.com/go-integration/patterns/internal/backoff"
 )
 
@@ -30,6 +31,7 @@ import (
 type Broker struct {
 	now func() time.Time
 	eng *engine.Engine
+	pub *tracing.Recorder
 
 	mu     sync.RWMutex
 	topics map[string]*topic
@@ -104,10 +106,25 @@ func WithDrainTimeout(d time.Duration) Option {
 	})
 }
 
+// WithTracer installs t, a value implementing one or more of
+// broker.PublishTracer (each Publish call), broker.ProcessTracer (each
+// handler call) and broker.DeadLetterTracer; a value implementing none is
+// an error. The tracers' System is "memory". WithTracer may be given
+// several times: tracers are called in order. Default: none.
+func WithTracer(t any) Option {
+	return option(func(c *engine.Config) error {
+		if err := tracing.Check(t, ""); err != nil {
+			return fmt.Errorf("%w: WithTracer: %v", ErrInvalidOption, err)
+		}
+		c.Tracers = append(c.Tracers, t)
+		return nil
+	})
+}
+
 // New returns an empty broker, or an error wrapping ErrInvalidOption.
 func New(opts ...Option) (*Broker, error) {
 	b := &Broker{now: time.Now, topics: make(map[string]*topic)}
-	cfg := engine.Config{Name: "memory broker"}
+	cfg := engine.Config{Name: "memory"}
 	var errs []error
 	for _, o := range opts {
 		if o == nil {
@@ -126,6 +143,7 @@ func New(opts ...Option) (*Broker, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidOption, err)
 	}
 	b.eng = eng
+	b.pub = tracing.New(cfg.Name, cfg.Tracers)
 	return b, nil
 }
 
@@ -142,13 +160,34 @@ func MustNew(opts ...Option) *Broker {
 // message's key. It fills empty IDs and zero Times. It returns ErrClosed
 // after Close and ErrInvalidMessage for an empty topic.
 func (b *Broker) Publish(ctx context.Context, topicName string, msgs ...broker.Message) error {
+	return b.tracedPublish(ctx, nil, topicName, msgs)
+}
+
+// tracedPublish is Publish for b or for the Client c (then failing with
+// ErrClosed after c.Close), traced and counted.
+func (b *Broker) tracedPublish(ctx context.Context, c *Client, topicName string, msgs []broker.Message) error {
+	broker.Prepare(msgs, b.now())
+	ctx, msgs, call := b.pub.Start(ctx, topicName, msgs)
+	var err error
+	if c != nil && c.isClosed() {
+		err = broker.ErrClosed
+	} else {
+		err = b.publish(ctx, topicName, msgs)
+	}
+	b.pub.End(ctx, call, err)
+	return err
+}
+
+// publish is Publish without tracing and counting, for prepared messages:
+// dead letters go through it, as on the other adapters they do not count
+// as publishes.
+func (b *Broker) publish(ctx context.Context, topicName string, msgs []broker.Message) error {
 	if err := broker.ValidateTopic(topicName); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	broker.Prepare(msgs, b.now())
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
@@ -256,6 +295,18 @@ func (b *Broker) Pending(topicName, groupName string) int {
 	return 0
 }
 
+// Stats are the broker's counters: its Publish calls (all Clients
+// included) and its Subscribe calls.
+type Stats struct {
+	Publisher  broker.PublisherStats
+	Subscriber broker.SubscriberStats
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return Stats{Publisher: b.pub.Stats(), Subscriber: b.eng.Stats()}
+}
+
 // Close stops every Subscribe call (they return ErrClosed), waits for their
 // handlers in flight, and makes Publish return ErrClosed. It is idempotent.
 func (b *Broker) Close() error {
@@ -294,7 +345,7 @@ func (d driver) Open(ctx context.Context, s broker.Subscription, _ engine.Contro
 }
 
 func (d driver) DeadLetter(ctx context.Context, topic string, m broker.Message, _ *engine.Delivery) error {
-	return d.b.Publish(ctx, topic, m)
+	return d.b.publish(ctx, topic, []broker.Message{m})
 }
 
 // receiver is one Subscribe call's hold on its group.

@@ -26,6 +26,15 @@ func TestConformance(t *testing.T) {
 			c := brokerFor(t).Client()
 			return c, c
 		},
+		Traced: func(t *testing.T, tracer any) (broker.Publisher, broker.Subscriber) {
+			b := memory.MustNew(memory.WithTracer(tracer))
+			t.Cleanup(func() { _ = b.Close() })
+			return b, b
+		},
+		Stats: func(p broker.Publisher, _ broker.Subscriber) (broker.PublisherStats, broker.SubscriberStats) {
+			st := p.(*memory.Broker).Stats()
+			return st.Publisher, st.Subscriber
+		},
 		Features: brokertest.AllFeatures(),
 	})
 }
@@ -225,10 +234,27 @@ func TestInvalidOptions(t *testing.T) {
 		"WithRetryBackoff(0, 1s)":   memory.WithRetryBackoff(0, time.Second),
 		"WithRetryBackoff(1s, 1ms)": memory.WithRetryBackoff(time.Second, time.Millisecond),
 		"nil option":                nil,
+		"WithTracer(nil)":           memory.WithTracer(nil),
+		"WithTracer(misspelt)":      memory.WithTracer(misspelt{}),
 	} {
 		b, err := memory.New(opt)
 		if !errors.Is(err, memory.ErrInvalidOption) || b != nil {
 			t.Errorf("New(%s) = %v, %v; want ErrInvalidOption", name, b, err)
 		}
 	}
+	// A value implementing one tracer interface is enough.
+	if _, err := memory.New(memory.WithTracer(endOnly{})); err != nil {
+		t.Errorf("New(WithTracer(a DeadLetterTracer)): %v", err)
+	}
 }
+
+// misspelt looks like a tracer but implements none of the interfaces.
+type misspelt struct{}
+
+func (misspelt) TracePublishBegin(ctx context.Context, _ broker.TracePublishStartData) context.Context {
+	return ctx
+}
+
+type endOnly struct{}
+
+func (endOnly) TraceDeadLetter(context.Context, broker.TraceDeadLetterData) {}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/backoff"
 )
 
 // connection owns one AMQP connection and replaces it when it drops: it
@@ -63,7 +63,7 @@ func dial(ctx context.Context, rawURL string, cfg *config, obs *observer) (*conn
 		return nil, err
 	}
 	c.install(ac)
-	obs.emit(Event{Kind: EventConnected})
+	obs.connection(ctx, c, TraceConnectionData{Event: ConnectionConnected})
 	cfg.logger.Debug("rabbitmq: connected", "url", c.redacted)
 	go c.loop(ac)
 	return c, nil
@@ -140,9 +140,9 @@ func (c *connection) install(ac *amqp.Connection) {
 			c.mu.Unlock()
 			if b.Active {
 				c.cfg.logger.Warn("rabbitmq: broker blocked publishing", "reason", b.Reason)
-				c.obs.emit(Event{Kind: EventBlocked, Err: errors.New(b.Reason)})
+				c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionBlocked, Err: errors.New(b.Reason)})
 			} else {
-				c.obs.emit(Event{Kind: EventUnblocked})
+				c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionUnblocked})
 			}
 		}
 		c.mu.Lock()
@@ -184,29 +184,30 @@ func (c *connection) loop(ac *amqp.Connection) {
 			err = why
 		}
 		c.cfg.logger.Warn("rabbitmq: connection lost, reconnecting", "url", c.redacted, "err", err)
-		c.obs.emit(Event{Kind: EventDisconnected, Err: err})
+		c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionLost, Err: err})
 
-		wait := c.cfg.backoffMin
-		for {
+		policy := backoff.Policy{Min: c.cfg.backoffMin, Max: c.cfg.backoffMax}
+		for attempt := 1; ; attempt++ {
 			ctx, cancel := c.closingContext()
 			next, err := c.dialOnce(ctx)
 			cancel()
 			if err == nil {
 				ac = next
 				c.install(ac)
-				c.obs.emit(Event{Kind: EventReconnected})
+				c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionReconnected})
 				c.cfg.logger.Info("rabbitmq: reconnected", "url", c.redacted)
 				break
 			}
+			wait := policy.Wait(attempt)
 			c.cfg.logger.Debug("rabbitmq: reconnect failed", "url", c.redacted, "err", err, "retry_in", wait)
-			t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+			c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionReconnecting, Err: err, Attempt: attempt, Wait: wait})
+			t := time.NewTimer(wait)
 			select {
 			case <-c.closing:
 				t.Stop()
 				return
 			case <-t.C:
 			}
-			wait = min(wait*2, c.cfg.backoffMax)
 		}
 	}
 }

@@ -62,7 +62,7 @@ func (o subscriberOption) applySubscriber(c *config) { o(c) }
 type config struct {
 	name        string
 	logger      *slog.Logger
-	hook        func(Event)
+	tracers     []any
 	dialTimeout time.Duration
 	heartbeat   time.Duration
 	backoffMin  time.Duration
@@ -168,10 +168,23 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
-// WithHook calls f for every Event (connects, publishes, confirms,
-// redeliveries, dead-letters...). f runs on the hot path: keep it fast and do
-// not block. Default: none; Stats counts events either way.
-func WithHook(f func(Event)) Option { return bothOption(func(c *config) { c.hook = f }) }
+// WithTracer installs t, a value implementing one or more of
+// broker.PublishTracer (each Publish call; Publisher), broker.ProcessTracer
+// (each handler call; Subscriber), broker.DeadLetterTracer (Subscriber) and
+// ConnectionTracer (connection events; both); a value implementing none is
+// an error. The broker tracers' System is "rabbitmq". WithTracer may be
+// given several times: tracers are called in order. Tracers run on the hot
+// path: keep them fast and do not block. Default: none; Stats counts
+// either way.
+func WithTracer(t any) Option {
+	return bothOption(func(c *config) {
+		if err := checkTracer(t); err != nil {
+			c.invalid("WithTracer: %v", err)
+			return
+		}
+		c.tracers = append(c.tracers, t)
+	})
+}
 
 // WithDialTimeout bounds each connection attempt. Default 10s.
 func WithDialTimeout(d time.Duration) Option {

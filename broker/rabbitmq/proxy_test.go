@@ -1,10 +1,13 @@
 package rabbitmq_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,17 +16,31 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/rabbitmq"
 	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // proxy forwards one test's AMQP connections to the broker; mute stops
 // forwarding what the broker sends (confirms, heartbeats), a fault that hits
-// only this test's connections.
+// only this test's connections; refuse closes new connections at once; cut
+// drops the open ones.
 type proxy struct {
-	ln    net.Listener
-	muted atomic.Bool
-	done  chan struct{}
-	wg    sync.WaitGroup
+	ln     net.Listener
+	muted  atomic.Bool
+	refuse atomic.Bool
+	done   chan struct{}
+	wg     sync.WaitGroup
+	conns  sync.Map // client -> server
+}
+
+// cut closes every connection open through p.
+func (p *proxy) cut() {
+	p.conns.Range(func(c, s any) bool {
+		c.(net.Conn).Close()
+		s.(net.Conn).Close()
+		p.conns.Delete(c)
+		return true
+	})
 }
 
 // newProxy returns a proxy to url's broker and url rewritten to go through it.
@@ -39,7 +56,6 @@ func newProxy(t *testing.T, url string) (*proxy, string) {
 		t.Fatal(err)
 	}
 	p := &proxy{ln: ln, done: make(chan struct{})}
-	var conns sync.Map
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -48,12 +64,16 @@ func newProxy(t *testing.T, url string) (*proxy, string) {
 			if err != nil {
 				return
 			}
+			if p.refuse.Load() {
+				client.Close()
+				continue
+			}
 			server, err := net.Dial("tcp", target)
 			if err != nil {
 				client.Close()
 				continue
 			}
-			conns.Store(client, server)
+			p.conns.Store(client, server)
 			p.wg.Add(2)
 			go func() { defer p.wg.Done(); _, _ = io.Copy(server, client); server.Close() }()
 			go func() {
@@ -81,11 +101,7 @@ func newProxy(t *testing.T, url string) (*proxy, string) {
 	t.Cleanup(func() {
 		close(p.done)
 		ln.Close()
-		conns.Range(func(c, s any) bool {
-			c.(net.Conn).Close()
-			s.(net.Conn).Close()
-			return true
-		})
+		p.cut()
 		p.wg.Wait()
 	})
 	a := ln.Addr().(*net.TCPAddr)
@@ -109,7 +125,7 @@ func TestCloseAbandonsUnconfirmedAsNotConfirmed(t *testing.T) {
 	px.muted.Store(true)
 	errc := make(chan error, 1)
 	go func() { errc <- p.Publish(ctxT(t, 30*time.Second), "mute", broker.Message{ID: "unconfirmed"}) }()
-	for deadline := time.Now().Add(5 * time.Second); p.Stats().Published < 2; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); p.Stats().Sent < 2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the second message was not sent")
 		}
@@ -129,7 +145,90 @@ func TestCloseAbandonsUnconfirmedAsNotConfirmed(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Error("Close hangs on a connection whose broker does not answer")
 	}
-	if st := p.Stats(); st.Confirmed != 1 {
-		t.Errorf("stats %+v: want only the first message confirmed", st)
+	if st := p.Stats(); st.Published != 1 || st.Failed != 1 || st.InFlight != 0 {
+		t.Errorf("stats %+v: want only the first message published, the second failed", st)
+	}
+}
+
+// connEvents records connection events.
+type connEvents struct {
+	mu  sync.Mutex
+	evs []rabbitmq.TraceConnectionData
+	ctx []any // the value of ctxKey in each event's context
+}
+
+type ctxKey struct{}
+
+func (c *connEvents) TraceConnection(ctx context.Context, d rabbitmq.TraceConnectionData) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.evs = append(c.evs, d)
+	c.ctx = append(c.ctx, ctx.Value(ctxKey{}))
+}
+
+func (c *connEvents) has(e rabbitmq.ConnectionEvent) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.evs {
+		if d.Event == e {
+			return true
+		}
+	}
+	return false
+}
+
+// TestConnectionTracer: a ConnectionTracer is told of the first connection
+// (in the constructor's context), of its loss, of failed reconnect attempts
+// and of the reconnect, with the connection's name and its URL without the
+// password; Stats count them.
+func TestConnectionTracer(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.VHost(t)
+	px, purl := newProxy(t, url)
+	tr := &connEvents{}
+	ctx := context.WithValue(ctxT(t, 30*time.Second), ctxKey{}, "constructor")
+	p, err := rabbitmq.NewPublisher(ctx, purl, rabbitmq.WithConnectionName("traced"), rabbitmq.WithTracer(tr), rabbitmq.WithReconnectBackoff(5*time.Millisecond, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	px.refuse.Store(true)
+	px.cut()
+	testenv.Eventually(t, 10*time.Second, "a failed reconnect attempt", func() bool { return tr.has(rabbitmq.ConnectionReconnecting) })
+	px.refuse.Store(false)
+	testenv.Eventually(t, 10*time.Second, "the reconnect", func() bool { return tr.has(rabbitmq.ConnectionReconnected) })
+	if err := p.Publish(ctxT(t, 10*time.Second), "traced", broker.Message{}); err != nil {
+		t.Fatal(err)
+	}
+
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var kinds []string
+	for i, d := range tr.evs {
+		kinds = append(kinds, d.Event.String())
+		if d.Name != "traced" || d.URL == "" || strings.Contains(d.URL, ":guest@") {
+			t.Errorf("event %d: %+v: want the connection's name and its URL without the password", i, d)
+		}
+		switch d.Event {
+		case rabbitmq.ConnectionConnected:
+			if tr.ctx[i] != "constructor" {
+				t.Errorf("ConnectionConnected in context with %v, want the constructor's", tr.ctx[i])
+			}
+		case rabbitmq.ConnectionLost:
+			if d.Err == nil {
+				t.Error("ConnectionLost without its cause")
+			}
+		case rabbitmq.ConnectionReconnecting:
+			if d.Err == nil || d.Attempt < 1 {
+				t.Errorf("ConnectionReconnecting %+v: want the failed attempt's error and number", d)
+			}
+		}
+	}
+	got := strings.Join(kinds, " ")
+	if ok, _ := regexp.MatchString(`^connected connection-lost (reconnecting )+reconnected$`, got); !ok {
+		t.Errorf("events %q, want connected, connection-lost, reconnecting (at least once), reconnected", got)
+	}
+	if st := p.Stats(); st.Connects != 1 || st.Disconnects != 1 || st.Reconnects != 1 || st.Published != 1 {
+		t.Errorf("stats %+v: want 1 connect, 1 disconnect, 1 reconnect, 1 published", st)
 	}
 }

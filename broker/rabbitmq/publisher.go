@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/internal/tracing"
 	"github.com/go-integration/patterns/internal/backoff"
 )
 
@@ -25,6 +26,7 @@ import (
 type Publisher struct {
 	cfg   config
 	obs   *observer
+	rec   *tracing.Recorder
 	c     *connection
 	r     route
 	slots []*pubSlot
@@ -74,7 +76,7 @@ func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Pu
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange},
+	p := &Publisher{cfg: cfg, obs: newObserver(cfg.tracers), rec: tracing.New("rabbitmq", cfg.tracers), r: route{cfg.exchange},
 		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{}), flush: closeFlushTimeout}
 	p.c, err = dial(ctx, url, &p.cfg, p.obs)
 	if err != nil {
@@ -101,6 +103,15 @@ func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Pu
 // broker.ErrNotConfirmed. Messages of one call are sent in order, but a
 // message republished after a lost confirm may land behind later ones.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
+	broker.Prepare(msgs, time.Now())
+	ctx, msgs, call := p.rec.Start(ctx, topic, msgs)
+	err := p.publish(ctx, topic, msgs)
+	p.rec.End(ctx, call, err)
+	return err
+}
+
+// publish is Publish for prepared messages, without tracing.
+func (p *Publisher) publish(ctx context.Context, topic string, msgs []broker.Message) error {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return err
 	}
@@ -115,7 +126,6 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Me
 	if len(msgs) == 0 {
 		return nil
 	}
-	broker.Prepare(msgs, time.Now())
 	pubs := make([]amqp.Publishing, len(msgs))
 	keys := make([]string, len(msgs))
 	for i := range msgs {
@@ -153,9 +163,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 	}
 	for round := 0; ; round++ {
 		if round > 0 {
-			for _, i := range pending {
-				p.obs.emit(Event{Kind: EventRepublished, Topic: topic, MessageID: pubs[i].MessageId, Err: lastErr})
-			}
+			p.obs.republished.Add(uint64(len(pending)))
 		}
 		if err := p.c.waitUnblocked(ctx, p.closing); err != nil {
 			return notConfirmed(err)
@@ -195,7 +203,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 				break
 			}
 			dcs = append(dcs, dc)
-			p.obs.emit(Event{Kind: EventPublished, Topic: topic, MessageID: pubs[i].MessageId})
+			p.obs.sent.Add(1)
 		}
 		var retry []int
 		for j, dc := range dcs {
@@ -219,11 +227,10 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 			}
 			if p.cfg.mandatory {
 				if r, ok := pc.takeReturn(pubs[i].MessageId); ok {
-					p.obs.emit(Event{Kind: EventReturned, Topic: topic, MessageID: pubs[i].MessageId})
+					p.obs.returned.Add(1)
 					return fmt.Errorf("%w: rabbitmq: publish to %q: message %s with routing key %q reached no queue (%d %s)", broker.ErrUnroutable, topic, pubs[i].MessageId, keys[i], r.ReplyCode, r.ReplyText)
 				}
 			}
-			p.obs.emit(Event{Kind: EventConfirmed, Topic: topic, MessageID: pubs[i].MessageId})
 		}
 		retry = append(retry, pending[len(dcs):]...)
 		if len(retry) == 0 {
@@ -247,9 +254,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 			if sendErr != nil {
 				return notConfirmed(sendErr)
 			}
-			for _, i := range pending {
-				p.obs.emit(Event{Kind: EventNacked, Topic: topic, MessageID: pubs[i].MessageId})
-			}
+			p.obs.nacked.Add(uint64(len(pending)))
 			return notConfirmed(errors.New("the broker nacked them"))
 		}
 		cause := pc.cause(ctx)
@@ -595,7 +600,14 @@ func (p *Publisher) forget(exchange string) {
 func (p *Publisher) Ping(ctx context.Context) error { return p.c.ping(ctx, p.closing) }
 
 // Stats returns the publisher's counters.
-func (p *Publisher) Stats() Stats { return p.obs.stats() }
+func (p *Publisher) Stats() PublisherStats {
+	o := p.obs
+	return PublisherStats{
+		PublisherStats: p.rec.Stats(),
+		Sent:           o.sent.Load(), Republished: o.republished.Load(), Nacked: o.nacked.Load(), Returned: o.returned.Load(),
+		Connects: o.connects.Load(), Disconnects: o.disconnects.Load(), Reconnects: o.reconnects.Load(),
+	}
+}
 
 // Conn returns the underlying connection, or nil during an outage. It is
 // replaced after a reconnect; do not close it.

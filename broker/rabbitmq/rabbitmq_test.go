@@ -59,6 +59,10 @@ func TestConformance(t *testing.T) {
 			// Priority needs x-max-priority on the queue; classic queues support it.
 			return newPublisher(t, url), newSubscriber(t, url, rabbitmq.WithMaxPriority(9))
 		},
+		Traced: func(t *testing.T, tracer any) (broker.Publisher, broker.Subscriber) {
+			return newPublisher(t, url, rabbitmq.WithTracer(tracer)), newSubscriber(t, url, rabbitmq.WithTracer(tracer))
+		},
+		Stats: stats,
 		Features: brokertest.Features{
 			Persistent:     true, // durable queues per group, persistent messages
 			ConsumerGroups: true, // a group is one queue its members share
@@ -71,6 +75,11 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// stats is the conformance suite's Harness.Stats.
+func stats(p broker.Publisher, s broker.Subscriber) (broker.PublisherStats, broker.SubscriberStats) {
+	return p.(*rabbitmq.Publisher).Stats().PublisherStats, s.(*rabbitmq.Subscriber).Stats().SubscriberStats
+}
+
 // TestConformanceQuorum runs the suite on quorum queues: order per key under
 // retries and exact attempts must not depend on the queue type.
 func TestConformanceQuorum(t *testing.T) {
@@ -80,6 +89,10 @@ func TestConformanceQuorum(t *testing.T) {
 		New: func(t *testing.T) (broker.Publisher, broker.Subscriber) {
 			return newPublisher(t, url), newSubscriber(t, url, rabbitmq.WithQueueType(rabbitmq.Quorum))
 		},
+		Traced: func(t *testing.T, tracer any) (broker.Publisher, broker.Subscriber) {
+			return newPublisher(t, url, rabbitmq.WithTracer(tracer)), newSubscriber(t, url, rabbitmq.WithTracer(tracer), rabbitmq.WithQueueType(rabbitmq.Quorum))
+		},
+		Stats: stats,
 		Features: brokertest.Features{
 			Persistent: true, ConsumerGroups: true, KeyFilter: true, OrderPerKey: true, DeadLetter: true,
 			Priority: false, // quorum queues have no priorities
@@ -233,6 +246,7 @@ func TestInvalidOptions(t *testing.T) {
 		"WithMaxMessageSize":   rabbitmq.WithMaxMessageSize(-1),
 		"WithDialTimeout":      rabbitmq.WithDialTimeout(0),
 		"WithReconnectBackoff": rabbitmq.WithReconnectBackoff(time.Second, time.Millisecond),
+		"WithTracer":           rabbitmq.WithTracer(struct{ Name string }{"not a tracer"}),
 	}
 	for name, o := range pubs {
 		if _, err := rabbitmq.NewPublisher(ctx, nowhere, o); !errors.Is(err, rabbitmq.ErrInvalidOption) || !strings.Contains(err.Error(), name) {
@@ -246,6 +260,7 @@ func TestInvalidOptions(t *testing.T) {
 		"WithMaxLength":    rabbitmq.WithMaxLength(-1),
 		"WithQueueType":    rabbitmq.WithQueueType("lazy"),
 		"WithQueueName":    rabbitmq.WithQueueName(nil),
+		"WithTracer":       rabbitmq.WithTracer(nil),
 	}
 	for name, o := range subs {
 		if _, err := rabbitmq.NewSubscriber(ctx, nowhere, o); !errors.Is(err, rabbitmq.ErrInvalidOption) || !strings.Contains(err.Error(), name) {

@@ -27,18 +27,18 @@ func streamThroughFault(t *testing.T, url string, n int, fault func()) {
 	pubLost, subLost := make(chan struct{}), make(chan struct{})
 	var pubOnce, subOnce sync.Once
 	logs := &syncBuffer{}
-	p := newPublisher(t, url, rabbitmq.WithConnectionName("fault-publisher"), rabbitmq.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), rabbitmq.WithHook(func(e rabbitmq.Event) {
-		if e.Kind == rabbitmq.EventDisconnected {
+	p := newPublisher(t, url, rabbitmq.WithConnectionName("fault-publisher"), rabbitmq.WithLogger(slog.New(slog.NewTextHandler(logs, nil))), rabbitmq.WithTracer(connTracer(func(_ context.Context, d rabbitmq.TraceConnectionData) {
+		if d.Event == rabbitmq.ConnectionLost {
 			pubDown.Store(true)
 			pubOnce.Do(func() { close(pubLost) })
 		}
-	}))
-	s := newSubscriber(t, url, rabbitmq.WithConnectionName("fault-subscriber"), rabbitmq.WithHook(func(e rabbitmq.Event) {
-		if e.Kind == rabbitmq.EventDisconnected {
+	})))
+	s := newSubscriber(t, url, rabbitmq.WithConnectionName("fault-subscriber"), rabbitmq.WithTracer(connTracer(func(_ context.Context, d rabbitmq.TraceConnectionData) {
+		if d.Event == rabbitmq.ConnectionLost {
 			subDown.Store(true)
 			subOnce.Do(func() { close(subLost) })
 		}
-	}))
+	})))
 	topic := "stream"
 	c := newCollector()
 	run(t, s, broker.Subscription{Topic: topic, Group: "g", Concurrency: 8}, c.handle)
@@ -254,3 +254,8 @@ func TestPublishDuringOutage(t *testing.T) {
 	}
 	c.waitFor(t, 20*time.Second, "before", "waited")
 }
+
+// connTracer is a rabbitmq.ConnectionTracer made of a function.
+type connTracer func(context.Context, rabbitmq.TraceConnectionData)
+
+func (f connTracer) TraceConnection(ctx context.Context, d rabbitmq.TraceConnectionData) { f(ctx, d) }

@@ -56,7 +56,7 @@ func NewSubscriber(ctx context.Context, url string, opts ...SubscriberOption) (*
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscriber{cfg: cfg, obs: &observer{hook: cfg.hook}, r: route{cfg.exchange}, url: url}
+	s := &Subscriber{cfg: cfg, obs: newObserver(cfg.tracers), r: route{cfg.exchange}, url: url}
 	s.eng, err = engine.New(subDriver{s}, engine.Config{
 		Name:         "rabbitmq",
 		Logger:       cfg.logger,
@@ -64,7 +64,7 @@ func NewSubscriber(ctx context.Context, url string, opts ...SubscriberOption) (*
 		Retry:        cfg.retry,
 		Reopen:       backoff.Policy{Min: cfg.backoffMin, Max: cfg.backoffMax},
 		Validate:     func(sub broker.Subscription) error { return validateSubscriptionNames(&s.cfg, sub) },
-		Observe:      s.observe,
+		Tracers:      cfg.tracers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidOption, err)
@@ -113,27 +113,6 @@ func (s *Subscriber) Provision(ctx context.Context, sub broker.Subscription) err
 // a name RabbitMQ would refuse, or a queue that exists with other arguments.
 func (s *Subscriber) Subscribe(ctx context.Context, sub broker.Subscription, h broker.Handler) error {
 	return s.eng.Subscribe(ctx, sub, h)
-}
-
-func (s *Subscriber) observe(sub *broker.Subscription, m broker.Message, o engine.Outcome, err error) {
-	var k EventKind
-	switch o {
-	case engine.Handled:
-		k = EventDelivered
-	case engine.Retried:
-		k = EventRetried
-	case engine.DeadLettered:
-		k = EventDeadLettered
-	case engine.Dropped:
-		k = EventDropped
-	default:
-		return
-	}
-	if k != EventDelivered {
-		// Every attempt reached a handler, as Stats.Delivered counts.
-		s.obs.emit(Event{Kind: EventDelivered, Topic: sub.Topic, MessageID: m.ID, Attempt: m.Attempt})
-	}
-	s.obs.emit(Event{Kind: k, Topic: sub.Topic, MessageID: m.ID, Attempt: m.Attempt, Err: err})
 }
 
 // subDriver is the Subscriber's engine.Driver.
@@ -207,7 +186,7 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-r.cancels:
-		return r.cancelled()
+		return r.cancelled(ctx)
 	case e := <-r.closes:
 		return fmt.Errorf("rabbitmq: channel closed: %v", e)
 	}
@@ -216,7 +195,7 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 		if !ok {
 			select {
 			case <-r.cancels: // amqp091 announces the cancel before closing deliveries
-				return r.cancelled()
+				return r.cancelled(ctx)
 			default:
 				return errors.New("rabbitmq: delivery channel closed")
 			}
@@ -240,9 +219,9 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 	return nil
 }
 
-func (r *receiver) cancelled() error {
+func (r *receiver) cancelled(ctx context.Context) error {
 	err := fmt.Errorf("rabbitmq: the server cancelled the consumer of queue %q (queue deleted?)", r.queue)
-	r.s.obs.emit(Event{Kind: EventConsumerCancelled, Topic: r.sub.Topic, Queue: r.queue, Err: err})
+	r.s.obs.connection(ctx, r.s.c, TraceConnectionData{Event: ConsumerCancelled, Queue: r.queue, Err: err})
 	return err
 }
 
@@ -371,7 +350,14 @@ func (s *Subscriber) pubChannel(ctx context.Context) (*amqp.Channel, error) {
 func (s *Subscriber) Ping(ctx context.Context) error { return s.c.ping(ctx, s.eng.Closing()) }
 
 // Stats returns the subscriber's counters.
-func (s *Subscriber) Stats() Stats { return s.obs.stats() }
+func (s *Subscriber) Stats() SubscriberStats {
+	o := s.obs
+	return SubscriberStats{
+		SubscriberStats: s.eng.Stats(),
+		ConsumerCancels: o.consumerCancels.Load(),
+		Connects:        o.connects.Load(), Disconnects: o.disconnects.Load(), Reconnects: o.reconnects.Load(),
+	}
+}
 
 // Conn returns the underlying connection, or nil during an outage. It is
 // replaced after a reconnect; do not close it.

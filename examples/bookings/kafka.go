@@ -52,8 +52,8 @@ func kafkaStream(ctx context.Context, t *tour) error {
 	quiet := kafka.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	fast := []kafka.SubscriberOption{
 		quiet,
-		kafka.GroupTimeouts(time.Second, 5*time.Second, 100*time.Millisecond),
-		kafka.CommitInterval(100 * time.Millisecond),
+		kafka.WithGroupTimeouts(time.Second, 5*time.Second, 100*time.Millisecond),
+		kafka.WithCommitInterval(100 * time.Millisecond),
 	}
 	const topic = "booking_changes"
 	admin, err := kafka.NewAdmin(brokers, quiet)

@@ -78,7 +78,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("not confirmed, treat as unsent: %w", err)
 	}
-	fmt.Fprintf(w, "published 2 messages to exchange %s, confirmed: %d\n", topic, pub.Stats().Confirmed)
+	fmt.Fprintf(w, "published 2 messages to exchange %s, confirmed: %d\n", topic, pub.Stats().Published)
 
 	lines := make(chan string, 8)
 	runCtx, stop := context.WithCancel(ctx)
@@ -119,7 +119,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 		}
 	}
 	st := sub.Stats()
-	fmt.Fprintf(w, "subscriber: delivered %d, retried %d, dead-lettered %d\n", st.Delivered, st.Retried, st.DeadLettered)
+	fmt.Fprintf(w, "subscriber: received %d, handled %d, retried %d, dead-lettered %d\n", st.Received, st.Handled, st.Retried, st.DeadLettered)
 	return nil
 }
 

@@ -31,7 +31,7 @@ billing: rentals.italy.cortina attempt 1 failed
 billing: rentals.italy.cortina attempt 2 failed
 billing: rentals.italy.cortina attempt 3 failed
 dead letter: rentals.italy.cortina from billing after 3 attempts: invalid booking: negative nights
-subscriber: delivered 5, retried 2, dead-lettered 1
+subscriber: received 3, handled 2, retried 2, dead-lettered 1
 `
 	if rest := strings.TrimPrefix(got, m[0]); rest != want {
 		t.Errorf("output after the first line:\n%s\nwant:\n%s", rest, want)

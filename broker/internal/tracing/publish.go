@@ -1,0 +1,108 @@
+// Package tracing is what the broker adapters share of tracing and
+// statistics beyond the engine (which traces and counts the consuming
+// side): a Recorder wraps each Publish call in Start and End, so that
+// Publish is traced and counted the same on every adapter, and Check
+// validates a WithTracer value.
+package tracing
+
+import (
+	"context"
+	"maps"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/hooks"
+)
+
+// Names lists the broker tracer interfaces, for error messages.
+const Names = "broker.PublishTracer, broker.ProcessTracer, broker.DeadLetterTracer"
+
+// Check returns an error when t implements none of the broker tracer
+// interfaces nor any interface extra checks (an adapter's own, named in
+// extraNames); the adapter wraps it in its ErrInvalidOption.
+func Check(t any, extraNames string, extra ...func(any) bool) error {
+	names := Names
+	if extraNames != "" {
+		names += ", " + extraNames
+	}
+	checks := append([]func(any) bool{hooks.Is[broker.PublishTracer](), hooks.Is[broker.ProcessTracer](), hooks.Is[broker.DeadLetterTracer]()}, extra...)
+	return hooks.Check(t, names, checks...)
+}
+
+// Recorder traces and counts one publisher's calls. Its zero value is not
+// usable; New makes one.
+type Recorder struct {
+	system  string
+	tracers []broker.PublishTracer
+
+	// The in-flight gauge is started minus ended, so that a call costs
+	// two atomic additions.
+	started, published, failed atomic.Uint64
+}
+
+// New returns a Recorder for the adapter named system ("rabbitmq"),
+// calling the broker.PublishTracer values among tracers in order.
+func New(system string, tracers []any) *Recorder {
+	return &Recorder{system: system, tracers: hooks.Pick[broker.PublishTracer](tracers)}
+}
+
+// Call is one traced call, from Start to End.
+type Call struct {
+	n     int
+	start time.Time // zero when untraced
+}
+
+// Start begins a Publish call of msgs (IDs and Times already filled) to
+// topic. Without tracers it returns ctx and msgs as they are and does not
+// allocate. With tracers it returns the context they made and a copy of
+// msgs, each with a Header map of its own (never nil) that the tracers may
+// have added to: the adapter publishes the copy.
+func (r *Recorder) Start(ctx context.Context, topic string, msgs []broker.Message) (context.Context, []broker.Message, Call) {
+	r.started.Add(uint64(len(msgs)))
+	c := Call{n: len(msgs)}
+	if len(r.tracers) == 0 {
+		return ctx, msgs, c
+	}
+	c.start = time.Now()
+	cp := make([]broker.Message, len(msgs))
+	copy(cp, msgs)
+	for i := range cp {
+		if cp[i].Header == nil {
+			cp[i].Header = make(map[string]string, 2)
+		} else {
+			cp[i].Header = maps.Clone(cp[i].Header)
+		}
+	}
+	d := broker.TracePublishStartData{System: r.system, Topic: topic, Messages: cp}
+	for _, t := range r.tracers {
+		ctx = t.TracePublishStart(ctx, d)
+	}
+	return ctx, cp, c
+}
+
+// End ends c with the call's result: it counts the messages as published
+// or failed and calls the tracers' TracePublishEnd with ctx, the context
+// Start returned.
+func (r *Recorder) End(ctx context.Context, c Call, err error) {
+	if err == nil {
+		r.published.Add(uint64(c.n))
+	} else {
+		r.failed.Add(uint64(c.n))
+	}
+	if len(r.tracers) == 0 {
+		return
+	}
+	d := broker.TracePublishEndData{Err: err, Duration: time.Since(c.start)}
+	for _, t := range r.tracers {
+		t.TracePublishEnd(ctx, d)
+	}
+}
+
+// Stats returns the counters.
+func (r *Recorder) Stats() broker.PublisherStats {
+	st := broker.PublisherStats{Published: r.published.Load(), Failed: r.failed.Load()}
+	// Read last, so that it counts every call ended above.
+	st.InFlight = int64(r.started.Load() - st.Published - st.Failed)
+	return st
+}

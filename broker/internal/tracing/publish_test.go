@@ -1,0 +1,81 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/go-integration/patterns/broker"
+)
+
+type pubTracer struct{ starts, ends int }
+
+func (p *pubTracer) TracePublishStart(ctx context.Context, d broker.TracePublishStartData) context.Context {
+	p.starts++
+	for _, m := range d.Messages {
+		m.Header["t"] = "x"
+	}
+	return ctx
+}
+
+func (p *pubTracer) TracePublishEnd(context.Context, broker.TracePublishEndData) { p.ends++ }
+
+// Without tracers a call costs no allocation and hands the caller's
+// messages through.
+func TestUntracedDoesNotAllocate(t *testing.T) {
+	r := New("test", []any{"not a publish tracer"})
+	msgs := []broker.Message{{ID: "a"}}
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		c, ms, call := r.Start(ctx, "t", msgs)
+		if &ms[0] != &msgs[0] {
+			t.Fatal("untraced Start copied the messages")
+		}
+		r.End(c, call, nil)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per untraced call", allocs)
+	}
+	if st := r.Stats(); st.Published != 101 || st.InFlight != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// With tracers they get copies with Header maps of their own.
+func TestTracedCopies(t *testing.T) {
+	tr := &pubTracer{}
+	r := New("test", []any{tr})
+	caller := map[string]string{"k": "v"}
+	msgs := []broker.Message{{ID: "a", Header: caller}, {ID: "b"}}
+	ctx, ms, call := r.Start(context.Background(), "t", msgs)
+	if st := r.Stats(); st.InFlight != 2 {
+		t.Errorf("in flight %d, want 2", st.InFlight)
+	}
+	r.End(ctx, call, errors.New("refused"))
+	if len(caller) != 1 || msgs[1].Header != nil {
+		t.Errorf("the caller's messages changed: %+v", msgs)
+	}
+	if ms[0].Header["t"] != "x" || ms[0].Header["k"] != "v" || ms[1].Header["t"] != "x" {
+		t.Errorf("traced copies %+v", ms)
+	}
+	if tr.starts != 1 || tr.ends != 1 {
+		t.Errorf("tracer called %d/%d times", tr.starts, tr.ends)
+	}
+	if st := r.Stats(); st != (broker.PublisherStats{Failed: 2}) {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	if err := Check(&pubTracer{}, ""); err != nil {
+		t.Error(err)
+	}
+	if err := Check(struct{}{}, "x.OwnTracer"); err == nil || !strings.Contains(err.Error(), "x.OwnTracer") {
+		t.Errorf("Check(struct{}{}) = %v, want an error naming the adapter's interfaces", err)
+	}
+	own := func(v any) bool { _, ok := v.(string); return ok }
+	if err := Check("a string", "x.OwnTracer", own); err != nil {
+		t.Errorf("a value implementing the adapter's own interface: %v", err)
+	}
+}
