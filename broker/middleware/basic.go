@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"fmt"
 	"runtime/debug"
 	"time"
 
@@ -33,12 +34,17 @@ func Recover() broker.Middleware {
 
 // Timeout gives each call of the handler its own deadline d, derived from the
 // context it was called with. Inside Retry every attempt gets a fresh d.
-func Timeout(d time.Duration) broker.Middleware {
+// d must be positive; otherwise Timeout fails with an error wrapping
+// ErrInvalidOption, as every middleware constructor with arguments does.
+func Timeout(d time.Duration) (broker.Middleware, error) {
+	if d <= 0 {
+		return nil, fmt.Errorf("%w: Timeout(%v): must be positive", ErrInvalidOption, d)
+	}
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m broker.Message) error {
 			ctx, cancel := context.WithTimeout(ctx, d)
 			defer cancel()
 			return next(ctx, m)
 		}
-	}
+	}, nil
 }

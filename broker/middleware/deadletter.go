@@ -24,7 +24,16 @@ const HeaderDeliveries = "x-deliveries"
 //
 // Put it outside Retry so only messages that exhausted their retries are
 // dead-lettered. pub is the caller's: DeadLetter never closes it.
-func DeadLetter(pub broker.Publisher, topic, group string) broker.Middleware {
+//
+// pub and topic are required: a nil pub or an empty topic is an error
+// wrapping ErrInvalidOption.
+func DeadLetter(pub broker.Publisher, topic, group string) (broker.Middleware, error) {
+	switch {
+	case pub == nil:
+		return nil, fmt.Errorf("%w: DeadLetter: nil Publisher", ErrInvalidOption)
+	case topic == "":
+		return nil, fmt.Errorf("%w: DeadLetter: empty topic", ErrInvalidOption)
+	}
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m broker.Message) error {
 			err := next(ctx, m)
@@ -44,5 +53,5 @@ func DeadLetter(pub broker.Publisher, topic, group string) broker.Middleware {
 			}
 			return nil
 		}
-	}
+	}, nil
 }

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/claims"
 )
 
 // ClaimResult says what a DedupStore knows of a message ID.
@@ -78,85 +78,149 @@ var ErrInProgress = errors.New("middleware: message with this ID is being handle
 // new owner's claim (in progress or handled).
 var ErrStaleClaim = errors.New("middleware: dedup claim is no longer owned by this delivery")
 
-// Default lifetimes of DedupConfig.
+// DedupResult is what Dedup did with a delivery, as its tracers see it.
+type DedupResult int
+
 const (
-	// DefaultHandled is how long a handled ID is remembered.
-	DefaultHandled = 24 * time.Hour
-	// DefaultInProgress is how long a claim blocks other deliveries of its ID
-	// when its owner neither finishes nor releases it (the process crashed).
-	DefaultInProgress = time.Minute
+	// DedupClaimed: the delivery claimed its ID and the handler runs.
+	DedupClaimed DedupResult = iota
+	// DedupSkipped: the ID was handled before; the duplicate is acknowledged
+	// without calling the handler.
+	DedupSkipped
+	// DedupInProgress: another delivery holds the ID's claim; Dedup returns
+	// ErrInProgress and the broker redelivers later.
+	DedupInProgress
+	// DedupStaleClaim: the handler finished after its claim had been taken
+	// over by another delivery; its outcome was not recorded (Err wraps
+	// ErrStaleClaim).
+	DedupStaleClaim
+	// DedupError: the store failed (Err says how), claiming the ID or
+	// settling the claim.
+	DedupError
 )
 
-// DedupConfig configures DedupWith. Zero fields take the defaults.
-type DedupConfig struct {
-	// Handled is how long an ID stays handled: duplicates arriving within
-	// it are acknowledged without calling the handler. Default 24 h.
-	Handled time.Duration
-	// InProgress is the lifetime of a claim: while a delivery is handled,
-	// other deliveries of its ID are refused with ErrInProgress. A consumer
-	// that dies while handling blocks redeliveries of the ID for at most this
-	// long. Set it above the longest handler run (a shorter Timeout in the
-	// chain bounds it): a handler that outlives its claim may see another delivery
-	// of the same ID run concurrently, and its own Done then fails with
-	// ErrStaleClaim. Default 1 min.
-	InProgress time.Duration
-}
-
-func (c DedupConfig) withDefaults() DedupConfig {
-	if c.Handled <= 0 {
-		c.Handled = DefaultHandled
+// String returns the result's name.
+func (r DedupResult) String() string {
+	switch r {
+	case DedupClaimed:
+		return "claimed"
+	case DedupSkipped:
+		return "skipped"
+	case DedupInProgress:
+		return "in-progress"
+	case DedupStaleClaim:
+		return "stale-claim"
+	case DedupError:
+		return "error"
 	}
-	if c.InProgress <= 0 {
-		c.InProgress = DefaultInProgress
-	}
-	return c
+	return "DedupResult(" + strconv.Itoa(int(r)) + ")"
 }
 
-// Dedup is DedupWith(store, DedupConfig{Handled: handledTTL}): IDs are
-// remembered as handled for handledTTL and claims last DefaultInProgress.
-func Dedup(store DedupStore, handledTTL time.Duration) broker.Middleware {
-	return DedupWith(store, DedupConfig{Handled: handledTTL})
+// TraceDedupData describes one Dedup decision.
+type TraceDedupData struct {
+	MessageID string
+	Topic     string // the delivery's topic (empty when the broker does not set it)
+	Result    DedupResult
+	// Err is the store's error for DedupStaleClaim and DedupError, else nil.
+	Err error
 }
 
-// DedupWith skips messages whose ID was already handled within cfg.Handled
-// (returns nil, so the broker acknowledges the duplicate) and refuses, with
-// ErrInProgress, a message whose ID another delivery is handling. A failed or
-// panicking handler releases its claim so the redelivery runs again. Messages
-// without an ID pass through.
+// DedupTracer traces Dedup (installed with WithTracer). TraceDedup is a
+// point event called in the handler's goroutine: once when Dedup has asked
+// the store (DedupClaimed before the handler runs, DedupSkipped,
+// DedupInProgress, or DedupError when the claim failed), and once more after
+// the handler when settling the claim fails (DedupStaleClaim or DedupError).
+// It must not block.
+type DedupTracer interface {
+	TraceDedup(ctx context.Context, data TraceDedupData)
+}
+
+// Dedup returns middleware that skips messages whose ID was already handled
+// within the handled lifetime (it returns nil, so the broker acknowledges
+// the duplicate) and refuses, with ErrInProgress, a message whose ID another
+// delivery is handling. A failed or panicking handler releases its claim so
+// the redelivery runs again. Messages without an ID pass through.
 //
 // If the claim expired while the handler ran and another delivery took it
 // over, the handler's outcome is not recorded: Dedup returns an error
 // wrapping ErrStaleClaim (joined with the handler's error, if any), so the
 // adapter counts a failed attempt and redelivers; the redelivery is then
 // settled by the new owner's claim, never marked handled by the stale one.
-func DedupWith(store DedupStore, cfg DedupConfig) broker.Middleware {
-	cfg = cfg.withDefaults()
-	return func(next broker.Handler) broker.Handler {
-		return func(ctx context.Context, m broker.Message) error {
-			if m.ID == "" {
-				return next(ctx, m)
-			}
-			c, err := store.Claim(ctx, m.ID, cfg.InProgress)
-			if err != nil {
-				return fmt.Errorf("dedup claim %s: %w", m.ID, err)
-			}
-			switch c.Result {
-			case Handled:
-				return nil
-			case InProgress:
-				return ErrInProgress
-			}
-			if err := callReleasing(ctx, store, m, c.Token, next); err != nil {
-				if rerr := store.Release(context.WithoutCancel(ctx), m.ID, c.Token); rerr != nil {
-					return errors.Join(err, fmt.Errorf("dedup release %s: %w", m.ID, rerr))
-				}
-				return err
-			}
-			if err := store.Done(context.WithoutCancel(ctx), m.ID, c.Token, cfg.Handled); err != nil {
-				return fmt.Errorf("dedup done %s: %w", m.ID, err)
-			}
-			return nil
+//
+// store is required; WithHandledFor, WithInProgressFor and WithTracer are
+// optional. A nil store or a bad option is an error wrapping
+// ErrInvalidOption.
+func Dedup(store DedupStore, opts ...DedupOption) (broker.Middleware, error) {
+	c := dedupConfig{handled: DefaultHandled, inProgress: DefaultInProgress}
+	if store == nil {
+		c.errs = append(c.errs, errors.New("nil DedupStore"))
+	}
+	for _, o := range opts {
+		if o == nil {
+			c.errs = append(c.errs, errors.New("nil option"))
+			continue
 		}
+		o.applyDedup(&c)
+	}
+	if err := invalid("Dedup", c.errs); err != nil {
+		return nil, err
+	}
+	d := &dedup{store: store, cfg: c}
+	return d.wrap, nil
+}
+
+type dedup struct {
+	store DedupStore
+	cfg   dedupConfig
+}
+
+func (d *dedup) trace(ctx context.Context, m broker.Message, r DedupResult, err error) {
+	for _, t := range d.cfg.tracers {
+		t.TraceDedup(ctx, TraceDedupData{MessageID: m.ID, Topic: m.Topic, Result: r, Err: err})
+	}
+}
+
+// settled traces a failure to settle a claim and returns err.
+func (d *dedup) settled(ctx context.Context, m broker.Message, err error) error {
+	if errors.Is(err, ErrStaleClaim) {
+		d.trace(ctx, m, DedupStaleClaim, err)
+	} else {
+		d.trace(ctx, m, DedupError, err)
+	}
+	return err
+}
+
+func (d *dedup) wrap(next broker.Handler) broker.Handler {
+	return func(ctx context.Context, m broker.Message) error {
+		if m.ID == "" {
+			return next(ctx, m)
+		}
+		c, err := d.store.Claim(ctx, m.ID, d.cfg.inProgress)
+		if err != nil {
+			err = fmt.Errorf("dedup claim %s: %w", m.ID, err)
+			d.trace(ctx, m, DedupError, err)
+			return err
+		}
+		switch c.Result {
+		case Handled:
+			d.trace(ctx, m, DedupSkipped, nil)
+			return nil
+		case InProgress:
+			d.trace(ctx, m, DedupInProgress, nil)
+			return ErrInProgress
+		}
+		d.trace(ctx, m, DedupClaimed, nil)
+		if err := callReleasing(ctx, d.store, m, c.Token, next); err != nil {
+			if rerr := d.store.Release(context.WithoutCancel(ctx), m.ID, c.Token); rerr != nil {
+				rerr = fmt.Errorf("dedup release %s: %w", m.ID, rerr)
+				return errors.Join(err, d.settled(ctx, m, rerr))
+			}
+			return err
+		}
+		if err := d.store.Done(context.WithoutCancel(ctx), m.ID, c.Token, d.cfg.handled); err != nil {
+			return d.settled(ctx, m, fmt.Errorf("dedup done %s: %w", m.ID, err))
+		}
+		return nil
 	}
 }
 
@@ -175,83 +239,46 @@ func callReleasing(ctx context.Context, store DedupStore, m broker.Message, toke
 	return err
 }
 
-// MemoryDedupStore is a DedupStore in process memory, for tests and single
-// processes. Expired entries are swept as new claims arrive.
+// MemoryDedupStore is a DedupStore in process memory (internal/claims),
+// for tests and single processes. Expired entries are swept as new claims
+// arrive.
 type MemoryDedupStore struct {
-	mu        sync.Mutex
-	entries   map[string]dedupEntry
-	now       func() time.Time
-	lastSweep time.Time
-	tokens    uint64
+	m *claims.Map[struct{}]
 }
 
-type dedupEntry struct {
-	done    bool
-	token   string
-	expires time.Time
-}
-
-// NewMemoryDedupStore returns an empty store on the system clock.
+// NewMemoryDedupStore returns an empty store on the system clock. (Tests
+// that need time to pass run it in a testing/synctest bubble.)
 func NewMemoryDedupStore() *MemoryDedupStore {
-	return NewMemoryDedupStoreWithClock(time.Now)
-}
-
-// NewMemoryDedupStoreWithClock returns an empty store that reads the time
-// from now, so tests can move time forward instead of sleeping.
-func NewMemoryDedupStoreWithClock(now func() time.Time) *MemoryDedupStore {
-	return &MemoryDedupStore{entries: make(map[string]dedupEntry), now: now}
+	return &MemoryDedupStore{m: claims.New[struct{}](nil)}
 }
 
 // Claim implements DedupStore.
 func (s *MemoryDedupStore) Claim(_ context.Context, id string, inProgressTTL time.Duration) (Claim, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	if now.Sub(s.lastSweep) > time.Minute {
-		for k, e := range s.entries {
-			if !now.Before(e.expires) {
-				delete(s.entries, k)
-			}
-		}
-		s.lastSweep = now
+	held, token, claimed := s.m.Claim(id, inProgressTTL)
+	switch {
+	case claimed:
+		return Claim{Result: Claimed, Token: token}, nil
+	case held.Done:
+		return Claim{Result: Handled}, nil
 	}
-	if e, ok := s.entries[id]; ok && now.Before(e.expires) {
-		if e.done {
-			return Claim{Result: Handled}, nil
-		}
-		return Claim{Result: InProgress}, nil
-	}
-	s.tokens++
-	token := strconv.FormatUint(s.tokens, 10)
-	s.entries[id] = dedupEntry{token: token, expires: now.Add(inProgressTTL)}
-	return Claim{Result: Claimed, Token: token}, nil
+	return Claim{Result: InProgress}, nil
 }
 
 // Done implements DedupStore.
 func (s *MemoryDedupStore) Done(_ context.Context, id, token string, handledTTL time.Duration) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.entries[id]; !ok || e.token != token {
+	if !s.m.Complete(id, token, struct{}{}, handledTTL) {
 		return fmt.Errorf("middleware: done %.64q: %w", id, ErrStaleClaim)
 	}
-	s.entries[id] = dedupEntry{done: true, token: token, expires: s.now().Add(handledTTL)}
 	return nil
 }
 
 // Release implements DedupStore.
 func (s *MemoryDedupStore) Release(_ context.Context, id, token string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.entries[id]; !ok || e.token != token || e.done {
+	if owned, done := s.m.Release(id, token); !owned || done {
 		return fmt.Errorf("middleware: release %.64q: %w", id, ErrStaleClaim)
 	}
-	delete(s.entries, id)
 	return nil
 }
 
 // Len reports how many IDs the store remembers, expired ones not yet swept included.
-func (s *MemoryDedupStore) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.entries)
-}
+func (s *MemoryDedupStore) Len() int { return s.m.Len() }

@@ -13,11 +13,19 @@ import (
 )
 
 func ExampleRetry() {
+	retry, err := middleware.Retry(middleware.WithMaxAttempts(3), middleware.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	timeout, err := middleware.Timeout(time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
 	calls := 0
 	h := broker.Chain(
 		middleware.Recover(),
-		middleware.Retry(middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}),
-		middleware.Timeout(time.Second),
+		retry,
+		timeout,
 	)(func(ctx context.Context, m broker.Message) error {
 		calls++
 		if calls < 3 {
@@ -25,7 +33,7 @@ func ExampleRetry() {
 		}
 		return nil
 	})
-	err := h(context.Background(), broker.Message{ID: "b-1"})
+	err = h(context.Background(), broker.Message{ID: "b-1"})
 	fmt.Println(err, calls)
 	// Output:
 	// <nil> 3
@@ -45,7 +53,10 @@ func ExampleDedup() {
 	}
 
 	handled := make(chan string)
-	dedup := middleware.Dedup(middleware.NewMemoryDedupStore(), 24*time.Hour)
+	dedup, err := middleware.Dedup(middleware.NewMemoryDedupStore(), middleware.WithHandledFor(24*time.Hour))
+	if err != nil {
+		log.Fatal(err)
+	}
 	h := dedup(func(ctx context.Context, m broker.Message) error {
 		handled <- m.ID + " " + string(m.Payload)
 		return nil
@@ -86,9 +97,17 @@ func ExampleDeadLetter() {
 		}
 	}
 
+	retry, err := middleware.Retry(middleware.WithMaxAttempts(3), middleware.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	deadLetter, err := middleware.DeadLetter(b, "bookings.dlq", "billing")
+	if err != nil {
+		log.Fatal(err)
+	}
 	h := broker.Chain(
-		middleware.DeadLetter(b, "bookings.dlq", "billing"),
-		middleware.Retry(middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}),
+		deadLetter,
+		retry,
 	)(func(ctx context.Context, m broker.Message) error {
 		return errors.New("invoice service rejected the booking")
 	})
@@ -102,7 +121,7 @@ func ExampleDeadLetter() {
 		})
 	}()
 
-	err := b.Publish(ctx, "bookings", broker.Message{ID: "b-1", Key: "booking.1", Payload: []byte("created")})
+	err = b.Publish(ctx, "bookings", broker.Message{ID: "b-1", Key: "booking.1", Payload: []byte("created")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -122,4 +141,29 @@ func ExampleDeadLetter() {
 	// x-attempts: 3
 	// x-error: after 3 attempts: invoice service rejected the booking
 	// left on bookings: 0
+}
+
+// printDedup is a DedupTracer: it prints each Dedup decision.
+type printDedup struct{}
+
+func (printDedup) TraceDedup(_ context.Context, d middleware.TraceDedupData) {
+	fmt.Println("dedup", d.MessageID, d.Result)
+}
+
+// A tracer sees every Dedup decision: a first delivery is claimed, a
+// duplicate skipped. OpenTelemetry adapters implement the same interface.
+func ExampleWithTracer() {
+	dedup, err := middleware.Dedup(middleware.NewMemoryDedupStore(), middleware.WithTracer(printDedup{}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	h := dedup(func(ctx context.Context, m broker.Message) error { return nil })
+	for range 2 {
+		if err := h(context.Background(), broker.Message{ID: "b-1", Topic: "bookings"}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// dedup b-1 claimed
+	// dedup b-1 skipped
 }

@@ -4,56 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/backoff"
 )
-
-// RetryPolicy configures Retry. Zero fields take the documented defaults.
-type RetryPolicy struct {
-	// MaxAttempts bounds the calls of the handler per delivery, the first
-	// included. Default 5.
-	MaxAttempts int
-	// InitialInterval is the backoff cap before the second attempt. Default 100 ms.
-	InitialInterval time.Duration
-	// MaxInterval caps any single backoff. Default 10 s.
-	MaxInterval time.Duration
-	// Multiplier grows the cap after each attempt. Default 2.
-	Multiplier float64
-	// MaxElapsed stops retrying once this much time has passed since the
-	// first attempt. Default 0: no limit besides MaxAttempts.
-	MaxElapsed time.Duration
-}
-
-func (p RetryPolicy) withDefaults() RetryPolicy {
-	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = 5
-	}
-	if p.InitialInterval <= 0 {
-		p.InitialInterval = 100 * time.Millisecond
-	}
-	if p.MaxInterval <= 0 {
-		p.MaxInterval = 10 * time.Second
-	}
-	if p.Multiplier < 1 {
-		p.Multiplier = 2
-	}
-	return p
-}
-
-// Backoff returns the wait before attempt n+1 after n failed attempts:
-// a uniformly random duration in [0, min(MaxInterval, InitialInterval *
-// Multiplier^(n-1))] ("full jitter"), so many failing consumers spread out.
-func (p RetryPolicy) Backoff(n int) time.Duration {
-	p = p.withDefaults()
-	ceiling := float64(p.InitialInterval)
-	for i := 1; i < n && ceiling < float64(p.MaxInterval); i++ {
-		ceiling *= p.Multiplier
-	}
-	ceiling = min(ceiling, float64(p.MaxInterval))
-	return time.Duration(rand.Int64N(int64(ceiling) + 1))
-}
 
 // RetryError is returned by Retry when it gave up: it says how often the
 // handler ran and wraps the last error.
@@ -68,25 +23,74 @@ func (e *RetryError) Error() string {
 
 func (e *RetryError) Unwrap() error { return e.Err }
 
-// Retry calls the handler again, after a jittered exponential backoff, while
-// it fails, up to the policy's attempts and elapsed time. A broker.Permanent
-// error or a done context stops at once. When it gives up it returns a
-// *RetryError, so the broker redelivers or dead-letters per its own policy.
-func Retry(p RetryPolicy) broker.Middleware {
-	p = p.withDefaults()
+// TraceRetryData describes one failed attempt inside Retry.
+type TraceRetryData struct {
+	MessageID string
+	Topic     string
+	Attempt   int   // the attempt that failed, from 1
+	Err       error // its error
+	// Wait is the backoff before the next attempt; 0 when GaveUp.
+	Wait time.Duration
+	// GaveUp: no attempt follows (a broker.Permanent error, the attempts or
+	// the elapsed time used up, or the context done); Retry returns a
+	// *RetryError.
+	GaveUp bool
+}
+
+// RetryTracer traces Retry (installed with WithTracer). TraceRetry is a
+// point event called after each failed attempt, before the backoff, in the
+// handler's goroutine; it must not block. Successful attempts are not
+// traced: the adapter's process tracer sees the delivery's outcome.
+type RetryTracer interface {
+	TraceRetry(ctx context.Context, data TraceRetryData)
+}
+
+// Retry returns middleware that calls the handler again, after a backoff
+// with full jitter (internal/backoff), while it fails, up to WithMaxAttempts
+// attempts (default 5) and, with WithMaxElapsed, that much time since the
+// first attempt. A broker.Permanent error or a done context stops at once.
+// When it gives up it returns a *RetryError, so the broker redelivers or
+// dead-letters per its own policy. A bad option is an error wrapping
+// ErrInvalidOption.
+func Retry(opts ...RetryOption) (broker.Middleware, error) {
+	c := retryConfig{
+		maxAttempts: DefaultMaxAttempts,
+		backoff:     backoff.Policy{Min: DefaultBackoffMin, Max: DefaultBackoffMax},
+	}
+	for _, o := range opts {
+		if o == nil {
+			c.errs = append(c.errs, errors.New("nil option"))
+			continue
+		}
+		o.applyRetry(&c)
+	}
+	if err := invalid("Retry", c.errs); err != nil {
+		return nil, err
+	}
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m broker.Message) error {
 			start := time.Now()
-			var err error
 			for attempt := 1; ; attempt++ {
-				if err = next(ctx, m); err == nil {
+				err := next(ctx, m)
+				if err == nil {
 					return nil
 				}
-				if broker.IsPermanent(err) || attempt >= p.MaxAttempts ||
-					(p.MaxElapsed > 0 && time.Since(start) >= p.MaxElapsed) {
+				gaveUp := broker.IsPermanent(err) || attempt >= c.maxAttempts ||
+					(c.maxElapsed > 0 && time.Since(start) >= c.maxElapsed) || ctx.Err() != nil
+				var wait time.Duration
+				if !gaveUp {
+					wait = c.backoff.Wait(attempt)
+				}
+				for _, t := range c.tracers {
+					t.TraceRetry(ctx, TraceRetryData{MessageID: m.ID, Topic: m.Topic, Attempt: attempt, Err: err, Wait: wait, GaveUp: gaveUp})
+				}
+				if gaveUp {
+					if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+						err = errors.Join(err, ctx.Err())
+					}
 					return &RetryError{Attempts: attempt, Err: err}
 				}
-				t := time.NewTimer(p.Backoff(attempt))
+				t := time.NewTimer(wait)
 				select {
 				case <-t.C:
 				case <-ctx.Done():
@@ -95,7 +99,7 @@ func Retry(p RetryPolicy) broker.Middleware {
 				}
 			}
 		}
-	}
+	}, nil
 }
 
 // attempts is how often the handler ran for this delivery: the retries that

@@ -3,16 +3,15 @@
 //
 //	func TestConformance(t *testing.T) {
 //		deduptest.Run(t, deduptest.Harness{
-//			New: func(t *testing.T) (middleware.DedupStore, func(time.Duration)) {
-//				return newStore(t), nil // nil: the suite sleeps to let time pass
-//			},
+//			New: func(t *testing.T) middleware.DedupStore { return newStore(t) },
 //		})
 //	}
 //
 // The suite covers claims (new, in progress, handled), Release, owner tokens
 // (a stale Done or Release is refused with middleware.ErrStaleClaim and
-// changes nothing), expiry of claims and of handled entries, 50 concurrent
-// claimers of one ID, and empty and long IDs.
+// changes nothing), expiry of claims and of handled entries, Done by an
+// owner whose claim expired but was not taken over, 50 concurrent claimers
+// of one ID, and empty and long IDs.
 package deduptest
 
 import (
@@ -22,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-integration/patterns/broker/middleware"
@@ -29,33 +29,38 @@ import (
 
 // Harness tells Run how to make the store under test.
 type Harness struct {
-	// New returns an empty store (or one whose IDs no other test uses) and
-	// advance, a function that lets at least d pass on the store's clock.
-	// A store with an injectable clock moves it; advance may be nil for a
-	// store on a real clock (a database's now()), and the suite then sleeps
-	// d plus a millisecond. The suite lets at most a few hundred
-	// milliseconds pass in all.
-	New func(t *testing.T) (store middleware.DedupStore, advance func(d time.Duration))
+	// New returns an empty store (or one whose IDs no other test uses).
+	// Register clean-up with t.Cleanup. With Features.Bubble it is called
+	// inside the test's testing/synctest bubble.
+	New func(t *testing.T) middleware.DedupStore
+	// Features declares what the store allows the suite to do.
+	Features Features
+}
+
+// Features switches parts of the suite on or off.
+type Features struct {
+	// Bubble: the store keeps time with the time package in this process
+	// and its goroutines (if any) block only on what a testing/synctest
+	// bubble can see, so the suite runs each test in a bubble and lets time
+	// pass without waiting (the memory store). Off (a store on a database's
+	// clock), the suite really sleeps to let lifetimes expire, a few hundred
+	// milliseconds in all.
+	Bubble bool
 }
 
 // Lifetimes the suite uses. Long ones never expire during a test; short ones
-// expire after one advance.
+// expire after one wait.
 const (
 	long  = time.Hour
 	short = time.Millisecond
 	// handledShort must stay unexpired between two consecutive calls (on a
-	// real clock too) and expire after an advance of it.
+	// real clock too) and expire after a wait of it.
 	handledShort = 200 * time.Millisecond
 )
 
-func (h Harness) make(t *testing.T) (middleware.DedupStore, func(time.Duration)) {
-	t.Helper()
-	s, advance := h.New(t)
-	if advance == nil {
-		advance = func(d time.Duration) { time.Sleep(d + time.Millisecond) }
-	}
-	return s, advance
-}
+// pass lets at least d pass on the store's clock: in a bubble time.Sleep
+// moves the fake clock at once; on a real clock it sleeps.
+func pass(d time.Duration) { time.Sleep(d + time.Millisecond) }
 
 func claim(t *testing.T, s middleware.DedupStore, id string, ttl time.Duration, want middleware.ClaimResult) middleware.Claim {
 	t.Helper()
@@ -86,12 +91,20 @@ func ok(t *testing.T, what string, err error) {
 	}
 }
 
-// Run runs the conformance tests, each on a store from h.New.
+// Run runs the conformance tests, each on a store from h.New, as subtests of t.
 func Run(t *testing.T, h Harness) {
 	ctx := context.Background()
+	test := func(name string, f func(t *testing.T, s middleware.DedupStore)) {
+		t.Run(name, func(t *testing.T) {
+			if h.Features.Bubble {
+				synctest.Test(t, func(t *testing.T) { f(t, h.New(t)) })
+				return
+			}
+			f(t, h.New(t))
+		})
+	}
 
-	t.Run("ClaimThenInProgressThenHandled", func(t *testing.T) {
-		s, _ := h.make(t)
+	test("ClaimThenInProgressThenHandled", func(t *testing.T, s middleware.DedupStore) {
 		c := claim(t, s, "m1", long, middleware.Claimed)
 		claim(t, s, "m1", long, middleware.InProgress)
 		claim(t, s, "m2", long, middleware.Claimed) // IDs are independent
@@ -100,8 +113,7 @@ func Run(t *testing.T, h Harness) {
 		claim(t, s, "m1", long, middleware.Handled)
 	})
 
-	t.Run("ReleaseLetsTheNextClaimWin", func(t *testing.T) {
-		s, _ := h.make(t)
+	test("ReleaseLetsTheNextClaimWin", func(t *testing.T, s middleware.DedupStore) {
 		c := claim(t, s, "m", long, middleware.Claimed)
 		ok(t, "Release", s.Release(ctx, "m", c.Token))
 		c2 := claim(t, s, "m", long, middleware.Claimed)
@@ -115,8 +127,7 @@ func Run(t *testing.T, h Harness) {
 		claim(t, s, "m", long, middleware.Handled)
 	})
 
-	t.Run("WrongTokenChangesNothing", func(t *testing.T) {
-		s, _ := h.make(t)
+	test("WrongTokenChangesNothing", func(t *testing.T, s middleware.DedupStore) {
 		stale(t, "Done of an ID never claimed", s.Done(ctx, "none", "x", long))
 		stale(t, "Release of an ID never claimed", s.Release(ctx, "none", "x"))
 		claim(t, s, "none", long, middleware.Claimed) // the refused calls left nothing behind
@@ -129,10 +140,9 @@ func Run(t *testing.T, h Harness) {
 		claim(t, s, "m", long, middleware.Handled)
 	})
 
-	t.Run("ExpiredClaimIsTakenOverAndTheStaleOwnerRefused", func(t *testing.T) {
-		s, advance := h.make(t)
+	test("ExpiredClaimIsTakenOverAndTheStaleOwnerRefused", func(t *testing.T, s middleware.DedupStore) {
 		old := claim(t, s, "m", short, middleware.Claimed)
-		advance(short)
+		pass(short)
 		cur := claim(t, s, "m", long, middleware.Claimed)
 		if cur.Token == old.Token {
 			t.Fatalf("the takeover kept the stale token %q", old.Token)
@@ -147,14 +157,13 @@ func Run(t *testing.T, h Harness) {
 		claim(t, s, "m", long, middleware.Handled)
 	})
 
-	t.Run("HandledExpires", func(t *testing.T) {
-		s, advance := h.make(t)
+	test("HandledExpires", func(t *testing.T, s middleware.DedupStore) {
 		c := claim(t, s, "m", long, middleware.Claimed)
 		ok(t, "Done", s.Done(ctx, "m", c.Token, handledShort))
 		claim(t, s, "m", long, middleware.Handled)
 		c2 := claim(t, s, "long", long, middleware.Claimed)
 		ok(t, "Done", s.Done(ctx, "long", c2.Token, long))
-		advance(handledShort)
+		pass(handledShort)
 		c3 := claim(t, s, "m", long, middleware.Claimed)
 		if c3.Token == c.Token {
 			t.Fatalf("the new claim reuses the token %q", c.Token)
@@ -164,8 +173,7 @@ func Run(t *testing.T, h Harness) {
 		claim(t, s, "m", long, middleware.InProgress)
 	})
 
-	t.Run("ConcurrentClaimersOneWins", func(t *testing.T) {
-		s, _ := h.make(t)
+	test("ConcurrentClaimersOneWins", func(t *testing.T, s middleware.DedupStore) {
 		const n = 50
 		var wg sync.WaitGroup
 		results := make([]middleware.Claim, n)
@@ -222,8 +230,20 @@ func Run(t *testing.T, h Harness) {
 		claim(t, s, "contended", long, middleware.Handled)
 	})
 
-	t.Run("EmptyAndLongIDs", func(t *testing.T) {
-		s, _ := h.make(t)
+	test("DoneAfterExpiryWithoutTakeover", func(t *testing.T, s middleware.DedupStore) {
+		// An owner whose claim expired but was not taken over (nor swept)
+		// still owns it.
+		c := claim(t, s, "m", short, middleware.Claimed)
+		pass(short)
+		ok(t, "Done after the claim expired", s.Done(ctx, "m", c.Token, long))
+		claim(t, s, "m", long, middleware.Handled)
+		c2 := claim(t, s, "r", short, middleware.Claimed)
+		pass(short)
+		ok(t, "Release after the claim expired", s.Release(ctx, "r", c2.Token))
+		claim(t, s, "r", long, middleware.Claimed)
+	})
+
+	test("EmptyAndLongIDs", func(t *testing.T, s middleware.DedupStore) {
 		c := claim(t, s, "", long, middleware.Claimed)
 		claim(t, s, " ", long, middleware.Claimed)
 		ok(t, "Done of the empty ID", s.Done(ctx, "", c.Token, long))

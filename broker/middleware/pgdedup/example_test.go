@@ -14,7 +14,7 @@ import (
 
 // Every consumer process shares the table: a message ID delivered to several
 // of them is handled once. A consumer that dies mid-message blocks its
-// redelivery for InProgress only.
+// redelivery for the in-progress lifetime only (WithInProgressFor).
 func Example() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, "postgres://postgres@127.0.0.1:5432/test")
@@ -34,11 +34,19 @@ func Example() {
 			_, _ = store.Cleanup(ctx)
 		}
 	}()
+	dedup, err := middleware.Dedup(store, middleware.WithHandledFor(24*time.Hour), middleware.WithInProgressFor(30*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	timeout, err := middleware.Timeout(10 * time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
 	handle := func(ctx context.Context, m broker.Message) error { return nil }
 	h := broker.Chain(
 		middleware.Recover(),
-		middleware.Timeout(10*time.Second),
-		middleware.DedupWith(store, middleware.DedupConfig{Handled: 24 * time.Hour, InProgress: 30 * time.Second}),
+		timeout,
+		dedup,
 	)(handle)
 	_ = h // subscribe with it: b.Subscribe(ctx, sub, h)
 }

@@ -34,9 +34,7 @@ package pgdedup
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -45,6 +43,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/go-integration/patterns/broker/middleware"
+	"github.com/go-integration/patterns/internal/ids"
 	"github.com/go-integration/patterns/internal/pgschema"
 )
 
@@ -61,75 +60,95 @@ const (
 	DefaultQueryTimeout = 5 * time.Second
 )
 
-// ErrInvalidOption is returned (wrapped) by New for a bad argument or option.
+// ErrInvalidOption is returned (wrapped) by New for a bad argument or
+// option; the error names it.
 var ErrInvalidOption = errors.New("pgdedup: invalid option")
 
-// Option configures a Store.
-type Option func(*Store) error
+// Option configures a Store. Options are made by the WithX functions.
+type Option interface{ apply(*config) }
+
+type config struct {
+	table    string // quoted for SQL
+	rawTable string // last part, for the index name
+	timeout  time.Duration
+	errs     []error
+}
+
+type option func(*config)
+
+func (o option) apply(c *config) { o(c) }
+
+// invalid records a bad value, naming it.
+func (c *config) invalid(what string, err error) {
+	c.errs = append(c.errs, fmt.Errorf("%w: %s: %w", ErrInvalidOption, what, err))
+}
 
 // WithTable sets the table name, optionally schema-qualified ("app.dedup").
-// Default "broker_dedup" (found through the search_path).
+// Default DefaultTable, found through the search_path.
 func WithTable(name string) Option {
-	return func(s *Store) error {
-		table, raw, err := pgschema.ParseTable(name)
-		if err != nil {
-			return fmt.Errorf("%w: WithTable(%q)", ErrInvalidOption, name)
+	return option(func(c *config) {
+		var err error
+		if c.table, c.rawTable, err = pgschema.ParseTable(name); err != nil {
+			c.invalid(fmt.Sprintf("WithTable(%q)", name), err)
 		}
-		s.table, s.rawTable = table, raw
-		return nil
-	}
+	})
 }
 
 // WithQueryTimeout bounds each query, so a stuck database cannot hold a
 // handler forever (Dedup calls Done and Release with a context that is not
-// cancelled when the subscription stops). Default 5s.
+// cancelled when the subscription stops). It must be positive; default
+// DefaultQueryTimeout.
 func WithQueryTimeout(d time.Duration) Option {
-	return func(s *Store) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: WithQueryTimeout(%v): must be positive", ErrInvalidOption, d)
+	return option(func(c *config) {
+		if c.timeout = d; d <= 0 {
+			c.invalid(fmt.Sprintf("WithQueryTimeout(%v)", d), errors.New("must be positive"))
 		}
-		s.timeout = d
-		return nil
-	}
+	})
 }
 
 // Store is a middleware.DedupStore in a PostgreSQL table.
 type Store struct {
-	db       DB
-	table    string // sanitized
-	rawTable string
-	timeout  time.Duration
+	db DB
+	config
 
 	qClaim, qRead, qDone, qRelease, qCleanup string
 }
 
 var _ middleware.DedupStore = (*Store)(nil)
 
-// New returns a Store using db. It does not create the table: call
-// CreateTable (at start-up or deployment), or apply Schema yourself.
+// New returns a Store using db (required). It does no I/O, so it takes no
+// context, and does not create the table: call CreateTable (at start-up or
+// deployment), or apply Schema with a migration tool.
 func New(db DB, opts ...Option) (*Store, error) {
+	c := config{timeout: DefaultQueryTimeout}
+	c.table, c.rawTable, _ = pgschema.ParseTable(DefaultTable)
 	if db == nil {
-		return nil, fmt.Errorf("%w: New: nil DB", ErrInvalidOption)
+		c.invalid("New", errors.New("nil DB"))
 	}
-	s := &Store{db: db, table: pgx.Identifier{DefaultTable}.Sanitize(), rawTable: DefaultTable, timeout: DefaultQueryTimeout}
 	for _, o := range opts {
-		if err := o(s); err != nil {
-			return nil, err
+		if o == nil {
+			c.invalid("New", errors.New("nil option"))
+			continue
 		}
+		o.apply(&c)
 	}
-	t := s.table
-	s.qClaim = `insert into ` + t + ` as t (id_hash, id, handled, token, expires_at)
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
+	}
+	t := c.table
+	return &Store{db: db, config: c,
+		qClaim: `insert into ` + t + ` as t (id_hash, id, handled, token, expires_at)
 values ($1, $2, false, $3, now() + $4::bigint * interval '1 microsecond')
 on conflict (id_hash) do update
 set handled = false, token = excluded.token, expires_at = excluded.expires_at, updated_at = now()
 where t.expires_at <= now()
-returning true`
-	s.qRead = `select handled from ` + t + ` where id_hash = $1 and expires_at > now()`
-	s.qDone = `update ` + t + ` set handled = true, expires_at = now() + $3::bigint * interval '1 microsecond', updated_at = now()
-where id_hash = $1 and token = $2`
-	s.qRelease = `delete from ` + t + ` where id_hash = $1 and token = $2 and not handled`
-	s.qCleanup = `delete from ` + t + ` where expires_at <= now()`
-	return s, nil
+returning true`,
+		qRead: `select handled from ` + t + ` where id_hash = $1 and expires_at > now()`,
+		qDone: `update ` + t + ` set handled = true, expires_at = now() + $3::bigint * interval '1 microsecond', updated_at = now()
+where id_hash = $1 and token = $2`,
+		qRelease: `delete from ` + t + ` where id_hash = $1 and token = $2 and not handled`,
+		qCleanup: `delete from ` + t + ` where expires_at <= now()`,
+	}, nil
 }
 
 // Schema returns the statements that create the table and its index
@@ -165,12 +184,6 @@ func hashID(id string) []byte {
 	return h[:]
 }
 
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // Claim implements middleware.DedupStore.
 func (s *Store) Claim(ctx context.Context, id string, inProgressTTL time.Duration) (middleware.Claim, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -179,7 +192,7 @@ func (s *Store) Claim(ctx context.Context, id string, inProgressTTL time.Duratio
 	// The row can expire or be released between the claim and the read:
 	// then claim again. Three rounds are plenty; more means something is wrong.
 	for range 3 {
-		token := newToken()
+		token := ids.Hex()
 		var claimed bool
 		err := s.db.QueryRow(ctx, s.qClaim, key, []byte(id), token, inProgressTTL.Microseconds()).Scan(&claimed)
 		if err == nil {

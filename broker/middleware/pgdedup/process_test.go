@@ -48,7 +48,10 @@ func TestChildConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mw := middleware.DedupWith(store, middleware.DedupConfig{Handled: time.Hour, InProgress: inProgress})
+	mw, err := middleware.Dedup(store, middleware.WithHandledFor(time.Hour), middleware.WithInProgressFor(inProgress))
+	if err != nil {
+		t.Fatal(err)
+	}
 	pid := os.Getpid()
 	switch os.Getenv(envChildMode) {
 	case "hold":
@@ -207,7 +210,11 @@ func TestKilledConsumerClaimsExpire(t *testing.T) {
 	// The survivor, in this process.
 	var mu sync.Mutex
 	handled := map[string]int{}
-	h := middleware.DedupWith(s, middleware.DedupConfig{Handled: time.Hour, InProgress: time.Minute})(
+	mw, err := middleware.Dedup(s, middleware.WithHandledFor(time.Hour), middleware.WithInProgressFor(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mw(
 		func(ctx context.Context, m broker.Message) error {
 			mu.Lock()
 			handled[m.ID]++
