@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/kafka"
-	"github.com/go-integration/patterns/broker/outbox"
 	"github.com/go-integration/patterns/broker/rabbitmq"
 	"github.com/go-integration/patterns/internal/testenv"
 	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
@@ -45,8 +44,8 @@ func TestRelayToKafka(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = pub.Close() })
 	sub, err := kafka.NewSubscriber(brokers,
-		kafka.GroupTimeouts(2*time.Second, 10*time.Second, 100*time.Millisecond),
-		kafka.CommitInterval(200*time.Millisecond))
+		kafka.WithGroupTimeouts(2*time.Second, 10*time.Second, 100*time.Millisecond),
+		kafka.WithCommitInterval(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +91,7 @@ func relayThrough(t *testing.T, pub broker.Publisher, sub broker.Subscriber) {
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-subDone })
-	run(t, e.db, pub, outbox.Config{})
+	run(t, e.db, pub)
 	for i := range perKey {
 		batch := make([]broker.Message, 0, keys)
 		for k := range keys {

@@ -16,5 +16,14 @@
 // ever publishing one key's messages out of order. Relays wake on
 // LISTEN/NOTIFY (Add notifies on commit) and poll as a fallback; they back off
 // while the broker or the database is down, and delete published rows after
-// a retention period. See docs/outbox.md for the design and its reasons.
+// a retention period. A batch reads pending rows through a range scan of the
+// partial (bucket, seq) index whatever the planner statistics say, so a
+// large backlog drains at about the rate of a small one.
+//
+// NewRelay takes the pool, the publisher and options (WithBatchSize,
+// WithTracer, ...); Run works until its context ends or Close, which lets
+// the batch in flight finish. Stats returns the relay's counters without
+// I/O, Backlog what waits in the table. Tracers (BatchTracer, BackoffTracer)
+// see every batch and every backoff. See docs/outbox.md for the design and
+// its reasons.
 package outbox

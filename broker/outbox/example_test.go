@@ -2,8 +2,10 @@ package outbox_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -48,17 +50,18 @@ func Example() {
 	// any broker.Publisher works (RabbitMQ, Kafka, memory).
 	pub := memory.MustNew()
 	defer pub.Close()
-	relay, err := outbox.NewRelay(pool, pub, outbox.Config{})
+	relay, err := outbox.NewRelay(pool, pub, outbox.WithLogger(slog.Default()))
 	if err != nil {
 		log.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
 	go func() {
-		if err := relay.Run(runCtx); err != nil {
+		if err := relay.Run(ctx); err != nil && !errors.Is(err, outbox.ErrClosed) {
 			log.Print(err)
 		}
 	}()
+	// At shutdown: the batch in flight is published and marked (for at
+	// most the drain timeout), then Run returns ErrClosed.
+	defer relay.Close()
 }
 
 // Every key has one ordering bucket; the relay keeps order within a bucket.

@@ -71,13 +71,12 @@ func (e *env) add(t testing.TB, msgs ...broker.Message) {
 }
 
 // run starts a relay until the test ends or stop is called; stop cancels Run
-// and returns its error, which must be nil.
-func run(t testing.TB, pool *pgxpool.Pool, pub broker.Publisher, cfg outbox.Config) (r *outbox.Relay, stop func() error) {
+// and returns its error, which must be nil. The relay logs to the test
+// unless opts hold another WithLogger (later options win).
+func run(t testing.TB, pool *pgxpool.Pool, pub broker.Publisher, opts ...outbox.Option) (r *outbox.Relay, stop func() error) {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	r, err := outbox.NewRelay(pool, pub, cfg)
+	opts = append([]outbox.Option{outbox.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})))}, opts...)
+	r, err := outbox.NewRelay(pool, pub, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,40 +224,70 @@ func (p *faultyPublisher) Publish(ctx context.Context, topic string, msgs ...bro
 	return nil
 }
 
-// failures signals each failed batch (a FailureObserver).
-type failures struct {
-	n  atomic.Int64
-	ch chan outbox.Failure
+// tracer records what a relay traces. The context TraceBatchStart returns
+// carries a value that TraceBatchEnd (and a traced publisher) must see.
+type tracer struct {
+	mu       sync.Mutex
+	starts   []outbox.TraceBatchStartData
+	ends     []outbox.TraceBatchEndData
+	backoffs []outbox.TraceBackoffData
+	lost     int // TraceBatchEnd calls without the context of TraceBatchStart
+
+	ended     chan outbox.TraceBatchEndData // every end, dropped when full
+	backedOff chan outbox.TraceBackoffData  // every backoff, dropped when full
 }
 
-func newFailures() *failures { return &failures{ch: make(chan outbox.Failure, 1)} }
+type batchKey struct{}
 
-func (f *failures) ObserveFailure(_ context.Context, x outbox.Failure) {
-	f.n.Add(1)
+func newTracer() *tracer {
+	return &tracer{ended: make(chan outbox.TraceBatchEndData, 64), backedOff: make(chan outbox.TraceBackoffData, 64)}
+}
+
+func (tr *tracer) TraceBatchStart(ctx context.Context, d outbox.TraceBatchStartData) context.Context {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.starts = append(tr.starts, d)
+	return context.WithValue(ctx, batchKey{}, len(tr.starts))
+}
+
+func (tr *tracer) TraceBatchEnd(ctx context.Context, d outbox.TraceBatchEndData) {
+	tr.mu.Lock()
+	if ctx.Value(batchKey{}) == nil {
+		tr.lost++
+	}
+	tr.ends = append(tr.ends, d)
+	tr.mu.Unlock()
 	select {
-	case f.ch <- x:
+	case tr.ended <- d:
 	default:
 	}
 }
 
-// batches sums what a BatchObserver hears.
-type batches struct {
-	n, msgs atomic.Int64
-	lag     atomic.Int64 // largest Lag seen, ns
+func (tr *tracer) TraceBackoff(_ context.Context, d outbox.TraceBackoffData) {
+	tr.mu.Lock()
+	tr.backoffs = append(tr.backoffs, d)
+	tr.mu.Unlock()
+	select {
+	case tr.backedOff <- d:
+	default:
+	}
 }
 
-func (b *batches) ObserveBatch(_ context.Context, x outbox.Batch) {
-	b.n.Add(1)
-	b.msgs.Add(int64(x.Messages))
-	if x.Messages <= 0 || x.Buckets <= 0 || x.Duration <= 0 {
-		panic(fmt.Sprintf("odd batch %+v", x))
-	}
-	for {
-		old := b.lag.Load()
-		if int64(x.Lag) <= old || b.lag.CompareAndSwap(old, int64(x.Lag)) {
-			return
+// totals sums the ends: batches that published or set aside something,
+// messages published, failed batches.
+func (tr *tracer) totals() (batches, published, failed int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, e := range tr.ends {
+		if e.Published+e.SetAside > 0 { // committed
+			batches++
+		}
+		published += e.Published
+		if e.Err != nil {
+			failed++
 		}
 	}
+	return batches, published, failed
 }
 
 // levels counts log records by level and passes them on to next.

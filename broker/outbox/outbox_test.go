@@ -63,8 +63,8 @@ func TestRelayPublishesEveryFieldInOrderPerKey(t *testing.T) {
 		}
 		e.add(t, batch...)
 	}
-	obs := &batches{}
-	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.Config{BatchSize: 17, PollInterval: 20 * time.Millisecond, Observer: obs})
+	tr := newTracer()
+	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.WithBatchSize(17), outbox.WithPollInterval(20*time.Millisecond), outbox.WithTracer(tr))
 
 	select {
 	case got = <-gotc:
@@ -81,9 +81,31 @@ func TestRelayPublishesEveryFieldInOrderPerKey(t *testing.T) {
 		t.Errorf("%d duplicates with one relay and no fault", d)
 	}
 	const total = keys*perKey + 1
-	waitFor(t, func() bool { st, err := r.Stats(ctx); return err == nil && st.Published == total })
-	if st, _ := r.Stats(ctx); obs.msgs.Load() != total || obs.n.Load() != st.Batches || obs.n.Load() < keys*perKey/17 || obs.lag.Load() <= 0 {
-		t.Errorf("observer heard %d messages in %d batches (max lag %v); stats %+v", obs.msgs.Load(), obs.n.Load(), time.Duration(obs.lag.Load()), st)
+	testenv.Eventually(t, 10*time.Second, "relay counts every message", func() bool { return r.Stats().Published == total })
+	st := r.Stats()
+	batches, published, failed := tr.totals()
+	if published != total || uint64(batches) != st.Batches || batches < keys*perKey/17 || failed != 0 || st.Failures != 0 {
+		t.Errorf("tracer heard %d messages in %d batches (%d failed); stats %+v", published, batches, failed, st)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.starts) != len(tr.ends) || tr.lost != 0 {
+		t.Errorf("%d batch starts, %d ends, %d ends without the start's context", len(tr.starts), len(tr.ends), tr.lost)
+	}
+	for i, s := range tr.starts {
+		if s.Table != outbox.DefaultTable || s.Worker != 0 || len(s.Buckets) == 0 {
+			t.Errorf("start %d: %+v", i, s)
+		}
+	}
+	var lag time.Duration
+	for i, e := range tr.ends {
+		if e.Rows > 17 || e.Published > e.Rows || e.Duration <= 0 || e.Err != nil || e.SetAside != 0 || e.Failed != 0 {
+			t.Errorf("end %d: %+v", i, e)
+		}
+		lag = max(lag, e.Lag)
+	}
+	if lag <= 0 {
+		t.Error("no batch reported a lag")
 	}
 }
 
@@ -92,7 +114,7 @@ func TestRolledBackMessagesAreNeverPublished(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	c := e.collect(t, 1)
-	run(t, newPool(t, e.dsn), e.mem, outbox.Config{PollInterval: 20 * time.Millisecond})
+	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(20*time.Millisecond))
 
 	// The business write and the event in one transaction that rolls back.
 	tx, err := e.db.Begin(ctx)
@@ -158,34 +180,71 @@ func TestAddRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestNewRelayRejectsBadConfig(t *testing.T) {
+// misspelt implements no tracer interface (TraceBatchBegin is not one).
+type misspelt struct{}
+
+func (misspelt) TraceBatchBegin(ctx context.Context, _ outbox.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+// backoffOnly implements one tracer interface of two.
+type backoffOnly struct{}
+
+func (backoffOnly) TraceBackoff(context.Context, outbox.TraceBackoffData) {}
+
+func TestNewRelayRejectsBadOptions(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	bad := []struct {
-		cfg  outbox.Config
+		opt  outbox.Option
 		says string // the error names what is wrong
 	}{
-		{outbox.Config{Table: "a.b.c"}, "a.b.c"},
-		{outbox.Config{BatchSize: -1}, "BatchSize"},
-		{outbox.Config{ClaimBuckets: outbox.Buckets + 1}, "ClaimBuckets"},
-		{outbox.Config{Workers: -2}, "Workers"},
-		{outbox.Config{PollInterval: -time.Second}, "PollInterval"},
-		{outbox.Config{PublishTimeout: -time.Second}, "PublishTimeout"},
-		{outbox.Config{Retention: -time.Second}, "Retention"},
-		{outbox.Config{MinBackoff: time.Minute, MaxBackoff: time.Second}, "MinBackoff"},
+		{outbox.WithTable("a.b.c"), "WithTable"},
+		{outbox.WithTable(""), "WithTable"},
+		{outbox.WithBatchSize(0), "WithBatchSize"},
+		{outbox.WithClaimBuckets(0), "WithClaimBuckets"},
+		{outbox.WithClaimBuckets(outbox.Buckets + 1), "WithClaimBuckets"},
+		{outbox.WithWorkers(0), "WithWorkers"},
+		{outbox.WithWorkers(outbox.Buckets + 1), "WithWorkers"},
+		{outbox.WithPollInterval(0), "WithPollInterval"},
+		{outbox.WithPublishTimeout(-time.Second), "WithPublishTimeout"},
+		{outbox.WithRetention(-time.Second), "WithRetention"},
+		{outbox.WithCleanupInterval(0), "WithCleanupInterval"},
+		{outbox.WithDrainTimeout(0), "WithDrainTimeout"},
+		{outbox.WithBackoff(time.Minute, time.Second), "WithBackoff"},
+		{outbox.WithBackoff(0, time.Second), "WithBackoff"},
+		{outbox.WithLogger(nil), "WithLogger"},
+		{outbox.WithTracer(nil), "WithTracer"},
+		{outbox.WithTracer(misspelt{}), "implements none of outbox.BatchTracer, outbox.BackoffTracer"},
+		{nil, "nil option"},
 	}
 	for _, c := range bad {
-		if _, err := outbox.NewRelay(e.db, e.mem, c.cfg); err == nil {
-			t.Errorf("NewRelay(%+v) accepted", c.cfg)
+		if _, err := outbox.NewRelay(e.db, e.mem, c.opt); !errors.Is(err, outbox.ErrInvalidOption) {
+			t.Errorf("%s: NewRelay = %v, want ErrInvalidOption", c.says, err)
 		} else if !strings.Contains(err.Error(), c.says) {
-			t.Errorf("NewRelay(%+v) = %v: does not name %s", c.cfg, err, c.says)
+			t.Errorf("NewRelay = %v: does not name %s", err, c.says)
 		}
 	}
-	if _, err := outbox.NewRelay(nil, e.mem, outbox.Config{}); err == nil {
-		t.Error("NewRelay without a pool accepted")
+	// Two bad options: both are named.
+	_, err := outbox.NewRelay(e.db, e.mem, outbox.WithBatchSize(-1), outbox.WithWorkers(-1))
+	if err == nil || !strings.Contains(err.Error(), "WithBatchSize") || !strings.Contains(err.Error(), "WithWorkers") {
+		t.Errorf("two bad options: %v", err)
+	}
+	if _, err := outbox.NewRelay(nil, e.mem); !errors.Is(err, outbox.ErrInvalidOption) {
+		t.Errorf("NewRelay without a pool: %v", err)
+	}
+	if _, err := outbox.NewRelay(e.db, nil); !errors.Is(err, outbox.ErrInvalidOption) {
+		t.Errorf("NewRelay without a publisher: %v", err)
+	}
+	// Good values are accepted.
+	if _, err := outbox.NewRelay(e.db, e.mem, outbox.WithTable("s.t"), outbox.WithBatchSize(1), outbox.WithClaimBuckets(outbox.Buckets),
+		outbox.WithWorkers(2), outbox.WithPollInterval(time.Millisecond), outbox.WithoutListen(), outbox.WithBackoff(time.Millisecond, time.Millisecond),
+		outbox.WithPublishTimeout(time.Second), outbox.WithRetention(0), outbox.WithCleanupInterval(time.Second), outbox.WithoutCleanup(),
+		outbox.WithDrainTimeout(time.Second), outbox.WithLogger(slog.Default()), outbox.WithTracer(newTracer()), outbox.WithTracer(backoffOnly{})); err != nil {
+		t.Errorf("good options: %v", err)
 	}
 	// Run on a table that does not exist fails at once.
-	r, err := outbox.NewRelay(e.db, e.mem, outbox.Config{Table: "nope"})
+	r, err := outbox.NewRelay(e.db, e.mem, outbox.WithTable("nope"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +278,8 @@ func TestCustomTableNameInItsOwnSchema(t *testing.T) {
 	}
 	c := e.collect(t, 1)
 	// Two relays: the default table's (empty) and the custom one.
-	run(t, newPool(t, e.dsn), e.mem, outbox.Config{PollInterval: time.Hour})
-	run(t, newPool(t, e.dsn), e.mem, outbox.Config{Table: name, PollInterval: time.Hour})
+	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
+	run(t, newPool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(time.Hour))
 	if err := tbl.Add(ctx, e.db, e.topic, msg("k", 0), msg("k", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +292,7 @@ func TestNotifyWakesRelayWithoutPolling(t *testing.T) {
 	e := newEnv(t)
 	c := e.collect(t, 1)
 	// With an hour between polls only NOTIFY can bring these in time.
-	run(t, newPool(t, e.dsn), e.mem, outbox.Config{PollInterval: time.Hour})
+	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
 	for i := range 3 {
 		e.add(t, msg("k", i))
 		c.wait(t, i+1, 10*time.Second)
@@ -245,7 +304,7 @@ func TestPollingAloneRelays(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.collect(t, 1)
-	run(t, newPool(t, e.dsn), e.mem, outbox.Config{NoListen: true, PollInterval: 20 * time.Millisecond})
+	run(t, newPool(t, e.dsn), e.mem, outbox.WithoutListen(), outbox.WithPollInterval(20*time.Millisecond))
 	for i := range 3 {
 		e.add(t, msg("k", i))
 		c.wait(t, i+1, 10*time.Second)
@@ -265,7 +324,11 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 	var mu sync.Mutex
 	handled := map[string]int{}
 	deliveries := 0
-	h := middleware.Dedup(middleware.NewMemoryDedupStore(), time.Hour)(func(_ context.Context, m broker.Message) error {
+	dedup, err := middleware.Dedup(middleware.NewMemoryDedupStore(), middleware.WithHandledFor(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := dedup(func(_ context.Context, m broker.Message) error {
 		mu.Lock()
 		handled[m.ID]++
 		mu.Unlock()
@@ -308,8 +371,8 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 			close(killed)
 		})
 	}
-	cfg := outbox.Config{PollInterval: 20 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
-	_, stop1 := run(t, newPool(t, e.dsn+"&application_name="+app), pub, cfg)
+	opts := []outbox.Option{outbox.WithPollInterval(20 * time.Millisecond), outbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond)}
+	_, stop1 := run(t, newPool(t, e.dsn+"&application_name="+app), pub, opts...)
 	select {
 	case <-killed:
 	case <-time.After(10 * time.Second):
@@ -328,14 +391,14 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 	}
 
 	// The next relay publishes the batch again.
-	r2, _ := run(t, newPool(t, e.dsn), e.mem, cfg)
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.dups >= n })
+	r2, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
+	testenv.Eventually(t, 10*time.Second, "the batch published again", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.dups >= n })
 	if d := c.check(t, n); d != n {
 		t.Errorf("%d duplicates, want %d (the whole batch once more)", d, n)
 	}
-	waitFor(t, func() bool {
-		st, err := r2.Stats(ctx)
-		return err == nil && st.Pending == 0
+	testenv.Eventually(t, 10*time.Second, "nothing pending", func() bool {
+		b, err := r2.Backlog(ctx)
+		return err == nil && b.Pending == 0
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -363,7 +426,7 @@ func terminate(t testing.TB, e *env, app string) {
 		}
 		if err == nil {
 			_, err = e.db.Exec(ctx, `select pg_terminate_backend($1)`, pids[0])
-			waitFor(t, func() bool {
+			testenv.Eventually(t, 10*time.Second, "the relay's backend is gone", func() bool {
 				var n int
 				err := e.db.QueryRow(ctx, `select count(*) from pg_stat_activity where pid = $1`, pids[0]).Scan(&n)
 				return err == nil && n == 0
@@ -375,19 +438,6 @@ func terminate(t testing.TB, e *env, app string) {
 	}
 }
 
-// waitFor polls cond (state in another process or the database, which sends
-// no signal) every 10 ms for up to 10 s.
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	for range 1000 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition not met within 10 s")
-}
-
 func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -395,12 +445,10 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	c := e.collect(t, 4)
 	pub := &faultyPublisher{Publisher: e.mem}
 	pub.down.Store(true)
-	fails := newFailures()
+	tr := newTracer()
 	logs := newLevels(t)
-	r, _ := run(t, newPool(t, e.dsn), pub, outbox.Config{
-		PollInterval: 20 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
-		BatchSize: 50, Observer: fails, Logger: slog.New(logs),
-	})
+	r, _ := run(t, newPool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond), outbox.WithBackoff(5*time.Millisecond, 40*time.Millisecond),
+		outbox.WithBatchSize(50), outbox.WithTracer(tr), outbox.WithLogger(slog.New(logs)))
 
 	const keys, perKey = 5, 60
 	next := 0
@@ -416,23 +464,32 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	}
 	addRound(perKey / 2)
 	// The relay tries, fails and backs off; rows accumulate.
-	for range 3 {
+	for i := range 3 {
 		select {
-		case f := <-fails.ch:
-			if !errors.Is(f.Err, errBrokerDown) {
-				t.Fatalf("failure %v, want the broker-down error", f.Err)
+		case f := <-tr.ended:
+			if !errors.Is(f.Err, errBrokerDown) || f.Rows == 0 || f.Failed != f.Rows || f.Published != 0 || f.Duration <= 0 {
+				t.Fatalf("batch end %+v, want the broker-down error and every row failed", f)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("relay did not try the broker")
 		}
+		select {
+		case b := <-tr.backedOff:
+			if !errors.Is(b.Err, errBrokerDown) || b.Worker != 0 || b.Failures != i+1 || b.Wait < 0 || b.Wait > 40*time.Millisecond || b.Table != outbox.DefaultTable {
+				t.Fatalf("backoff %d: %+v", i+1, b)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("relay did not back off")
+		}
 	}
 	addRound(perKey / 2)
-	st, err := r.Stats(ctx)
+	bl, err := r.Backlog(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Pending != keys*perKey || st.Published != 0 || st.Failed == 0 || st.OldestPending <= 0 {
-		t.Fatalf("while down: %+v; want %d pending, none published, failures, an oldest age", st, keys*perKey)
+	st := r.Stats()
+	if bl.Pending != keys*perKey || st.Published != 0 || st.Failed == 0 || st.Failures == 0 || bl.OldestPending <= 0 {
+		t.Fatalf("while down: %+v %+v; want %d pending, none published, failures, an oldest age", bl, st, keys*perKey)
 	}
 	c.mu.Lock()
 	if c.unique != 0 {
@@ -443,14 +500,15 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	pub.down.Store(false)
 	c.wait(t, keys*perKey, 10*time.Second)
 	c.check(t, keys*perKey)
-	waitFor(t, func() bool {
-		st, err := r.Stats(ctx)
-		return err == nil && st.Pending == 0 && st.OldestPending == 0 && st.Published == keys*perKey
+	testenv.Eventually(t, 10*time.Second, "backlog drained", func() bool {
+		bl, err := r.Backlog(ctx)
+		return err == nil && bl.Pending == 0 && bl.OldestPending == 0 && r.Stats().Published == keys*perKey
 	})
 	if logs.warn.Load() == 0 || logs.info.Load() == 0 {
 		t.Errorf("logged %d warnings and %d infos; want the failures and the recovery", logs.warn.Load(), logs.info.Load())
 	}
-	t.Logf("broker down: %d failed publish attempts (%d messages) before it returned", fails.n.Load(), st.Failed)
+	st = r.Stats()
+	t.Logf("broker down: %d failed batches (%d messages) before it returned", st.Failures, st.Failed)
 }
 
 // TestTwoRelaysShareTenThousandMessages runs two relays (two pools, as two
@@ -460,10 +518,9 @@ func TestTwoRelaysShareTenThousandMessages(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	c := e.collect(t, 8)
-	fails := newFailures()
-	cfg := outbox.Config{PollInterval: 50 * time.Millisecond, BatchSize: 200, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Observer: fails}
-	r1, _ := run(t, newPool(t, e.dsn), e.mem, cfg)
-	r2, _ := run(t, newPool(t, e.dsn), e.mem, cfg)
+	opts := []outbox.Option{outbox.WithPollInterval(50 * time.Millisecond), outbox.WithBatchSize(200), outbox.WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
+	r1, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
+	r2, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
 
 	const total, keys, producers, perTx = 10000, 50, 5, 10
 	var wg sync.WaitGroup
@@ -496,18 +553,18 @@ func TestTwoRelaysShareTenThousandMessages(t *testing.T) {
 	dups := c.check(t, total)
 	// The consumer can see a batch before its relay committed the marks.
 	var s1, s2 outbox.Stats
-	waitFor(t, func() bool {
-		var err1, err2 error
-		s1, err1 = r1.Stats(ctx)
-		s2, err2 = r2.Stats(ctx)
-		return err1 == nil && err2 == nil && s1.Pending == 0 && s1.Published+s2.Published >= int64(total)
+	testenv.Eventually(t, 10*time.Second, "both relays counted every message", func() bool {
+		s1, s2 = r1.Stats(), r2.Stats()
+		bl, err := r1.Backlog(ctx)
+		return err == nil && bl.Pending == 0 && s1.Published+s2.Published >= uint64(total)
 	})
+	failures := s1.Failures + s2.Failures
 	t.Logf("two relays: %d messages, relay 1 published %d in %d batches, relay 2 published %d in %d batches, %d duplicates, %d failed batches",
-		total, s1.Published, s1.Batches, s2.Published, s2.Batches, dups, fails.n.Load())
-	if fails.n.Load() == 0 && dups != 0 {
+		total, s1.Published, s1.Batches, s2.Published, s2.Batches, dups, failures)
+	if failures == 0 && dups != 0 {
 		t.Errorf("%d duplicates without any failure: two relays published the same rows", dups)
 	}
-	if s1.Published+s2.Published != int64(total)+int64(dups) {
+	if s1.Published+s2.Published != uint64(total)+uint64(dups) {
 		t.Errorf("relays published %d, consumer saw %d", s1.Published+s2.Published, total+dups)
 	}
 }
@@ -522,7 +579,7 @@ func TestCleanupDeletesOnlyOldPublishedRows(t *testing.T) {
 		when '0' then now() - interval '2 hours' when '1' then now() end`); err != nil {
 		t.Fatal(err)
 	}
-	r, err := outbox.NewRelay(e.db, e.mem, outbox.Config{Retention: time.Hour})
+	r, err := outbox.NewRelay(e.db, e.mem, outbox.WithRetention(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,16 +595,16 @@ func TestCleanupDeletesOnlyOldPublishedRows(t *testing.T) {
 	if err != nil || strings.Join(left, ",") != "1,2" {
 		t.Fatalf("rows left %v, %v; want 1,2", left, err)
 	}
-	st, err := r.Stats(ctx)
-	if err != nil || st.Pending != 1 || st.OldestPending <= 0 {
-		t.Fatalf("stats %+v, %v; want one pending row with an age", st, err)
+	bl, err := r.Backlog(ctx)
+	if err != nil || bl.Pending != 1 || bl.OldestPending <= 0 {
+		t.Fatalf("backlog %+v, %v; want one pending row with an age", bl, err)
 	}
 }
 
 func TestRunStopsOnCancelAndRefusesSecondRun(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r, err := outbox.NewRelay(e.db, e.mem, outbox.Config{Workers: 3, CleanupInterval: 10 * time.Millisecond})
+	r, err := outbox.NewRelay(e.db, e.mem, outbox.WithWorkers(3), outbox.WithCleanupInterval(10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +663,8 @@ func TestRefusedMessageDoesNotBlockItsKey(t *testing.T) {
 
 	pub := &faultyPublisher{Publisher: e.mem, refuse: func(m broker.Message) bool { return string(m.Payload) == "poison" }}
 	e.add(t, msg("a", 0), broker.Message{Key: "a", Payload: []byte("poison")}, msg("a", 1), msg("b", 0), msg("a", 2))
-	r, _ := run(t, newPool(t, e.dsn), pub, outbox.Config{PollInterval: 20 * time.Millisecond})
+	tr := newTracer()
+	r, _ := run(t, newPool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond), outbox.WithTracer(tr))
 	want := "a:0 a:1 b:0 a:2"
 	for {
 		mu.Lock()
@@ -621,15 +679,27 @@ func TestRefusedMessageDoesNotBlockItsKey(t *testing.T) {
 			t.Fatalf("only %d messages arrived", n)
 		}
 	}
-	waitFor(t, func() bool { st, err := r.Stats(ctx); return err == nil && st.Pending == 0 })
+	testenv.Eventually(t, 10*time.Second, "nothing pending", func() bool { bl, err := r.Backlog(ctx); return err == nil && bl.Pending == 0 })
 	mu.Lock()
 	if g := strings.Join(got, " "); g != want {
 		t.Errorf("arrived %q, want %q", g, want)
 	}
 	mu.Unlock()
-	st, err := r.Stats(ctx)
-	if err != nil || st.Refused != 1 || st.Published != 4 {
-		t.Errorf("stats %+v, %v; want 1 refused, 4 published", st, err)
+	testenv.Eventually(t, 10*time.Second, "the batch counted", func() bool { return r.Stats().Published == 4 })
+	if st := r.Stats(); st.SetAside != 1 || st.Published != 4 || st.Failures != 0 {
+		t.Errorf("stats %+v; want 1 set aside, 4 published", st)
+	}
+	if _, published, failed := tr.totals(); published != 4 || failed != 0 {
+		t.Errorf("tracer: %d published, %d failed batches", published, failed)
+	}
+	tr.mu.Lock()
+	setAside := 0
+	for _, e := range tr.ends {
+		setAside += e.SetAside
+	}
+	tr.mu.Unlock()
+	if setAside != 1 {
+		t.Errorf("tracer: %d set aside, want 1", setAside)
 	}
 	var reason string
 	if err := e.db.QueryRow(ctx, `select error from outbox where payload = 'poison' and published_at is not null`).Scan(&reason); err != nil || !strings.Contains(reason, "refused") {
@@ -645,11 +715,11 @@ func TestListenerReconnects(t *testing.T) {
 	ctx := context.Background()
 	c := e.collect(t, 1)
 	app := testenv.Name(t, "relay")
-	run(t, newPool(t, e.dsn+"&application_name="+app), e.mem, outbox.Config{
-		PollInterval: time.Hour, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-	})
+	tr := newTracer()
+	run(t, newPool(t, e.dsn+"&application_name="+app), e.mem, outbox.WithPollInterval(time.Hour),
+		outbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond), outbox.WithTracer(tr))
 	listener := func() (pid int32) {
-		waitFor(t, func() bool {
+		testenv.Eventually(t, 10*time.Second, "the relay listens", func() bool {
 			err := e.db.QueryRow(ctx, `select pid from pg_stat_activity where application_name = $1 and query like 'listen %'`, app).Scan(&pid)
 			return err == nil
 		})
@@ -661,11 +731,19 @@ func TestListenerReconnects(t *testing.T) {
 	if _, err := e.db.Exec(ctx, `select pg_terminate_backend($1)`, first); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	testenv.Eventually(t, 10*time.Second, "the relay listens again", func() bool {
 		var pid int32
 		err := e.db.QueryRow(ctx, `select pid from pg_stat_activity where application_name = $1 and query like 'listen %' and pid <> $2`, app, first).Scan(&pid)
 		return err == nil
 	})
+	select {
+	case b := <-tr.backedOff:
+		if b.Worker != -1 || b.Failures != 1 || b.Err == nil {
+			t.Errorf("backoff after the LISTEN connection was cut: %+v", b)
+		}
+	default:
+		t.Error("no backoff traced after the LISTEN connection was cut")
+	}
 	e.add(t, msg("k", 1))
 	c.wait(t, 2, 10*time.Second)
 	c.check(t, 2)
@@ -679,7 +757,7 @@ func TestRunReturnsErrClosedWhenPublisherIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.add(t, msg("k", 0))
-	r, err := outbox.NewRelay(e.db, client, outbox.Config{Workers: 2, PollInterval: 20 * time.Millisecond})
+	r, err := outbox.NewRelay(e.db, client, outbox.WithWorkers(2), outbox.WithPollInterval(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -688,9 +766,9 @@ func TestRunReturnsErrClosedWhenPublisherIsClosed(t *testing.T) {
 	if err := r.Run(ctx); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Run with a closed publisher: %v, want ErrClosed", err)
 	}
-	st, err := r.Stats(ctx)
-	if err != nil || st.Pending != 1 {
-		t.Fatalf("stats %+v, %v; want the row still pending", st, err)
+	bl, err := r.Backlog(ctx)
+	if err != nil || bl.Pending != 1 {
+		t.Fatalf("backlog %+v, %v; want the row still pending", bl, err)
 	}
 }
 
@@ -706,7 +784,7 @@ func TestSimpleProtocol(t *testing.T) {
 	if err := outbox.Add(ctx, simple, e.topic, m, msg("k", 1)); err != nil {
 		t.Fatal(err)
 	}
-	run(t, simple, e.mem, outbox.Config{NoListen: true, PollInterval: 20 * time.Millisecond})
+	run(t, simple, e.mem, outbox.WithoutListen(), outbox.WithPollInterval(20*time.Millisecond))
 	c.wait(t, 2, 10*time.Second)
 	c.check(t, 2)
 }

@@ -1,11 +1,13 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,110 +17,43 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/go-integration/patterns/broker"
-)
-
-// Defaults for the zero fields of Config.
-const (
-	DefaultBatchSize       = 500
-	DefaultClaimBuckets    = Buckets / 4
-	DefaultPollInterval    = time.Second
-	DefaultMinBackoff      = 100 * time.Millisecond
-	DefaultMaxBackoff      = 30 * time.Second
-	DefaultPublishTimeout  = 30 * time.Second
-	DefaultRetention       = 24 * time.Hour
-	DefaultCleanupInterval = time.Minute
+	"github.com/go-integration/patterns/internal/hooks"
 )
 
 // ErrRunning is returned by Run when the relay is already running.
 var ErrRunning = errors.New("outbox: relay already running")
 
-// Config configures a Relay. The zero value is usable: every zero field takes
-// the default named in its comment.
-type Config struct {
-	// Table is the outbox table, "name" or "schema.name". Default: DefaultTable.
-	Table string
-	// BatchSize is the most rows one batch reads, publishes and marks. Default: 500.
-	BatchSize int
-	// ClaimBuckets is the most ordering buckets one batch locks. Lower values
-	// share the work more evenly between relays; higher values publish more
-	// keys per batch. Between 1 and Buckets. Default: Buckets/4.
-	ClaimBuckets int
-	// Workers is how many batches this relay runs at once, each on its own
-	// pool connection and its own buckets (keep the pool's MaxConns above
-	// it). Default: 1.
-	Workers int
-	// PollInterval is how long an idle worker waits before looking for rows
-	// again when no notification arrives. Default: 1 s.
-	PollInterval time.Duration
-	// NoListen turns LISTEN/NOTIFY off, leaving polling alone. By default the
-	// relay holds one extra connection (outside the pool, with the pool's
-	// connection settings) that listens for the notification Add sends on commit.
-	NoListen bool
-	// MinBackoff and MaxBackoff bound the wait after a failed batch (broker or
-	// database down); it doubles from MinBackoff up to MaxBackoff, with
-	// jitter, and resets after a batch succeeds. Defaults: 100 ms and 30 s.
-	MinBackoff, MaxBackoff time.Duration
-	// PublishTimeout bounds one Publish call. Default: 30 s.
-	PublishTimeout time.Duration
-	// Retention is how long published rows are kept before Cleanup deletes
-	// them. Default: 24 h.
-	Retention time.Duration
-	// CleanupInterval is how often Run calls Cleanup; negative turns it off
-	// (call Cleanup yourself). Default: 1 min.
-	CleanupInterval time.Duration
-	// Logger receives failures (Warn), recoveries (Info) and batches (Debug).
-	// Default: slog.Default().
-	Logger *slog.Logger
-	// Observer receives events for metrics or tracing: it may implement
-	// BatchObserver and FailureObserver (checked once, in NewRelay). Default: none.
-	Observer any
-}
+// ErrClosed is returned by Run once Close was called, and by every method
+// that needs the database after Close.
+var ErrClosed = errors.New("outbox: relay closed")
 
-// Batch describes one batch the publisher confirmed, for a BatchObserver.
-type Batch struct {
-	Worker   int           // which worker of the relay ran it, from 0
-	Messages int           // messages published and marked
-	Buckets  int           // ordering buckets the batch held
-	Lag      time.Duration // age at confirmation of the batch's oldest message
-	Duration time.Duration // from claiming the buckets to commit
-}
+// errDrainTimeout cancels the batches still in flight when Close's drain
+// timeout passed.
+var errDrainTimeout = errors.New("outbox: drain timeout")
 
-// Failure describes a batch that failed, for a FailureObserver.
-type Failure struct {
-	Worker   int
-	Topic    string // the topic whose Publish failed; empty for a database error
-	Messages int    // messages not published because of it
-	Err      error
-}
-
-// BatchObserver is an optional Config.Observer interface called after every
-// committed batch. It must not block.
-type BatchObserver interface {
-	ObserveBatch(ctx context.Context, b Batch)
-}
-
-// FailureObserver is an optional Config.Observer interface called after every
-// failed batch. It must not block.
-type FailureObserver interface {
-	ObserveFailure(ctx context.Context, f Failure)
-}
-
-// Stats are the relay's counters and the outbox's gauges.
+// Stats are the relay's counters since NewRelay: a snapshot, read without I/O.
 type Stats struct {
-	// Pending is how many rows wait to be published (all relays).
+	// Batches counts committed batches.
+	Batches uint64
+	// Published counts messages the publisher confirmed and a batch marked.
+	Published uint64
+	// SetAside counts messages the broker refused as invalid
+	// (broker.ErrInvalidMessage or a broker.Permanent error): they are
+	// marked published with the reason in the error column, and not retried.
+	SetAside uint64
+	// Failed counts messages whose Publish failed (each attempt counts);
+	// they stay pending and are published again.
+	Failed uint64
+	// Failures counts failed batches (a Publish error or a database error).
+	Failures uint64
+}
+
+// Backlog is what waits in the outbox table, for all relays.
+type Backlog struct {
+	// Pending is how many rows wait to be published.
 	Pending int64
 	// OldestPending is the age of the oldest pending row; zero when none.
 	OldestPending time.Duration
-	// Published counts messages this relay published and marked since NewRelay.
-	Published int64
-	// Failed counts messages whose Publish failed (each attempt counts), since NewRelay.
-	Failed int64
-	// Refused counts messages the broker refused as invalid
-	// (broker.ErrInvalidMessage or a broker.Permanent error): they are marked
-	// published with the reason in the error column, and not retried.
-	Refused int64
-	// Batches counts committed batches of this relay.
-	Batches int64
 }
 
 // Relay publishes the rows of an outbox table through a broker.Publisher, in
@@ -131,123 +66,161 @@ type Relay struct {
 	pool *pgxpool.Pool
 	pub  broker.Publisher
 	t    *Table
-	cfg  Config
+	cfg  config
 	log  *slog.Logger
-	bo   BatchObserver
-	fo   FailureObserver
 
-	published, failed, refused, batches atomic.Int64
-	running                             atomic.Bool
+	batchTracers   []BatchTracer
+	backoffTracers []BackoffTracer
 
-	claimSQL, fetchSQL, markSQL, refuseSQL, statsSQL, cleanupSQL string
+	batches, published, setAside, failed, failures atomic.Uint64
+
+	mu       sync.Mutex
+	running  bool
+	closed   bool
+	closing  chan struct{}      // closed by Close
+	runDone  chan struct{}      // closed when the current Run returns; nil when none runs
+	hardStop context.CancelFunc // cancels the current Run's batches
+
+	claimSQL, fetchSQL, markSQL, refuseSQL, backlogSQL, cleanupSQL string
 }
 
-// NewRelay returns a relay from pool's table (cfg.Table) to pub. It checks cfg
-// but does not touch the database; Run does. The relay never closes pool or pub.
-func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
-	if pool == nil || pub == nil {
-		return nil, errors.New("outbox: NewRelay needs a pool and a publisher")
+// beginSQL opens a batch's transaction and keeps its statements on the
+// indexes whatever the planner statistics say. Without statistics (a table
+// never analyzed, or analyzed before a burst) the planner believes a few
+// rows are pending and would read every pending row of the claimed buckets
+// and sort them to return BatchSize; with sequential scans, bitmap scans and
+// sorts off it can only walk the partial (bucket, seq) index, reading the
+// rows it returns. "set local" ends with the transaction.
+const beginSQL = `begin; set local enable_seqscan = off; set local enable_bitmapscan = off; set local enable_sort = off`
+
+// NewRelay returns a relay from pool's outbox table (WithTable) to pub. It
+// checks its options but does not touch the database; Run does. The relay
+// never closes pool or pub.
+func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, opts ...Option) (*Relay, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: NewRelay needs a pool", ErrInvalidOption)
 	}
-	if cfg.Table == "" {
-		cfg.Table = DefaultTable
+	if pub == nil {
+		return nil, fmt.Errorf("%w: NewRelay needs a publisher", ErrInvalidOption)
 	}
-	t, err := NewTable(cfg.Table)
+	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
+	t := mustTable(cfg.table) // checked by WithTable
+	r := &Relay{
+		pool: pool, pub: pub, t: t, cfg: cfg, log: cfg.logger.With("outbox", t.name),
+		batchTracers:   hooks.Pick[BatchTracer](cfg.tracers),
+		backoffTracers: hooks.Pick[BackoffTracer](cfg.tracers),
+		closing:        make(chan struct{}),
 	}
-	if cfg.BatchSize == 0 {
-		cfg.BatchSize = DefaultBatchSize
-	}
-	if cfg.ClaimBuckets == 0 {
-		cfg.ClaimBuckets = DefaultClaimBuckets
-	}
-	if cfg.Workers == 0 {
-		cfg.Workers = 1
-	}
-	def(&cfg.PollInterval, DefaultPollInterval)
-	def(&cfg.MinBackoff, DefaultMinBackoff)
-	def(&cfg.MaxBackoff, DefaultMaxBackoff)
-	def(&cfg.PublishTimeout, DefaultPublishTimeout)
-	def(&cfg.Retention, DefaultRetention)
-	def(&cfg.CleanupInterval, DefaultCleanupInterval)
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"PollInterval", cfg.PollInterval}, {"MinBackoff", cfg.MinBackoff}, {"MaxBackoff", cfg.MaxBackoff}, {"PublishTimeout", cfg.PublishTimeout}, {"Retention", cfg.Retention}} {
-		if d.v < 0 {
-			return nil, fmt.Errorf("outbox: negative %s %v", d.name, d.v)
-		}
-	}
-	switch {
-	case cfg.BatchSize < 0:
-		return nil, fmt.Errorf("outbox: negative BatchSize %d", cfg.BatchSize)
-	case cfg.ClaimBuckets < 0 || cfg.ClaimBuckets > Buckets:
-		return nil, fmt.Errorf("outbox: ClaimBuckets %d is not between 1 and %d", cfg.ClaimBuckets, Buckets)
-	case cfg.Workers < 0:
-		return nil, fmt.Errorf("outbox: negative Workers %d", cfg.Workers)
-	case cfg.MinBackoff > cfg.MaxBackoff:
-		return nil, fmt.Errorf("outbox: MinBackoff %v is above MaxBackoff %v", cfg.MinBackoff, cfg.MaxBackoff)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	r := &Relay{pool: pool, pub: pub, t: t, cfg: cfg, log: cfg.Logger.With("outbox", t.name)}
-	r.bo, _ = cfg.Observer.(BatchObserver)
-	r.fo, _ = cfg.Observer.(FailureObserver)
 
 	id := t.ident
 	// Claim: walk the buckets from a random offset, lock (for this
-	// transaction) those that have pending rows, up to $3 of them. The lock
-	// key is (table oid, bucket): unique per table in the database. The
-	// "order by seq limit 1" probe (rather than exists) makes the planner use
-	// the (bucket, seq) index instead of a sequential scan per bucket.
+	// transaction) those that have pending rows, up to $3 of them, and
+	// return them in that order. The lock key is (table oid, bucket): unique
+	// per table in the database. The probe is one step of the partial
+	// (bucket, seq) index per bucket.
 	r.claimSQL = fmt.Sprintf(`select s.b::int2 from (select ((g + $1) %% %d) as b from generate_series(0, %d) g) s
 where case when (select o.seq from %s o where o.bucket = s.b and o.published_at is null order by o.seq limit 1) is not null
            then pg_try_advisory_xact_lock($2::int4, s.b::int4) else false end
 limit $3`, Buckets, Buckets-1, id)
 	// Fetch runs as its own statement, after the claim: its snapshot is taken
 	// once the locks are held, so it sees every mark committed by the relay
-	// that held them before.
-	r.fetchSQL = `select seq, id, topic, key, header, payload, priority, event_time, created_at from ` + id + `
-where published_at is null and bucket = any($1::int2[]) order by seq limit $2`
+	// that held them before. Per claimed bucket, in claim order, a range scan
+	// of the partial (bucket, seq) index from the bucket's oldest pending
+	// row; the outer limit stops the scans once $2 rows came, so the query
+	// reads no more rows than it returns. Each bucket gives a prefix of its
+	// pending rows in seq order, which keeps the order of every key.
+	r.fetchSQL = `select o.seq, o.bucket, o.id, o.topic, o.key, o.header, o.payload, o.priority, o.event_time, o.created_at
+from unnest($1::int2[]) as b(bucket)
+cross join lateral (
+  select seq, bucket, id, topic, key, header, payload, priority, event_time, created_at from ` + id + `
+  where bucket = b.bucket and published_at is null order by seq limit $2
+) o
+limit $2`
 	r.markSQL = `update ` + id + ` set published_at = now() where seq = any($1::int8[])`
 	r.refuseSQL = `update ` + id + ` o set published_at = now(), error = u.error
 from unnest($1::int8[], $2::text[]) as u(seq, error) where o.seq = u.seq`
-	r.statsSQL = `select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8 from ` + id + ` where published_at is null`
+	r.backlogSQL = `select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8 from ` + id + ` where published_at is null`
 	r.cleanupSQL = `delete from ` + id + ` where seq in (select seq from ` + id + `
 where published_at < now() - make_interval(secs => $1) limit $2)`
 	return r, nil
 }
 
-// Run publishes pending rows until ctx is done, then returns nil once every
-// goroutine it started has ended (a batch in flight is abandoned: its rows
-// stay pending). Workers wake on NOTIFY from Add, or every PollInterval, and
-// back off while the publisher or the database fails. Run returns an error
-// only when the table does not exist (at once), when the publisher was closed
-// (an error wrapping broker.ErrClosed, once the other goroutines ended), and
-// ErrRunning when the relay is already running.
+// Run publishes pending rows until ctx is done (it returns nil) or Close is
+// called (ErrClosed). Workers wake on NOTIFY from Add, or every poll
+// interval, and back off while the publisher or the database fails. When ctx
+// ends, a batch in flight is abandoned (its rows stay pending, or are marked
+// if the publisher already confirmed them); Close lets it finish instead.
+// Run returns once every goroutine it started has ended. It fails at once
+// when the table does not exist, with an error wrapping broker.ErrClosed
+// when the publisher was closed, and with ErrRunning when the relay is
+// already running.
 func (r *Relay) Run(ctx context.Context) error {
-	if !r.running.CompareAndSwap(false, true) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if r.running {
+		r.mu.Unlock()
 		return ErrRunning
 	}
-	defer r.running.Store(false)
-	parent := ctx
-	ctx, stop := context.WithCancelCause(parent)
-	defer stop(nil)
+	r.running = true
+	done := make(chan struct{})
+	// hard carries the batches: it ends with ctx, after Close's drain
+	// timeout, or when the publisher was closed (the cause). soft ends with
+	// hard or at Close: the waits between batches, the listener and the
+	// cleanup run on it.
+	hard, stop := context.WithCancelCause(ctx)
+	r.runDone = done
+	r.hardStop = func() { stop(errDrainTimeout) }
+	r.mu.Unlock()
 
-	classid, err := r.resolve(ctx)
+	soft, softStop := context.WithCancel(hard)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-r.closing:
+			softStop()
+		case <-soft.Done():
+		}
+	})
+	err := r.run(hard, soft, stop)
+	softStop()
+	wg.Wait()
+	cause := context.Cause(hard)
+	stop(nil)
+
+	r.mu.Lock()
+	r.running = false
+	r.runDone = nil
+	r.hardStop = nil
+	closed := r.closed
+	r.mu.Unlock()
+	close(done)
+
+	switch {
+	case err != nil:
+		return err
+	case ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, errDrainTimeout):
+		return cause // the publisher was closed
+	case closed:
+		return ErrClosed
+	}
+	return nil
+}
+
+func (r *Relay) run(hard, soft context.Context, stop context.CancelCauseFunc) error {
+	classid, err := r.resolve(soft)
 	if err != nil {
-		if ctx.Err() != nil {
+		if soft.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	wakes := make([]chan struct{}, r.cfg.Workers)
+	wakes := make([]chan struct{}, r.cfg.workers)
 	for i := range wakes {
 		wakes[i] = make(chan struct{}, 1)
 	}
@@ -260,41 +233,61 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	var wg sync.WaitGroup
-	if !r.cfg.NoListen {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.listen(ctx, classid, wakeAll)
-		}()
+	if !r.cfg.noListen {
+		wg.Go(func() { r.listen(soft, classid, wakeAll) })
 	}
-	if r.cfg.CleanupInterval > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.cleanupLoop(ctx)
-		}()
+	if r.cfg.cleanupInterval > 0 {
+		wg.Go(func() { r.cleanupLoop(soft) })
 	}
-	for i := range r.cfg.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.work(ctx, i, classid, wakes[i], stop)
-		}()
+	for i := range r.cfg.workers {
+		w := &worker{id: i, classid: classid, claim: r.cfg.claimBuckets}
+		wg.Go(func() { r.work(hard, soft, w, wakes[i], stop) })
 	}
 	wg.Wait()
-	if parent.Err() == nil {
-		if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
+	return nil
+}
+
+// Close stops the relay: Run takes no new batch, lets the batches in flight
+// publish and mark their rows for at most the drain timeout (WithDrainTimeout),
+// then cancels them (their rows stay pending) and returns ErrClosed. Close
+// waits for Run to return, and may be called more than once; afterwards Run,
+// Backlog and Cleanup fail with ErrClosed. It closes neither the pool nor the
+// publisher.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.closing)
+	}
+	done, hardStop := r.runDone, r.hardStop
+	r.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	t := time.NewTimer(r.cfg.drainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		hardStop()
+		<-done
 	}
 	return nil
+}
+
+func (r *Relay) isClosed() bool {
+	select {
+	case <-r.closing:
+		return true
+	default:
+		return false
+	}
 }
 
 // resolve finds the table's oid (the advisory-lock class), retrying with
 // backoff while the database is unreachable.
 func (r *Relay) resolve(ctx context.Context) (int32, error) {
-	var b backoff
-	for {
+	for n := 1; ; n++ {
 		var oid uint32
 		err := r.pool.QueryRow(ctx, `select $1::text::regclass::oid`, r.t.ident).Scan(&oid)
 		if err == nil {
@@ -304,41 +297,72 @@ func (r *Relay) resolve(ctx context.Context) (int32, error) {
 		if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
 			return 0, fmt.Errorf("outbox: table %s: %w", r.t.name, err)
 		}
-		r.log.Warn("outbox relay: cannot reach the database", "error", err)
-		if !sleep(ctx, b.next(r.cfg.MinBackoff, r.cfg.MaxBackoff)) {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if !r.backoff(ctx, -1, n, "outbox relay: cannot reach the database", err) {
 			return 0, ctx.Err()
 		}
 	}
 }
 
+// backoff logs and traces a failure, then waits; it reports whether the
+// whole wait passed (false when ctx ended).
+func (r *Relay) backoff(ctx context.Context, worker, failures int, msg string, err error) bool {
+	d := r.cfg.backoff.Wait(failures)
+	if worker >= 0 {
+		r.log.Warn(msg, "worker", worker, "backoff", d, "error", err)
+	} else {
+		r.log.Warn(msg, "backoff", d, "error", err)
+	}
+	for _, t := range r.backoffTracers {
+		t.TraceBackoff(ctx, TraceBackoffData{Table: r.t.name, Worker: worker, Failures: failures, Wait: d, Err: err})
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// worker is the state of one of the relay's workers.
+type worker struct {
+	id       int
+	classid  int32
+	claim    int // how many buckets the next batch claims at most
+	failures int // consecutive failed batches
+}
+
 // work runs batches while they find rows, waits for a wake-up or the poll
-// interval when idle, and backs off after failures. A closed publisher stops
-// the whole Run through stop.
-func (r *Relay) work(ctx context.Context, worker int, classid int32, wake <-chan struct{}, stop context.CancelCauseFunc) {
-	var b backoff
-	poll := time.NewTimer(r.cfg.PollInterval)
+// interval when idle, and backs off after failures. Batches run on hard;
+// soft ending (Close, or hard ending) stops it between batches. A closed
+// publisher stops the whole Run through stop.
+func (r *Relay) work(hard, soft context.Context, w *worker, wake <-chan struct{}, stop context.CancelCauseFunc) {
+	poll := time.NewTimer(r.cfg.pollInterval)
 	defer poll.Stop()
-	for ctx.Err() == nil {
-		n, err := r.batch(ctx, worker, classid)
-		if ctx.Err() != nil {
+	for soft.Err() == nil {
+		n, err := r.batch(hard, w)
+		if hard.Err() != nil {
 			return
 		}
 		if errors.Is(err, broker.ErrClosed) {
-			r.log.Error("outbox relay: publisher closed; stopping", "worker", worker, "error", err)
+			r.log.Error("outbox relay: publisher closed; stopping", "worker", w.id, "error", err)
 			stop(err)
 			return
 		}
 		if err != nil {
-			d := b.next(r.cfg.MinBackoff, r.cfg.MaxBackoff)
-			r.log.Warn("outbox relay: batch failed; backing off", "worker", worker, "backoff", d, "error", err)
-			if !sleep(ctx, d) {
+			w.failures++
+			if !r.backoff(soft, w.id, w.failures, "outbox relay: batch failed; backing off", err) {
 				return
 			}
 			continue
 		}
-		if b.failures > 0 {
-			r.log.Info("outbox relay: publishing again", "worker", worker, "after_failures", b.failures)
-			b.reset()
+		if w.failures > 0 {
+			r.log.Info("outbox relay: publishing again", "worker", w.id, "after_failures", w.failures)
+			w.failures = 0
 		}
 		if n > 0 {
 			continue
@@ -349,9 +373,9 @@ func (r *Relay) work(ctx context.Context, worker int, classid int32, wake <-chan
 			default:
 			}
 		}
-		poll.Reset(r.cfg.PollInterval)
+		poll.Reset(r.cfg.pollInterval)
 		select {
-		case <-ctx.Done():
+		case <-soft.Done():
 			return
 		case <-wake:
 		case <-poll.C:
@@ -361,18 +385,20 @@ func (r *Relay) work(ctx context.Context, worker int, classid int32, wake <-chan
 
 type row struct {
 	seq     int64
+	bucket  int16
 	topic   string
 	created time.Time
 	msg     broker.Message
 }
 
 // batch claims buckets, publishes their oldest pending rows and marks those
-// the publisher confirmed, in one transaction. It returns how many rows it published.
-func (r *Relay) batch(ctx context.Context, worker int, classid int32) (int, error) {
+// the publisher confirmed, in one transaction. It returns how many rows it
+// published or set aside.
+func (r *Relay) batch(ctx context.Context, w *worker) (int, error) {
 	start := time.Now()
-	tx, err := r.pool.Begin(ctx)
+	tx, err := r.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginSQL})
 	if err != nil {
-		r.fail(ctx, worker, "", 0, err)
+		r.failures.Add(1)
 		return 0, fmt.Errorf("outbox: begin: %w", err)
 	}
 	defer func() {
@@ -382,94 +408,136 @@ func (r *Relay) batch(ctx context.Context, worker int, classid int32) (int, erro
 	}()
 
 	var buckets []int16
-	rows, err := tx.Query(ctx, r.claimSQL, rand.IntN(Buckets), classid, r.cfg.ClaimBuckets)
+	rows, err := tx.Query(ctx, r.claimSQL, rand.IntN(Buckets), w.classid, w.claim)
 	if err == nil {
 		buckets, err = pgx.CollectRows(rows, pgx.RowTo[int16])
 	}
 	if err != nil {
-		r.fail(ctx, worker, "", 0, err)
+		r.failures.Add(1)
 		return 0, fmt.Errorf("outbox: claim buckets: %w", err)
 	}
 	if len(buckets) == 0 {
-		return 0, nil
-	}
-	batch, err := r.fetch(ctx, tx, buckets)
-	if err != nil {
-		r.fail(ctx, worker, "", 0, err)
-		return 0, fmt.Errorf("outbox: read pending rows: %w", err)
-	}
-	if len(batch) == 0 {
+		w.claim = r.cfg.claimBuckets
 		return 0, nil
 	}
 
-	// One Publish per topic, topics in order of first appearance, each with
-	// its messages in seq order: order per (topic, key) is kept.
+	if len(r.batchTracers) > 0 {
+		claimed := make([]int, len(buckets))
+		for i, b := range buckets {
+			claimed[i] = int(b)
+		}
+		for _, t := range r.batchTracers {
+			ctx = t.TraceBatchStart(ctx, TraceBatchStartData{Table: r.t.name, Worker: w.id, Buckets: slices.Clone(claimed)})
+		}
+	}
+	res := r.publishBatch(ctx, tx, w, buckets)
+	res.Duration = time.Since(start)
+	for _, t := range r.batchTracers {
+		t.TraceBatchEnd(ctx, res)
+	}
+	if res.Err != nil {
+		r.failures.Add(1)
+	}
+	return res.Published + res.SetAside, res.Err
+}
+
+// publishBatch reads, publishes and marks the pending rows of the claimed
+// buckets, and adapts the worker's next claim to what it found.
+func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, w *worker, buckets []int16) (res TraceBatchEndData) {
+	batch, err := r.fetch(ctx, tx, buckets)
+	if err != nil {
+		res.Err = fmt.Errorf("outbox: read pending rows: %w", err)
+		return res
+	}
+	res.Rows = len(batch)
+	if len(batch) == 0 {
+		return res
+	}
+	// A full batch means a backlog: claim only the buckets it drew rows
+	// from next time, leaving the others to other relays (or workers). A
+	// batch that was not full covered its buckets: claim more next time.
+	if len(batch) >= r.cfg.batchSize {
+		used := map[int16]bool{}
+		for i := range batch {
+			used[batch[i].bucket] = true
+		}
+		w.claim = max(1, len(used))
+	} else {
+		w.claim = min(r.cfg.claimBuckets, 2*w.claim)
+	}
+	// The fetch returns the rows bucket after bucket; publish them in seq
+	// order (which keeps each key's order, as each bucket's rows come in seq
+	// order): one Publish per topic, topics in order of first appearance.
+	slices.SortFunc(batch, func(a, b row) int { return cmp.Compare(a.seq, b.seq) })
 	var topics []string
-	byTopic := make(map[string][]int, 1)
+	byTopic := make(map[string][]*row, 1)
 	for i := range batch {
 		tp := batch[i].topic
 		if _, ok := byTopic[tp]; !ok {
 			topics = append(topics, tp)
 		}
-		byTopic[tp] = append(byTopic[tp], i)
+		byTopic[tp] = append(byTopic[tp], &batch[i])
 	}
 	done := make([]int64, 0, len(batch))
 	var refused []int64
 	var reasons []string
 	var oldest time.Time
-	var pubErr error
+	var pubErrs []error
 	for _, tp := range topics {
-		idx := byTopic[tp]
-		rs := make([]*row, len(idx))
-		for j, i := range idx {
-			rs[j] = &batch[i]
-		}
-		ok, bad, why, err := r.publishTopic(ctx, worker, tp, rs)
+		rs := byTopic[tp]
+		ok, bad, why, err := r.publishTopic(ctx, w.id, tp, rs)
 		done = append(done, ok...)
 		refused = append(refused, bad...)
 		reasons = append(reasons, why...)
 		if err != nil {
-			pubErr = err
 			// Later topics are still tried: their order does not depend on this one.
-		}
-	}
-	for i := range batch {
-		if oldest.IsZero() || batch[i].created.Before(oldest) {
-			oldest = batch[i].created
+			pubErrs = append(pubErrs, err)
+			res.Failed += len(rs) - len(ok) - len(bad)
 		}
 	}
 	confirmed := time.Now()
 	if len(done)+len(refused) > 0 {
 		// Mark and commit even when ctx was cancelled meanwhile: the messages
 		// are out, and marking them saves duplicates.
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.publishTimeout)
 		defer cancel()
 		if len(done) > 0 {
 			if _, err := tx.Exec(mctx, r.markSQL, done); err != nil {
-				r.fail(ctx, worker, "", len(done), err)
-				return 0, fmt.Errorf("outbox: mark %d rows published (they will be published again): %w", len(done), err)
+				res.Err = fmt.Errorf("outbox: mark %d rows published (they will be published again): %w", len(done), err)
+				return res
 			}
 		}
 		if len(refused) > 0 {
 			if _, err := tx.Exec(mctx, r.refuseSQL, refused, reasons); err != nil {
-				r.fail(ctx, worker, "", len(refused), err)
-				return 0, fmt.Errorf("outbox: mark %d rows refused: %w", len(refused), err)
+				res.Err = fmt.Errorf("outbox: mark %d rows refused: %w", len(refused), err)
+				return res
 			}
 		}
 		if err := tx.Commit(mctx); err != nil {
-			r.fail(ctx, worker, "", len(done), err)
-			return 0, fmt.Errorf("outbox: commit %d published rows (they will be published again): %w", len(done), err)
+			res.Err = fmt.Errorf("outbox: commit %d published rows (they will be published again): %w", len(done), err)
+			return res
 		}
-		r.refused.Add(int64(len(refused)))
-		r.published.Add(int64(len(done)))
+		published := make(map[int64]bool, len(done))
+		for _, s := range done {
+			published[s] = true
+		}
+		for i := range batch {
+			if published[batch[i].seq] && (oldest.IsZero() || batch[i].created.Before(oldest)) {
+				oldest = batch[i].created
+			}
+		}
+		res.Published, res.SetAside = len(done), len(refused)
+		if !oldest.IsZero() {
+			res.Lag = confirmed.Sub(oldest)
+		}
+		r.setAside.Add(uint64(len(refused)))
+		r.published.Add(uint64(len(done)))
 		r.batches.Add(1)
-		b := Batch{Worker: worker, Messages: len(done), Buckets: len(buckets), Lag: confirmed.Sub(oldest), Duration: time.Since(start)}
-		r.log.Debug("outbox relay: batch published", "worker", worker, "messages", b.Messages, "buckets", b.Buckets, "lag", b.Lag, "duration", b.Duration)
-		if r.bo != nil {
-			r.bo.ObserveBatch(ctx, b)
-		}
+		r.log.Debug("outbox relay: batch published", "worker", w.id, "messages", len(done), "set_aside", len(refused),
+			"buckets", len(buckets), "lag", res.Lag, "duration", time.Since(confirmed))
 	}
-	return len(done) + len(refused), pubErr
+	res.Err = errors.Join(pubErrs...)
+	return res
 }
 
 // refusal reports whether err says the broker will never take the message:
@@ -489,13 +557,12 @@ func (r *Relay) publishTopic(ctx context.Context, worker int, topic string, rs [
 		for i, x := range rs {
 			msgs[i] = x.msg
 		}
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.publishTimeout)
 		defer cancel()
 		return r.pub.Publish(pctx, topic, msgs...)
 	}
 	failed := func(n int, err error) error {
-		r.failed.Add(int64(n))
-		r.fail(ctx, worker, topic, n, err)
+		r.failed.Add(uint64(n))
 		return fmt.Errorf("outbox: publish %d messages to %q: %w", n, topic, err)
 	}
 	err = publish(rs)
@@ -514,9 +581,8 @@ func (r *Relay) publishTopic(ctx context.Context, worker int, topic string, rs [
 		case err == nil:
 			done = append(done, x.seq)
 		case refusal(err):
-			r.fail(ctx, worker, topic, 1, err)
 			r.log.Error("outbox relay: broker refused a message; it will not be retried",
-				"topic", topic, "id", x.msg.ID, "key", x.msg.Key, "seq", x.seq, "error", err)
+				"worker", worker, "topic", topic, "id", x.msg.ID, "key", x.msg.Key, "seq", x.seq, "error", err)
 			refused = append(refused, x.seq)
 			reasons = append(reasons, err.Error())
 		default:
@@ -527,16 +593,16 @@ func (r *Relay) publishTopic(ctx context.Context, worker int, topic string, rs [
 }
 
 func (r *Relay) fetch(ctx context.Context, tx pgx.Tx, buckets []int16) ([]row, error) {
-	rows, err := tx.Query(ctx, r.fetchSQL, buckets, r.cfg.BatchSize)
+	rows, err := tx.Query(ctx, r.fetchSQL, buckets, r.cfg.batchSize)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := make([]row, 0, min(r.cfg.BatchSize, 64))
+	out := make([]row, 0, min(r.cfg.batchSize, 64))
 	for rows.Next() {
 		var x row
 		var prio int16
-		if err := rows.Scan(&x.seq, &x.msg.ID, &x.topic, &x.msg.Key, &x.msg.Header, &x.msg.Payload, &prio, &x.msg.Time, &x.created); err != nil {
+		if err := rows.Scan(&x.seq, &x.bucket, &x.msg.ID, &x.topic, &x.msg.Key, &x.msg.Header, &x.msg.Payload, &prio, &x.msg.Time, &x.created); err != nil {
 			return nil, err
 		}
 		x.msg.Priority = uint8(prio)
@@ -545,33 +611,48 @@ func (r *Relay) fetch(ctx context.Context, tx pgx.Tx, buckets []int16) ([]row, e
 	return out, rows.Err()
 }
 
-func (r *Relay) fail(ctx context.Context, worker int, topic string, n int, err error) {
-	if r.fo != nil {
-		r.fo.ObserveFailure(ctx, Failure{Worker: worker, Topic: topic, Messages: n, Err: err})
+// Stats returns a snapshot of this relay's counters. It does no I/O; see
+// Backlog for what waits in the table.
+func (r *Relay) Stats() Stats {
+	return Stats{
+		Batches:   r.batches.Load(),
+		Published: r.published.Load(),
+		SetAside:  r.setAside.Load(),
+		Failed:    r.failed.Load(),
+		Failures:  r.failures.Load(),
 	}
 }
 
-// Stats returns this relay's counters and the table's pending count and the
-// age of its oldest pending row (one query).
-func (r *Relay) Stats(ctx context.Context) (Stats, error) {
-	s := Stats{Published: r.published.Load(), Failed: r.failed.Load(), Refused: r.refused.Load(), Batches: r.batches.Load()}
-	var age float64
-	if err := r.pool.QueryRow(ctx, r.statsSQL).Scan(&s.Pending, &age); err != nil {
-		return s, fmt.Errorf("outbox: stats: %w", err)
+// Backlog returns how many rows of the table wait to be published (by any
+// relay) and the age of the oldest, in one query. It counts the pending
+// rows, so it reads them all: call it for metrics every few seconds, not per
+// message.
+func (r *Relay) Backlog(ctx context.Context) (Backlog, error) {
+	if r.isClosed() {
+		return Backlog{}, ErrClosed
 	}
-	s.OldestPending = time.Duration(age * float64(time.Second))
-	return s, nil
+	var b Backlog
+	var age float64
+	if err := r.pool.QueryRow(ctx, r.backlogSQL).Scan(&b.Pending, &age); err != nil {
+		return Backlog{}, fmt.Errorf("outbox: backlog of %s: %w", r.t.name, err)
+	}
+	b.OldestPending = time.Duration(age * float64(time.Second))
+	return b, nil
 }
 
 // cleanupChunk is how many rows one Cleanup statement deletes at most.
 const cleanupChunk = 10000
 
-// Cleanup deletes rows published longer than Config.Retention ago, in chunks,
-// and returns how many it deleted. Run calls it every CleanupInterval.
+// Cleanup deletes rows published longer than the retention (WithRetention)
+// ago, in chunks, and returns how many it deleted. Run calls it every
+// cleanup interval unless WithoutCleanup was given.
 func (r *Relay) Cleanup(ctx context.Context) (int64, error) {
+	if r.isClosed() {
+		return 0, ErrClosed
+	}
 	var total int64
 	for {
-		tag, err := r.pool.Exec(ctx, r.cleanupSQL, r.cfg.Retention.Seconds(), cleanupChunk)
+		tag, err := r.pool.Exec(ctx, r.cleanupSQL, r.cfg.retention.Seconds(), cleanupChunk)
 		if err != nil {
 			return total, fmt.Errorf("outbox: cleanup: %w", err)
 		}
@@ -583,7 +664,7 @@ func (r *Relay) Cleanup(ctx context.Context) (int64, error) {
 }
 
 func (r *Relay) cleanupLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.CleanupInterval)
+	t := time.NewTicker(r.cfg.cleanupInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -608,21 +689,20 @@ func (r *Relay) cleanupLoop(ctx context.Context) {
 // reconnect in case notifications were missed meanwhile.
 func (r *Relay) listen(ctx context.Context, classid int32, wakeAll func()) {
 	channel := pgx.Identifier{fmt.Sprintf("outbox_%d", uint32(classid))}.Sanitize()
-	var b backoff
+	failures := 0
 	for ctx.Err() == nil {
-		err := r.listenOnce(ctx, channel, wakeAll, &b)
+		err := r.listenOnce(ctx, channel, wakeAll, &failures)
 		if ctx.Err() != nil {
 			return
 		}
-		d := b.next(r.cfg.MinBackoff, r.cfg.MaxBackoff)
-		r.log.Warn("outbox relay: LISTEN connection lost; polling meanwhile", "backoff", d, "error", err)
-		if !sleep(ctx, d) {
+		failures++
+		if !r.backoff(ctx, -1, failures, "outbox relay: LISTEN connection lost; polling meanwhile", err) {
 			return
 		}
 	}
 }
 
-func (r *Relay) listenOnce(ctx context.Context, channel string, wakeAll func(), b *backoff) error {
+func (r *Relay) listenOnce(ctx context.Context, channel string, wakeAll func(), failures *int) error {
 	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return err
@@ -635,49 +715,15 @@ func (r *Relay) listenOnce(ctx context.Context, channel string, wakeAll func(), 
 	if _, err := conn.Exec(ctx, "listen "+channel); err != nil {
 		return err
 	}
-	if b.failures > 0 {
+	if *failures > 0 {
 		r.log.Info("outbox relay: LISTEN connection back")
 	}
-	b.reset()
+	*failures = 0
 	wakeAll()
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
 			return err
 		}
 		wakeAll()
-	}
-}
-
-// backoff is an exponential backoff with full jitter in its upper half.
-type backoff struct {
-	failures int
-	cur      time.Duration
-}
-
-func (b *backoff) next(lo, hi time.Duration) time.Duration {
-	b.failures++
-	if b.cur == 0 {
-		b.cur = lo
-	} else {
-		b.cur = min(2*b.cur, hi)
-	}
-	half := b.cur / 2
-	if half <= 0 {
-		return b.cur
-	}
-	return half + rand.N(half+1)
-}
-
-func (b *backoff) reset() { *b = backoff{} }
-
-// sleep waits d or until ctx is done; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

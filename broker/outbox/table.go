@@ -16,7 +16,7 @@ import (
 	"github.com/go-integration/patterns/internal/pgschema"
 )
 
-// DefaultTable is the table Add, Migrate and a Relay without Config.Table use.
+// DefaultTable is the table Add, Migrate and a Relay without WithTable use.
 // It is unqualified, so it lives in the connection's search_path.
 const DefaultTable = "outbox"
 
@@ -79,19 +79,30 @@ func mustTable(name string) *Table {
 // Name returns the table name as given to NewTable.
 func (t *Table) Name() string { return t.name }
 
-// SQL returns the statements that create the table and its indexes (idempotent:
-// "if not exists"), for migration tools that want a file rather than Migrate.
+// SQL returns the statements that create the table and its indexes, for
+// migration tools that want a file rather than Migrate. They are idempotent
+// ("if not exists") and bring a table created by an older version up to date.
 //
 // Columns: seq orders the outbox (identity); id, topic, key, header (jsonb),
 // payload, priority and event_time carry the broker.Message; bucket is
 // hash(key) % Buckets; created_at is when the row was written; published_at is
 // set once the publisher confirmed it, or refused it as invalid (then error
-// holds the reason). Indexes: pending rows by bucket and by
-// seq (partial, so they stay small however many published rows are kept), and
-// published rows by published_at for Cleanup.
+// holds the reason). Indexes: pending rows by (bucket, seq), partial so it
+// stays small however many published rows are kept, which is the only index
+// the relay reads pending rows through; and published rows by published_at
+// for Cleanup. Older versions also indexed pending rows by seq alone: that
+// index is dropped (dropping it takes a brief exclusive lock on the table,
+// once).
 func (t *Table) SQL() string {
 	base := strings.ReplaceAll(t.name, ".", "_")
 	idx := func(suffix string) string { return pgx.Identifier{base + "_" + suffix}.Sanitize() }
+	// Indexes live in their table's schema: a qualified drop names it.
+	schemaIdx := func(suffix string) string {
+		if schema, _, ok := strings.Cut(t.name, "."); ok {
+			return pgx.Identifier{schema, base + "_" + suffix}.Sanitize()
+		}
+		return idx(suffix)
+	}
 	return `create table if not exists ` + t.ident + ` (
   seq          bigint generated always as identity primary key,
   id           text        not null,
@@ -107,18 +118,21 @@ func (t *Table) SQL() string {
   error        text
 );
 create index if not exists ` + idx("pending_bucket") + ` on ` + t.ident + ` (bucket, seq) where published_at is null;
-create index if not exists ` + idx("pending_seq") + ` on ` + t.ident + ` (seq) where published_at is null;
 create index if not exists ` + idx("published_at") + ` on ` + t.ident + ` (published_at) where published_at is not null;
+drop index if exists ` + schemaIdx("pending_seq") + `;
 `
 }
 
-// Migrate creates the table and its indexes if they do not exist. It runs as
-// one implicit transaction under an advisory lock, so concurrent Migrate calls
-// (several instances starting at once) are safe.
+// migrateKey is the advisory-lock key of Migrate; older versions used the
+// same, so old and new instances starting together serialize too.
+func (t *Table) migrateKey() string { return "go-integration/patterns/outbox migrate " + t.ident }
+
+// Migrate creates the table and its indexes if they do not exist, and updates
+// those of an older version (see SQL). It runs as one implicit transaction
+// under an advisory lock, so concurrent Migrate calls (several instances
+// starting at once) are safe.
 func (t *Table) Migrate(ctx context.Context, db Execer) error {
-	sql := `select pg_advisory_xact_lock(hashtext('go-integration/patterns/outbox migrate ' || ` + t.lit + `));
-` + t.SQL()
-	if _, err := db.Exec(ctx, sql); err != nil {
+	if err := pgschema.Apply(ctx, db, t.migrateKey(), t.SQL()); err != nil {
 		return fmt.Errorf("outbox: migrate %s: %w", t.name, err)
 	}
 	return nil

@@ -95,7 +95,7 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 	if err := b.Provision(ctx, sub); err != nil {
 		return err
 	}
-	relay, err := outbox.NewRelay(e.pool, b, outbox.Config{PollInterval: 50 * time.Millisecond, Logger: t.logger()})
+	relay, err := outbox.NewRelay(e.pool, b, outbox.WithPollInterval(50*time.Millisecond), outbox.WithLogger(t.logger()))
 	if err != nil {
 		return err
 	}
@@ -143,17 +143,18 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 	// The relay marks rows published once the broker confirmed them, in the
 	// transaction that claimed them, and counts them after that commit: wait for it.
 	var st outbox.Stats
+	var backlog outbox.Backlog
 	for {
 		var err error
-		if st, err = relay.Stats(ctx); err != nil {
+		if backlog, err = relay.Backlog(ctx); err != nil {
 			return err
 		}
-		if st.Pending == 0 && st.Published == int64(len(sampleBookings)) {
+		if st = relay.Stats(); backlog.Pending == 0 && st.Published == uint64(len(sampleBookings)) {
 			break
 		}
 		select {
 		case <-wait.Done():
-			return fmt.Errorf("relay stats: %d published, %d pending; want %d and 0", st.Published, st.Pending, len(sampleBookings))
+			return fmt.Errorf("relay stats: %d published, %d pending; want %d and 0", st.Published, backlog.Pending, len(sampleBookings))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -163,6 +164,6 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 		return fmt.Errorf("unexpected event for %s", bk.ID)
 	case <-time.After(100 * time.Millisecond):
 	}
-	t.printf("   relay: %d published, %d pending; %s was never announced\n", st.Published, st.Pending, declined.ID)
+	t.printf("   relay: %d published, %d pending; %s was never announced\n", st.Published, backlog.Pending, declined.ID)
 	return nil
 }

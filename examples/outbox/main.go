@@ -89,14 +89,16 @@ func run(ctx context.Context, w io.Writer) (err error) {
 		return err
 	}
 	received := make(chan broker.Message, 2)
-	batches := make(batchObserver, 4)
-	relay, err := outbox.NewRelay(pool, b, outbox.Config{Observer: batches})
+	batches := make(batchTracer, 4)
+	relay, err := outbox.NewRelay(pool, b, outbox.WithTracer(batches))
 	if err != nil {
 		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	var running sync.WaitGroup
-	defer func() { stop(); running.Wait() }() // before the pool closes
+	// Before the pool closes: Close lets the relay's batch in flight finish
+	// (Run then returns outbox.ErrClosed), stop ends the subscriber.
+	defer func() { _ = relay.Close(); stop(); running.Wait() }()
 	running.Go(func() {
 		_ = b.Subscribe(runCtx, sub, func(ctx context.Context, m broker.Message) error { received <- m; return nil })
 	})
@@ -111,12 +113,16 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the event: %w", ctx.Err())
 	}
-	select {
-	case <-batches: // the relay marked the row published
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the relay's batch: %w", ctx.Err())
+	for published := false; !published; {
+		select {
+		case b := <-batches: // the relay marked the row published
+			published = b.Published > 0
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the relay's batch: %w", ctx.Err())
+		}
 	}
-	st, err := relay.Stats(ctx)
+	st := relay.Stats()                // this relay's counters, no I/O
+	backlog, err := relay.Backlog(ctx) // what waits in the table (one query)
 	if err != nil {
 		return err
 	}
@@ -124,17 +130,23 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	if err := pool.QueryRow(ctx, `select (select count(*) from outbox), (select count(*) from orders)`).Scan(&rows, &orders); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "relay: published %d, pending %d; tables: %d order, %d outbox row\n", st.Published, st.Pending, orders, rows)
+	fmt.Fprintf(w, "relay: published %d, pending %d; tables: %d order, %d outbox row\n", st.Published, backlog.Pending, orders, rows)
 	return nil
 }
 
-// batchObserver receives the relay's committed batches (outbox.BatchObserver).
-type batchObserver chan outbox.Batch
+// batchTracer receives the outcome of the relay's batches (an
+// outbox.BatchTracer; an OpenTelemetry adapter would start a span in
+// TraceBatchStart and end it in TraceBatchEnd).
+type batchTracer chan outbox.TraceBatchEndData
 
-func (o batchObserver) ObserveBatch(_ context.Context, b outbox.Batch) {
+func (batchTracer) TraceBatchStart(ctx context.Context, _ outbox.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (o batchTracer) TraceBatchEnd(_ context.Context, b outbox.TraceBatchEndData) {
 	select {
 	case o <- b:
-	default: // an observer must not block the relay
+	default: // a tracer must not block the relay
 	}
 }
 
