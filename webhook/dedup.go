@@ -2,12 +2,12 @@ package webhook
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/go-integration/patterns/internal/claims"
 )
 
 // DedupState is what a DedupStore knows about a message ID.
@@ -55,7 +55,7 @@ var ErrStaleClaim = errors.New("webhook: dedup claim is no longer owned by this 
 // DedupStore remembers which message IDs a Receiver has handled, so a replayed
 // or retried request is not handled twice. Implementations: MemoryDedup (one
 // process) and pgstore.Dedup (shared by several processes); conformance
-// tests: storetest.RunDedup.
+// tests: storetest.Run.
 type DedupStore interface {
 	// Begin claims id until the time until, under a new owner token. It
 	// returns DedupNew and the token when id is unknown or its entry expired
@@ -72,79 +72,58 @@ type DedupStore interface {
 	Forget(ctx context.Context, id, token string) error
 }
 
-// NewDedupToken returns a random owner token (16 bytes, hex), for stores.
-func NewDedupToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// MemoryDedup is a DedupStore in memory, for a single process and for tests.
-// Expired entries are swept as new ones arrive. The zero value is not usable;
-// call NewMemoryDedup.
+// MemoryDedup is a DedupStore in memory (an internal/claims table), for a
+// single process and for tests. Expired entries are swept as new ones
+// arrive. The zero value is not usable; call NewMemoryDedup.
 type MemoryDedup struct {
-	mu      sync.Mutex
-	entries map[string]dedupEntry
-	adds    int
-}
-
-type dedupEntry struct {
-	owner string
-	done  bool
-	until time.Time
+	mu  sync.Mutex // pairs now with the table's calls
+	now time.Time  // the time of the current call, the table's clock
+	m   *claims.Map[struct{}]
 }
 
 // NewMemoryDedup returns an empty MemoryDedup.
-func NewMemoryDedup() *MemoryDedup { return &MemoryDedup{entries: make(map[string]dedupEntry)} }
+func NewMemoryDedup() *MemoryDedup {
+	d := &MemoryDedup{}
+	d.m = claims.New[struct{}](func() time.Time { return d.now })
+	return d
+}
 
 // Begin implements DedupStore.
-func (m *MemoryDedup) Begin(_ context.Context, id string, now, until time.Time) (DedupClaim, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e, ok := m.entries[id]; ok && e.until.After(now) {
-		if e.done {
-			return DedupClaim{State: DedupDone}, nil
-		}
+func (d *MemoryDedup) Begin(_ context.Context, id string, now, until time.Time) (DedupClaim, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.now = now
+	held, token, claimed := d.m.Claim(id, until.Sub(now))
+	switch {
+	case claimed:
+		return DedupClaim{State: DedupNew, Token: token}, nil
+	case held.Done:
+		return DedupClaim{State: DedupDone}, nil
+	default:
 		return DedupClaim{State: DedupInFlight}, nil
 	}
-	token := NewDedupToken()
-	m.entries[id] = dedupEntry{owner: token, until: until}
-	if m.adds++; m.adds >= 1024 && m.adds >= len(m.entries) {
-		m.adds = 0
-		for k, e := range m.entries {
-			if !e.until.After(now) {
-				delete(m.entries, k)
-			}
-		}
-	}
-	return DedupClaim{State: DedupNew, Token: token}, nil
 }
 
 // Done implements DedupStore.
-func (m *MemoryDedup) Done(_ context.Context, id, token string, until time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e, ok := m.entries[id]; !ok || token == "" || e.owner != token {
+func (d *MemoryDedup) Done(_ context.Context, id, token string, until time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// The table sets the expiry to its clock plus the TTL: until exactly.
+	if !d.m.Complete(id, token, struct{}{}, until.Sub(d.now)) {
 		return fmt.Errorf("webhook: dedup done %.64q: %w", id, ErrStaleClaim)
 	}
-	m.entries[id] = dedupEntry{owner: token, done: true, until: until}
 	return nil
 }
 
 // Forget implements DedupStore.
-func (m *MemoryDedup) Forget(_ context.Context, id, token string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e, ok := m.entries[id]; !ok || token == "" || e.owner != token {
+func (d *MemoryDedup) Forget(_ context.Context, id, token string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.m.Forget(id, token) {
 		return fmt.Errorf("webhook: dedup forget %.64q: %w", id, ErrStaleClaim)
 	}
-	delete(m.entries, id)
 	return nil
 }
 
 // Len returns how many entries the store holds (expired ones included until swept).
-func (m *MemoryDedup) Len() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.entries)
-}
+func (d *MemoryDedup) Len() int { return d.m.Len() }

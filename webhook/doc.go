@@ -29,7 +29,18 @@
 // shared by several processes). Every attempt has the same webhook-id and a
 // fresh timestamp and signature; failures are retried on a schedule, 410 Gone
 // disables the endpoint, redirects are never followed, and an SSRF guard
-// refuses private, loopback and link-local addresses at dial time.
+// refuses addresses that are not public at dial time (a table generated from
+// IANA's special-purpose address registries). Run delivers until its context
+// ends or Close, which drains the attempts in flight.
+//
+// # Options, tracing, stats
+//
+// NewVerifier, NewSender and NewReceiver take sealed options (VerifierOption,
+// SenderOption, ReceiverOption; WithLogger, WithTracer and WithClock fit
+// several) and refuse bad values with ErrInvalidOption. Tracers in the style
+// of pgx's (AttemptTracer, DisableTracer, StoreErrorTracer, ReceiveTracer,
+// RejectTracer) see every attempt and request; Sender.Stats and
+// Receiver.Stats count them.
 //
 // The package imports only the standard library.
 package webhook

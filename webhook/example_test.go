@@ -52,7 +52,10 @@ func ExampleVerifier() {
 func ExampleReceiver() {
 	secret := webhook.NewSecret()
 	v, _ := webhook.NewVerifier([]string{secret})
-	recv := webhook.NewReceiver(v, webhook.WithMaxBodyBytes(64<<10))
+	recv, err := webhook.NewReceiver(v, webhook.WithMaxBodyBytes(64<<10))
+	if err != nil {
+		panic(err)
+	}
 	srv := httptest.NewServer(recv.Handler(func(ctx context.Context, e webhook.Event) error {
 		fmt.Printf("handled %s: %s\n", e.ID, e.Body)
 		return nil // 204; an error answers 500 and the sender retries
@@ -100,17 +103,56 @@ func ExampleSender() {
 	if err != nil {
 		panic(err)
 	}
-	defer sender.Close()
-	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error)
-	go func() { done <- sender.Run(runCtx) }()
+	go func() { done <- sender.Run(ctx) }()
 
 	_, n, _ := sender.Send(ctx, webhook.Message{ID: "msg_42", Type: "invoice.paid", Payload: []byte(`{"amount":10}`)})
 	fmt.Println("deliveries:", n)
 	fmt.Println(<-got)
-	stop()
-	<-done
+	// Close stops Run, letting attempts in flight finish (up to WithDrainTimeout).
+	_ = sender.Close()
+	fmt.Println(errors.Is(<-done, webhook.ErrClosed))
 	// Output:
 	// deliveries: 1
 	// msg_42 {"amount":10}
+	// true
+}
+
+// attemptLog is a tracer: it implements webhook.AttemptTracer.
+type attemptLog struct{}
+
+func (attemptLog) TraceAttemptStart(ctx context.Context, d webhook.TraceAttemptStartData) context.Context {
+	d.Header.Set("X-Request-Id", d.DeliveryID+"-"+fmt.Sprint(d.Attempt)) // a tracer may add headers
+	return ctx
+}
+
+func (attemptLog) TraceAttemptEnd(_ context.Context, d webhook.TraceAttemptEndData) {
+	fmt.Println("attempt", d.Attempt.Number, d.StatusCode, d.State, d.Err)
+}
+
+// Trace every attempt: WithTracer takes any value implementing one or more
+// of the tracer interfaces (an OpenTelemetry adapter makes spans here).
+func ExampleWithTracer() {
+	var calls int
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls++; calls == 1 {
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+		}
+	}))
+	defer endpoint.Close()
+	store := webhook.NewMemoryStore()
+	ctx := context.Background()
+	_ = store.SaveEndpoint(ctx, webhook.Endpoint{ID: "e", URL: endpoint.URL, Secrets: []string{webhook.NewSecret()}})
+	sender, err := webhook.NewSender(store, webhook.WithTracer(attemptLog{}),
+		webhook.WithAllowedNetworks(netip.MustParsePrefix("127.0.0.0/8")), webhook.WithSchedule(0, 0))
+	if err != nil {
+		panic(err)
+	}
+	defer sender.Close()
+	_, _, _ = sender.Send(ctx, webhook.Message{Type: "t", Payload: []byte(`{}`)})
+	_, _ = sender.RunOnce(ctx)
+	_, _ = sender.RunOnce(ctx)
+	// Output:
+	// attempt 1 503 pending webhook: endpoint answered 503 Service Unavailable
+	// attempt 2 200 succeeded <nil>
 }

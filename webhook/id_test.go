@@ -119,7 +119,7 @@ func TestReceiverRefusesDottedID(t *testing.T) {
 	m.Write([]byte("a.b." + ts + ".{}"))
 	v, _ := webhook.NewVerifier([]string{secret})
 	called := false
-	h := webhook.NewReceiver(v).Handler(func(context.Context, webhook.Event) error { called = true; return nil })
+	h := mustReceiver(t, v).Handler(func(context.Context, webhook.Event) error { called = true; return nil })
 	req := httptest.NewRequest("POST", "/", strings.NewReader("{}"))
 	req.Header.Set("webhook-id", "a.b")
 	req.Header.Set("webhook-timestamp", ts)
@@ -153,7 +153,7 @@ func TestSenderFailsDottedStoredID(t *testing.T) {
 	}
 	var got []webhook.Attempt
 	s, err := webhook.NewSender(legacyStore{store}, webhook.WithAllowedNetworks(loopback...),
-		webhook.WithOnAttempt(func(_ webhook.Delivery, a webhook.Attempt) { got = append(got, a) }))
+		webhook.WithTracer(onAttempt(func(a webhook.Attempt) { got = append(got, a) })))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-integration/patterns/internal/testenv"
 	"github.com/go-integration/patterns/webhook"
 )
 
@@ -80,19 +82,12 @@ func runUntilLogged(t *testing.T, s *webhook.Sender, h *captureHandler, want str
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, l := range h.errorLines() {
-			if strings.Contains(l, want) {
-				return
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("no log line containing %q; got %q", want, h.errorLines())
+	testenv.Eventually(t, 5*time.Second, "a log line containing "+want, func() bool {
+		return slices.ContainsFunc(h.errorLines(), func(l string) bool { return strings.Contains(l, want) })
+	})
 }
 
-// Without WithOnError, store failures go to slog.Default().
+// Without WithLogger, store failures go to slog.Default().
 func TestStoreErrorsAreLoggedByDefault(t *testing.T) {
 	h := &captureHandler{}
 	old := slog.Default()
@@ -133,26 +128,39 @@ func TestStoreErrorsGoToWithLogger(t *testing.T) {
 	}
 }
 
-// WithOnError replaces the logging.
-func TestWithOnErrorReplacesLogging(t *testing.T) {
+// storeErrorTracer records TraceStoreError calls.
+type storeErrorTracer chan webhook.TraceStoreErrorData
+
+func (c storeErrorTracer) TraceStoreError(_ context.Context, d webhook.TraceStoreErrorData) {
+	select {
+	case c <- d:
+	default:
+	}
+}
+
+// A StoreErrorTracer sees store failures, which are still logged (before
+// tracers, WithOnError replaced the logging), and Stats counts them.
+func TestStoreErrorsAreTracedAndLogged(t *testing.T) {
 	h := &captureHandler{}
-	got := make(chan error, 100)
+	got := make(storeErrorTracer, 100)
 	s, err := webhook.NewSender(failingStore{MemoryStore: webhook.NewMemoryStore(), claim: true},
-		webhook.WithPollInterval(5*time.Millisecond), webhook.WithLogger(slog.New(h)),
-		webhook.WithOnError(func(err error) { got <- err }))
+		webhook.WithPollInterval(5*time.Millisecond), webhook.WithLogger(slog.New(h)), webhook.WithTracer(got))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	err = <-got
+	d := <-got
 	cancel()
 	<-done
-	if !errors.Is(err, errStoreDown) {
-		t.Fatalf("OnError got %v", err)
+	if d.Op != "claim" || !errors.Is(d.Err, errStoreDown) {
+		t.Fatalf("TraceStoreError got %+v", d)
 	}
-	if lines := h.errorLines(); len(lines) != 0 {
-		t.Fatalf("logged %q although WithOnError is set", lines)
+	if lines := h.errorLines(); len(lines) == 0 || !strings.Contains(lines[0], "claim: store down") {
+		t.Fatalf("log lines %q; want the claim failure logged too", lines)
+	}
+	if st := s.Stats(); st.StoreErrors == 0 {
+		t.Fatalf("Stats = %+v, want StoreErrors counted", st)
 	}
 }

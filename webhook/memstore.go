@@ -2,13 +2,13 @@ package webhook
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/go-integration/patterns/internal/ids"
 )
 
 // MemoryStore is a Store in memory: for tests and for a single process that
@@ -152,12 +152,6 @@ func (s *MemoryStore) view(d *memDelivery) Delivery {
 	return out
 }
 
-func newLease() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // Claim implements Store.
 func (s *MemoryStore) Claim(_ context.Context, now time.Time, lease time.Duration, limit int) ([]Delivery, error) {
 	s.mu.Lock()
@@ -174,7 +168,7 @@ func (s *MemoryStore) Claim(_ context.Context, now time.Time, lease time.Duratio
 	}
 	out := make([]Delivery, 0, len(due))
 	for _, d := range due {
-		d.Lease, d.leaseUntil = newLease(), now.Add(lease)
+		d.Lease, d.leaseUntil = ids.Hex(), now.Add(lease)
 		out = append(out, s.view(d))
 	}
 	return out, nil

@@ -8,5 +8,9 @@ import (
 )
 
 func TestMemoryStore(t *testing.T) {
-	storetest.RunStore(t, func(*testing.T) webhook.Store { return webhook.NewMemoryStore() })
+	storetest.Run(t, storetest.Harness{
+		NewStore: func(*testing.T) webhook.Store { return webhook.NewMemoryStore() },
+		NewDedup: func(*testing.T) webhook.DedupStore { return webhook.NewMemoryDedup() },
+		Features: storetest.Features{Purge: true},
+	})
 }

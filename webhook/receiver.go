@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,90 +58,158 @@ func EventFromContext(ctx context.Context) (Event, bool) {
 // A handler that outlives the dedup lease (WithDedupTimes) loses its claim
 // once another request with the ID arrives: that request is handled too. The
 // late first handler then neither marks the ID handled nor forgets it (the
-// store refuses with ErrStaleClaim, reported through WithOnReject); the ID's
-// state is the newer request's.
+// store refuses with ErrStaleClaim, which is logged and traced as a store
+// error); the ID's state is the newer request's.
+//
+// Requests are traced with WithTracer (ReceiveTracer around each request,
+// RejectTracer for each rejection, StoreErrorTracer); dedup store failures
+// are also logged (WithLogger). Stats counts them.
 type Receiver struct {
 	verifier *Verifier
-	dedup    DedupStore
-	maxBody  int64
-	lease    time.Duration
-	keep     time.Duration
-	now      func() time.Time
-	onReject func(*http.Request, error)
+	cfg      receiverConfig
+	tr       receiverTracers
+	stats    receiverCounters
 }
 
-// ReceiverOption configures a Receiver.
-type ReceiverOption func(*Receiver)
+type receiverConfig struct {
+	common
+	dedup     DedupStore
+	withDedup bool
+	noDedup   bool
+	maxBody   int64
+	lease     time.Duration
+	keep      time.Duration
+}
 
 // WithMaxBodyBytes sets the largest body accepted; larger ones get 413.
-// Default (and for n <= 0) DefaultMaxBodyBytes (1 MiB).
-func WithMaxBodyBytes(n int64) ReceiverOption { return func(r *Receiver) { r.maxBody = n } }
+// Positive; default DefaultMaxBodyBytes (1 MiB).
+func WithMaxBodyBytes(n int64) ReceiverOption {
+	return receiverOpt(func(c *receiverConfig) error {
+		if n <= 0 {
+			return optionErrorf("webhook: WithMaxBodyBytes(%d): must be positive", n)
+		}
+		c.maxBody = n
+		return nil
+	})
+}
 
 // WithDedup sets the store that remembers handled IDs. Default a MemoryDedup
 // of its own; use a shared store (pgstore.Dedup) when several processes
-// receive. A nil store disables replay protection.
-func WithDedup(s DedupStore) ReceiverOption { return func(r *Receiver) { r.dedup = s } }
+// receive. Nil is refused: WithoutDedup turns replay protection off.
+func WithDedup(s DedupStore) ReceiverOption {
+	return receiverOpt(func(c *receiverConfig) error {
+		if s == nil {
+			return optionErrorf("webhook: WithDedup(nil) (use WithoutDedup)")
+		}
+		c.dedup, c.withDedup = s, true
+		return nil
+	})
+}
+
+// WithoutDedup turns replay protection off: every verified request reaches
+// the handler, retries and replays within the tolerance included. For
+// handlers that are idempotent on their own.
+func WithoutDedup() ReceiverOption {
+	return receiverOpt(func(c *receiverConfig) error { c.noDedup = true; return nil })
+}
 
 // WithDedupTimes sets how long an ID is claimed while its handler runs (lease,
 // default DefaultDedupLease: keep it above the slowest handler, or a retry
 // may be handled a second time) and how long a handled ID is remembered (keep,
 // default DefaultDedupKeep: longer than a sender's whole retry schedule).
+// Both positive.
 func WithDedupTimes(lease, keep time.Duration) ReceiverOption {
-	return func(r *Receiver) { r.lease, r.keep = lease, keep }
+	return receiverOpt(func(c *receiverConfig) error {
+		if lease <= 0 || keep <= 0 {
+			return optionErrorf("webhook: WithDedupTimes(%v, %v): both must be positive", lease, keep)
+		}
+		c.lease, c.keep = lease, keep
+		return nil
+	})
 }
 
-// WithReceiverClock sets the clock for dedup expiry. Default time.Now. (The
-// Verifier has its own clock option, WithClock.)
-func WithReceiverClock(now func() time.Time) ReceiverOption {
-	return func(r *Receiver) { r.now = now }
-}
-
-// WithOnReject sets a function called with every rejected request and the
-// reason (for logging and metrics), and with a handled request whose outcome
-// the dedup store could not record (an error wrapping ErrStaleClaim when the
-// lease expired and another request took the ID over). Default none.
-func WithOnReject(f func(*http.Request, error)) ReceiverOption {
-	return func(r *Receiver) { r.onReject = f }
-}
-
-// NewReceiver returns a Receiver that verifies with v (required: it panics
-// when v is nil, rather than failing every request later).
-func NewReceiver(v *Verifier, opts ...ReceiverOption) *Receiver {
+// NewReceiver returns a Receiver that verifies with v. A nil v, or an
+// option it cannot accept, gives an error wrapping ErrInvalidOption that
+// names it.
+func NewReceiver(v *Verifier, opts ...ReceiverOption) (*Receiver, error) {
 	if v == nil {
-		panic("webhook: NewReceiver: nil Verifier")
+		return nil, optionErrorf("webhook: NewReceiver: nil Verifier")
 	}
-	r := &Receiver{verifier: v, dedup: NewMemoryDedup(), maxBody: DefaultMaxBodyBytes,
-		lease: DefaultDedupLease, keep: DefaultDedupKeep, now: time.Now}
-	for _, o := range opts {
-		o(r)
+	c := receiverConfig{common: defaultCommon(), maxBody: DefaultMaxBodyBytes, lease: DefaultDedupLease, keep: DefaultDedupKeep}
+	if err := applyOptions(opts, func(o ReceiverOption) error { return o.applyReceiver(&c) }); err != nil {
+		return nil, err
 	}
-	if r.maxBody <= 0 {
-		r.maxBody = DefaultMaxBodyBytes
+	switch {
+	case c.withDedup && c.noDedup:
+		return nil, optionErrorf("webhook: WithDedup and WithoutDedup conflict")
+	case c.noDedup:
+		c.dedup = nil
+	case c.dedup == nil:
+		c.dedup = NewMemoryDedup()
 	}
-	if r.lease <= 0 {
-		r.lease = DefaultDedupLease
+	tr, err := newReceiverTracers(c.tracers)
+	if err != nil {
+		return nil, err
 	}
-	if r.keep <= 0 {
-		r.keep = DefaultDedupKeep
-	}
-	return r
+	return &Receiver{verifier: v, cfg: c, tr: tr}, nil
 }
 
-// ErrBodyTooLarge is reported (through WithOnReject) for a body over the limit.
+// ReceiverStats are a Receiver's counters since NewReceiver (see Receiver.Stats).
+type ReceiverStats struct {
+	Requests uint64
+	// Rejected counts requests answered without calling the handler;
+	// Duplicates (already handled, answered 200) are among them.
+	Rejected   uint64
+	Duplicates uint64
+	// Handled counts handler calls; HandlerFailed those that answered
+	// other than 2xx.
+	Handled       uint64
+	HandlerFailed uint64
+	StoreErrors   uint64 // dedup store failures (also logged)
+}
+
+type receiverCounters struct {
+	requests, rejected, duplicates, handled, handlerFailed, storeErrors atomic.Uint64
+}
+
+// Stats returns a snapshot of the Receiver's counters.
+func (r *Receiver) Stats() ReceiverStats {
+	return ReceiverStats{Requests: r.stats.requests.Load(), Rejected: r.stats.rejected.Load(),
+		Duplicates: r.stats.duplicates.Load(), Handled: r.stats.handled.Load(),
+		HandlerFailed: r.stats.handlerFailed.Load(), StoreErrors: r.stats.storeErrors.Load()}
+}
+
+// ErrBodyTooLarge is the reason (TraceRejectData.Err) for a body over the limit.
 var ErrBodyTooLarge = errors.New("webhook: body too large")
 
-// errDuplicate and errInFlight are reported through WithOnReject.
+// Reasons of rejections that are not Verify errors (TraceRejectData.Err).
 var (
-	errDuplicate = errors.New("webhook: duplicate message id (already handled)")
-	errInFlight  = errors.New("webhook: message id is being handled")
+	// ErrDuplicate: the message ID was already handled; answered 200.
+	ErrDuplicate = errors.New("webhook: duplicate message id (already handled)")
+	// ErrInFlight: a request with the message ID is being handled; answered 409.
+	ErrInFlight  = errors.New("webhook: message id is being handled")
 	errDedupDown = errors.New("webhook: dedup store unavailable, retry later")
 )
 
-func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, code int, err error) {
-	if r.onReject != nil {
-		r.onReject(req, err)
+// reject answers a request without calling the handler. body is what the
+// client sees (the reason, unless it would leak a store error).
+func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, id string, code int, err error, body string) (int, error) {
+	r.stats.rejected.Add(1)
+	for _, t := range r.tr.reject {
+		t.TraceReject(req.Context(), TraceRejectData{Request: req, MessageID: id, StatusCode: code, Err: err})
 	}
-	http.Error(w, err.Error(), code)
+	if code == http.StatusOK {
+		w.WriteHeader(code)
+	} else {
+		http.Error(w, body, code)
+	}
+	return code, err
+}
+
+func (r *Receiver) storeError(ctx context.Context, op string, err error) {
+	r.stats.storeErrors.Add(1)
+	r.cfg.logStoreError(ctx, "webhook: receiver dedup store error", err)
+	traceStoreError(ctx, r.tr.storeErr, op, err)
 }
 
 // Middleware returns an http.Handler that verifies requests and passes the
@@ -147,85 +217,110 @@ func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, code int, er
 // context (see EventFromContext).
 func (r *Receiver) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.ContentLength > r.maxBody {
-			r.reject(w, req, http.StatusRequestEntityTooLarge, ErrBodyTooLarge)
+		r.stats.requests.Add(1)
+		id := headerValue(req.Header, HeaderID)
+		if len(r.tr.receive) == 0 {
+			r.serve(w, req, id, next)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.maxBody))
-		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				r.reject(w, req, http.StatusRequestEntityTooLarge, ErrBodyTooLarge)
-				return
-			}
-			r.reject(w, req, http.StatusBadRequest, err)
-			return
-		}
-		if err := r.verifier.Verify(req.Header, body); err != nil {
-			code := http.StatusUnauthorized
-			if errors.Is(err, ErrMissingHeader) || errors.Is(err, ErrInvalidMessageID) || errors.Is(err, ErrInvalidTimestamp) {
-				code = http.StatusBadRequest
-			}
-			r.reject(w, req, code, err)
-			return
-		}
-		ts, _ := strconv.ParseInt(headerValue(req.Header, HeaderTimestamp), 10, 64)
-		ev := Event{ID: headerValue(req.Header, HeaderID), Timestamp: time.Unix(ts, 0), Body: body, Header: req.Header}
 		ctx := req.Context()
-		var token string
-		if r.dedup != nil {
-			now := r.now()
-			claim, err := r.dedup.Begin(ctx, ev.ID, now, now.Add(r.lease))
-			state := claim.State
-			token = claim.Token
-			switch {
-			case err != nil:
-				// The client sees a generic message; OnReject gets the cause.
-				if r.onReject != nil {
-					r.onReject(req, err)
-				}
-				http.Error(w, errDedupDown.Error(), http.StatusServiceUnavailable)
-				return
-			case state == DedupDone:
-				if r.onReject != nil {
-					r.onReject(req, errDuplicate)
-				}
-				w.WriteHeader(http.StatusOK)
-				return
-			case state == DedupInFlight:
-				r.reject(w, req, http.StatusConflict, errInFlight)
-				return
-			}
+		for _, t := range r.tr.receive {
+			ctx = t.TraceReceiveStart(ctx, TraceReceiveStartData{Request: req, MessageID: id})
 		}
-		rec := &statusRecorder{ResponseWriter: w}
-		handled := false
-		defer func() {
-			if r.dedup == nil {
-				return
-			}
-			// The request's context may be cancelled by now; record anyway.
-			ctx := context.WithoutCancel(ctx)
-			var err error
-			if handled && rec.status >= 200 && rec.status < 300 {
-				err = r.dedup.Done(ctx, ev.ID, token, r.now().Add(r.keep))
-			} else {
-				err = r.dedup.Forget(ctx, ev.ID, token)
-			}
-			// A stale claim (the lease expired and another request took
-			// the ID) is left to its new owner; report it, and other
-			// store failures, through OnReject.
-			if err != nil && r.onReject != nil {
-				r.onReject(req, err)
-			}
-		}()
-		req2 := req.WithContext(context.WithValue(ctx, eventKey{}, ev))
-		req2.Body = io.NopCloser(bytes.NewReader(body))
-		next.ServeHTTP(rec, req2)
-		if rec.status == 0 {
-			rec.status = http.StatusOK
+		req = req.WithContext(ctx)
+		code, handled, err := r.serve(w, req, id, next)
+		for _, t := range r.tr.receive {
+			t.TraceReceiveEnd(ctx, TraceReceiveEndData{MessageID: id, StatusCode: code, Handled: handled, Err: err})
 		}
-		handled = true
 	})
+}
+
+// serve is Middleware's work; it returns the status answered, whether the
+// handler ran, and the rejection reason or late store error.
+func (r *Receiver) serve(w http.ResponseWriter, req *http.Request, id string, next http.Handler) (code int, handled bool, err error) {
+	if req.ContentLength > r.cfg.maxBody {
+		code, err = r.reject(w, req, id, http.StatusRequestEntityTooLarge, ErrBodyTooLarge, ErrBodyTooLarge.Error())
+		return code, false, err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			code, err = r.reject(w, req, id, http.StatusRequestEntityTooLarge, ErrBodyTooLarge, ErrBodyTooLarge.Error())
+			return code, false, err
+		}
+		code, err = r.reject(w, req, id, http.StatusBadRequest, err, err.Error())
+		return code, false, err
+	}
+	if err := r.verifier.Verify(req.Header, body); err != nil {
+		code := http.StatusUnauthorized
+		if errors.Is(err, ErrMissingHeader) || errors.Is(err, ErrInvalidMessageID) || errors.Is(err, ErrInvalidTimestamp) {
+			code = http.StatusBadRequest
+		}
+		code, err = r.reject(w, req, id, code, err, err.Error())
+		return code, false, err
+	}
+	ts, _ := strconv.ParseInt(headerValue(req.Header, HeaderTimestamp), 10, 64)
+	ev := Event{ID: id, Timestamp: time.Unix(ts, 0), Body: body, Header: req.Header}
+	ctx := req.Context()
+	var token string
+	if r.cfg.dedup != nil {
+		now := r.cfg.now()
+		claim, err := r.cfg.dedup.Begin(ctx, ev.ID, now, now.Add(r.cfg.lease))
+		switch {
+		case err != nil:
+			// The client sees a generic message; logs and tracers get the cause.
+			err = fmt.Errorf("webhook: dedup begin: %w", err)
+			r.storeError(ctx, "dedup begin", err)
+			code, err = r.reject(w, req, id, http.StatusServiceUnavailable, err, errDedupDown.Error())
+			return code, false, err
+		case claim.State == DedupDone:
+			r.stats.duplicates.Add(1)
+			code, err = r.reject(w, req, id, http.StatusOK, ErrDuplicate, "")
+			return code, false, err
+		case claim.State == DedupInFlight:
+			code, err = r.reject(w, req, id, http.StatusConflict, ErrInFlight, ErrInFlight.Error())
+			return code, false, err
+		}
+		token = claim.Token
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	finished := false
+	defer func() {
+		code = rec.status
+		if !finished {
+			code = http.StatusInternalServerError // the handler panicked
+		}
+		ok := finished && code >= 200 && code < 300
+		if !ok {
+			r.stats.handlerFailed.Add(1)
+		}
+		if r.cfg.dedup == nil {
+			return
+		}
+		// The request's context may be cancelled by now; record anyway.
+		ctx := context.WithoutCancel(ctx)
+		if ok {
+			if derr := r.cfg.dedup.Done(ctx, ev.ID, token, r.cfg.now().Add(r.cfg.keep)); derr != nil {
+				err = fmt.Errorf("webhook: dedup done: %w", derr)
+				r.storeError(ctx, "dedup done", err)
+			}
+		} else if derr := r.cfg.dedup.Forget(ctx, ev.ID, token); derr != nil {
+			// A stale claim (the lease expired and another request took
+			// the ID) is left to its new owner.
+			err = fmt.Errorf("webhook: dedup forget: %w", derr)
+			r.storeError(ctx, "dedup forget", err)
+		}
+	}()
+	r.stats.handled.Add(1)
+	req2 := req.WithContext(context.WithValue(ctx, eventKey{}, ev))
+	req2.Body = io.NopCloser(bytes.NewReader(body))
+	next.ServeHTTP(rec, req2)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	finished = true
+	return rec.status, true, nil
 }
 
 // Handler returns an http.Handler that calls fn with each verified event and

@@ -13,12 +13,7 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/webhook"
-	"github.com/go-integration/patterns/webhook/storetest"
 )
-
-func TestMemoryDedup(t *testing.T) {
-	storetest.RunDedup(t, func(*testing.T) webhook.DedupStore { return webhook.NewMemoryDedup() })
-}
 
 type receiverFixture struct {
 	secret string
@@ -38,7 +33,7 @@ func newReceiverFixture(t *testing.T, fn func(ctx context.Context, e webhook.Eve
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := webhook.NewReceiver(v, opts...)
+	r := mustReceiver(t, v, opts...)
 	f.srv = httptest.NewServer(r.Handler(func(ctx context.Context, e webhook.Event) error {
 		f.calls.Add(1)
 		return fn(ctx, e)
@@ -116,7 +111,7 @@ func TestReceiverBodyLimit(t *testing.T) {
 	var rejected atomic.Value
 	f := newReceiverFixture(t, func(context.Context, webhook.Event) error { return nil },
 		webhook.WithMaxBodyBytes(1000),
-		webhook.WithOnReject(func(_ *http.Request, err error) { rejected.Store(err) }))
+		webhook.WithTracer(onReject(func(_ *http.Request, err error) { rejected.Store(err) })))
 	if code, _ := f.post(t, "ok", make([]byte, 1000), nil); code != http.StatusNoContent {
 		t.Fatalf("body at the limit: %d", code)
 	}
@@ -208,7 +203,7 @@ func TestReceiverInFlight(t *testing.T) {
 func TestReceiverMiddlewarePassesRawBody(t *testing.T) {
 	secret := webhook.NewSecret()
 	v, _ := webhook.NewVerifier([]string{secret})
-	r := webhook.NewReceiver(v, webhook.WithDedup(nil))
+	r := mustReceiver(t, v, webhook.WithoutDedup())
 	body := []byte("raw \x00\xff bytes")
 	var seen []byte
 	var ev webhook.Event
@@ -232,12 +227,9 @@ func TestReceiverMiddlewarePassesRawBody(t *testing.T) {
 // A nil Verifier is caught at construction, not by a nil dereference on the
 // first request (which net/http would swallow, dropping every webhook).
 func TestNewReceiverNilVerifier(t *testing.T) {
-	defer func() {
-		if r := recover(); r == nil || !strings.Contains(r.(string), "nil Verifier") {
-			t.Fatalf("NewReceiver(nil): recovered %v, want a panic naming the nil Verifier", r)
-		}
-	}()
-	webhook.NewReceiver(nil)
+	if _, err := webhook.NewReceiver(nil); !errors.Is(err, webhook.ErrInvalidOption) || !strings.Contains(err.Error(), "nil Verifier") {
+		t.Fatalf("NewReceiver(nil) = %v, want ErrInvalidOption naming the nil Verifier", err)
+	}
 }
 
 // A handler slower than the dedup lease: the lease expires (the receiver's
@@ -258,12 +250,12 @@ func TestReceiverStaleOwnerDoesNotOverwrite(t *testing.T) {
 			return errors.New("first handler failed late")
 		}
 		return nil
-	}, webhook.WithDedupTimes(time.Minute, time.Hour), webhook.WithReceiverClock(now),
-		webhook.WithOnReject(func(_ *http.Request, err error) {
+	}, webhook.WithDedupTimes(time.Minute, time.Hour), webhook.WithClock(now),
+		webhook.WithTracer(onStoreError(func(err error) {
 			if errors.Is(err, webhook.ErrStaleClaim) {
 				stale <- err
 			}
-		}))
+		})))
 	type result struct {
 		code int
 		msg  string

@@ -7,14 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/go-integration/patterns/internal/retryafter"
 )
 
 // DefaultSchedule is the Standard Webhooks retry schedule: the delay before
@@ -31,6 +32,7 @@ const (
 	DefaultDisableAfter     = 5 * 24 * time.Hour
 	DefaultConcurrency      = 8
 	DefaultPollInterval     = time.Second
+	DefaultDrainTimeout     = 30 * time.Second
 )
 
 // Sender delivers messages to the endpoints of a Store: Send enqueues, Run
@@ -45,11 +47,15 @@ const (
 // HTTP date) wait at least that long, capped by WithMaxRetryAfter. An endpoint
 // whose attempts have all failed for WithDisableAfter is disabled.
 //
-// The SSRF guard is on: the Sender refuses to connect to loopback, private,
-// link-local, CGNAT, multicast and unspecified addresses (see IsPublicAddr),
-// checked on the resolved address at dial time. WithAllowedNetworks lets
-// internal endpoints and tests through. WithTLSConfig and WithTransport
-// configure TLS and wrap the transport (for instrumentation) behind the guard.
+// The SSRF guard is on: the Sender refuses to connect to addresses that are
+// not public (see IsPublicAddr), checked on the resolved address at dial
+// time. WithAllowedNetworks lets internal endpoints and tests through.
+// WithTLSConfig and WithTransport configure TLS and wrap the transport (for
+// instrumentation) behind the guard.
+//
+// Attempts are traced with WithTracer (AttemptTracer, DisableTracer,
+// StoreErrorTracer); store failures are also logged (WithLogger). Stats
+// counts them.
 //
 // The Sender caches the parsed secrets of the endpoints it signs for, up to
 // 1,024 distinct secret lists; beyond that the least recently used are
@@ -57,13 +63,26 @@ const (
 type Sender struct {
 	store   Store
 	cfg     senderConfig
+	tr      senderTracers
 	client  *http.Client
 	base    *http.Transport // the guarded transport, also when WithTransport wraps it
 	wake    chan struct{}
 	signers *signerCache // secrets joined by " " -> *Signer
+
+	mu        sync.Mutex
+	closed    bool
+	work      sync.WaitGroup // Run and RunOnce calls in progress
+	stop      context.Context
+	stopFn    context.CancelFunc // Close: stop claiming
+	abort     context.Context
+	abortFn   context.CancelFunc // drain timeout over: cancel attempts
+	closeOnce sync.Once
+
+	stats senderCounters
 }
 
 type senderConfig struct {
+	common
 	schedule      []time.Duration
 	jitter        float64
 	timeout       time.Duration
@@ -71,13 +90,9 @@ type senderConfig struct {
 	maxBody       int64
 	maxRetryAfter time.Duration
 	disableAfter  time.Duration
-	onDisable     func(e Endpoint, reason string)
-	onAttempt     func(d Delivery, a Attempt)
-	onError       func(error)
-	logger        *slog.Logger
-	now           func() time.Time
 	concurrency   int
 	poll          time.Duration
+	drainTimeout  time.Duration
 	guard         bool
 	allow         []netip.Prefix
 	lookup        func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -87,130 +102,205 @@ type senderConfig struct {
 	transport     func(base *http.Transport) http.RoundTripper
 }
 
-// SenderOption configures a Sender.
-type SenderOption func(*senderConfig)
-
 // WithSchedule sets the delay before each attempt; its length is the number
-// of attempts. Default DefaultSchedule. Tests use milliseconds.
+// of attempts (at least one; no delay negative). Default DefaultSchedule.
+// Tests use milliseconds.
 func WithSchedule(delays ...time.Duration) SenderOption {
-	return func(c *senderConfig) { c.schedule = append([]time.Duration(nil), delays...) }
+	return senderOpt(func(c *senderConfig) error {
+		if len(delays) == 0 {
+			return optionErrorf("webhook: WithSchedule(): at least one attempt")
+		}
+		for _, d := range delays {
+			if d < 0 {
+				return optionErrorf("webhook: WithSchedule: negative delay %v", d)
+			}
+		}
+		c.schedule = append([]time.Duration(nil), delays...)
+		return nil
+	})
 }
 
-// WithJitter sets the random spread of each retry delay, as a fraction:
-// 0.2 (the default) gives delays between 80% and 120% of the schedule's.
-func WithJitter(f float64) SenderOption { return func(c *senderConfig) { c.jitter = f } }
+// WithJitter sets the random spread of each retry delay, as a fraction in
+// [0, 1): 0.2 (the default) gives delays between 80% and 120% of the
+// schedule's.
+func WithJitter(f float64) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if !(f >= 0 && f < 1) {
+			return optionErrorf("webhook: WithJitter(%v): must be in [0, 1)", f)
+		}
+		c.jitter = f
+		return nil
+	})
+}
 
 // WithAttemptTimeout bounds one attempt: connecting, sending and reading the
-// answer. Default DefaultAttemptTimeout (15 s).
-func WithAttemptTimeout(d time.Duration) SenderOption { return func(c *senderConfig) { c.timeout = d } }
+// answer. Positive; default DefaultAttemptTimeout (15 s).
+func WithAttemptTimeout(d time.Duration) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if d <= 0 {
+			return optionErrorf("webhook: WithAttemptTimeout(%v): must be positive", d)
+		}
+		c.timeout = d
+		return nil
+	})
+}
 
 // WithLease sets how long a claimed delivery stays reserved for this process.
 // If the process dies between an attempt and its record, another worker
 // retries the delivery once the lease ends. It must exceed the attempt
 // timeout. Default attempt timeout + 30 s.
-func WithLease(d time.Duration) SenderOption { return func(c *senderConfig) { c.lease = d } }
+func WithLease(d time.Duration) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if d <= 0 {
+			return optionErrorf("webhook: WithLease(%v): must be positive", d)
+		}
+		c.lease = d
+		return nil
+	})
+}
 
-// WithMaxResponseBytes sets how much of a response body is read and logged.
-// Default DefaultMaxResponseBytes (4 KiB).
-func WithMaxResponseBytes(n int64) SenderOption { return func(c *senderConfig) { c.maxBody = n } }
+// WithMaxResponseBytes sets how much of a response body is read and
+// recorded; 0 reads none. Default DefaultMaxResponseBytes (4 KiB).
+func WithMaxResponseBytes(n int64) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if n < 0 {
+			return optionErrorf("webhook: WithMaxResponseBytes(%d): negative", n)
+		}
+		c.maxBody = n
+		return nil
+	})
+}
 
-// WithMaxRetryAfter caps how long a Retry-After header can delay a retry.
-// Default DefaultMaxRetryAfter (1 h).
+// WithMaxRetryAfter caps how long a Retry-After header can delay a retry; 0
+// ignores Retry-After. Default DefaultMaxRetryAfter (1 h).
 func WithMaxRetryAfter(d time.Duration) SenderOption {
-	return func(c *senderConfig) { c.maxRetryAfter = d }
+	return senderOpt(func(c *senderConfig) error {
+		if d < 0 {
+			return optionErrorf("webhook: WithMaxRetryAfter(%v): negative", d)
+		}
+		c.maxRetryAfter = d
+		return nil
+	})
 }
 
 // WithDisableAfter disables an endpoint whose attempts have all failed for
 // this long. Default DefaultDisableAfter (5 days). Zero never disables.
 func WithDisableAfter(d time.Duration) SenderOption {
-	return func(c *senderConfig) { c.disableAfter = d }
+	return senderOpt(func(c *senderConfig) error {
+		if d < 0 {
+			return optionErrorf("webhook: WithDisableAfter(%v): negative", d)
+		}
+		c.disableAfter = d
+		return nil
+	})
 }
 
-// WithOnDisable sets a function called when the Sender disables an endpoint
-// (410 Gone, or failing for WithDisableAfter). Default none.
-func WithOnDisable(f func(e Endpoint, reason string)) SenderOption {
-	return func(c *senderConfig) { c.onDisable = f }
+// WithConcurrency sets how many attempts Run makes at once. Positive;
+// default DefaultConcurrency.
+func WithConcurrency(n int) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if n <= 0 {
+			return optionErrorf("webhook: WithConcurrency(%d): must be positive", n)
+		}
+		c.concurrency = n
+		return nil
+	})
 }
-
-// WithOnAttempt sets a function called after every attempt, once it is
-// recorded (for logging and metrics). Default none.
-func WithOnAttempt(f func(d Delivery, a Attempt)) SenderOption {
-	return func(c *senderConfig) { c.onAttempt = f }
-}
-
-// WithOnError sets a function called with store errors that the Sender
-// survives (a failed claim, record or disable) instead of logging them.
-// Default: they are logged (see WithLogger).
-func WithOnError(f func(error)) SenderOption { return func(c *senderConfig) { c.onError = f } }
-
-// WithLogger sets the logger of store errors that the Sender survives, when
-// WithOnError is not set: level Error, or Warn for ErrLeaseLost, with the
-// error as the "err" attribute. A failing store is logged once per attempt
-// and once per poll. Default slog.Default(), as it is when the error happens.
-func WithLogger(l *slog.Logger) SenderOption { return func(c *senderConfig) { c.logger = l } }
-
-// WithSenderClock sets the clock for timestamps and schedules. Default time.Now.
-func WithSenderClock(now func() time.Time) SenderOption { return func(c *senderConfig) { c.now = now } }
-
-// WithConcurrency sets how many attempts Run makes at once. Default DefaultConcurrency.
-func WithConcurrency(n int) SenderOption { return func(c *senderConfig) { c.concurrency = n } }
 
 // WithPollInterval sets how often Run looks for due deliveries when idle.
-// Send in the same process wakes it at once. Default DefaultPollInterval (1 s).
-func WithPollInterval(d time.Duration) SenderOption { return func(c *senderConfig) { c.poll = d } }
+// Send in the same process wakes it at once. Positive; default
+// DefaultPollInterval (1 s).
+func WithPollInterval(d time.Duration) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if d <= 0 {
+			return optionErrorf("webhook: WithPollInterval(%v): must be positive", d)
+		}
+		c.poll = d
+		return nil
+	})
+}
+
+// WithDrainTimeout bounds how long Close lets the attempts in flight finish
+// and be recorded before it cancels them. Positive; default
+// DefaultDrainTimeout (30 s).
+func WithDrainTimeout(d time.Duration) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if d <= 0 {
+			return optionErrorf("webhook: WithDrainTimeout(%v): must be positive", d)
+		}
+		c.drainTimeout = d
+		return nil
+	})
+}
 
 // WithAllowedNetworks lets the sender connect to these networks although the
 // SSRF guard would refuse them: internal endpoints, or 127.0.0.0/8 in tests.
+// Several calls add up.
 func WithAllowedNetworks(prefixes ...netip.Prefix) SenderOption {
-	return func(c *senderConfig) { c.allow = append(c.allow, prefixes...) }
+	return senderOpt(func(c *senderConfig) error {
+		for _, p := range prefixes {
+			if !p.IsValid() {
+				return optionErrorf("webhook: WithAllowedNetworks: invalid prefix %v", p)
+			}
+			c.allow = append(c.allow, p.Masked())
+		}
+		return nil
+	})
 }
 
 // WithoutSSRFGuard turns the SSRF guard off entirely. Only for senders whose
 // endpoints are all trusted.
-func WithoutSSRFGuard() SenderOption { return func(c *senderConfig) { c.guard = false } }
+func WithoutSSRFGuard() SenderOption {
+	return senderOpt(func(c *senderConfig) error { c.guard = false; return nil })
+}
 
 // WithLookup replaces the DNS resolver (default: the system's). The SSRF
-// guard checks whatever addresses it returns. Useful in tests.
+// guard checks whatever addresses it returns. For tests and for resolvers
+// of your own; nil is refused.
 func WithLookup(f func(ctx context.Context, host string) ([]netip.Addr, error)) SenderOption {
-	return func(c *senderConfig) { c.lookup = f }
+	return senderOpt(func(c *senderConfig) error {
+		if f == nil {
+			return optionErrorf("webhook: WithLookup(nil)")
+		}
+		c.lookup = f
+		return nil
+	})
 }
 
 // WithContentType sets the Content-Type of requests. Default "application/json".
-func WithContentType(ct string) SenderOption { return func(c *senderConfig) { c.contentType = ct } }
+func WithContentType(ct string) SenderOption {
+	return senderOpt(func(c *senderConfig) error {
+		if ct == "" {
+			return optionErrorf("webhook: WithContentType(\"\")")
+		}
+		c.contentType = ct
+		return nil
+	})
+}
 
 // NewSender returns a Sender over store. An option it cannot accept gives an
-// error wrapping ErrInvalidOption.
+// error wrapping ErrInvalidOption that names the option. NewSender does no
+// I/O; Run delivers.
 func NewSender(store Store, opts ...SenderOption) (*Sender, error) {
-	c := senderConfig{schedule: DefaultSchedule, jitter: DefaultJitter, timeout: DefaultAttemptTimeout,
+	if store == nil {
+		return nil, errors.New("webhook: NewSender: nil store")
+	}
+	c := senderConfig{common: defaultCommon(), schedule: DefaultSchedule, jitter: DefaultJitter, timeout: DefaultAttemptTimeout,
 		maxBody: DefaultMaxResponseBytes, maxRetryAfter: DefaultMaxRetryAfter, disableAfter: DefaultDisableAfter,
-		now: time.Now, concurrency: DefaultConcurrency, poll: DefaultPollInterval, guard: true,
+		concurrency: DefaultConcurrency, poll: DefaultPollInterval, drainTimeout: DefaultDrainTimeout, guard: true,
 		userAgent: "patterns-webhook/1", contentType: "application/json"}
-	for _, o := range opts {
-		o(&c)
+	if err := applyOptions(opts, func(o SenderOption) error { return o.applySender(&c) }); err != nil {
+		return nil, err
 	}
 	if c.lease == 0 {
 		c.lease = c.timeout + 30*time.Second
 	}
-	switch {
-	case store == nil:
-		return nil, errors.New("webhook: NewSender: nil store")
-	case len(c.schedule) == 0:
-		return nil, optionErrorf("webhook: WithSchedule: at least one attempt")
-	case c.jitter < 0 || c.jitter >= 1:
-		return nil, optionErrorf("webhook: WithJitter(%v): must be in [0, 1)", c.jitter)
-	case c.timeout <= 0:
-		return nil, optionErrorf("webhook: WithAttemptTimeout(%v): must be positive", c.timeout)
-	case c.lease <= c.timeout:
+	if c.lease <= c.timeout {
 		return nil, optionErrorf("webhook: WithLease(%v) must exceed WithAttemptTimeout(%v)", c.lease, c.timeout)
-	case c.concurrency <= 0:
-		return nil, optionErrorf("webhook: WithConcurrency(%d): must be positive", c.concurrency)
-	case c.poll <= 0:
-		return nil, optionErrorf("webhook: WithPollInterval(%v): must be positive", c.poll)
 	}
-	for _, d := range c.schedule {
-		if d < 0 {
-			return nil, optionErrorf("webhook: WithSchedule: negative delay %v", d)
-		}
+	tr, err := newSenderTracers(c.tracers)
+	if err != nil {
+		return nil, err
 	}
 	transport, base, err := newTransport(&c, newGuard(c.guard, c.allow, c.lookup))
 	if err != nil {
@@ -220,15 +310,82 @@ func NewSender(store Store, opts ...SenderOption) (*Sender, error) {
 		Transport:     transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Sender{store: store, cfg: c, client: client, base: base, wake: make(chan struct{}, 1), signers: newSignerCache(signerCacheSize)}, nil
+	s := &Sender{store: store, cfg: c, tr: tr, client: client, base: base, wake: make(chan struct{}, 1),
+		signers: newSignerCache(signerCacheSize)}
+	s.stop, s.stopFn = context.WithCancel(context.Background())
+	s.abort, s.abortFn = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// SenderStats are a Sender's counters since NewSender (see Sender.Stats).
+type SenderStats struct {
+	// Attempts counts the attempts started; every finished one is counted
+	// once more, in Succeeded, Failed or Abandoned.
+	Attempts  uint64
+	Succeeded uint64 // answered 2xx
+	Failed    uint64 // transport error, timeout, non-2xx answer, or unsignable
+	// Abandoned counts attempts Close cut off after the drain timeout: not
+	// recorded, retried once their leases end.
+	Abandoned uint64
+	// RetriesScheduled counts failed attempts after which the delivery
+	// stays pending; GaveUp counts deliveries failed for good.
+	RetriesScheduled  uint64
+	GaveUp            uint64
+	EndpointsDisabled uint64
+	StoreErrors       uint64 // store failures survived (also logged)
+	InFlight          int    // attempts running now
+}
+
+type senderCounters struct {
+	attempts, succeeded, failed, abandoned, retries, gaveUp, disabled, storeErrors atomic.Uint64
+	inFlight                                                                       atomic.Int64
+}
+
+// Stats returns a snapshot of the Sender's counters. It does no I/O; the
+// store's backlog is the store's business (Store.Deliveries).
+func (s *Sender) Stats() SenderStats {
+	return SenderStats{
+		Attempts: s.stats.attempts.Load(), Succeeded: s.stats.succeeded.Load(), Failed: s.stats.failed.Load(),
+		Abandoned: s.stats.abandoned.Load(), RetriesScheduled: s.stats.retries.Load(), GaveUp: s.stats.gaveUp.Load(),
+		EndpointsDisabled: s.stats.disabled.Load(), StoreErrors: s.stats.storeErrors.Load(),
+		InFlight: int(s.stats.inFlight.Load()),
+	}
+}
+
+// enter registers a Run or RunOnce call, or returns ErrClosed.
+func (s *Sender) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.work.Add(1)
+	return nil
+}
+
+func (s *Sender) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// attemptContext returns parent, cancelled also when Close's drain timeout
+// is over.
+func (s *Sender) attemptContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	stop := context.AfterFunc(s.abort, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // Send stores m for every enabled endpoint subscribed to m.Type and wakes Run.
 // It fills an empty ID (NewID) and a zero Time, and returns the message as
 // stored and the number of deliveries created. Sending a message ID again
 // creates no second delivery to an endpoint. An ID containing '.' is refused
-// with an error wrapping ErrInvalidMessageID.
+// with an error wrapping ErrInvalidMessageID. After Close it returns ErrClosed.
 func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
+	if s.isClosed() {
+		return m, 0, ErrClosed
+	}
 	now := s.cfg.now()
 	if m.ID == "" {
 		m.ID = NewID()
@@ -252,6 +409,9 @@ func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
 // It returns how many deliveries were queued again. A messageID that is
 // empty or contains '.' is refused with an error wrapping ErrInvalidMessageID.
 func (s *Sender) Resend(ctx context.Context, messageID, endpointID string) (int, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
 	if err := ValidateMessageID(messageID); err != nil {
 		return 0, fmt.Errorf("webhook: Resend: %w", err)
 	}
@@ -265,6 +425,9 @@ func (s *Sender) Resend(ctx context.Context, messageID, endpointID string) (int,
 // ResendFailed queues every failed delivery of an endpoint again (after the
 // endpoint is fixed and enabled) and returns how many.
 func (s *Sender) ResendFailed(ctx context.Context, endpointID string) (int, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
 	n, err := s.store.ResendFailed(ctx, endpointID, s.cfg.now())
 	if err == nil {
 		s.Wake()
@@ -280,18 +443,53 @@ func (s *Sender) Wake() {
 	}
 }
 
-// Close releases idle connections. Stop Run by cancelling its context.
+// Close stops the Sender: Run stops claiming deliveries, the attempts in
+// flight may finish and be recorded for up to the drain timeout
+// (WithDrainTimeout), then the rest are cancelled (not recorded: their
+// deliveries are retried when their leases end). Close waits for Run and
+// RunOnce to return and releases idle connections. It is idempotent and
+// always returns nil; afterwards Send, Resend, ResendFailed, Run and RunOnce
+// return ErrClosed.
 func (s *Sender) Close() error {
-	s.client.CloseIdleConnections() // the WithTransport wrapper's, if it has any
-	s.base.CloseIdleConnections()
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.stopFn()
+		done := make(chan struct{})
+		go func() { s.work.Wait(); close(done) }()
+		timer := time.NewTimer(s.cfg.drainTimeout)
+		select {
+		case <-done:
+		case <-timer.C:
+			s.cfg.log().Warn("webhook: sender closing: drain timeout over, cancelling the attempts in flight; their deliveries are retried when their leases end",
+				"in_flight", s.stats.inFlight.Load(), "drain_timeout", s.cfg.drainTimeout)
+			s.abortFn()
+			<-done
+		}
+		timer.Stop()
+		s.abortFn()
+		s.client.CloseIdleConnections() // the WithTransport wrapper's, if it has any
+		s.base.CloseIdleConnections()
+	})
 	return nil
 }
 
-// Run delivers due deliveries until ctx is done, then waits for the attempts
-// in flight to finish and be recorded (each is bounded by the attempt
-// timeout) and returns nil. Several Run loops, in one process or many, can
-// share a Store that supports it (pgstore.Store).
+// Run delivers due deliveries until ctx is done or Close is called. When ctx
+// ends it waits for the attempts in flight to finish and be recorded (each
+// is bounded by the attempt timeout) and returns nil; after Close it returns
+// ErrClosed (see Close for the attempts in flight). Several Run loops, in one
+// process or many, can share a Store that supports it (pgstore.Store).
 func (s *Sender) Run(ctx context.Context) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.work.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.stop, cancel)()
+	// Attempts outlive ctx (they finish and are recorded) but keep its values.
+	attemptParent := context.WithoutCancel(ctx)
 	done := make(chan struct{}, s.cfg.concurrency)
 	inflight := 0
 	defer func() {
@@ -299,19 +497,27 @@ func (s *Sender) Run(ctx context.Context) error {
 			<-done
 		}
 	}()
+	result := func() error {
+		if s.stop.Err() != nil {
+			return ErrClosed
+		}
+		return nil
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		if free := s.cfg.concurrency - inflight; free > 0 && ctx.Err() == nil {
 			ds, err := s.store.Claim(ctx, s.cfg.now(), s.cfg.lease, free)
 			if err != nil && ctx.Err() == nil {
-				s.storeError(ctx, fmt.Errorf("webhook: claim: %w", err))
+				s.storeError(ctx, "claim", fmt.Errorf("webhook: claim: %w", err))
 			}
 			for _, d := range ds {
 				inflight++
 				go func() {
 					defer func() { done <- struct{}{} }()
-					s.deliver(context.WithoutCancel(ctx), d)
+					actx, cancel := s.attemptContext(attemptParent)
+					defer cancel()
+					s.deliver(actx, d)
 				}()
 			}
 			if len(ds) == free {
@@ -321,14 +527,14 @@ func (s *Sender) Run(ctx context.Context) error {
 					inflight--
 					continue
 				case <-ctx.Done():
-					return nil
+					return result()
 				}
 			}
 		}
 		timer.Reset(s.cfg.poll)
 		select {
 		case <-ctx.Done():
-			return nil
+			return result()
 		case <-done:
 			inflight--
 		case <-s.wake:
@@ -339,8 +545,13 @@ func (s *Sender) Run(ctx context.Context) error {
 
 // RunOnce claims the deliveries due now (up to the concurrency limit), makes
 // one attempt at each and records it, and returns how many it attempted. It
-// is Run without the loop, for tests and cron-style senders.
+// is Run without the loop, for tests and cron-style senders. After Close it
+// returns ErrClosed.
 func (s *Sender) RunOnce(ctx context.Context) (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.work.Done()
 	ds, err := s.store.Claim(ctx, s.cfg.now(), s.cfg.lease, s.cfg.concurrency)
 	if err != nil {
 		return 0, err
@@ -350,7 +561,9 @@ func (s *Sender) RunOnce(ctx context.Context) (int, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.deliver(ctx, d)
+			actx, cancel := s.attemptContext(ctx)
+			defer cancel()
+			s.deliver(actx, d)
 		}()
 	}
 	wg.Wait()
@@ -369,10 +582,33 @@ func (s *Sender) signer(secrets []string) (*Signer, error) {
 	return s.signers.add(key, sg), nil
 }
 
-// deliver makes one attempt at d, records it and applies its consequences.
+// deliver makes one attempt at d, records it and applies its consequences,
+// tracing all of it.
 func (s *Sender) deliver(ctx context.Context, d Delivery) {
-	a, retryAfter := s.attempt(ctx, d)
+	s.stats.attempts.Add(1)
+	s.stats.inFlight.Add(1)
+	defer s.stats.inFlight.Add(-1)
+	header := make(http.Header)
+	for _, t := range s.tr.attempt {
+		ctx = t.TraceAttemptStart(ctx, TraceAttemptStartData{DeliveryID: d.ID, MessageID: d.Message.ID,
+			EventType: d.Message.Type, EndpointID: d.Endpoint.ID, URL: d.Endpoint.URL, Attempt: d.Attempts + 1, Header: header})
+	}
+	a, retryAfter, attemptErr := s.attempt(ctx, d, header)
 	a.Number = d.Attempts + 1
+	end := func() {
+		for _, t := range s.tr.attempt {
+			t.TraceAttemptEnd(ctx, TraceAttemptEndData{StatusCode: a.StatusCode, Err: attemptErr, Duration: a.Duration,
+				State: a.State, NextAttempt: a.NextAttempt, Attempt: a})
+		}
+	}
+	if ctx.Err() != nil && s.abort.Err() != nil {
+		// Close gave up waiting: leave the delivery to its lease.
+		s.stats.abandoned.Add(1)
+		a.State = DeliveryPending
+		attemptErr = fmt.Errorf("%w: attempt cancelled after the drain timeout: %v", ErrClosed, attemptErr)
+		end()
+		return
+	}
 	disable := ""
 	switch {
 	case a.StatusCode == 0 && ValidateMessageID(d.Message.ID) != nil:
@@ -389,21 +625,26 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	default:
 		a.State = DeliveryPending
 		delay := s.jittered(s.cfg.schedule[a.Number])
-		if retryAfter > s.cfg.maxRetryAfter {
-			retryAfter = s.cfg.maxRetryAfter
-		}
-		delay = max(delay, retryAfter)
+		delay = max(delay, min(retryAfter, s.cfg.maxRetryAfter))
 		a.NextAttempt = a.Start.Add(a.Duration).Add(delay)
 	}
+	switch {
+	case a.State == DeliverySucceeded:
+		s.stats.succeeded.Add(1)
+	case a.State == DeliveryPending:
+		s.stats.failed.Add(1)
+		s.stats.retries.Add(1)
+	default:
+		s.stats.failed.Add(1)
+		s.stats.gaveUp.Add(1)
+	}
+	defer end()
 	failingSince, err := s.store.Record(ctx, d, a)
 	if err != nil {
-		s.storeError(ctx, fmt.Errorf("webhook: record attempt %d of delivery %s: %w", a.Number, d.ID, err))
+		s.storeError(ctx, "record", fmt.Errorf("webhook: record attempt %d of delivery %s: %w", a.Number, d.ID, err))
 		if errors.Is(err, ErrLeaseLost) || failingSince.IsZero() {
 			return
 		}
-	}
-	if s.cfg.onAttempt != nil {
-		s.cfg.onAttempt(d, a)
 	}
 	if a.State == DeliveryPending && err == nil {
 		// A retry due before the next poll would otherwise wait for it.
@@ -417,33 +658,24 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	}
 	if disable != "" {
 		if err := s.store.DisableEndpoint(ctx, d.Endpoint.ID, disable); err != nil {
-			s.storeError(ctx, fmt.Errorf("webhook: disable endpoint %s: %w", d.Endpoint.ID, err))
+			s.storeError(ctx, "disable", fmt.Errorf("webhook: disable endpoint %s: %w", d.Endpoint.ID, err))
 			return
 		}
-		if s.cfg.onDisable != nil {
-			e := d.Endpoint
-			e.Disabled, e.DisabledReason = true, disable
-			s.cfg.onDisable(e, disable)
+		s.stats.disabled.Add(1)
+		e := d.Endpoint
+		e.Disabled, e.DisabledReason = true, disable
+		for _, t := range s.tr.disable {
+			t.TraceDisable(ctx, TraceDisableData{Endpoint: e, Reason: disable})
 		}
 	}
 }
 
-// storeError reports a store error the Sender survives: to WithOnError's
-// function when set, otherwise to the logger.
-func (s *Sender) storeError(ctx context.Context, err error) {
-	if s.cfg.onError != nil {
-		s.cfg.onError(err)
-		return
-	}
-	l := s.cfg.logger
-	if l == nil {
-		l = slog.Default()
-	}
-	level := slog.LevelError
-	if errors.Is(err, ErrLeaseLost) {
-		level = slog.LevelWarn
-	}
-	l.Log(ctx, level, "webhook: sender store error", "err", err)
+// storeError reports a store error the Sender survives: to the logger and
+// the StoreErrorTracers.
+func (s *Sender) storeError(ctx context.Context, op string, err error) {
+	s.stats.storeErrors.Add(1)
+	s.cfg.logStoreError(ctx, "webhook: sender store error", err)
+	traceStoreError(ctx, s.tr.storeErr, op, err)
 }
 
 func (s *Sender) jittered(d time.Duration) time.Duration {
@@ -454,52 +686,58 @@ func (s *Sender) jittered(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * f)
 }
 
-// attempt sends one signed request and reports what happened, plus the
-// Retry-After delay the endpoint asked for (zero when none or not honoured).
-func (s *Sender) attempt(ctx context.Context, d Delivery) (Attempt, time.Duration) {
+// attempt sends one signed request and reports what happened, the
+// Retry-After delay the endpoint asked for (zero when none or not honoured)
+// and, when it failed, why.
+func (s *Sender) attempt(ctx context.Context, d Delivery, header http.Header) (Attempt, time.Duration, error) {
 	a := Attempt{DeliveryID: d.ID, Start: s.cfg.now()}
 	began := time.Now()
+	fail := func(prefix string, err error) (Attempt, time.Duration, error) {
+		a.Error = prefix + err.Error()
+		return a, 0, fmt.Errorf("webhook: %s%w", prefix, err)
+	}
 	sg, err := s.signer(d.Endpoint.Secrets)
 	if err != nil {
-		a.Error = "endpoint secrets: " + err.Error()
-		return a, 0
+		return fail("endpoint secrets: ", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.Endpoint.URL, bytes.NewReader(d.Message.Payload))
 	if err != nil {
-		a.Error = "endpoint URL: " + err.Error()
-		return a, 0
+		return fail("endpoint URL: ", err)
 	}
 	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
-		a.Error = fmt.Sprintf("endpoint URL: scheme %q is not http or https", req.URL.Scheme)
-		return a, 0
+		return fail("endpoint URL: ", fmt.Errorf("scheme %q is not http or https", req.URL.Scheme))
 	}
+	req.Header = header
 	req.Header.Set("Content-Type", s.cfg.contentType)
 	req.Header.Set("User-Agent", s.cfg.userAgent)
 	if err := sg.SignHeader(req.Header, d.Message.ID, a.Start, d.Message.Payload); err != nil {
-		a.Error = "message ID: " + err.Error()
-		return a, 0
+		return fail("message ID: ", err)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		a.Duration = time.Since(began)
 		a.Error = err.Error()
-		return a, 0
+		return a, 0, err
 	}
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, s.cfg.maxBody))
+	var body []byte
+	var rerr error
+	if s.cfg.maxBody > 0 {
+		body, rerr = io.ReadAll(io.LimitReader(resp.Body, s.cfg.maxBody))
+	}
 	resp.Body.Close()
 	a.Duration = time.Since(began)
 	a.StatusCode, a.ResponseBody = resp.StatusCode, body
 	var retryAfter time.Duration
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return a, 0
+		return a, 0, nil
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		a.Error = fmt.Sprintf("%s (redirects are not followed; Location: %s)", resp.Status, resp.Header.Get("Location"))
 	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusBadGateway,
 		resp.StatusCode == http.StatusServiceUnavailable, resp.StatusCode == http.StatusGatewayTimeout:
-		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), a.Start)
+		retryAfter, _ = retryafter.Parse(resp.Header.Get("Retry-After"), a.Start)
 		a.Error = resp.Status
 	default:
 		a.Error = resp.Status
@@ -507,27 +745,5 @@ func (s *Sender) attempt(ctx context.Context, d Delivery) (Attempt, time.Duratio
 	if rerr != nil {
 		a.Error += "; reading body: " + rerr.Error()
 	}
-	return a, retryAfter
-}
-
-// parseRetryAfter reads a Retry-After value: delay seconds or an HTTP date.
-// It returns zero for an absent, malformed or past value.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		if secs > int64(1<<62/time.Second) {
-			secs = int64(1 << 62 / time.Second)
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	return a, retryAfter, fmt.Errorf("webhook: endpoint answered %s", a.Error)
 }

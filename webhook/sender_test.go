@@ -69,8 +69,8 @@ func newSenderFixture(t *testing.T, opts ...webhook.SenderOption) *senderFixture
 		webhook.WithJitter(0),
 		webhook.WithPollInterval(5 * time.Millisecond),
 		webhook.WithAttemptTimeout(2 * time.Second),
-		webhook.WithOnAttempt(func(_ webhook.Delivery, a webhook.Attempt) { f.attempts <- a }),
-		webhook.WithOnError(func(err error) { t.Logf("sender: %v", err) }),
+		webhook.WithTracer(onAttempt(func(a webhook.Attempt) { f.attempts <- a })),
+		webhook.WithTracer(onStoreError(func(err error) { t.Logf("sender: %v", err) })),
 	}
 	s, err := webhook.NewSender(f.store, append(base, opts...)...)
 	if err != nil {
@@ -126,7 +126,7 @@ func TestSenderToReceiver(t *testing.T) {
 	f := newSenderFixture(t)
 	v, _ := webhook.NewVerifier([]string{f.secret})
 	var got sync.Map
-	recv := webhook.NewReceiver(v).Handler(func(_ context.Context, e webhook.Event) error {
+	recv := mustReceiver(t, v).Handler(func(_ context.Context, e webhook.Event) error {
 		got.Store(e.ID, string(e.Body))
 		return nil
 	})
@@ -162,7 +162,7 @@ func TestSender500Then200(t *testing.T) {
 	var tick atomic.Int64
 	base := time.Now()
 	clock := func() time.Time { return base.Add(time.Duration(tick.Add(1)) * time.Second) }
-	f := newSenderFixture(t, webhook.WithSenderClock(clock))
+	f := newSenderFixture(t, webhook.WithClock(clock))
 	es := newEndpointServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
 			http.Error(w, "database is down", http.StatusInternalServerError)
@@ -228,7 +228,7 @@ func TestSenderRedirectIsNotFollowed(t *testing.T) {
 
 func TestSenderGoneDisablesEndpoint(t *testing.T) {
 	disabled := make(chan string, 1)
-	f := newSenderFixture(t, webhook.WithOnDisable(func(e webhook.Endpoint, reason string) { disabled <- e.ID + ": " + reason }))
+	f := newSenderFixture(t, webhook.WithTracer(onDisable(func(e webhook.Endpoint, reason string) { disabled <- e.ID + ": " + reason })))
 	es := newEndpointServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
 	f.endpoint(t, "gone", es.URL)
 	f.run(t)
@@ -321,7 +321,7 @@ func TestSenderRetryAfter(t *testing.T) {
 				w.Header().Set("Retry-After", header)
 				w.WriteHeader(c.status)
 			})
-			f := newSenderFixture(t, webhook.WithMaxRetryAfter(c.cap), webhook.WithSenderClock(func() time.Time { return now }))
+			f := newSenderFixture(t, webhook.WithMaxRetryAfter(c.cap), webhook.WithClock(func() time.Time { return now }))
 			f.endpoint(t, "e", es.URL)
 			f.send(t, "t", "{}")
 			if n, err := f.sender.RunOnce(context.Background()); n != 1 || err != nil {
@@ -341,9 +341,9 @@ func TestSenderDisablesEndpointFailingTooLong(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	var reason string
-	f := newSenderFixture(t, webhook.WithSenderClock(clock), webhook.WithDisableAfter(time.Hour),
+	f := newSenderFixture(t, webhook.WithClock(clock), webhook.WithDisableAfter(time.Hour),
 		webhook.WithSchedule(0, time.Minute, time.Minute, time.Minute, time.Minute),
-		webhook.WithOnDisable(func(_ webhook.Endpoint, r string) { reason = r }))
+		webhook.WithTracer(onDisable(func(_ webhook.Endpoint, r string) { reason = r })))
 	es := newEndpointServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) })
 	f.endpoint(t, "e", es.URL)
 	f.send(t, "t", "{}")
@@ -438,7 +438,7 @@ func TestSenderKilledBetweenAttemptAndRecord(t *testing.T) {
 	secret := webhook.NewSecret()
 	v, _ := webhook.NewVerifier([]string{secret})
 	var handled atomic.Int32
-	srv := httptest.NewServer(webhook.NewReceiver(v).Handler(func(context.Context, webhook.Event) error {
+	srv := httptest.NewServer(mustReceiver(t, v).Handler(func(context.Context, webhook.Event) error {
 		handled.Add(1)
 		return nil
 	}))
@@ -466,7 +466,7 @@ func TestSenderKilledBetweenAttemptAndRecord(t *testing.T) {
 	}
 	// The survivor's clock is past the dead worker's lease.
 	later := func() time.Time { return time.Now().Add(3 * time.Second) }
-	survivor, _ := webhook.NewSender(store, append(opts, webhook.WithSenderClock(later))...)
+	survivor, _ := webhook.NewSender(store, append(opts, webhook.WithClock(later))...)
 	if n, _ := survivor.RunOnce(ctx); n != 1 {
 		t.Fatalf("survivor attempted %d deliveries, want the orphaned one", n)
 	}
@@ -484,7 +484,7 @@ func TestSSRFGuardRefusesLoopbackByDefault(t *testing.T) {
 	f := newSenderFixture(t)
 	// A sender without the allow-list.
 	s, err := webhook.NewSender(f.store, webhook.WithSchedule(0),
-		webhook.WithOnAttempt(func(_ webhook.Delivery, a webhook.Attempt) { f.attempts <- a }))
+		webhook.WithTracer(onAttempt(func(a webhook.Attempt) { f.attempts <- a })))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func TestSSRFGuardChecksResolvedAddresses(t *testing.T) {
 		store := webhook.NewMemoryStore()
 		attempts := make(chan webhook.Attempt, 10)
 		opts := []webhook.SenderOption{webhook.WithLookup(lookup), webhook.WithSchedule(0), webhook.WithAttemptTimeout(time.Second),
-			webhook.WithOnAttempt(func(_ webhook.Delivery, a webhook.Attempt) { attempts <- a })}
+			webhook.WithTracer(onAttempt(func(a webhook.Attempt) { attempts <- a }))}
 		if allow {
 			opts = append(opts, webhook.WithAllowedNetworks(loopback...))
 		}
@@ -605,7 +605,7 @@ func TestSenderResend(t *testing.T) {
 type failingDedup struct{}
 
 func (failingDedup) Begin(context.Context, string, time.Time, time.Time) (webhook.DedupClaim, error) {
-	return webhook.DedupClaim{}, errors.New("dedup store down")
+	return webhook.DedupClaim{}, errStoreDown
 }
 func (failingDedup) Done(context.Context, string, string, time.Time) error { return nil }
 func (failingDedup) Forget(context.Context, string, string) error          { return nil }
@@ -624,7 +624,7 @@ func TestSenderEd25519Endpoint(t *testing.T) {
 	priv, pub := webhook.NewKeyPair()
 	v, _ := webhook.NewVerifier([]string{pub})
 	var handled atomic.Int32
-	srv := httptest.NewServer(webhook.NewReceiver(v).Handler(func(context.Context, webhook.Event) error {
+	srv := httptest.NewServer(mustReceiver(t, v).Handler(func(context.Context, webhook.Event) error {
 		handled.Add(1)
 		return nil
 	}))

@@ -16,43 +16,33 @@ import (
 // metadata address 169.254.169.254.
 var ErrBlockedAddress = errors.New("webhook: address blocked by the SSRF guard")
 
-var blockedPrefixes = func() []netip.Prefix {
-	var ps []netip.Prefix
-	for _, s := range []string{
-		"0.0.0.0/8",       // "this network"
-		"100.64.0.0/10",   // carrier-grade NAT (RFC 6598)
-		"192.0.0.0/24",    // IETF protocol assignments
-		"192.0.2.0/24",    // documentation
-		"198.18.0.0/15",   // benchmarking
-		"198.51.100.0/24", // documentation
-		"203.0.113.0/24",  // documentation
-		"240.0.0.0/4",     // reserved, broadcast
-		"::/96",           // IPv4-compatible (deprecated)
-		"100::/64",        // discard
-		"2001:db8::/32",   // documentation
-		"fec0::/10",       // site-local (deprecated)
-		"2001::/32",       // Teredo
-		"2001:10::/28",    // ORCHID
-		"::ffff:0:0:0/96", // SIIT translated
-		"64:ff9b:1::/48",  // local-use NAT64
-	} {
-		ps = append(ps, netip.MustParsePrefix(s))
-	}
-	return ps
-}()
+//go:generate go run ./internal/ssrfgen
+
+// specialPrefix is a row of the generated table (ssrf_table.go).
+type specialPrefix struct {
+	prefix  netip.Prefix
+	allowed bool // globally reachable and forwardable
+}
 
 var (
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour = netip.MustParsePrefix("2002::/16")
+	nat64         = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour     = netip.MustParsePrefix("2002::/16")
+	globalUnicast = netip.MustParsePrefix("2000::/3")
 )
 
-// IsPublicAddr reports whether the SSRF guard lets the sender connect to a:
-// it refuses loopback, private (RFC 1918 and IPv6 ULA), link-local,
-// carrier-grade NAT, multicast, unspecified, documentation and reserved
-// addresses, looking through IPv4-mapped, NAT64 and 6to4 IPv6 forms.
+// IsPublicAddr reports whether the SSRF guard lets the sender connect to a.
+// It looks through IPv4-mapped, NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+// IPv6 forms to the IPv4 address inside, then consults a table generated
+// from IANA's IPv4 and IPv6 Special-Purpose Address Registries: an address
+// in a block the registry does not mark globally reachable and forwardable
+// is refused (loopback, private, link-local, CGNAT, documentation,
+// benchmarking, reserved, SRv6 SIDs, the deprecated 6to4 relay anycast
+// block, ...), the most specific block deciding. Multicast, the deprecated
+// IPv4-compatible and site-local forms and IPv6 outside 2000::/3 (the only
+// space IANA allocates for global unicast) are refused too.
 func IsPublicAddr(a netip.Addr) bool {
 	a = a.Unmap()
-	if !a.IsValid() {
+	if !a.IsValid() || a.Zone() != "" {
 		return false
 	}
 	if a.Is6() {
@@ -68,12 +58,16 @@ func IsPublicAddr(a netip.Addr) bool {
 		a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() || a.IsMulticast() {
 		return false
 	}
-	for _, p := range blockedPrefixes {
-		if p.Contains(a) {
-			return false
+	best := -1
+	for i, p := range specialPrefixes {
+		if p.prefix.Contains(a) && (best < 0 || p.prefix.Bits() > specialPrefixes[best].prefix.Bits()) {
+			best = i
 		}
 	}
-	return true
+	if best >= 0 {
+		return specialPrefixes[best].allowed
+	}
+	return a.Is4() || globalUnicast.Contains(a)
 }
 
 // guard dials only to allowed addresses. The check runs in the dialer's

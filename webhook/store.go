@@ -2,11 +2,10 @@ package webhook
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
-	"strings"
 	"time"
+
+	"github.com/go-integration/patterns/internal/ids"
 )
 
 // Errors returned by stores.
@@ -66,11 +65,9 @@ type Message struct {
 }
 
 // NewID returns a random message ID such as "msg_2cd7ugvdbzvxpq6yhadrmz7ube".
-func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "msg_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
-}
+// It is 128 random bits in lowercase base32 after "msg_", the form Standard
+// Webhooks uses.
+func NewID() string { return ids.Base32("msg_") }
 
 // DeliveryState is the state of one message's delivery to one endpoint.
 type DeliveryState string
@@ -127,7 +124,7 @@ type Attempt struct {
 // Store keeps endpoints, deliveries and the attempt log for a Sender.
 // MemoryStore keeps them in memory; pgstore.Store keeps them in PostgreSQL,
 // where several Sender processes share the work. Conformance tests:
-// storetest.RunStore.
+// storetest.Run.
 type Store interface {
 	// SaveEndpoint creates or replaces an endpoint (FailingSince is kept).
 	SaveEndpoint(ctx context.Context, e Endpoint) error

@@ -2,36 +2,18 @@ package webhook
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"net/http"
 	"reflect"
 	"time"
 )
 
-// ErrInvalidOption is wrapped by the errors NewSender returns for an option
-// it cannot accept, such as a WithTransport function that removes the SSRF
-// guard, or a non-positive WithAttemptTimeout.
-var ErrInvalidOption = errors.New("webhook: invalid Sender option")
-
-// optionError is an invalid-option error whose message names the option; it
-// matches ErrInvalidOption with errors.Is.
-type optionError struct{ msg string }
-
-func (e *optionError) Error() string { return e.msg }
-func (e *optionError) Unwrap() error { return ErrInvalidOption }
-
-func optionErrorf(format string, args ...any) error {
-	return &optionError{msg: fmt.Sprintf(format, args...)}
-}
-
 // WithTLSConfig sets the TLS configuration of the Sender's connections: root
 // CAs for endpoints with private certificates, a client certificate for
 // mutual TLS, a minimum version. The Sender uses a clone of cfg. It is
 // applied before a WithTransport function, which sees it in
-// base.TLSClientConfig. Default nil (the system roots).
+// base.TLSClientConfig. Default nil (the system roots); nil keeps it.
 func WithTLSConfig(cfg *tls.Config) SenderOption {
-	return func(c *senderConfig) { c.tlsConfig = cfg.Clone() }
+	return senderOpt(func(c *senderConfig) error { c.tlsConfig = cfg.Clone(); return nil })
 }
 
 // WithTransport lets f configure and wrap the Sender's HTTP transport without
@@ -55,9 +37,15 @@ func WithTLSConfig(cfg *tls.Config) SenderOption {
 // WithTransport takes a function rather than a ready http.RoundTripper
 // because the guard is the Sender's to build: a function of the guarded base
 // keeps it by default, where a RoundTripper built by the caller would
-// silently have none.
+// silently have none. A nil f is refused.
 func WithTransport(f func(base *http.Transport) http.RoundTripper) SenderOption {
-	return func(c *senderConfig) { c.transport = f }
+	return senderOpt(func(c *senderConfig) error {
+		if f == nil {
+			return optionErrorf("webhook: WithTransport(nil)")
+		}
+		c.transport = f
+		return nil
+	})
 }
 
 // newTransport builds the Sender's round tripper: the guarded base, handed to

@@ -38,40 +38,48 @@ func errorf(base error, format string, args ...any) error {
 // the public half of "whsk_" private keys) check "v1a" entries. A request is
 // valid when any entry matches any key. A Verifier is safe for concurrent use.
 type Verifier struct {
-	keys      parsedKeys
-	tolerance time.Duration
-	now       func() time.Time
-	maxSigs   int
+	keys parsedKeys
+	verifierConfig
 }
 
-// VerifierOption configures a Verifier.
-type VerifierOption func(*Verifier)
+type verifierConfig struct {
+	common
+	tolerance time.Duration
+	maxSigs   int
+}
 
 // WithTolerance sets how far a timestamp may be from the clock, in either
 // direction. Default DefaultTolerance (five minutes). A negative value
 // disables the check (only for tests of archived requests).
-func WithTolerance(d time.Duration) VerifierOption { return func(v *Verifier) { v.tolerance = d } }
-
-// WithClock sets the clock that timestamps are compared with. Default time.Now.
-func WithClock(now func() time.Time) VerifierOption { return func(v *Verifier) { v.now = now } }
+func WithTolerance(d time.Duration) VerifierOption {
+	return verifierOpt(func(c *verifierConfig) error { c.tolerance = d; return nil })
+}
 
 // WithMaxSignatures bounds how many entries of a webhook-signature header are
-// examined, so a header with thousands of entries costs little. Default
-// DefaultMaxSignatures.
-func WithMaxSignatures(n int) VerifierOption { return func(v *Verifier) { v.maxSigs = n } }
+// examined, so a header with thousands of entries costs little. Positive;
+// default DefaultMaxSignatures.
+func WithMaxSignatures(n int) VerifierOption {
+	return verifierOpt(func(c *verifierConfig) error {
+		if n <= 0 {
+			return optionErrorf("webhook: WithMaxSignatures(%d): must be positive", n)
+		}
+		c.maxSigs = n
+		return nil
+	})
+}
 
-// NewVerifier returns a Verifier for the given secrets and keys.
+// NewVerifier returns a Verifier for the given secrets and keys. A secret it
+// cannot parse gives an error wrapping ErrInvalidSecret; an option it cannot
+// accept one wrapping ErrInvalidOption. Options: WithTolerance,
+// WithMaxSignatures, WithClock.
 func NewVerifier(secrets []string, opts ...VerifierOption) (*Verifier, error) {
 	keys, err := parseKeys(secrets)
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{keys: keys, tolerance: DefaultTolerance, now: time.Now, maxSigs: DefaultMaxSignatures}
-	for _, o := range opts {
-		o(v)
-	}
-	if v.maxSigs <= 0 {
-		return nil, fmt.Errorf("webhook: WithMaxSignatures(%d): must be positive", v.maxSigs)
+	v := &Verifier{keys: keys, verifierConfig: verifierConfig{common: defaultCommon(), tolerance: DefaultTolerance, maxSigs: DefaultMaxSignatures}}
+	if err := applyOptions(opts, func(o VerifierOption) error { return o.applyVerifier(&v.verifierConfig) }); err != nil {
+		return nil, err
 	}
 	return v, nil
 }

@@ -30,9 +30,12 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 		return err
 	}
 	rejected := make(chan error, 4)
-	recv := webhook.NewReceiver(verifier, webhook.WithOnReject(func(r *http.Request, err error) {
+	recv, err := webhook.NewReceiver(verifier, webhook.WithTracer(rejectFunc(func(err error) {
 		rejected <- err
-	}))
+	})))
+	if err != nil {
+		return err
+	}
 	var calls atomic.Int32
 	handled := make(chan booking, 4)
 	mux := http.NewServeMux()
@@ -92,16 +95,16 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 		webhook.WithJitter(0),
 		webhook.WithPollInterval(time.Second),
 		webhook.WithAttemptTimeout(5*time.Second),
-		webhook.WithOnAttempt(func(d webhook.Delivery, a webhook.Attempt) {
+		webhook.WithTracer(attemptFunc(func(messageID string, a webhook.Attempt) {
 			if a.State == webhook.DeliveryPending {
-				t.printf("   sender: attempt %d of %s got %d, retry in %s\n", a.Number, d.Message.ID, a.StatusCode, time.Until(a.NextAttempt).Round(10*time.Millisecond))
+				t.printf("   sender: attempt %d of %s got %d, retry in %s\n", a.Number, messageID, a.StatusCode, time.Until(a.NextAttempt).Round(10*time.Millisecond))
 			} else {
-				t.printf("   sender: attempt %d of %s got %d, delivery %s\n", a.Number, d.Message.ID, a.StatusCode, a.State)
+				t.printf("   sender: attempt %d of %s got %d, delivery %s\n", a.Number, messageID, a.StatusCode, a.State)
 			}
 			if a.State != webhook.DeliveryPending {
 				delivered <- a
 			}
-		}))
+		})))
 	if err != nil {
 		return err
 	}
@@ -177,9 +180,9 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 func ssrfRefusal(ctx context.Context, t *tour, endpointURL, secret string) error {
 	store := webhook.NewMemoryStore()
 	attempts := make(chan webhook.Attempt, 1)
-	guarded, err := webhook.NewSender(store, webhook.WithOnAttempt(func(d webhook.Delivery, a webhook.Attempt) {
+	guarded, err := webhook.NewSender(store, webhook.WithTracer(attemptFunc(func(_ string, a webhook.Attempt) {
 		attempts <- a
-	}))
+	})))
 	if err != nil {
 		return err
 	}
@@ -204,3 +207,24 @@ func ssrfRefusal(ctx context.Context, t *tour, endpointURL, secret string) error
 	t.printf("   a sender without an allow-list refuses the partner's 127.0.0.1 address: %s\n", reason)
 	return nil
 }
+
+// attemptFunc is a webhook.AttemptTracer: it calls f with the message ID and
+// each attempt, once recorded.
+type attemptFunc func(messageID string, a webhook.Attempt)
+
+type messageIDKey struct{}
+
+func (attemptFunc) TraceAttemptStart(ctx context.Context, d webhook.TraceAttemptStartData) context.Context {
+	return context.WithValue(ctx, messageIDKey{}, d.MessageID)
+}
+
+func (f attemptFunc) TraceAttemptEnd(ctx context.Context, d webhook.TraceAttemptEndData) {
+	id, _ := ctx.Value(messageIDKey{}).(string)
+	f(id, d.Attempt)
+}
+
+// rejectFunc is a webhook.RejectTracer: it calls f with the reason of each
+// rejected request.
+type rejectFunc func(err error)
+
+func (f rejectFunc) TraceReject(_ context.Context, d webhook.TraceRejectData) { f(d.Err) }

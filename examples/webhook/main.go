@@ -47,7 +47,10 @@ func run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	rejected := make(chan error, 4)
-	recv := webhook.NewReceiver(verifier, webhook.WithOnReject(func(_ *http.Request, err error) { rejected <- err }))
+	recv, err := webhook.NewReceiver(verifier, webhook.WithTracer(rejectFunc(func(err error) { rejected <- err })))
+	if err != nil {
+		return err
+	}
 	handled := make(chan webhook.Event, 4)
 	var calls atomic.Int32
 	var captured recorder // keeps the first request, as an eavesdropper could
@@ -73,7 +76,7 @@ func run(ctx context.Context, w io.Writer) error {
 	sender, err := webhook.NewSender(store,
 		webhook.WithAllowedNetworks(netip.MustParsePrefix("127.0.0.0/8")),                        // the SSRF guard refuses loopback otherwise
 		webhook.WithSchedule(0, 20*time.Millisecond, 20*time.Millisecond), webhook.WithJitter(0), // demo: retry fast
-		webhook.WithOnAttempt(func(_ webhook.Delivery, a webhook.Attempt) { attempts <- a }))
+		webhook.WithTracer(attemptFunc(func(a webhook.Attempt) { attempts <- a })))
 	if err != nil {
 		return err
 	}
@@ -166,3 +169,19 @@ func post(ctx context.Context, c *http.Client, url string, h http.Header, body [
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, nil
 }
+
+// attemptFunc is a webhook.AttemptTracer: it calls f with each attempt, once
+// recorded.
+type attemptFunc func(a webhook.Attempt)
+
+func (attemptFunc) TraceAttemptStart(ctx context.Context, _ webhook.TraceAttemptStartData) context.Context {
+	return ctx
+}
+
+func (f attemptFunc) TraceAttemptEnd(_ context.Context, d webhook.TraceAttemptEndData) { f(d.Attempt) }
+
+// rejectFunc is a webhook.RejectTracer: it calls f with the reason of each
+// rejected request.
+type rejectFunc func(err error)
+
+func (f rejectFunc) TraceReject(_ context.Context, d webhook.TraceRejectData) { f(d.Err) }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-integration/patterns/webhook"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/go-integration/patterns/internal/ids"
+	"github.com/go-integration/patterns/webhook"
 )
 
 // Dedup is a webhook.DedupStore in the webhook_dedup table, shared by every
@@ -29,7 +31,7 @@ func NewDedup(pool *pgxpool.Pool) *Dedup { return &Dedup{pool: pool} }
 func (d *Dedup) Begin(ctx context.Context, id string, now, until time.Time) (webhook.DedupClaim, error) {
 	var inserted bool
 	var done *bool
-	token := webhook.NewDedupToken()
+	token := ids.Hex()
 	err := d.pool.QueryRow(ctx, `
 with ins as (
 	insert into webhook_dedup (id, owner, done, expires_at) values ($1, $4, false, $3)

@@ -29,9 +29,7 @@ func Example() {
 		Secrets: []string{webhook.NewSecret()}, EventTypes: []string{"invoice.paid"},
 	})
 
-	sender, err := webhook.NewSender(store, webhook.WithOnDisable(func(e webhook.Endpoint, reason string) {
-		log.Printf("endpoint %s disabled: %s", e.ID, reason)
-	}))
+	sender, err := webhook.NewSender(store, webhook.WithTracer(disableLog{}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -52,4 +50,11 @@ func Example() {
 	if err := tx.Commit(ctx); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// disableLog is a webhook.DisableTracer.
+type disableLog struct{}
+
+func (disableLog) TraceDisable(_ context.Context, d webhook.TraceDisableData) {
+	log.Printf("endpoint %s disabled: %s", d.Endpoint.ID, d.Reason)
 }

@@ -41,12 +41,12 @@ func newPool(t *testing.T) *pgxpool.Pool {
 	return pool
 }
 
-func TestStoreConformance(t *testing.T) {
-	storetest.RunStore(t, func(t *testing.T) webhook.Store { return pgstore.New(newPool(t)) })
-}
-
-func TestDedupConformance(t *testing.T) {
-	storetest.RunDedup(t, func(t *testing.T) webhook.DedupStore { return pgstore.NewDedup(newPool(t)) })
+func TestConformance(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		NewStore: func(t *testing.T) webhook.Store { return pgstore.New(newPool(t)) },
+		NewDedup: func(t *testing.T) webhook.DedupStore { return pgstore.NewDedup(newPool(t)) },
+		Features: storetest.Features{Purge: true},
+	})
 }
 
 func TestMigrateTwice(t *testing.T) {
@@ -95,7 +95,11 @@ func newCountingReceiver(t *testing.T, secret string, dedup webhook.DedupStore) 
 		t.Fatal(err)
 	}
 	c := &countingReceiver{handled: map[string]int{}}
-	h := webhook.NewReceiver(v, webhook.WithDedup(dedup)).Handler(func(_ context.Context, e webhook.Event) error {
+	opts := []webhook.ReceiverOption{webhook.WithoutDedup()}
+	if dedup != nil {
+		opts = []webhook.ReceiverOption{webhook.WithDedup(dedup)}
+	}
+	h := mustReceiver(t, v, opts...).Handler(func(_ context.Context, e webhook.Event) error {
 		c.mu.Lock()
 		c.handled[e.ID]++
 		c.mu.Unlock()
@@ -139,11 +143,13 @@ func TestSendersShareTheQueue(t *testing.T) {
 	for i := range 3 {
 		s, err := webhook.NewSender(pgstore.New(pool), webhook.WithAllowedNetworks(loopback...),
 			webhook.WithConcurrency(4), webhook.WithPollInterval(10*time.Millisecond),
-			webhook.WithOnError(func(err error) { t.Errorf("sender %d: %v", i, err) }),
-			webhook.WithOnAttempt(func(webhook.Delivery, webhook.Attempt) {
-				if attempts.Add(1) == msgs {
-					close(all)
-				}
+			webhook.WithTracer(tracer{
+				storeError: func(err error) { t.Errorf("sender %d: %v", i, err) },
+				attempt: func(webhook.TraceAttemptEndData) {
+					if attempts.Add(1) == msgs {
+						close(all)
+					}
+				},
 			}))
 		if err != nil {
 			t.Fatal(err)
@@ -240,7 +246,7 @@ func TestKilledBetweenAttemptAndRecord(t *testing.T) {
 	if n, _ := survivor.RunOnce(ctx); n != 0 {
 		t.Fatalf("claimed %d deliveries while the dead worker's lease held", n)
 	}
-	later, _ := webhook.NewSender(survivorStore, append(opts, webhook.WithSenderClock(func() time.Time { return now.Add(3 * time.Second) }))...)
+	later, _ := webhook.NewSender(survivorStore, append(opts, webhook.WithClock(func() time.Time { return now.Add(3 * time.Second) }))...)
 	defer later.Close()
 	if n, err := later.RunOnce(ctx); n != 5 || err != nil {
 		t.Fatalf("after the lease: %d, %v; want the 5 orphaned deliveries", n, err)
@@ -292,8 +298,9 @@ func TestRetriesSurviveRestart(t *testing.T) {
 		t.Fatal("first attempt not made")
 	}
 	s1.Close()
-	time.Sleep(5 * time.Millisecond) // the schedule's 1 ms retry delay
-	s2, _ := webhook.NewSender(pgstore.New(pool), opts...)
+	// The restarted sender's clock is past the schedule's 1 ms retry delay.
+	later := func() time.Time { return time.Now().Add(time.Second) }
+	s2, _ := webhook.NewSender(pgstore.New(pool), append(opts, webhook.WithClock(later))...)
 	defer s2.Close()
 	if n, _ := s2.RunOnce(ctx); n != 1 {
 		t.Fatal("retry not made after restart")
@@ -350,7 +357,7 @@ func TestReceiversShareDedup(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	mk := func() *httptest.Server {
 		v, _ := webhook.NewVerifier([]string{secret})
-		srv := httptest.NewServer(webhook.NewReceiver(v, webhook.WithDedup(pgstore.NewDedup(pool))).Handler(
+		srv := httptest.NewServer(mustReceiver(t, v, webhook.WithDedup(pgstore.NewDedup(pool))).Handler(
 			func(context.Context, webhook.Event) error {
 				handled.Add(1)
 				select {
@@ -450,13 +457,13 @@ func TestReceiversStaleOwner(t *testing.T) {
 	stale := make(chan error, 4)
 	mk := func() *httptest.Server {
 		v, _ := webhook.NewVerifier([]string{secret})
-		srv := httptest.NewServer(webhook.NewReceiver(v, webhook.WithDedup(pgstore.NewDedup(pool)),
-			webhook.WithDedupTimes(time.Minute, time.Hour), webhook.WithReceiverClock(now),
-			webhook.WithOnReject(func(_ *http.Request, err error) {
+		srv := httptest.NewServer(mustReceiver(t, v, webhook.WithDedup(pgstore.NewDedup(pool)),
+			webhook.WithDedupTimes(time.Minute, time.Hour), webhook.WithClock(now),
+			webhook.WithTracer(tracer{storeError: func(err error) {
 				if errors.Is(err, webhook.ErrStaleClaim) {
 					stale <- err
 				}
-			})).Handler(
+			}})).Handler(
 			func(context.Context, webhook.Event) error {
 				if runs.Add(1) == 1 {
 					close(firstIn)
@@ -537,4 +544,36 @@ func postSigned(t *testing.T, signer *webhook.Signer, url, id string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// tracer is a webhook StoreErrorTracer and AttemptTracer of functions.
+type tracer struct {
+	storeError func(error)
+	attempt    func(webhook.TraceAttemptEndData)
+}
+
+func (tr tracer) TraceStoreError(_ context.Context, d webhook.TraceStoreErrorData) {
+	if tr.storeError != nil {
+		tr.storeError(d.Err)
+	}
+}
+
+func (tracer) TraceAttemptStart(ctx context.Context, _ webhook.TraceAttemptStartData) context.Context {
+	return ctx
+}
+
+func (tr tracer) TraceAttemptEnd(_ context.Context, d webhook.TraceAttemptEndData) {
+	if tr.attempt != nil {
+		tr.attempt(d)
+	}
+}
+
+// mustReceiver is webhook.NewReceiver failing the test on error.
+func mustReceiver(t *testing.T, v *webhook.Verifier, opts ...webhook.ReceiverOption) *webhook.Receiver {
+	t.Helper()
+	r, err := webhook.NewReceiver(v, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

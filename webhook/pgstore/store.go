@@ -2,14 +2,13 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/go-integration/patterns/internal/ids"
 	"github.com/go-integration/patterns/webhook"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -145,12 +144,6 @@ on conflict (message_id, endpoint_id) do nothing`, m.ID, m.Type, payload, m.Time
 	return int(tag.RowsAffected()), nil
 }
 
-func newLease() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 const deliveryColumns = `d.id, d.state, d.attempts, d.next_attempt_at, d.last_error, coalesce(d.lease_token, ''),
 	m.id, m.type, m.payload, m.created_at,
 	e.id, e.url, e.secrets, e.event_types, e.disabled, e.disabled_reason, e.failing_since`
@@ -191,7 +184,7 @@ select `+deliveryColumns+`
 from claimed d
 join webhook_messages m on m.id = d.message_id
 join webhook_endpoints e on e.id = d.endpoint_id
-order by d.next_attempt_at, d.id`, now, now.Add(lease), limit, newLease())
+order by d.next_attempt_at, d.id`, now, now.Add(lease), limit, ids.Hex())
 	if err != nil {
 		return nil, wrap("claim", err)
 	}

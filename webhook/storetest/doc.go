@@ -1,5 +1,6 @@
-// Package storetest holds conformance tests that every implementation of the
-// webhook package's store interfaces passes: RunDedup for a
-// webhook.DedupStore and RunStore for a webhook.Store. The memory
-// implementations and webhook/pgstore run them; so can users' own stores.
+// Package storetest holds the conformance tests that every implementation
+// of the webhook package's store interfaces passes: Run with a Harness that
+// builds a webhook.Store, a webhook.DedupStore or both, and Features saying
+// what the implementation promises. The memory implementations and
+// webhook/pgstore run them; so can users' own stores.
 package storetest

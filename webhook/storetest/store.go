@@ -12,13 +12,14 @@ import (
 )
 
 // Purger is implemented by stores that can delete finished messages
-// (webhook.MemoryStore and pgstore.Store); RunStore tests it when present.
+// (webhook.MemoryStore and pgstore.Store); Features.Purge tests it.
 type Purger interface {
 	Purge(ctx context.Context, cutoff time.Time) (int64, error)
 }
 
-// RunStore runs the Store conformance tests; newStore returns an empty store.
-func RunStore(t *testing.T, newStore func(t *testing.T) webhook.Store) {
+// runStore runs the Store conformance tests.
+func runStore(t *testing.T, h Harness) {
+	newStore := h.NewStore
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	secret := webhook.NewSecret()
@@ -276,10 +277,13 @@ func RunStore(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 	})
 
 	t.Run("Purge", func(t *testing.T) {
+		if !h.Features.Purge {
+			t.Skip("Features.Purge is off")
+		}
 		s := newStore(t)
 		p, ok := s.(Purger)
 		if !ok {
-			t.Skip("store has no Purge")
+			t.Fatalf("Features.Purge is on but %T has no Purge method", s)
 		}
 		save(t, s, ep("a"))
 		for _, id := range []string{"done", "pending"} {
@@ -311,6 +315,9 @@ func RunStore(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 	})
 
 	t.Run("ConcurrentClaimsNeverOverlap", func(t *testing.T) {
+		if h.Features.NoConcurrency {
+			t.Skip("Features.NoConcurrency")
+		}
 		s := newStore(t)
 		save(t, s, ep("a"), ep("b"))
 		const msgs = 40
