@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -56,8 +57,9 @@ var errAttemptFailed = errors.New("rpc: attempt failed")
 // breakers. Open and half-open breakers are never evicted (evicting one would
 // let requests through to a failing host).
 type breakers struct {
-	cfg   BreakerConfig
-	hooks []BreakerHook
+	cfg     BreakerConfig
+	tracers []BreakerTracer
+	opens   atomic.Uint64
 
 	mu  sync.Mutex
 	m   map[string]*breakerEntry
@@ -65,13 +67,20 @@ type breakers struct {
 }
 
 type breakerEntry struct {
+	b     *breakers
 	host  string
 	cb    *gobreaker.TwoStepCircuitBreaker[struct{}]
 	state atomic.Int32  // BreakerState, kept by OnStateChange
 	el    *list.Element // nil once evicted; guarded by breakers.mu
+
+	// With tracers, mu serializes the calls into cb so that the changes a
+	// call causes (collected by OnStateChange) are traced with the context
+	// of the request that caused them, after the breaker is unlocked.
+	mu      sync.Mutex
+	changes []TraceBreakerChangeData
 }
 
-func newBreakers(cfg BreakerConfig, hooks []BreakerHook) *breakers {
+func newBreakers(cfg BreakerConfig, tracers []BreakerTracer) *breakers {
 	if cfg.Failures == 0 {
 		cfg.Failures = DefaultBreakerFails
 	}
@@ -84,18 +93,15 @@ func newBreakers(cfg BreakerConfig, hooks []BreakerHook) *breakers {
 	if cfg.MaxHosts == 0 {
 		cfg.MaxHosts = DefaultBreakerMaxHosts
 	}
-	return &breakers{cfg: cfg, hooks: hooks, m: make(map[string]*breakerEntry)}
+	return &breakers{cfg: cfg, tracers: tracers, m: make(map[string]*breakerEntry)}
 }
 
 // lookup returns host's breaker, or nil when there is none; it does not
 // count as a use.
-func (b *breakers) lookup(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+func (b *breakers) lookup(host string) *breakerEntry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if e, ok := b.m[host]; ok {
-		return e.cb
-	}
-	return nil
+	return b.m[host]
 }
 
 // len returns how many breakers are kept.
@@ -107,16 +113,15 @@ func (b *breakers) len() int {
 
 // get returns host's breaker, creating it if needed, and marks it as the
 // most recently used.
-func (b *breakers) get(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+func (b *breakers) get(host string) *breakerEntry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e, ok := b.m[host]; ok {
 		b.lru.MoveToFront(e.el)
-		return e.cb
+		return e
 	}
-	e := &breakerEntry{host: host}
+	e := &breakerEntry{b: b, host: host}
 	fails := b.cfg.Failures
-	hooks := b.hooks
 	st := gobreaker.Settings{
 		Name:        host,
 		MaxRequests: b.cfg.HalfOpenRequests,
@@ -127,17 +132,61 @@ func (b *breakers) get(host string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			e.state.Store(int32(fromGobreaker(to)))
 			if to == gobreaker.StateOpen {
+				b.opens.Add(1)
 				b.readopt(e)
 			}
-			c := BreakerChange{Host: name, From: fromGobreaker(from), To: fromGobreaker(to)}
-			for _, h := range hooks {
-				h.OnBreakerChange(c)
+			if len(b.tracers) > 0 { // e.mu is held: see breakerEntry
+				e.changes = append(e.changes, TraceBreakerChangeData{Host: name, From: fromGobreaker(from), To: fromGobreaker(to)})
 			}
 		},
 	}
 	e.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
 	b.insert(e)
-	return e.cb
+	return e
+}
+
+// allow asks the breaker for an attempt; done reports its outcome. ctx is
+// the attempt's: the changes either causes are traced with it.
+func (e *breakerEntry) allow(ctx context.Context) (done func(error), err error) {
+	if len(e.b.tracers) == 0 {
+		return e.cb.Allow()
+	}
+	e.mu.Lock()
+	d, err := e.cb.Allow()
+	e.traceUnlock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func(outcome error) {
+		e.mu.Lock()
+		d(outcome)
+		e.traceUnlock(ctx)
+	}, nil
+}
+
+// currentState returns the breaker's state; reading it may move an open
+// breaker to half-open, traced with ctx.
+func (e *breakerEntry) currentState(ctx context.Context) BreakerState {
+	if len(e.b.tracers) == 0 {
+		return fromGobreaker(e.cb.State())
+	}
+	e.mu.Lock()
+	s := e.cb.State()
+	e.traceUnlock(ctx)
+	return fromGobreaker(s)
+}
+
+// traceUnlock takes the changes collected under e.mu, unlocks it and traces
+// them with ctx.
+func (e *breakerEntry) traceUnlock(ctx context.Context) {
+	changes := e.changes
+	e.changes = nil
+	e.mu.Unlock()
+	for _, c := range changes {
+		for _, t := range e.b.tracers {
+			t.TraceBreakerChange(ctx, c)
+		}
+	}
 }
 
 // readopt puts back an evicted breaker that has just opened (a request that

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -100,27 +101,37 @@ func hasBreaker(t *Transport, host string) bool { return t.breakers.lookup(host)
 // A breaker evicted while a call still holds it, and opened by that call's
 // failures, is put back: an open breaker is never lost.
 func TestEvictedBreakerThatOpensIsKept(t *testing.T) {
-	var changes []BreakerChange
-	b := newBreakers(BreakerConfig{Failures: 2, MaxHosts: 1}, []BreakerHook{BreakerFunc(func(c BreakerChange) { changes = append(changes, c) })})
+	rec := &breakerRec{}
+	b := newBreakers(BreakerConfig{Failures: 2, MaxHosts: 1}, []BreakerTracer{rec})
 	held := b.get("a")
 	b.get("b") // evicts a (closed)
 	if b.lookup("a") != nil {
 		t.Fatal("a not evicted")
 	}
 	for range 2 {
-		done, err := held.Allow()
+		done, err := held.allow(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		done(errAttemptFailed)
 	}
-	if cb := b.lookup("a"); cb != held || fromGobreaker(cb.State()) != BreakerOpen {
+	if cb := b.lookup("a"); cb != held || cb.currentState(context.Background()) != BreakerOpen {
 		t.Fatalf("a after opening: %v", cb)
 	}
+	if b.opens.Load() != 1 {
+		t.Fatalf("opens = %d, want 1", b.opens.Load())
+	}
+	changes := rec.changes
 	if len(changes) != 1 || changes[0].Host != "a" || changes[0].To != BreakerOpen {
 		t.Fatalf("changes %+v", changes)
 	}
 	if n := b.len(); n != 1 || b.lookup("b") != nil {
 		t.Fatalf("%d breakers; want only a (open): b, closed, makes room", n)
 	}
+}
+
+type breakerRec struct{ changes []TraceBreakerChangeData }
+
+func (r *breakerRec) TraceBreakerChange(_ context.Context, c TraceBreakerChangeData) {
+	r.changes = append(r.changes, c)
 }

@@ -2,12 +2,16 @@ package rpc
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
+
+	"github.com/go-integration/patterns/internal/hooks"
+	"github.com/go-integration/patterns/internal/ids"
+	"github.com/go-integration/patterns/internal/retryafter"
 )
 
 // Header names used by the client and the middleware.
@@ -25,10 +29,11 @@ var (
 	// breaker is open, or half-open with its trial requests already running.
 	ErrCircuitOpen = errors.New("rpc: circuit breaker open")
 	// ErrRetryBudgetExhausted is wrapped in the last error when a retry was
-	// refused because the retry budget is spent; it is also Attempt.GiveUp.
+	// refused because the retry budget is spent; it is also
+	// TraceAttemptEndData.GiveUp.
 	ErrRetryBudgetExhausted = errors.New("rpc: retry budget exhausted")
 	// ErrMaxAttempts is wrapped in the last error when all attempts failed; it
-	// is also Attempt.GiveUp.
+	// is also TraceAttemptEndData.GiveUp.
 	ErrMaxAttempts = errors.New("rpc: maximum attempts reached")
 )
 
@@ -50,12 +55,46 @@ type Transport struct {
 	base     http.RoundTripper
 	budget   *budget
 	breakers *breakers
+	attempt  []AttemptTracer
+
+	requests, attempts, retries, rejected, exhausted atomic.Uint64
+}
+
+// Stats is a snapshot of a Transport's counters, cumulative since it was
+// built. Fields may be added.
+type Stats struct {
+	Requests        uint64 // calls of RoundTrip
+	Attempts        uint64 // attempts sent (breaker refusals not included)
+	Retries         uint64 // attempts after the first
+	BreakerRejected uint64 // attempts refused by an open breaker (ErrCircuitOpen)
+	BreakerOpens    uint64 // times a host's breaker opened
+	BudgetExhausted uint64 // retries refused by the retry budget
+	Breakers        int    // breakers kept now (gauge)
+}
+
+// Stats returns a snapshot of the Transport's counters. It does no I/O.
+func (t *Transport) Stats() Stats {
+	s := Stats{
+		Requests:        t.requests.Load(),
+		Attempts:        t.attempts.Load(),
+		Retries:         t.retries.Load(),
+		BreakerRejected: t.rejected.Load(),
+		BudgetExhausted: t.exhausted.Load(),
+	}
+	if t.breakers != nil {
+		s.BreakerOpens = t.breakers.opens.Load()
+		s.Breakers = t.breakers.len()
+	}
+	return s
 }
 
 // NewTransport returns a Transport configured by opts.
-func NewTransport(opts ...Option) (*Transport, error) {
+func NewTransport(opts ...TransportOption) (*Transport, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil TransportOption", ErrInvalidOption)
+		}
 		if err := o.apply(&cfg); err != nil {
 			return nil, err
 		}
@@ -63,7 +102,7 @@ func NewTransport(opts ...Option) (*Transport, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	t := &Transport{cfg: cfg, base: cfg.base}
+	t := &Transport{cfg: cfg, base: cfg.base, attempt: hooks.Pick[AttemptTracer](cfg.tracers)}
 	if t.base == nil {
 		t.base = http.DefaultTransport
 	}
@@ -79,14 +118,14 @@ func NewTransport(opts ...Option) (*Transport, error) {
 		if cfg.breaker != nil {
 			bc = *cfg.breaker
 		}
-		t.breakers = newBreakers(bc, cfg.breakerHooks)
+		t.breakers = newBreakers(bc, hooks.Pick[BreakerTracer](cfg.tracers))
 	}
 	return t, nil
 }
 
 // NewClient returns an *http.Client whose Transport is NewTransport(opts...).
 // It has no Timeout of its own: bound calls with the request's context.
-func NewClient(opts ...Option) (*http.Client, error) {
+func NewClient(opts ...TransportOption) (*http.Client, error) {
 	t, err := NewTransport(opts...)
 	if err != nil {
 		return nil, err
@@ -100,11 +139,11 @@ func (t *Transport) BreakerState(host string) BreakerState {
 	if t.breakers == nil {
 		return BreakerClosed
 	}
-	cb := t.breakers.lookup(host)
-	if cb == nil {
+	e := t.breakers.lookup(host)
+	if e == nil {
 		return BreakerClosed
 	}
-	return fromGobreaker(cb.State())
+	return e.currentState(context.Background())
 }
 
 // CloseIdleConnections closes the idle connections of the base
@@ -117,14 +156,9 @@ func (t *Transport) CloseIdleConnections() {
 }
 
 // NewIdempotencyKey returns a random UUID (version 4), the default key of
-// WithIdempotencyKeys.
-func NewIdempotencyKey() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+// WithIdempotencyKeys; use it to make keys yourself (for example to keep one
+// key across calls your code repeats).
+func NewIdempotencyKey() string { return ids.UUID() }
 
 func isSafe(method string) bool {
 	switch method {
@@ -157,12 +191,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	retryable := replayable && (isIdempotent(req.Method) || req.Header.Get(HeaderIdempotencyKey) != "")
 
 	host := req.URL.Host
-	var cb interface {
-		Allow() (func(error), error)
-	}
+	var cb *breakerEntry
 	if t.breakers != nil {
 		cb = t.breakers.get(host)
 	}
+	t.requests.Add(1)
 	if t.budget != nil {
 		t.budget.deposit()
 	}
@@ -174,23 +207,35 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}()
 
 	for n := 1; ; n++ {
-		var done func(error)
-		if cb != nil {
-			d, err := cb.Allow()
-			if err != nil {
-				err = fmt.Errorf("%w: %s", ErrCircuitOpen, host)
-				t.onAttempt(ctx, Attempt{Request: req, Host: host, Number: n, Err: err, GiveUp: ErrCircuitOpen})
-				return nil, err
-			}
-			done = d
-		}
-
 		areq := req
 		actx, cancel := attemptContext(ctx, t.cfg.attemptTO)
-		if actx != ctx || n > 1 {
+		if len(t.attempt) > 0 {
+			// The tracers get the attempt's own request, whose headers they
+			// may add to, and choose the context it runs in.
+			areq = req.Clone(actx)
+			tctx := actx
+			for _, tr := range t.attempt {
+				tctx = tr.TraceAttemptStart(tctx, TraceAttemptStartData{Request: areq, Host: host, Attempt: n})
+			}
+			if tctx != actx {
+				areq = areq.WithContext(tctx)
+			}
+		} else if actx != ctx || n > 1 {
 			// A fresh shallow copy per attempt: the base transport never
 			// sees the same *Request twice.
 			areq = req.WithContext(actx)
+		}
+		var done func(error)
+		if cb != nil {
+			d, err := cb.allow(areq.Context())
+			if err != nil {
+				cancel()
+				t.rejected.Add(1)
+				err = fmt.Errorf("%w: %s", ErrCircuitOpen, host)
+				t.endAttempt(areq.Context(), TraceAttemptEndData{Host: host, Attempt: n, Err: err, GiveUp: ErrCircuitOpen})
+				return nil, err
+			}
+			done = d
 		}
 		if n > 1 && hasBody(req) {
 			body, err := req.GetBody()
@@ -199,15 +244,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				if done != nil {
 					done(errExcluded)
 				}
-				return nil, fmt.Errorf("rpc: replaying request body: %w", err)
+				err = fmt.Errorf("rpc: replaying request body: %w", err)
+				t.endAttempt(areq.Context(), TraceAttemptEndData{Host: host, Attempt: n, Err: err})
+				return nil, err
 			}
 			areq.Body = body
 		}
 		bodyUsed = true
 
+		t.attempts.Add(1)
+		if n > 1 {
+			t.retries.Add(1)
+		}
 		start := time.Now()
 		resp, err := t.base.RoundTrip(areq)
-		a := Attempt{Request: areq, Host: host, Number: n, Err: err, Duration: time.Since(start)}
+		a := TraceAttemptEndData{Host: host, Attempt: n, Err: err, Duration: time.Since(start)}
 
 		// Classify the outcome for the breaker and for retrying.
 		var outcome error
@@ -235,7 +286,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			var ra time.Duration
 			hasRA := false
 			if resp != nil {
-				ra, hasRA = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+				ra, hasRA = retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())
 			}
 			if hasRA {
 				a.RetryAfter = ra
@@ -252,6 +303,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				a.GiveUp = context.DeadlineExceeded
 			case t.budget != nil && !t.budget.withdraw():
 				a.GiveUp = ErrRetryBudgetExhausted
+				t.exhausted.Add(1)
 			default:
 				a.Retry = true
 			}
@@ -259,7 +311,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				a.Wait = 0
 			}
 		}
-		t.onAttempt(ctx, a)
+		t.endAttempt(areq.Context(), a)
 
 		if !a.Retry {
 			if err != nil {
@@ -284,9 +336,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-func (t *Transport) onAttempt(ctx context.Context, a Attempt) {
-	for _, h := range t.cfg.attemptHooks {
-		h.OnAttempt(ctx, a)
+func (t *Transport) endAttempt(ctx context.Context, a TraceAttemptEndData) {
+	for _, tr := range t.attempt {
+		tr.TraceAttemptEnd(ctx, a)
 	}
 }
 

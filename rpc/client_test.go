@@ -19,27 +19,35 @@ import (
 // noWait makes retries immediate, so tests do not sleep.
 var noWait = rpc.WithBackoff(rpc.BackoffFunc(func(int) time.Duration { return 0 }))
 
-// attempts records every attempt a Transport reports.
+// attempts records every attempt a Transport traces.
 type attempts struct {
-	mu sync.Mutex
-	a  []rpc.Attempt
+	mu     sync.Mutex
+	starts []rpc.TraceAttemptStartData
+	a      []rpc.TraceAttemptEndData
 }
 
-func (r *attempts) OnAttempt(_ context.Context, a rpc.Attempt) {
+func (r *attempts) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptStartData) context.Context {
+	r.mu.Lock()
+	r.starts = append(r.starts, d)
+	r.mu.Unlock()
+	return ctx
+}
+
+func (r *attempts) TraceAttemptEnd(_ context.Context, a rpc.TraceAttemptEndData) {
 	r.mu.Lock()
 	r.a = append(r.a, a)
 	r.mu.Unlock()
 }
 
-func (r *attempts) all() []rpc.Attempt {
+func (r *attempts) all() []rpc.TraceAttemptEndData {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]rpc.Attempt(nil), r.a...)
+	return append([]rpc.TraceAttemptEndData(nil), r.a...)
 }
 
-func newClient(t *testing.T, opts ...rpc.Option) (*http.Client, *rpc.Transport) {
+func newClient(t *testing.T, opts ...rpc.TransportOption) (*http.Client, *rpc.Transport) {
 	t.Helper()
-	tr, err := rpc.NewTransport(append([]rpc.Option{noWait}, opts...)...)
+	tr, err := rpc.NewTransport(append([]rpc.TransportOption{noWait}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +111,7 @@ func TestRetriesRetryableStatuses(t *testing.T) {
 			srv := httptest.NewServer(script(&hits, status(code), status(code), status(200)))
 			defer srv.Close()
 			rec := &attempts{}
-			c, _ := newClient(t, rpc.WithHooks(rec))
+			c, _ := newClient(t, rpc.WithTracer(rec))
 			resp, err := get(t, c, context.Background(), srv.URL)
 			if err != nil {
 				t.Fatal(err)
@@ -140,7 +148,7 @@ func TestGivesUpAfterMaxAttemptsAndReturnsLastResponse(t *testing.T) {
 	srv := httptest.NewServer(script(&hits, status(503)))
 	defer srv.Close()
 	rec := &attempts{}
-	c, _ := newClient(t, rpc.WithMaxAttempts(4), rpc.WithoutBreaker(), rpc.WithHooks(rec))
+	c, _ := newClient(t, rpc.WithMaxAttempts(4), rpc.WithoutBreaker(), rpc.WithTracer(rec))
 	resp, err := get(t, c, context.Background(), srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +196,7 @@ func TestAttemptTimeoutRetriesAServerThatHangs(t *testing.T) {
 	srv := httptest.NewServer(script(&hits, hang, status(200)))
 	defer srv.Close()
 	rec := &attempts{}
-	c, _ := newClient(t, rpc.WithAttemptTimeout(100*time.Millisecond), rpc.WithHooks(rec))
+	c, _ := newClient(t, rpc.WithAttemptTimeout(100*time.Millisecond), rpc.WithTracer(rec))
 	start := time.Now()
 	resp, err := get(t, c, context.Background(), srv.URL)
 	if err != nil {
@@ -217,7 +225,7 @@ func TestContextDeadlineBoundsTheWholeCall(t *testing.T) {
 	rec := &attempts{}
 	// Backoff of 1s against a 300ms deadline: no retry can finish in time.
 	tr, err := rpc.NewTransport(rpc.WithBackoff(rpc.BackoffFunc(func(int) time.Duration { return time.Second })),
-		rpc.WithMaxAttempts(10), rpc.WithHooks(rec))
+		rpc.WithMaxAttempts(10), rpc.WithTracer(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +295,7 @@ func TestRetryAfterIsCapped(t *testing.T) {
 		var hits atomic.Int64
 		srv := httptest.NewServer(script(&hits, status(503, "Retry-After", ra), status(200)))
 		rec := &attempts{}
-		c, _ := newClient(t, rpc.WithMaxRetryAfter(20*time.Millisecond), rpc.WithHooks(rec))
+		c, _ := newClient(t, rpc.WithMaxRetryAfter(20*time.Millisecond), rpc.WithTracer(rec))
 		start := time.Now()
 		resp, err := get(t, c, context.Background(), srv.URL)
 		if err != nil {
@@ -299,30 +307,6 @@ func TestRetryAfterIsCapped(t *testing.T) {
 			t.Errorf("Retry-After %q: status %d, wait %v (asked %v), took %v", ra, resp.StatusCode, a.Wait, a.RetryAfter, el)
 		}
 		srv.Close()
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2025, 10, 21, 7, 28, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"2", 2 * time.Second, true},
-		{" 0 ", 0, true},
-		{"Tue, 21 Oct 2025 07:28:30 GMT", 30 * time.Second, true},
-		{"Tue, 21 Oct 2025 07:00:00 GMT", 0, true}, // in the past
-		{"Tuesday, 21-Oct-25 07:29:00 GMT", time.Minute, true},
-		{"", 0, false},
-		{"-1", 0, false},
-		{"1.5", 0, false},
-		{"soon", 0, false},
-	} {
-		got, ok := rpc.ParseRetryAfter(tc.in, now)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("ParseRetryAfter(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
-		}
 	}
 }
 
@@ -502,14 +486,8 @@ func TestBreakerOpensHalfOpensAndCloses(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	var mu sync.Mutex
-	var changes []string
-	onChange := rpc.BreakerFunc(func(c rpc.BreakerChange) {
-		mu.Lock()
-		changes = append(changes, c.From.String()+">"+c.To.String())
-		mu.Unlock()
-	})
-	c, tr := newClient(t, rpc.WithMaxAttempts(1), rpc.WithHooks(onChange),
+	onChange := &breakerChanges{}
+	c, tr := newClient(t, rpc.WithMaxAttempts(1), rpc.WithTracer(onChange),
 		rpc.WithBreaker(rpc.BreakerConfig{Failures: 3, OpenFor: 100 * time.Millisecond}))
 	host := strings.TrimPrefix(srv.URL, "http://")
 
@@ -552,10 +530,10 @@ func TestBreakerOpensHalfOpensAndCloses(t *testing.T) {
 	if s := tr.BreakerState(host); s != rpc.BreakerClosed {
 		t.Fatalf("breaker %v after successful trial", s)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	onChange.mu.Lock()
+	defer onChange.mu.Unlock()
 	want := "closed>open open>half-open half-open>open open>half-open half-open>closed"
-	if got := strings.Join(changes, " "); got != want {
+	if got := strings.Join(onChange.changes, " "); got != want {
 		t.Fatalf("changes %q, want %q", got, want)
 	}
 }
@@ -629,7 +607,7 @@ func TestRetryBudgetLimitsRetriesDuringAnOutage(t *testing.T) {
 	srv := httptest.NewServer(script(&hits, status(503)))
 	defer srv.Close()
 	rec := &attempts{}
-	c, _ := newClient(t, rpc.WithMaxAttempts(5), rpc.WithoutBreaker(), rpc.WithRetryBudget(0.5, 0), rpc.WithHooks(rec))
+	c, _ := newClient(t, rpc.WithMaxAttempts(5), rpc.WithoutBreaker(), rpc.WithRetryBudget(0.5, 0), rpc.WithTracer(rec))
 	for range 10 {
 		if _, err := get(t, c, context.Background(), srv.URL); err != nil {
 			t.Fatal(err)
@@ -659,12 +637,16 @@ func TestRetryBudgetLimitsRetriesDuringAnOutage(t *testing.T) {
 }
 
 func TestNewTransportRejectsBadOptions(t *testing.T) {
-	for name, opts := range map[string][]rpc.Option{
+	for name, opts := range map[string][]rpc.TransportOption{
 		"breaker conflict": {rpc.WithBreaker(rpc.BreakerConfig{}), rpc.WithoutBreaker()},
 		"budget conflict":  {rpc.WithRetryBudget(1, 1), rpc.WithoutRetryBudget()},
 		"attempts":         {rpc.WithMaxAttempts(0)},
 		"status":           {rpc.WithRetryStatus(42)},
-		"hook":             {rpc.WithHooks("not a hook")},
+		"tracer":           {rpc.WithTracer("not a tracer")},
+		"nil tracer":       {rpc.WithTracer(nil)},
+		"idem tracer":      {rpc.WithTracer(idemTracerOnly{})},
+		"backoff":          {rpc.WithBackoff(rpc.ExponentialBackoff{Base: time.Second, Max: time.Millisecond})},
+		"negative backoff": {rpc.WithBackoff(rpc.ExponentialBackoff{Base: -1})},
 		"base":             {rpc.WithBase(nil)},
 	} {
 		if _, err := rpc.NewTransport(opts...); !errors.Is(err, rpc.ErrInvalidOption) {
@@ -674,5 +656,154 @@ func TestNewTransportRejectsBadOptions(t *testing.T) {
 	_, err := rpc.NewTransport(rpc.WithoutBreaker(), rpc.WithBreaker(rpc.BreakerConfig{}))
 	if err == nil || !strings.Contains(err.Error(), "WithBreaker") || !strings.Contains(err.Error(), "WithoutBreaker") {
 		t.Fatalf("err = %v, want both options named", err)
+	}
+}
+
+// breakerChanges records breaker changes as "from>to", and the context
+// they came with.
+type breakerChanges struct {
+	mu      sync.Mutex
+	changes []string
+	ctxs    []context.Context
+}
+
+func (b *breakerChanges) TraceBreakerChange(ctx context.Context, c rpc.TraceBreakerChangeData) {
+	b.mu.Lock()
+	b.changes = append(b.changes, c.From.String()+">"+c.To.String())
+	b.ctxs = append(b.ctxs, ctx)
+	b.mu.Unlock()
+}
+
+type idemTracerOnly struct{}
+
+func (idemTracerOnly) TraceIdempotency(context.Context, rpc.TraceIdempotencyData) {}
+
+// ctxTracer marks the context of every attempt and records what it sees.
+type ctxTracer struct {
+	attempts
+	endVals []any
+}
+
+type attemptKey struct{}
+
+func (c *ctxTracer) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptStartData) context.Context {
+	c.attempts.TraceAttemptStart(ctx, d)
+	d.Request.Header.Set("X-Trace", "attempt-"+d.Request.Header.Get("X-Caller")+"-"+string(rune('0'+d.Attempt)))
+	return context.WithValue(ctx, attemptKey{}, d.Attempt)
+}
+
+func (c *ctxTracer) TraceAttemptEnd(ctx context.Context, d rpc.TraceAttemptEndData) {
+	c.attempts.TraceAttemptEnd(ctx, d)
+	c.mu.Lock()
+	c.endVals = append(c.endVals, ctx.Value(attemptKey{}))
+	c.mu.Unlock()
+}
+
+// Start carries the attempt's own request (headers a tracer adds are sent,
+// the caller's request is untouched), the host and the attempt number; the
+// context it returns is the attempt's and reaches End; End carries the
+// outcome, retry decision, wait and Retry-After.
+func TestAttemptTracerSeesEachAttempt(t *testing.T) {
+	var hits atomic.Int64
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(script(&hits, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("X-Trace"))
+		mu.Unlock()
+		w.Header().Set("Retry-After", "0")
+		w.WriteHeader(503)
+	}, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("X-Trace"))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	tr := &ctxTracer{}
+	c, _ := newClient(t, rpc.WithTracer(tr))
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Header.Set("X-Caller", "c")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if req.Header.Get("X-Trace") != "" {
+		t.Fatal("the tracer's header leaked into the caller's request")
+	}
+	if strings.Join(seen, ",") != "attempt-c-1,attempt-c-2" {
+		t.Fatalf("server saw X-Trace %q", seen)
+	}
+	host := strings.TrimPrefix(srv.URL, "http://")
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.starts) != 2 || tr.starts[0].Host != host || tr.starts[1].Attempt != 2 || tr.starts[0].Request.URL.String() != srv.URL {
+		t.Fatalf("starts %+v", tr.starts)
+	}
+	e := tr.a
+	if len(e) != 2 || e[0].StatusCode != 503 || !e[0].Retry || e[0].RetryAfter != 0 || e[0].Host != host || e[0].Duration <= 0 ||
+		e[1].StatusCode != 200 || e[1].Retry || e[1].Attempt != 2 || e[1].Err != nil || e[1].GiveUp != nil {
+		t.Fatalf("ends %+v", e)
+	}
+	if tr.endVals[0] != 1 || tr.endVals[1] != 2 {
+		t.Fatalf("End got contexts with %v; want the ones Start returned", tr.endVals)
+	}
+}
+
+// The error path: a network error retried until the maximum, then a breaker
+// refusal (nothing sent) that End reports with ErrCircuitOpen; the breaker
+// change is traced with the context of the attempt that caused it.
+func TestTracersOnFailure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(reset))
+	defer srv.Close()
+	tr := &ctxTracer{}
+	bc := &breakerChanges{}
+	c, _ := newClient(t, rpc.WithTracer(tr), rpc.WithTracer(bc), rpc.WithMaxAttempts(2), rpc.WithoutRetryBudget(),
+		rpc.WithBreaker(rpc.BreakerConfig{Failures: 2, OpenFor: time.Minute}))
+	if _, err := get(t, c, context.Background(), srv.URL); !errors.Is(err, rpc.ErrMaxAttempts) {
+		t.Fatalf("err = %v; want ErrMaxAttempts", err)
+	}
+	if _, err := get(t, c, context.Background(), srv.URL); !errors.Is(err, rpc.ErrCircuitOpen) {
+		t.Fatalf("err = %v; want ErrCircuitOpen", err)
+	}
+	e := tr.all()
+	if len(e) != 3 || e[0].Err == nil || !e[0].Retry || e[1].Err == nil || !errors.Is(e[1].GiveUp, rpc.ErrMaxAttempts) ||
+		!errors.Is(e[2].Err, rpc.ErrCircuitOpen) || !errors.Is(e[2].GiveUp, rpc.ErrCircuitOpen) || e[2].Attempt != 1 {
+		t.Fatalf("ends %+v", e)
+	}
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if strings.Join(bc.changes, " ") != "closed>open" || bc.ctxs[0].Value(attemptKey{}) != 2 {
+		t.Fatalf("breaker changes %q; want closed>open with the second attempt's context", bc.changes)
+	}
+}
+
+func TestStats(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(script(&hits, status(503), status(503), status(200)))
+	defer srv.Close()
+	c, tr := newClient(t, rpc.WithMaxAttempts(2), rpc.WithRetryBudget(0, 0),
+		rpc.WithBreaker(rpc.BreakerConfig{Failures: 2, OpenFor: time.Minute}))
+	// 1st call: 503, the budget (ratio 0, nothing per second) refuses the retry.
+	if resp, err := get(t, c, context.Background(), srv.URL); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// 2nd call: 503 again opens the breaker; 3rd: refused.
+	if resp, err := get(t, c, context.Background(), srv.URL); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if _, err := get(t, c, context.Background(), srv.URL); !errors.Is(err, rpc.ErrCircuitOpen) {
+		t.Fatal(err)
+	}
+	want := rpc.Stats{Requests: 3, Attempts: 2, BreakerRejected: 1, BreakerOpens: 1, BudgetExhausted: 2, Breakers: 1}
+	if got := tr.Stats(); got != want {
+		t.Fatalf("Stats = %+v, want %+v", got, want)
+	}
+	c2, tr2 := newClient(t, rpc.WithoutRetryBudget())
+	if resp, err := get(t, c2, context.Background(), srv.URL); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if s := tr2.Stats(); s.Requests != 1 || s.Attempts != 1 || s.Retries != 0 {
+		t.Fatalf("Stats = %+v", s)
 	}
 }

@@ -21,8 +21,11 @@
 //     kept (least recently used dropped), open ones always;
 //   - spends retries from a budget, so during an outage retries add at most a
 //     fraction (20% by default) to the load;
-//   - reports every attempt and breaker change to hooks (AttemptHook,
-//     BreakerHook) for logs and metrics.
+//   - traces every attempt (TraceAttemptStart, with the attempt's own
+//     request for injecting trace headers, and TraceAttemptEnd with the
+//     outcome) and every breaker change to tracers installed with
+//     WithTracer, and counts attempts, retries, breaker opens and refused
+//     retries in Stats.
 //
 // # Server
 //
@@ -31,7 +34,15 @@
 // replay it (Idempotent-Replayed: true); a key reused with another payload
 // gets 422, one still running 409, a missing key 400 (problem+json). Keys
 // are scoped per caller (WithScope) and expire (24h by default). Stores:
-// MemoryStore here and rpc/pgstore (PostgreSQL, safe for many servers).
+// MemoryStore here and rpc/pgstore (PostgreSQL, safe for many servers);
+// rpc/rpctest checks other implementations. An IdempotencyTracer is told
+// every outcome (stored, replayed, in progress, stale, ...).
+//
+// # Options
+//
+// NewTransport and NewClient take TransportOptions, Idempotency takes
+// IdempotencyOptions; WithTracer is an Option, both. A bad option fails the
+// constructor with an error wrapping ErrInvalidOption.
 //
 // Request-reply over RabbitMQ lives in rpc/amqprpc.
 package rpc

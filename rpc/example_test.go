@@ -76,8 +76,28 @@ func Example() {
 	// 201 replayed: true
 }
 
-// Hooks see every attempt and every breaker change, for logs and metrics.
-func ExampleWithHooks() {
+// printTracer prints every attempt and breaker change. A tracer for
+// OpenTelemetry would start a span in TraceAttemptStart, inject its context
+// into data.Request.Header and return the span's context; TraceAttemptEnd
+// would end it.
+type printTracer struct{}
+
+func (printTracer) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptStartData) context.Context {
+	d.Request.Header.Set("X-Attempt", fmt.Sprint(d.Attempt)) // sent with the attempt
+	return ctx
+}
+
+func (printTracer) TraceAttemptEnd(ctx context.Context, d rpc.TraceAttemptEndData) {
+	fmt.Println("attempt", d.Attempt, d.StatusCode, d.Err != nil, "retry:", d.Retry)
+}
+
+func (printTracer) TraceBreakerChange(ctx context.Context, d rpc.TraceBreakerChangeData) {
+	fmt.Println("breaker", d.From, "->", d.To)
+}
+
+// Tracers see every attempt and every breaker change, for logs, metrics and
+// traces.
+func ExampleWithTracer() {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable) // stays down
 	}))
@@ -85,12 +105,7 @@ func ExampleWithHooks() {
 	client, err := rpc.NewClient(
 		rpc.WithBackoff(rpc.BackoffFunc(func(int) time.Duration { return time.Millisecond })),
 		rpc.WithBreaker(rpc.BreakerConfig{Failures: 3, OpenFor: time.Minute}),
-		rpc.WithHooks(
-			rpc.AttemptFunc(func(ctx context.Context, a rpc.Attempt) {
-				fmt.Println("attempt", a.Number, a.StatusCode, a.Err != nil, "retry:", a.Retry)
-			}),
-			rpc.BreakerFunc(func(c rpc.BreakerChange) { fmt.Println("breaker", c.From, "->", c.To) }),
-		),
+		rpc.WithTracer(printTracer{}),
 	)
 	if err != nil {
 		panic(err)

@@ -42,6 +42,7 @@ type idemConfig struct {
 	store       func(status int) bool
 	fingerprint func(r *http.Request, body []byte) string
 	logger      *slog.Logger
+	tracers     []IdempotencyTracer
 }
 
 // WithMethods sets the methods that require an Idempotency-Key; requests
@@ -125,7 +126,7 @@ func WithStoreStatus(store func(status int) bool) IdempotencyOption {
 }
 
 // WithFingerprint replaces the request fingerprint, which detects a key
-// reused with a different request. Default: SHA-256 of the method, the
+// reused with a different request. Default: hex SHA-256 of the method, the
 // request URI and the body.
 func WithFingerprint(fp func(r *http.Request, body []byte) string) IdempotencyOption {
 	return idemOptionFunc(func(c *idemConfig) error {
@@ -158,9 +159,9 @@ func defaultStoreStatus(status int) bool {
 	return true
 }
 
-// Fingerprint is the default request fingerprint: hex SHA-256 of the
+// fingerprint is the default request fingerprint: hex SHA-256 of the
 // method, the request URI and the body.
-func Fingerprint(r *http.Request, body []byte) string {
+func fingerprint(r *http.Request, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(r.Method))
 	h.Write([]byte{'\n'})
@@ -193,6 +194,9 @@ func Fingerprint(r *http.Request, body []byte) string {
 // was already written), but it is not stored and does not release the key:
 // the store refuses it (ErrStaleClaim), the middleware logs a warning, and
 // retries get the newer request's stored response.
+//
+// WithTracer installs IdempotencyTracers, told the outcome of every request
+// with a valid key (stored, replayed, in progress, stale, ...).
 func Idempotency(store IdempotencyStore, opts ...IdempotencyOption) (func(http.Handler) http.Handler, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: Idempotency: nil store", ErrInvalidOption)
@@ -204,9 +208,12 @@ func Idempotency(store IdempotencyStore, opts ...IdempotencyOption) (func(http.H
 		lock:        DefaultIdempotencyLock,
 		maxBody:     DefaultMaxBodyBytes,
 		store:       defaultStoreStatus,
-		fingerprint: Fingerprint,
+		fingerprint: fingerprint,
 	}
 	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil IdempotencyOption", ErrInvalidOption)
+		}
 		if err := o.applyIdem(&c); err != nil {
 			return nil, err
 		}
@@ -281,6 +288,7 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		problem(w, http.StatusServiceUnavailable, "Idempotency store unavailable", "Retry the request with the same Idempotency-Key.")
+		h.trace(r.Context(), key, scope, IdempotencyStoreFailed, http.StatusServiceUnavailable, err)
 		return
 	}
 	if rec := claim.Record; rec != nil {
@@ -288,11 +296,14 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case rec.Fingerprint != fp:
 			problem(w, http.StatusUnprocessableEntity, "Idempotency-Key is already used",
 				"This Idempotency-Key was used with a different request payload; use a new key for a new request.")
+			h.trace(r.Context(), key, scope, IdempotencyMismatch, http.StatusUnprocessableEntity, nil)
 		case rec.Response == nil:
 			problem(w, http.StatusConflict, "A request with this Idempotency-Key is being processed",
 				"The first request with this Idempotency-Key has not finished; retry later.")
+			h.trace(r.Context(), key, scope, IdempotencyInProgress, http.StatusConflict, nil)
 		default:
 			replay(w, rec.Response)
+			h.trace(r.Context(), key, scope, IdempotencyReplayed, rec.Response.StatusCode, nil)
 		}
 		return
 	}
@@ -314,12 +325,12 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The handler panicked: free the key so the client can retry.
-		h.release(ctx, key, skey, token, "releasing key after panic")
+		h.release(ctx, key, scope, skey, token, rw.status, "releasing key after panic")
 	}()
 	h.next.ServeHTTP(rw, r)
 	completed = true
 	if !h.c.store(rw.status) {
-		h.release(ctx, key, skey, token, "releasing key")
+		h.release(ctx, key, scope, skey, token, rw.status, "releasing key")
 		return
 	}
 	if !rw.wrote {
@@ -333,23 +344,43 @@ func (h *idemHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// stored; the newer owner's state stays as it is.
 			h.c.logger.Warn("rpc: idempotency: lock timeout passed and the key was claimed again; response not stored",
 				"key", key, "status", rw.status, "err", err)
+			h.trace(ctx, key, scope, IdempotencyStale, rw.status, err)
 			return
 		}
 		h.c.logger.Error("rpc: idempotency: storing response", "key", key, "err", err)
-		h.release(ctx, key, skey, token, "releasing key")
+		h.trace(ctx, key, scope, IdempotencyStoreFailed, rw.status, err)
+		h.release(ctx, key, scope, skey, token, rw.status, "")
+		return
 	}
+	h.trace(ctx, key, scope, IdempotencyStored, rw.status, nil)
 }
 
 // release frees the claim token holds on skey and logs a failure; a stale
 // claim (the key was claimed again after the lock timeout) is left alone.
-func (h *idemHandler) release(ctx context.Context, key, skey, token, what string) {
+// It traces the outcome unless what is empty (already traced).
+func (h *idemHandler) release(ctx context.Context, key, scope, skey, token string, status int, what string) {
 	err := h.store.Release(ctx, skey, token)
+	outcome := IdempotencyReleased
 	switch {
+	case what == "":
+		if err != nil && !errors.Is(err, ErrStaleClaim) {
+			h.c.logger.Error("rpc: idempotency: releasing key", "key", key, "err", err)
+		}
+		return
 	case err == nil:
 	case errors.Is(err, ErrStaleClaim):
+		outcome = IdempotencyStale
 		h.c.logger.Warn("rpc: idempotency: "+what+": lock timeout passed and the key was claimed again", "key", key, "err", err)
 	default:
+		outcome = IdempotencyStoreFailed
 		h.c.logger.Error("rpc: idempotency: "+what, "key", key, "err", err)
+	}
+	h.trace(ctx, key, scope, outcome, status, err)
+}
+
+func (h *idemHandler) trace(ctx context.Context, key, scope string, o IdempotencyOutcome, status int, err error) {
+	for _, t := range h.c.tracers {
+		t.TraceIdempotency(ctx, TraceIdempotencyData{Key: key, Scope: scope, Outcome: o, StatusCode: status, Err: err})
 	}
 }
 

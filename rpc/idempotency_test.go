@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,12 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-integration/patterns/internal/testenv"
 	"github.com/go-integration/patterns/rpc"
 	"github.com/go-integration/patterns/rpc/rpctest"
 )
 
 func TestMemoryStoreConformance(t *testing.T) {
-	rpctest.RunStoreTests(t, func(t *testing.T) rpc.IdempotencyStore { return rpc.NewMemoryStore() })
+	rpctest.Run(t, rpctest.Harness{
+		New:      func(t *testing.T) rpc.IdempotencyStore { return rpc.NewMemoryStore() },
+		Features: rpctest.Features{Cancellation: true},
+	})
 }
 
 // orders is a handler that creates an order per request and counts runs.
@@ -147,9 +150,7 @@ func TestIdempotencyConcurrentSameKeyIs409(t *testing.T) {
 	h := middleware(t, rpc.NewMemoryStore())(o)
 	done := make(chan *httptest.ResponseRecorder)
 	go func() { done <- serve(h, "POST", "/orders", "book", key, "k1") }()
-	for o.runs.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "the first request runs", func() bool { return o.runs.Load() > 0 })
 	wantProblem(t, serve(h, "POST", "/orders", "book", key, "k1"), 409)
 	close(o.gate)
 	if w := <-done; w.Code != 201 {
@@ -267,6 +268,8 @@ func TestIdempotencyRejectsBadOptions(t *testing.T) {
 	for name, opt := range map[string]rpc.IdempotencyOption{
 		"ttl": rpc.WithTTL(0), "lock": rpc.WithLockTimeout(-1), "methods": rpc.WithMethods(),
 		"scope": rpc.WithScope(nil), "body": rpc.WithMaxBodyBytes(0),
+		"store status": rpc.WithStoreStatus(nil), "fingerprint": rpc.WithFingerprint(nil), "logger": rpc.WithLogger(nil),
+		"tracer": rpc.WithTracer(struct{}{}), "attempt tracer": rpc.WithTracer(&attempts{}), "nil": nil,
 	} {
 		if _, err := rpc.Idempotency(rpc.NewMemoryStore(), opt); !errors.Is(err, rpc.ErrInvalidOption) {
 			t.Errorf("%s: %v", name, err)
@@ -380,75 +383,98 @@ func TestIdempotencyReadsTheWholeBodyWhateverContentLength(t *testing.T) {
 	}
 }
 
-// A handler slower than the lock timeout: the first request's claim lapses,
-// a second request with the key claims it and runs the handler again; the
-// first request's late response reaches its client but is neither stored
-// nor allowed to release the key, so retries replay the second response.
-func TestIdempotencyStaleOwnerDoesNotOverwrite(t *testing.T) {
-	testStaleOwner(t, rpc.NewMemoryStore())
-}
+// The middleware traces every keyed request's outcome with the request's
+// context, the client's key and scope, the status answered and the store's
+// error.
+func TestIdempotencyTracesOutcomes(t *testing.T) {
+	tr := &outcomeRec{}
+	store := rpc.NewMemoryStore()
+	scope := rpc.WithScope(func(r *http.Request) string { return "alice" })
+	mw, err := rpc.Idempotency(store, scope, rpc.WithTracer(tr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			entered <- struct{}{}
+			<-gate
+		case "/busy":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	do := func(path, body, k string) int {
+		req := httptest.NewRequest("POST", path, strings.NewReader(body))
+		req = req.WithContext(context.WithValue(req.Context(), reqKey{}, k))
+		req.Header.Set(rpc.HeaderIdempotencyKey, k)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	do("/", "a", "k1")     // stored
+	do("/", "a", "k1")     // replayed
+	do("/", "b", "k1")     // mismatch
+	do("/busy", "a", "k2") // released (503 not kept)
+	done := make(chan struct{})
+	go func() { do("/slow", "a", "k3"); close(done) }()
+	<-entered
+	do("/slow", "a", "k3") // in progress
+	close(gate)
+	<-done
+	failing, err := rpc.Idempotency(failingStore{}, rpc.WithTracer(tr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/", strings.NewReader("a"))
+	req.Header.Set(rpc.HeaderIdempotencyKey, "k4")
+	failing(http.NotFoundHandler()).ServeHTTP(httptest.NewRecorder(), req)
 
-func testStaleOwner(t *testing.T, store rpc.IdempotencyStore) {
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	var runs atomic.Int64
-	firstIn, firstGo := make(chan struct{}), make(chan struct{})
-	h := middleware(t, store, rpc.WithLockTimeout(50*time.Millisecond), rpc.WithLogger(logger))(
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n := runs.Add(1)
-			if n == 1 {
-				close(firstIn)
-				<-firstGo // outlives the lock timeout
+	want := []string{
+		"k1 alice stored 201", "k1 alice replayed 201", "k1 alice mismatch 422", "k2 alice released 503",
+		"k3 alice in-progress 409", "k3 alice stored 201", "k4  store-failed 503",
+	}
+	got := tr.all()
+	if len(got) != len(want) {
+		t.Fatalf("traced %d outcomes %+v; want %q", len(got), got, want)
+	}
+	for i, d := range got {
+		if s := fmt.Sprintf("%s %s %s %d", d.Key, d.Scope, d.Outcome, d.StatusCode); s != want[i] {
+			t.Errorf("outcome %d = %q, want %q", i, s, want[i])
+		}
+		if d.Outcome == rpc.IdempotencyStoreFailed {
+			if d.Err == nil {
+				t.Errorf("store failure traced without its error")
 			}
-			w.WriteHeader(http.StatusCreated)
-			fmt.Fprintf(w, "run %d", n)
-		}))
-	first := make(chan *httptest.ResponseRecorder)
-	go func() { first <- serve(h, "POST", "/", "x", key, "slow") }()
-	<-firstIn
-	// Retry until the first claim lapses and the retry owns the key.
-	var second *httptest.ResponseRecorder
-	deadline := time.Now().Add(5 * time.Second)
-	for second = serve(h, "POST", "/", "x", key, "slow"); second.Code == http.StatusConflict; second = serve(h, "POST", "/", "x", key, "slow") {
-		if time.Now().After(deadline) {
-			t.Fatal("the first claim never lapsed")
+			continue
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if second.Code != 201 || second.Body.String() != "run 2" {
-		t.Fatalf("second request: %d %q; want 201 run 2", second.Code, second.Body)
-	}
-	close(firstGo)
-	if w := <-first; w.Code != 201 || w.Body.String() != "run 1" {
-		t.Fatalf("first request: %d %q; want its own 201 run 1", w.Code, w.Body)
-	}
-	for range 2 {
-		w := serve(h, "POST", "/", "x", key, "slow")
-		if w.Code != 201 || w.Body.String() != "run 2" || w.Header().Get(rpc.HeaderIdempotentReplayed) != "true" {
-			t.Fatalf("retry: %d %q replayed=%q; want the second request's stored response", w.Code, w.Body, w.Header().Get(rpc.HeaderIdempotentReplayed))
+		if d.Err != nil || tr.ctxVals[i] != d.Key {
+			t.Errorf("outcome %d: err %v, context value %v; want no error and the request's context", i, d.Err, tr.ctxVals[i])
 		}
 	}
-	if runs.Load() != 2 {
-		t.Fatalf("handler ran %d times, want 2", runs.Load())
-	}
-	if !strings.Contains(logs.String(), "response not stored") {
-		t.Fatalf("no warning about the stale claim logged: %s", logs.String())
-	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+type outcomeRec struct {
+	mu      sync.Mutex
+	d       []rpc.TraceIdempotencyData
+	ctxVals []any
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func (o *outcomeRec) TraceIdempotency(ctx context.Context, d rpc.TraceIdempotencyData) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.d = append(o.d, d)
+	o.ctxVals = append(o.ctxVals, ctx.Value(reqKey{}))
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// reqKey marks a request's context, to check tracers get it.
+type reqKey struct{}
+
+func (o *outcomeRec) all() []rpc.TraceIdempotencyData {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]rpc.TraceIdempotencyData(nil), o.d...)
 }

@@ -7,8 +7,21 @@ import (
 	"time"
 )
 
-// Option configures a Transport (see NewTransport and NewClient).
-type Option interface{ apply(*config) error }
+// Options are typed by what they configure, as franz-go's ProducerOpt and
+// ConsumerOpt are: NewTransport and NewClient take TransportOptions,
+// Idempotency takes IdempotencyOptions, so an option the other would ignore
+// does not compile. An Option (WithTracer) is both. Every option checks its
+// arguments; an invalid one makes the constructor fail with an error
+// wrapping ErrInvalidOption that names the option.
+
+// TransportOption configures a Transport (see NewTransport and NewClient).
+type TransportOption interface{ apply(*config) error }
+
+// Option configures a Transport and the Idempotency middleware alike.
+type Option interface {
+	TransportOption
+	IdempotencyOption
+}
 
 type optionFunc func(*config) error
 
@@ -40,8 +53,7 @@ type config struct {
 	breaker       *BreakerConfig
 	noBreaker     bool
 	keyGen        func() string
-	attemptHooks  []AttemptHook
-	breakerHooks  []BreakerHook
+	tracers       []any
 	set           map[string]bool // options given, to name conflicts
 }
 
@@ -79,13 +91,13 @@ func (c *config) validate() error {
 	return nil
 }
 
-// ErrInvalidOption is returned by NewTransport and Idempotency for a bad or
-// conflicting option; the message names the options.
+// ErrInvalidOption is returned (wrapped) by NewTransport, NewClient and
+// Idempotency for a bad or conflicting option; the message names the options.
 var ErrInvalidOption = errors.New("rpc: invalid option")
 
 // WithBase sets the RoundTripper that sends each attempt. Default:
 // http.DefaultTransport.
-func WithBase(rt http.RoundTripper) Option {
+func WithBase(rt http.RoundTripper) TransportOption {
 	return optionFunc(func(c *config) error {
 		if rt == nil {
 			return fmt.Errorf("%w: WithBase(nil)", ErrInvalidOption)
@@ -97,7 +109,7 @@ func WithBase(rt http.RoundTripper) Option {
 
 // WithMaxAttempts sets how many times one request is sent at most, the first
 // attempt included. Default 3; 1 disables retries.
-func WithMaxAttempts(n int) Option {
+func WithMaxAttempts(n int) TransportOption {
 	return optionFunc(func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("%w: WithMaxAttempts(%d): must be at least 1", ErrInvalidOption, n)
@@ -110,7 +122,7 @@ func WithMaxAttempts(n int) Option {
 // WithAttemptTimeout bounds each attempt, from sending the request to closing
 // the response body. The request's context bounds the whole call, retries and
 // waits included. Default: no per-attempt timeout.
-func WithAttemptTimeout(d time.Duration) Option {
+func WithAttemptTimeout(d time.Duration) TransportOption {
 	return optionFunc(func(c *config) error {
 		if d < 0 {
 			return fmt.Errorf("%w: WithAttemptTimeout(%v): negative", ErrInvalidOption, d)
@@ -122,10 +134,15 @@ func WithAttemptTimeout(d time.Duration) Option {
 
 // WithBackoff sets the wait before each retry when the response carries no
 // Retry-After. Default: ExponentialBackoff{Base: 100ms, Max: 5s} (full jitter).
-func WithBackoff(b Backoff) Option {
+func WithBackoff(b Backoff) TransportOption {
 	return optionFunc(func(c *config) error {
 		if b == nil {
 			return fmt.Errorf("%w: WithBackoff(nil)", ErrInvalidOption)
+		}
+		if e, ok := b.(ExponentialBackoff); ok {
+			if err := e.validate(); err != nil {
+				return fmt.Errorf("%w: WithBackoff(%+v): %v", ErrInvalidOption, e, err)
+			}
 		}
 		c.backoff = b
 		return nil
@@ -134,7 +151,7 @@ func WithBackoff(b Backoff) Option {
 
 // WithMaxRetryAfter caps the wait a server can ask for with Retry-After (in
 // seconds or as an HTTP date). A longer request is shortened to d. Default 30s.
-func WithMaxRetryAfter(d time.Duration) Option {
+func WithMaxRetryAfter(d time.Duration) TransportOption {
 	return optionFunc(func(c *config) error {
 		if d < 0 {
 			return fmt.Errorf("%w: WithMaxRetryAfter(%v): negative", ErrInvalidOption, d)
@@ -147,7 +164,7 @@ func WithMaxRetryAfter(d time.Duration) Option {
 // WithRetryStatus replaces the response statuses that are retried. Default:
 // 429, 502, 503 and 504. Network errors and attempt timeouts are always retried
 // (for retryable requests).
-func WithRetryStatus(codes ...int) Option {
+func WithRetryStatus(codes ...int) TransportOption {
 	return optionFunc(func(c *config) error {
 		c.retryStatus = map[int]bool{}
 		for _, code := range codes {
@@ -164,7 +181,7 @@ func WithRetryStatus(codes ...int) Option {
 // plus minPerSecond, so that during an outage retries cannot multiply the load
 // by more than 1+ratio. Default: ratio 0.2, 10 per second. The budget is shared
 // by all hosts of the Transport.
-func WithRetryBudget(ratio, minPerSecond float64) Option {
+func WithRetryBudget(ratio, minPerSecond float64) TransportOption {
 	return optionFunc(func(c *config) error {
 		if ratio < 0 || minPerSecond < 0 {
 			return fmt.Errorf("%w: WithRetryBudget(%v, %v): negative", ErrInvalidOption, ratio, minPerSecond)
@@ -177,7 +194,7 @@ func WithRetryBudget(ratio, minPerSecond float64) Option {
 
 // WithoutRetryBudget removes the retry budget: every retryable failure is
 // retried up to the maximum attempts.
-func WithoutRetryBudget() Option {
+func WithoutRetryBudget() TransportOption {
 	return optionFunc(func(c *config) error {
 		c.noBudget = true
 		c.set["WithoutRetryBudget"] = true
@@ -210,7 +227,7 @@ type BreakerConfig struct {
 
 // WithBreaker sets the per-host circuit breaker's configuration. Default:
 // BreakerConfig{Failures: 5, OpenFor: 30s, HalfOpenRequests: 1, MaxHosts: 1024}.
-func WithBreaker(cfg BreakerConfig) Option {
+func WithBreaker(cfg BreakerConfig) TransportOption {
 	return optionFunc(func(c *config) error {
 		if cfg.OpenFor < 0 || cfg.Interval < 0 {
 			return fmt.Errorf("%w: WithBreaker: negative duration", ErrInvalidOption)
@@ -225,7 +242,7 @@ func WithBreaker(cfg BreakerConfig) Option {
 }
 
 // WithoutBreaker disables the circuit breakers.
-func WithoutBreaker() Option {
+func WithoutBreaker() TransportOption {
 	return optionFunc(func(c *config) error {
 		c.noBreaker = true
 		c.set["WithoutBreaker"] = true
@@ -238,35 +255,12 @@ func WithoutBreaker() Option {
 // GET, HEAD, OPTIONS and TRACE) and has no key yet. The key is made once per
 // call and kept across its retries, so POST and PATCH become retryable. A nil
 // gen uses NewIdempotencyKey. Default: no keys are added.
-func WithIdempotencyKeys(gen func() string) Option {
+func WithIdempotencyKeys(gen func() string) TransportOption {
 	return optionFunc(func(c *config) error {
 		if gen == nil {
 			gen = NewIdempotencyKey
 		}
 		c.keyGen = gen
-		return nil
-	})
-}
-
-// WithHooks registers hooks. Each must implement AttemptHook, BreakerHook or
-// both; AttemptFunc and BreakerFunc adapt plain functions. Hooks run
-// synchronously and must not block.
-func WithHooks(hooks ...Hook) Option {
-	return optionFunc(func(c *config) error {
-		for i, h := range hooks {
-			ok := false
-			if ah, is := h.(AttemptHook); is {
-				c.attemptHooks = append(c.attemptHooks, ah)
-				ok = true
-			}
-			if bh, is := h.(BreakerHook); is {
-				c.breakerHooks = append(c.breakerHooks, bh)
-				ok = true
-			}
-			if !ok {
-				return fmt.Errorf("%w: WithHooks: hook %d (%T) implements neither AttemptHook nor BreakerHook", ErrInvalidOption, i, h)
-			}
-		}
 		return nil
 	})
 }

@@ -1,12 +1,11 @@
 package rpc
 
 import (
-	"math/rand/v2"
-	"net/http"
-	"strconv"
-	"strings"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/go-integration/patterns/internal/backoff"
 )
 
 // Backoff gives the wait before a retry when the server did not say how long
@@ -28,53 +27,32 @@ type ExponentialBackoff struct {
 	Max  time.Duration // largest ceiling; 5s if zero
 }
 
-// Delay returns the jittered wait before retry.
-func (b ExponentialBackoff) Delay(retry int) time.Duration {
-	base, maxD := b.Base, b.Max
-	if base <= 0 {
-		base = DefaultBaseDelay
+func (b ExponentialBackoff) policy() backoff.Policy {
+	p := backoff.Policy{Min: b.Base, Max: b.Max}
+	if p.Min <= 0 {
+		p.Min = DefaultBaseDelay
 	}
-	if maxD <= 0 {
-		maxD = DefaultMaxDelay
+	if p.Max <= 0 {
+		p.Max = DefaultMaxDelay
 	}
-	ceil := maxD
-	if retry < 1 {
-		retry = 1
-	}
-	if retry <= 62 {
-		if d := base << (retry - 1); d > 0 && d < maxD && d>>(retry-1) == base {
-			ceil = d
-		}
-	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
+	p.Max = max(p.Max, p.Min)
+	return p
 }
 
-// ParseRetryAfter reads a Retry-After header value, either delay-seconds
-// ("120") or an HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT"), relative to now.
-// A date in the past gives 0. ok is false when the value is empty or invalid.
-func ParseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
+// validate refuses negative durations and a Max below Base.
+func (b ExponentialBackoff) validate() error {
+	if b.Base < 0 || b.Max < 0 {
+		return fmt.Errorf("negative duration")
 	}
-	if v[0] >= '0' && v[0] <= '9' {
-		secs, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || secs < 0 {
-			return 0, false
-		}
-		if secs > int64(24*time.Hour/time.Second)*365 {
-			secs = int64(24*time.Hour/time.Second) * 365
-		}
-		return time.Duration(secs) * time.Second, true
+	if b.Base > 0 && b.Max > 0 && b.Max < b.Base {
+		return fmt.Errorf("maximum %v below base %v", b.Max, b.Base)
 	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	if d := t.Sub(now); d > 0 {
-		return d, true
-	}
-	return 0, true
+	return nil
+}
+
+// Delay returns the jittered wait before retry.
+func (b ExponentialBackoff) Delay(retry int) time.Duration {
+	return b.policy().Wait(max(retry, 1))
 }
 
 // budget is a token bucket of retries: each first attempt deposits ratio

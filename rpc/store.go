@@ -2,13 +2,12 @@ package rpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
+
+	"github.com/go-integration/patterns/internal/claims"
 )
 
 // IdempotencyStore keeps the state of idempotency keys for the Idempotency
@@ -56,13 +55,6 @@ type Claim struct {
 	Token string
 }
 
-// NewOwnerToken returns a random owner token (16 bytes, hex), for stores.
-func NewOwnerToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // Record is the state of a known idempotency key.
 type Record struct {
 	// Fingerprint of the first request's payload.
@@ -81,21 +73,17 @@ type StoredResponse struct {
 // MemoryStore is an IdempotencyStore in process memory, for a single server
 // and for tests. Expired keys are swept at most once a minute.
 type MemoryStore struct {
-	mu        sync.Mutex
-	m         map[string]*memEntry
-	lastSweep time.Time
+	m *claims.Map[memValue]
 }
 
-type memEntry struct {
-	owner   string
-	fp      string
-	resp    *StoredResponse
-	expires time.Time
+type memValue struct {
+	fp   string
+	resp *StoredResponse
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{m: map[string]*memEntry{}, lastSweep: time.Now()}
+	return &MemoryStore{m: claims.New[memValue](nil)}
 }
 
 // Begin implements IdempotencyStore.
@@ -103,59 +91,31 @@ func (s *MemoryStore) Begin(ctx context.Context, key, fingerprint string, lock t
 	if err := ctx.Err(); err != nil {
 		return Claim{}, err
 	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now.Sub(s.lastSweep) > time.Minute {
-		s.sweep(now)
+	held, token, claimed := s.m.ClaimWith(key, lock, memValue{fp: fingerprint})
+	if !claimed {
+		return Claim{Record: &Record{Fingerprint: held.Value.fp, Response: held.Value.resp}}, nil
 	}
-	if e, ok := s.m[key]; ok && now.Before(e.expires) {
-		return Claim{Record: &Record{Fingerprint: e.fp, Response: e.resp}}, nil
-	}
-	token := NewOwnerToken()
-	s.m[key] = &memEntry{owner: token, fp: fingerprint, expires: now.Add(lock)}
 	return Claim{Token: token}, nil
 }
 
 // Complete implements IdempotencyStore.
 func (s *MemoryStore) Complete(ctx context.Context, key, token string, resp *StoredResponse, ttl time.Duration) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.m[key]
-	if !ok || token == "" || e.owner != token {
+	e, ok := s.m.Owned(key, token)
+	// Complete checks the token again: the claim may have lapsed since.
+	if !ok || !s.m.Complete(key, token, memValue{fp: e.Value.fp, resp: resp}, ttl) {
 		return fmt.Errorf("rpc: complete key %.64q: %w", key, ErrStaleClaim)
 	}
-	e.resp = resp
-	e.expires = time.Now().Add(ttl)
 	return nil
 }
 
 // Release implements IdempotencyStore.
 func (s *MemoryStore) Release(ctx context.Context, key, token string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.m[key]
-	if !ok || token == "" || e.owner != token {
+	if ok, _ := s.m.Release(key, token); !ok {
 		return fmt.Errorf("rpc: release key %.64q: %w", key, ErrStaleClaim)
-	}
-	if e.resp == nil {
-		delete(s.m, key)
 	}
 	return nil
 }
 
-// Len returns how many keys the store holds, expired ones not yet swept included.
-func (s *MemoryStore) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
-}
-
-func (s *MemoryStore) sweep(now time.Time) {
-	for k, e := range s.m {
-		if !now.Before(e.expires) {
-			delete(s.m, k)
-		}
-	}
-	s.lastSweep = now
-}
+// Len returns how many keys the store holds, expired ones not yet swept
+// included (a gauge for metrics).
+func (s *MemoryStore) Len() int { return s.m.Len() }

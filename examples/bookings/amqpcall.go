@@ -58,13 +58,13 @@ func amqpCall(ctx context.Context, t *tour) error {
 		return err
 	}
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ctx) }()
+	go func() { serveDone <- srv.Run(ctx) }()
 	defer func() {
 		_ = srv.Close()
 		<-serveDone
 	}()
 
-	client, err := amqprpc.NewClient(url, amqprpc.WithAMQPConfig(cfg), amqprpc.WithConnectionName("bookings-tour front end"))
+	client, err := amqprpc.NewClient(ctx, url, amqprpc.WithAMQPConfig(cfg), amqprpc.WithConnectionName("bookings-tour front end"))
 	if err != nil {
 		return err
 	}

@@ -70,25 +70,7 @@ func httpCalls(ctx context.Context, t *tour) error {
 		rpc.WithBackoff(rpc.BackoffFunc(func(int) time.Duration { return 20 * time.Millisecond })),
 		rpc.WithAttemptTimeout(2*time.Second),
 		rpc.WithBreaker(rpc.BreakerConfig{Failures: 3, OpenFor: openFor}),
-		rpc.WithHooks(
-			rpc.AttemptFunc(func(ctx context.Context, a rpc.Attempt) {
-				what := fmt.Sprint(a.StatusCode)
-				if a.Err != nil {
-					what = a.Err.Error()
-				}
-				next := "done"
-				switch {
-				case a.Retry:
-					next = "retry in " + a.Wait.Round(time.Millisecond).String()
-				case a.GiveUp != nil:
-					next = "give up: " + a.GiveUp.Error()
-				}
-				t.printf("   client: %s %s attempt %d -> %s (%s)\n", a.Request.Method, a.Request.URL.Path, a.Number, what, next)
-			}),
-			rpc.BreakerFunc(func(c rpc.BreakerChange) {
-				t.printf("   client: circuit breaker for the %s host: %s -> %s\n", hostName(c.Host, pricingSrv.URL), c.From, c.To)
-			}),
-		),
+		rpc.WithTracer(callTracer{t: t, pricingURL: pricingSrv.URL}),
 	)
 	if err != nil {
 		return err
@@ -160,4 +142,36 @@ func hostName(host, pricingURL string) string {
 		return "pricing"
 	}
 	return host
+}
+
+// callTracer prints every attempt and breaker change of the tour's client
+// (an rpc.AttemptTracer and rpc.BreakerTracer).
+type callTracer struct {
+	t          *tour
+	pricingURL string
+}
+
+type callKey struct{}
+
+func (c callTracer) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptStartData) context.Context {
+	return context.WithValue(ctx, callKey{}, d.Request.Method+" "+d.Request.URL.Path)
+}
+
+func (c callTracer) TraceAttemptEnd(ctx context.Context, a rpc.TraceAttemptEndData) {
+	what := fmt.Sprint(a.StatusCode)
+	if a.Err != nil {
+		what = a.Err.Error()
+	}
+	next := "done"
+	switch {
+	case a.Retry:
+		next = "retry in " + a.Wait.Round(time.Millisecond).String()
+	case a.GiveUp != nil:
+		next = "give up: " + a.GiveUp.Error()
+	}
+	c.t.printf("   client: %s attempt %d -> %s (%s)\n", ctx.Value(callKey{}), a.Attempt, what, next)
+}
+
+func (c callTracer) TraceBreakerChange(_ context.Context, d rpc.TraceBreakerChangeData) {
+	c.t.printf("   client: circuit breaker for the %s host: %s -> %s\n", hostName(d.Host, c.pricingURL), d.From, d.To)
 }

@@ -78,9 +78,7 @@ func run(ctx context.Context, w io.Writer) error {
 		rpc.WithIdempotencyKeys(nil),
 		rpc.WithAttemptTimeout(2*time.Second),
 		rpc.WithBackoff(rpc.ExponentialBackoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond}),
-		rpc.WithHooks(rpc.AttemptFunc(func(ctx context.Context, a rpc.Attempt) {
-			fmt.Fprintf(w, "  attempt %d: %d, retry: %t\n", a.Number, a.StatusCode, a.Retry)
-		})),
+		rpc.WithTracer(attemptPrinter{w}),
 	)
 	if err != nil {
 		return err
@@ -115,4 +113,15 @@ func run(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "booking handler ran %d time(s) for %d requests with %d Idempotency-Key(s)\n",
 		bookingRuns.Load(), bookingRequests.Load(), len(keys))
 	return nil
+}
+
+// attemptPrinter prints the outcome of every attempt (an rpc.AttemptTracer).
+type attemptPrinter struct{ w io.Writer }
+
+func (p attemptPrinter) TraceAttemptStart(ctx context.Context, _ rpc.TraceAttemptStartData) context.Context {
+	return ctx
+}
+
+func (p attemptPrinter) TraceAttemptEnd(_ context.Context, a rpc.TraceAttemptEndData) {
+	fmt.Fprintf(p.w, "  attempt %d: %d, retry: %t\n", a.Attempt, a.StatusCode, a.Retry)
 }

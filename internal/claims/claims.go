@@ -43,6 +43,14 @@ func (c *Map[V]) Now() time.Time { return c.now() }
 // claimed reports which: when false, held is a copy of the live entry (its
 // Token cleared, so it cannot be used to settle).
 func (c *Map[V]) Claim(key string, ttl time.Duration) (held Entry[V], token string, claimed bool) {
+	var zero V
+	return c.ClaimWith(key, ttl, zero)
+}
+
+// ClaimWith is Claim that gives the new, unsettled entry the Value v, which
+// other claimants see in held while it runs (rpc's MemoryStore keeps the
+// request fingerprint there). Complete replaces it.
+func (c *Map[V]) ClaimWith(key string, ttl time.Duration, v V) (held Entry[V], token string, claimed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
@@ -60,7 +68,7 @@ func (c *Map[V]) Claim(key string, ttl time.Duration) (held Entry[V], token stri
 		return held, "", false
 	}
 	token = ids.Hex()
-	c.m[key] = &Entry[V]{Token: token, Expires: now.Add(ttl)}
+	c.m[key] = &Entry[V]{Token: token, Value: v, Expires: now.Add(ttl)}
 	return Entry[V]{}, token, true
 }
 
@@ -71,6 +79,18 @@ func (c *Map[V]) owned(key, token string) *Entry[V] {
 		return nil
 	}
 	return e
+}
+
+// Owned returns a copy of key's entry when token owns it (ok false
+// otherwise), for an owner that settles with a value derived from the
+// entry's (Complete still checks the token).
+func (c *Map[V]) Owned(key, token string) (e Entry[V], ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.owned(key, token); p != nil {
+		return *p, true
+	}
+	return Entry[V]{}, false
 }
 
 // Complete settles key with v for ttl. It reports false, changing nothing,

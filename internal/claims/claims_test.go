@@ -69,3 +69,26 @@ func TestSweepDropsExpired(t *testing.T) {
 		t.Fatalf("Len after sweep = %d, want 1", m.Len())
 	}
 }
+
+func TestClaimWithShowsTheValueWhileRunning(t *testing.T) {
+	m := New[string](nil)
+	_, tok, ok := m.ClaimWith("k", time.Minute, "fp")
+	if !ok {
+		t.Fatal("not claimed")
+	}
+	if held, _, ok := m.Claim("k", time.Minute); ok || held.Done || held.Value != "fp" {
+		t.Fatalf("held %+v ok=%v; want the running entry with its value", held, ok)
+	}
+	if e, ok := m.Owned("k", tok); !ok || e.Value != "fp" || e.Done {
+		t.Fatalf("Owned = %+v, %v; want the running entry", e, ok)
+	}
+	if _, ok := m.Owned("k", tok+"x"); ok {
+		t.Fatal("Owned with a wrong token")
+	}
+	if !m.Complete("k", tok, "done", time.Minute) {
+		t.Fatal("owner could not complete")
+	}
+	if held, _, _ := m.Claim("k", time.Minute); !held.Done || held.Value != "done" {
+		t.Fatalf("held %+v; want the settled value", held)
+	}
+}

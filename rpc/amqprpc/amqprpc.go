@@ -9,6 +9,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/internal/backoff"
+	"github.com/go-integration/patterns/internal/hooks"
 )
 
 // Message is a request or a reply.
@@ -54,7 +57,7 @@ func (e *Error) Is(target error) bool {
 
 // Errors of the client and server; test them with errors.Is.
 var (
-	// ErrClosed is returned by calls after Close, and by Serve after Close.
+	// ErrClosed is returned by calls after Close, and by Run after Close.
 	ErrClosed = errors.New("amqprpc: closed")
 	// ErrConnectionLost is returned by calls in flight when the connection
 	// to RabbitMQ dropped: the request may or may not have been handled.
@@ -65,7 +68,7 @@ var (
 	// ErrInvalidOption is returned for a bad option or argument: a missing
 	// handler, a bad URL, or a queue name AMQP cannot carry (empty for a
 	// Server, over 255 bytes, not UTF-8, or starting with "amq." for a queue
-	// the Server declares), which Serve and Call refuse before sending
+	// the Server declares), which Run and Call refuse before sending
 	// anything.
 	ErrInvalidOption = errors.New("amqprpc: invalid option")
 )
@@ -80,58 +83,81 @@ const (
 
 // Defaults of the options.
 const (
-	DefaultConcurrency    = 16
-	DefaultReconnectDelay = time.Second
-	DefaultDrainTimeout   = 10 * time.Second
+	DefaultConcurrency = 16
+	// DefaultReconnectMin and DefaultReconnectMax bound the wait before
+	// reconnecting (exponential, full jitter): see WithReconnectBackoff.
+	DefaultReconnectMin = 250 * time.Millisecond
+	DefaultReconnectMax = 30 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
 )
 
-// Option configures a Client or a Server; each option says which it affects.
-type Option func(*config) error
+// Options are typed by what they configure, as franz-go's ProducerOpt and
+// ConsumerOpt are: NewClient takes ClientOptions, NewServer ServerOptions,
+// so an option the other would ignore does not compile. An Option is both.
+// Every option checks its arguments; an invalid one makes the constructor
+// fail with an error wrapping ErrInvalidOption that names the option.
 
-type config struct {
-	amqp           amqp.Config
-	concurrency    int
-	reconnectDelay time.Duration
-	drainTimeout   time.Duration
-	declare        bool
-	logger         *slog.Logger
+// ClientOption configures a Client.
+type ClientOption interface{ applyClient(*config) error }
+
+// ServerOption configures a Server.
+type ServerOption interface{ applyServer(*config) error }
+
+// Option configures a Client and a Server alike.
+type Option interface {
+	ClientOption
+	ServerOption
 }
 
-func newConfig(opts []Option) (config, error) {
-	c := config{
-		amqp:           amqp.Config{Properties: amqp.Table{}},
-		concurrency:    DefaultConcurrency,
-		reconnectDelay: DefaultReconnectDelay,
-		drainTimeout:   DefaultDrainTimeout,
-		declare:        true,
+type sharedOpt func(*config) error
+
+func (f sharedOpt) applyClient(c *config) error { return f(c) }
+func (f sharedOpt) applyServer(c *config) error { return f(c) }
+
+type serverOpt func(*config) error
+
+func (f serverOpt) applyServer(c *config) error { return f(c) }
+
+type config struct {
+	amqp         amqp.Config
+	concurrency  int
+	reconnect    backoff.Policy
+	drainTimeout time.Duration
+	declare      bool
+	logger       *slog.Logger
+	tracers      []any
+}
+
+func defaultConfig() config {
+	return config{
+		amqp:         amqp.Config{Properties: amqp.Table{}},
+		concurrency:  DefaultConcurrency,
+		reconnect:    backoff.Policy{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+		drainTimeout: DefaultDrainTimeout,
+		declare:      true,
+		logger:       slog.Default(),
 	}
-	for _, o := range opts {
-		if err := o(&c); err != nil {
-			return c, err
-		}
-	}
-	if c.logger == nil {
-		c.logger = slog.Default()
-	}
-	return c, nil
 }
 
 // WithConnectionName sets the connection_name client property shown by
-// RabbitMQ's management tools. Client and Server. Default: none.
+// RabbitMQ's management tools. Default: none.
 func WithConnectionName(name string) Option {
-	return func(c *config) error {
+	return sharedOpt(func(c *config) error {
+		if name == "" {
+			return fmt.Errorf("%w: WithConnectionName(\"\")", ErrInvalidOption)
+		}
 		c.amqp.Properties["connection_name"] = name
 		return nil
-	}
+	})
 }
 
 // WithAMQPConfig sets the amqp091 connection configuration (TLS, heartbeat,
-// dialer). Client and Server. Default: amqp091's defaults. cfg.Recovery must
-// be nil: the Client and the Server reconnect themselves, and with amqp091's
-// recovery a lost connection would leave calls waiting for replies that
-// cannot come instead of failing them with ErrConnectionLost.
+// dialer). Default: amqp091's defaults. cfg.Recovery must be nil: the Client
+// and the Server reconnect themselves, and with amqp091's recovery a lost
+// connection would leave calls waiting for replies that cannot come instead
+// of failing them with ErrConnectionLost.
 func WithAMQPConfig(cfg amqp.Config) Option {
-	return func(c *config) error {
+	return sharedOpt(func(c *config) error {
 		if cfg.Recovery != nil {
 			return fmt.Errorf("%w: WithAMQPConfig: Recovery must be nil (amqprpc reconnects itself; amqp091's recovery would keep calls waiting on a lost connection)", ErrInvalidOption)
 		}
@@ -146,66 +172,98 @@ func WithAMQPConfig(cfg amqp.Config) Option {
 			}
 		}
 		return nil
-	}
+	})
 }
 
-// WithConcurrency sets how many requests a Server handles at once (and its
-// prefetch). Server only. Default 16.
-func WithConcurrency(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("%w: WithConcurrency(%d): must be at least 1", ErrInvalidOption, n)
+// WithReconnectBackoff bounds the wait before dialling again after a lost
+// connection or a failed dial: a random wait up to min, doubling with each
+// failure in a row up to max ("full jitter"), so that many clients and
+// servers losing the broker together do not all come back at once. A Server
+// waits before reconnecting; a Client dials on the next call, but not before
+// the wait after a failed dial has passed (calls meanwhile wait for that
+// dial under their context). Defaults DefaultReconnectMin and
+// DefaultReconnectMax.
+func WithReconnectBackoff(min, max time.Duration) Option {
+	return sharedOpt(func(c *config) error {
+		p := backoff.Policy{Min: min, Max: max}
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%w: WithReconnectBackoff(%v, %v): %v", ErrInvalidOption, min, max, err)
 		}
-		c.concurrency = n
+		c.reconnect = p
 		return nil
-	}
-}
-
-// WithReconnectDelay sets how long a Server waits before reconnecting after
-// it lost its connection. Server only. Default 1s.
-func WithReconnectDelay(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: WithReconnectDelay(%v): must be positive", ErrInvalidOption, d)
-		}
-		c.reconnectDelay = d
-		return nil
-	}
+	})
 }
 
 // WithDrainTimeout bounds how long Close waits for calls in flight (Client)
 // or running handlers (Server) before closing the connection. A Server then
 // cancels the handlers' context and waits for them to return; their requests
-// go back to the queue. Default 10s.
+// go back to the queue. Default 30s.
 func WithDrainTimeout(d time.Duration) Option {
-	return func(c *config) error {
+	return sharedOpt(func(c *config) error {
 		if d < 0 {
 			return fmt.Errorf("%w: WithDrainTimeout(%v): negative", ErrInvalidOption, d)
 		}
 		c.drainTimeout = d
 		return nil
+	})
+}
+
+// WithTracer adds a tracer: a value implementing CallTracer and/or
+// ConnectionTracer for a Client, ServeTracer and/or ConnectionTracer for a
+// Server. It may be given several times; tracers are called in that order,
+// synchronously, and must not block. A value implementing none of the
+// interfaces the constructor uses is ErrInvalidOption.
+func WithTracer(t any) Option { return tracerOpt{t} }
+
+type tracerOpt struct{ t any }
+
+func (o tracerOpt) applyClient(c *config) error {
+	if err := hooks.Check(o.t, "amqprpc.CallTracer, amqprpc.ConnectionTracer", hooks.Is[CallTracer](), hooks.Is[ConnectionTracer]()); err != nil {
+		return fmt.Errorf("%w: WithTracer: %v", ErrInvalidOption, err)
 	}
+	c.tracers = append(c.tracers, o.t)
+	return nil
+}
+
+func (o tracerOpt) applyServer(c *config) error {
+	if err := hooks.Check(o.t, "amqprpc.ServeTracer, amqprpc.ConnectionTracer", hooks.Is[ServeTracer](), hooks.Is[ConnectionTracer]()); err != nil {
+		return fmt.Errorf("%w: WithTracer: %v", ErrInvalidOption, err)
+	}
+	c.tracers = append(c.tracers, o.t)
+	return nil
+}
+
+// WithConcurrency sets how many requests a Server handles at once (and its
+// prefetch). Default 16.
+func WithConcurrency(n int) ServerOption {
+	return serverOpt(func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: WithConcurrency(%d): must be at least 1", ErrInvalidOption, n)
+		}
+		c.concurrency = n
+		return nil
+	})
 }
 
 // WithoutDeclare makes a Server use its queue as it is instead of declaring
-// it (durable, not auto-deleted). Server only.
-func WithoutDeclare() Option {
-	return func(c *config) error {
+// it (durable, not auto-deleted).
+func WithoutDeclare() ServerOption {
+	return serverOpt(func(c *config) error {
 		c.declare = false
 		return nil
-	}
+	})
 }
 
 // WithLogger sets where a Server logs connection losses and failed replies.
-// Server only. Default: slog.Default().
-func WithLogger(l *slog.Logger) Option {
-	return func(c *config) error {
+// Default: slog.Default().
+func WithLogger(l *slog.Logger) ServerOption {
+	return serverOpt(func(c *config) error {
 		if l == nil {
 			return fmt.Errorf("%w: WithLogger(nil)", ErrInvalidOption)
 		}
 		c.logger = l
 		return nil
-	}
+	})
 }
 
 // closeTimeout bounds waiting for connection.close-ok: a connection the

@@ -28,9 +28,9 @@ func TestMain(m *testing.M) {
 
 var quiet = amqprpc.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 
-func newClient(t testing.TB, url string, opts ...amqprpc.Option) *amqprpc.Client {
+func newClient(t testing.TB, url string, opts ...amqprpc.ClientOption) *amqprpc.Client {
 	t.Helper()
-	c, err := amqprpc.NewClient(url, opts...)
+	c, err := amqprpc.NewClient(context.Background(), url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,18 +39,18 @@ func newClient(t testing.TB, url string, opts ...amqprpc.Option) *amqprpc.Client
 }
 
 // startServer runs a server until the test ends.
-func startServer(t testing.TB, url, queue string, h amqprpc.Handler, opts ...amqprpc.Option) *amqprpc.Server {
+func startServer(t testing.TB, url, queue string, h amqprpc.Handler, opts ...amqprpc.ServerOption) *amqprpc.Server {
 	t.Helper()
-	s, err := amqprpc.NewServer(url, queue, h, append([]amqprpc.Option{quiet, amqprpc.WithReconnectDelay(100 * time.Millisecond)}, opts...)...)
+	s, err := amqprpc.NewServer(url, queue, h, append([]amqprpc.ServerOption{quiet, amqprpc.WithReconnectBackoff(50*time.Millisecond, 200*time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(context.Background()) }()
+	go func() { errc <- s.Run(context.Background()) }()
 	t.Cleanup(func() {
 		s.Close()
 		if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
-			t.Errorf("Serve returned %v, want ErrClosed", err)
+			t.Errorf("Run returned %v, want ErrClosed", err)
 		}
 	})
 	waitForConsumer(t, url, queue)
@@ -66,20 +66,18 @@ func waitForConsumer(t testing.TB, url, queue string) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testenv.Eventually(t, 10*time.Second, "a consumer on "+queue, func() bool {
 		ch, err := conn.Channel()
 		if err != nil {
 			t.Fatal(err)
 		}
 		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		if err == nil {
-			ch.Close()
-			if q.Consumers > 0 {
-				return
-			}
+		if err != nil {
+			return false // the failed declare closed the channel
 		}
-	}
-	t.Fatalf("no consumer on %s", queue)
+		ch.Close()
+		return q.Consumers > 0
+	})
 }
 
 func declare(t testing.TB, url, queue string) {
@@ -212,13 +210,7 @@ func TestServerNotRunningTimesOut(t *testing.T) {
 	}
 	// The request expired in the queue with the caller's deadline: a server
 	// starting later does not run it.
-	deadline := time.Now().Add(5 * time.Second)
-	for queueDepth(t, url, queue) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the expired request is still queued")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "the expired request leaves the queue", func() bool { return queueDepth(t, url, queue) == 0 })
 	var runs atomic.Int64
 	startServer(t, url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
 		runs.Add(1)
@@ -257,13 +249,7 @@ func TestLateRepliesAreDropped(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	<-replied
-	deadline := time.Now().Add(5 * time.Second)
-	for c.DroppedReplies() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("late reply not seen")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "the late reply is counted as dropped", func() bool { return c.Stats().DroppedReplies == 1 })
 	if resp, err := call(t, c, queue, "fast", 5*time.Second); err != nil || string(resp.Body) != "fast" {
 		t.Fatalf("next call: %q %v", resp.Body, err)
 	}
@@ -391,9 +377,7 @@ func TestCloseAllConnectionsWith1000CallsInFlight(t *testing.T) {
 		}()
 	}
 	// Let some replies come back, then drop every connection of the vhost.
-	for handled.Load() < 82 || ok.Load() < 50 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, "some replies back", func() bool { return handled.Load() >= 82 && ok.Load() >= 50 })
 	if out, err := testenv.Rabbitmqctl("close_all_connections", "--vhost", vhost, "--limit", "100", "test: drop all"); err != nil {
 		t.Fatalf("close_all_connections: %v: %s", err, out)
 	}
@@ -433,7 +417,7 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(context.Background()) }()
+	go func() { errc <- s.Run(context.Background()) }()
 	waitForConsumer(t, url, queue)
 	c := newClient(t, url)
 	out := make(chan error, 1)
@@ -447,7 +431,7 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	<-started
 	s.Close()
 	if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
-		t.Fatalf("Serve = %v", err)
+		t.Fatalf("Run = %v", err)
 	}
 	if err := <-out; err != nil {
 		t.Fatalf("the running call: %v", err)
@@ -487,7 +471,7 @@ func TestServerDrainTimeoutHandsBackStuckRequests(t *testing.T) {
 				t.Fatal(err)
 			}
 			errc := make(chan error, 1)
-			go func() { errc <- a.Serve(context.Background()) }()
+			go func() { errc <- a.Run(context.Background()) }()
 			waitForConsumer(t, url, queue)
 			c := newClient(t, url)
 			out := callAsync(t, c, queue, "x", 10*time.Second)
@@ -508,13 +492,13 @@ func TestServerDrainTimeoutHandsBackStuckRequests(t *testing.T) {
 			close(release)
 			<-closed
 			if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
-				t.Fatalf("Serve = %v", err)
+				t.Fatalf("Run = %v", err)
 			}
 		})
 	}
 }
 
-func TestServeReturnsNilWhenContextEnds(t *testing.T) {
+func TestRunReturnsNilWhenContextEnds(t *testing.T) {
 	t.Parallel()
 	_, url := testenv.VHost(t)
 	queue := testenv.Name(t, "q")
@@ -525,16 +509,16 @@ func TestServeReturnsNilWhenContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx) }()
-	waitForConsumer(t, url, queue) // it did serve (a Serve that never connects returns nil too)
+	go func() { errc <- s.Run(ctx) }()
+	waitForConsumer(t, url, queue) // it did serve (a Run that never connects returns nil too)
 	cancel()
 	select {
 	case err := <-errc:
 		if err != nil {
-			t.Fatalf("Serve = %v", err)
+			t.Fatalf("Run = %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after its context ended")
+		t.Fatal("Run did not return after its context ended")
 	}
 }
 
@@ -543,7 +527,7 @@ func TestClientClose(t *testing.T) {
 	_, url := testenv.VHost(t)
 	queue := testenv.Name(t, "q")
 	declare(t, url, queue)
-	c, err := amqprpc.NewClient(url, amqprpc.WithDrainTimeout(100*time.Millisecond))
+	c, err := amqprpc.NewClient(context.Background(), url, amqprpc.WithDrainTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,7 +536,7 @@ func TestClientClose(t *testing.T) {
 		_, err := c.Call(context.Background(), queue, amqprpc.Message{Body: []byte("no server, no deadline")})
 		out <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "the call is in flight", func() bool { return c.Stats().InFlight == 1 })
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -583,10 +567,49 @@ func TestBadOptions(t *testing.T) {
 	if _, err := amqprpc.NewServer("amqp://x", "q", upper, recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
 		t.Errorf("NewServer with amqp091 recovery: %v, want ErrInvalidOption naming Recovery", err)
 	}
-	if _, err := amqprpc.NewClient("amqp://x", recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
+	if _, err := amqprpc.NewClient(context.Background(), "amqp://x", recovery); !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "Recovery") {
 		t.Errorf("NewClient with amqp091 recovery: %v, want ErrInvalidOption naming Recovery", err)
 	}
+	for name, opt := range map[string]amqprpc.Option{
+		"backoff zero":    amqprpc.WithReconnectBackoff(0, time.Second),
+		"backoff max<min": amqprpc.WithReconnectBackoff(time.Second, time.Millisecond),
+		"drain":           amqprpc.WithDrainTimeout(-1),
+		"name":            amqprpc.WithConnectionName(""),
+		"tracer":          amqprpc.WithTracer(struct{}{}),
+		"nil tracer":      amqprpc.WithTracer(nil),
+	} {
+		if _, err := amqprpc.NewServer("amqp://x", "q", upper, opt); !errors.Is(err, amqprpc.ErrInvalidOption) {
+			t.Errorf("NewServer %s: %v", name, err)
+		}
+		if _, err := amqprpc.NewClient(context.Background(), "amqp://x", opt); !errors.Is(err, amqprpc.ErrInvalidOption) {
+			t.Errorf("NewClient %s: %v", name, err)
+		}
+	}
+	// A tracer of the other side's interfaces only would never be called.
+	if _, err := amqprpc.NewServer("amqp://x", "q", upper, amqprpc.WithTracer(callOnly{})); !errors.Is(err, amqprpc.ErrInvalidOption) {
+		t.Errorf("NewServer with a CallTracer: %v", err)
+	}
+	if _, err := amqprpc.NewClient(context.Background(), "amqp://x", amqprpc.WithTracer(serveOnly{})); !errors.Is(err, amqprpc.ErrInvalidOption) {
+		t.Errorf("NewClient with a ServeTracer: %v", err)
+	}
+	if _, err := amqprpc.NewServer("amqp://x", "q", upper, nil); !errors.Is(err, amqprpc.ErrInvalidOption) {
+		t.Errorf("NewServer with a nil option: %v", err)
+	}
 }
+
+type callOnly struct{}
+
+func (callOnly) TraceCallStart(ctx context.Context, _ amqprpc.TraceCallStartData) context.Context {
+	return ctx
+}
+func (callOnly) TraceCallEnd(context.Context, amqprpc.TraceCallEndData) {}
+
+type serveOnly struct{}
+
+func (serveOnly) TraceServeStart(ctx context.Context, _ amqprpc.TraceServeStartData) context.Context {
+	return ctx
+}
+func (serveOnly) TraceServeEnd(context.Context, amqprpc.TraceServeEndData) {}
 
 func TestRefusedCredentialsAndBadURLsAreErrors(t *testing.T) {
 	_, url := testenv.VHost(t)
@@ -594,7 +617,7 @@ func TestRefusedCredentialsAndBadURLsAreErrors(t *testing.T) {
 		if _, err := amqprpc.NewServer(bad, "q", upper); !errors.Is(err, amqprpc.ErrInvalidOption) {
 			t.Errorf("NewServer(%q) = %v, want ErrInvalidOption", bad, err)
 		}
-		if _, err := amqprpc.NewClient(bad); !errors.Is(err, amqprpc.ErrInvalidOption) {
+		if _, err := amqprpc.NewClient(context.Background(), bad); !errors.Is(err, amqprpc.ErrInvalidOption) {
 			t.Errorf("NewClient(%q) = %v, want ErrInvalidOption", bad, err)
 		}
 	}
@@ -604,15 +627,15 @@ func TestRefusedCredentialsAndBadURLsAreErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
+	go func() { done <- s.Run(context.Background()) }()
 	select {
 	case err := <-done:
 		var ae *amqp.Error
 		if !errors.As(err, &ae) || ae.Code != amqp.AccessRefused {
-			t.Fatalf("Serve with a wrong password = %v, want an access-refused error", err)
+			t.Fatalf("Run with a wrong password = %v, want an access-refused error", err)
 		}
 	case <-time.After(30 * time.Second):
 		_ = s.Close()
-		t.Fatal("Serve retried refused credentials instead of returning the error")
+		t.Fatal("Run retried refused credentials instead of returning the error")
 	}
 }

@@ -2,10 +2,9 @@ package amqprpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,27 +13,63 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/internal/amqpname"
+	"github.com/go-integration/patterns/internal/hooks"
+	"github.com/go-integration/patterns/internal/ids"
 )
 
 // Client sends requests to queues and waits for their replies, over one
 // connection and one channel shared by every caller. Replies come back
 // through RabbitMQ's direct reply-to (amq.rabbitmq.reply-to), so no reply
 // queue is declared. When the connection drops, every call in flight fails
-// with ErrConnectionLost and the next call dials again.
+// with ErrConnectionLost and the next call dials again (after the reconnect
+// backoff when dialling failed).
 type Client struct {
 	url    string
 	cfg    config
 	prefix string
 	seq    atomic.Uint64
+	calls  []CallTracer
+	conns  []ConnectionTracer
 
 	mu       sync.Mutex
 	sess     *session
 	dialing  *dialing
 	dials    sync.WaitGroup
+	failures int       // failed dials in a row; guarded by mu
+	nextDial time.Time // no dial before; guarded by mu
 	closed   bool
+	closing  chan struct{}
 	inflight sync.WaitGroup
 	closeErr error
 	closeOne sync.Once
+
+	nCalls, nFailed, nDropped, nDials, nDialFailed, nLost atomic.Uint64
+	nInFlight                                             atomic.Int64
+}
+
+// ClientStats is a snapshot of a Client's counters, cumulative since it was
+// built. Fields may be added.
+type ClientStats struct {
+	Calls          uint64 // calls started
+	Failed         uint64 // calls that returned an error (remote *Error included)
+	InFlight       int64  // calls running now (gauge)
+	DroppedReplies uint64 // replies that arrived for no waiting call (late replies)
+	Dials          uint64 // connections established
+	DialFailures   uint64 // dials that failed
+	ConnectionLost uint64 // connections that dropped while in use
+}
+
+// Stats returns a snapshot of the Client's counters. It does no I/O.
+func (c *Client) Stats() ClientStats {
+	return ClientStats{
+		Calls:          c.nCalls.Load(),
+		Failed:         c.nFailed.Load(),
+		InFlight:       c.nInFlight.Load(),
+		DroppedReplies: c.nDropped.Load(),
+		Dials:          c.nDials.Load(),
+		DialFailures:   c.nDialFailed.Load(),
+		ConnectionLost: c.nLost.Load(),
+	}
 }
 
 type result struct {
@@ -51,24 +86,32 @@ type session struct {
 	pending map[string]chan result
 	dead    error // set once the channel is gone
 	done    chan struct{}
-	unknown atomic.Int64 // replies with no waiting call
-	closing atomic.Bool  // the Client is closing it
+	closing atomic.Bool // the Client is closing it
+	client  *Client
 }
 
-// NewClient connects to RabbitMQ at url. Options: WithConnectionName,
-// WithAMQPConfig, WithDrainTimeout.
-func NewClient(url string, opts ...Option) (*Client, error) {
+// NewClient connects to RabbitMQ at url, waiting for the connection under
+// ctx.
+func NewClient(ctx context.Context, url string, opts ...ClientOption) (*Client, error) {
 	if _, err := amqp.ParseURI(url); err != nil {
 		return nil, fmt.Errorf("%w: AMQP URL: %v", ErrInvalidOption, err)
 	}
-	cfg, err := newConfig(opts)
-	if err != nil {
-		return nil, err
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil ClientOption", ErrInvalidOption)
+		}
+		if err := o.applyClient(&cfg); err != nil {
+			return nil, err
+		}
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	c := &Client{url: url, cfg: cfg, prefix: hex.EncodeToString(b[:]) + "-"}
-	if _, err := c.session(context.Background()); err != nil {
+	c := &Client{
+		url: url, cfg: cfg, prefix: ids.Hex()[:12] + "-",
+		calls: hooks.Pick[CallTracer](cfg.tracers), conns: hooks.Pick[ConnectionTracer](cfg.tracers),
+		closing: make(chan struct{}),
+	}
+	if _, err := c.session(ctx); err != nil {
+		go c.Close() // a dial still running is closed when it ends
 		return nil, err
 	}
 	return c, nil
@@ -91,10 +134,32 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 		d = &dialing{done: make(chan struct{})}
 		c.dialing = d
 		c.dials.Add(1)
+		wait := time.Until(c.nextDial)
+		tctx := context.WithoutCancel(ctx)
 		go func() {
 			defer c.dials.Done()
-			s, err := c.dial()
+			var s *session
+			var err error
+			if wait > 0 && !sleep(wait, c.closing) {
+				err = ErrClosed
+			} else {
+				s, err = c.dial()
+			}
 			c.mu.Lock()
+			var ev TraceConnectionData
+			switch {
+			case errors.Is(err, ErrClosed):
+			case err != nil:
+				c.failures++
+				c.nDialFailed.Add(1)
+				ev = TraceConnectionData{Role: "client", Event: ConnectionDialFailed, Err: err, Failures: c.failures, Wait: c.cfg.reconnect.Wait(c.failures)}
+				c.nextDial = time.Now().Add(ev.Wait)
+			default:
+				c.failures = 0
+				c.nextDial = time.Time{}
+				c.nDials.Add(1)
+				ev = TraceConnectionData{Role: "client", Event: ConnectionUp}
+			}
 			if err == nil && c.closed {
 				s.closing.Store(true)
 				s.conn.Close()
@@ -105,6 +170,9 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 			}
 			c.dialing = nil
 			c.mu.Unlock()
+			if !errors.Is(err, ErrClosed) {
+				c.traceConn(tctx, ev)
+			}
 			d.s, d.err = s, err
 			close(d.done)
 		}()
@@ -115,6 +183,24 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 		return d.s, d.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("amqprpc: connecting: %w", ctx.Err())
+	}
+}
+
+func (c *Client) traceConn(ctx context.Context, ev TraceConnectionData) {
+	for _, t := range c.conns {
+		t.TraceConnection(ctx, ev)
+	}
+}
+
+// sleep waits d and reports true, or false when stop closes first.
+func sleep(d time.Duration, stop <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
 	}
 }
 
@@ -144,7 +230,7 @@ func (c *Client) dial() (*session, error) {
 	}
 	returns := ch.NotifyReturn(make(chan amqp.Return, 64))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	s := &session{conn: conn, ch: ch, pending: map[string]chan result{}, done: make(chan struct{})}
+	s := &session{conn: conn, ch: ch, pending: map[string]chan result{}, done: make(chan struct{}), client: c}
 	go s.dispatch(replies, returns, closes)
 	return s, nil
 }
@@ -189,6 +275,10 @@ func (s *session) dispatch(replies <-chan amqp.Delivery, returns <-chan amqp.Ret
 	}
 	s.fail(err)
 	_ = s.conn.close()
+	if reason == ErrConnectionLost {
+		s.client.nLost.Add(1)
+		s.client.traceConn(context.Background(), TraceConnectionData{Role: "client", Event: ConnectionLost, Err: err, Failures: 1})
+	}
 }
 
 func (s *session) deliver(id string, r result) {
@@ -197,7 +287,7 @@ func (s *session) deliver(id string, r result) {
 	delete(s.pending, id)
 	s.mu.Unlock()
 	if !ok {
-		s.unknown.Add(1) // late reply of a call that gave up, or not ours: drop it
+		s.client.nDropped.Add(1) // late reply of a call that gave up, or not ours: drop it
 		return
 	}
 	ch <- r
@@ -264,12 +354,41 @@ func (c *Client) Call(ctx context.Context, queue string, req Message) (Message, 
 	c.inflight.Add(1)
 	c.mu.Unlock()
 	defer c.inflight.Done()
+	c.nCalls.Add(1)
+	c.nInFlight.Add(1)
+	defer c.nInFlight.Add(-1)
 
+	id := c.prefix + strconv.FormatUint(c.seq.Add(1), 36)
+	header := req.Header
+	if len(c.calls) == 0 {
+		reply, err := c.call(ctx, queue, id, req, header)
+		if err != nil {
+			c.nFailed.Add(1)
+		}
+		return reply, err
+	}
+	header = make(map[string]string, len(req.Header)+2)
+	maps.Copy(header, req.Header)
+	start := time.Now()
+	for _, t := range c.calls {
+		ctx = t.TraceCallStart(ctx, TraceCallStartData{Queue: queue, CorrelationID: id, Header: header, BodySize: len(req.Body)})
+	}
+	reply, err := c.call(ctx, queue, id, req, header)
+	if err != nil {
+		c.nFailed.Add(1)
+	}
+	for _, t := range c.calls {
+		t.TraceCallEnd(ctx, TraceCallEndData{Queue: queue, CorrelationID: id, Err: err, Duration: time.Since(start), ReplySize: len(reply.Body)})
+	}
+	return reply, err
+}
+
+// call publishes the request with header and waits for its reply.
+func (c *Client) call(ctx context.Context, queue, id string, req Message, header map[string]string) (Message, error) {
 	s, err := c.session(ctx)
 	if err != nil {
 		return Message{}, err
 	}
-	id := c.prefix + strconv.FormatUint(c.seq.Add(1), 36)
 	wait, err := s.register(id)
 	if err != nil {
 		return Message{}, err
@@ -279,7 +398,7 @@ func (c *Client) Call(ctx context.Context, queue string, req Message) (Message, 
 		ReplyTo:       replyTo,
 		ContentType:   req.ContentType,
 		Body:          req.Body,
-		Headers:       toTable(req.Header),
+		Headers:       toTable(header),
 		Timestamp:     time.Now(),
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -314,24 +433,14 @@ func (c *Client) Call(ctx context.Context, queue string, req Message) (Message, 
 	}
 }
 
-// DroppedReplies returns how many replies arrived for no waiting call (late
-// replies of calls that gave up) on the current connection.
-func (c *Client) DroppedReplies() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.sess == nil {
-		return 0
-	}
-	return c.sess.unknown.Load()
-}
-
-// Close stops new calls, waits for calls in flight (at most the drain
-// timeout), then closes the connection; calls still waiting get ErrClosed.
-// Close is idempotent.
+// Close stops new calls (they get ErrClosed), waits for calls in flight (at
+// most the drain timeout), then closes the connection; calls still waiting
+// then get ErrClosed. Close is idempotent.
 func (c *Client) Close() error {
 	c.closeOne.Do(func() {
 		c.mu.Lock()
 		c.closed = true
+		close(c.closing)
 		s := c.sess
 		c.mu.Unlock()
 		drained := make(chan struct{})

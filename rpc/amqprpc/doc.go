@@ -17,6 +17,17 @@
 // with a code, so callers test them with errors.Is or errors.As instead of
 // waiting for a timeout.
 //
+// A Server runs in the caller's goroutine: Run(ctx) serves until ctx ends
+// (nil) or Close (ErrClosed); Close lets running handlers reply for at most
+// the drain timeout (WithDrainTimeout, 30s by default). Both sides reconnect
+// with exponential backoff and full jitter (WithReconnectBackoff). NewClient
+// takes a context: it connects. Options are typed (ClientOption,
+// ServerOption; an Option is both) and a bad one fails the constructor with
+// ErrInvalidOption. Tracers (WithTracer) see every call (CallTracer: routing
+// key, correlation id, headers to inject trace context into), every request
+// served (ServeTracer) and connection events (ConnectionTracer); Stats
+// returns counters.
+//
 // Delivery is at-least-once: a handler may run twice for one request (a
 // server crashed after running it but before acking). Make handlers
 // idempotent, for example by keying their effects on a request id.

@@ -25,10 +25,10 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go srv.Serve(context.Background())
+	go srv.Run(context.Background())
 	defer srv.Close() // stops consuming, lets running handlers reply and ack
 
-	client, err := amqprpc.NewClient(url, amqprpc.WithConnectionName("booking-web"))
+	client, err := amqprpc.NewClient(context.Background(), url, amqprpc.WithConnectionName("booking-web"))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -39,9 +39,9 @@ func TestFaultCloseDuringMemoryAlarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(context.Background()) }()
+	go func() { errc <- s.Run(context.Background()) }()
 	waitForConsumer(t, url, queue)
-	c, err := amqprpc.NewClient(url, amqprpc.WithDrainTimeout(300*time.Millisecond))
+	c, err := amqprpc.NewClient(context.Background(), url, amqprpc.WithDrainTimeout(300*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +92,6 @@ func TestFaultCloseDuringMemoryAlarm(t *testing.T) {
 	}
 	restore()
 	if err := <-errc; err == nil {
-		t.Log("Serve returned nil")
+		t.Log("Run returned nil")
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/go-integration/patterns/rpc/amqprpc"
 )
 
-// A queue name AMQP cannot carry makes Serve fail at once with
+// A queue name AMQP cannot carry makes Run fail at once with
 // ErrInvalidOption instead of reconnecting every second forever, and Call
 // fail at once instead of closing the connection every call shares.
 func TestBadQueueNamesFailAtOnce(t *testing.T) {
@@ -30,14 +30,14 @@ func TestBadQueueNamesFailAtOnce(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		start := time.Now()
-		err = s.Serve(ctx)
+		err = s.Run(ctx)
 		took := time.Since(start)
 		cancel()
 		if !errors.Is(err, amqprpc.ErrInvalidOption) || !strings.Contains(err.Error(), "queue name") {
-			t.Errorf("%s: Serve = %v, want ErrInvalidOption naming the queue", name, err)
+			t.Errorf("%s: Run = %v, want ErrInvalidOption naming the queue", name, err)
 		}
 		if took > time.Second {
-			t.Errorf("%s: Serve took %v, want under 1s", name, took)
+			t.Errorf("%s: Run took %v, want under 1s", name, took)
 		}
 		t.Logf("%s: %v", name, err)
 		s.Close()

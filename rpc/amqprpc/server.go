@@ -2,18 +2,19 @@ package amqprpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/internal/amqpname"
+	"github.com/go-integration/patterns/internal/hooks"
+	"github.com/go-integration/patterns/internal/ids"
 )
 
 // Server consumes a request queue and answers each request with its
@@ -21,12 +22,14 @@ import (
 // acknowledged after its reply is published, so a server that dies
 // mid-request leaves it to be redelivered (handlers may run twice: make them
 // idempotent). Requests whose caller's deadline has passed are dropped
-// without running. When the connection drops, Serve reconnects.
+// without running. When the connection drops, Run reconnects.
 type Server struct {
-	url   string
-	queue string
-	h     Handler
-	cfg   config
+	url    string
+	queue  string
+	h      Handler
+	cfg    config
+	serves []ServeTracer
+	conns  []ConnectionTracer
 
 	mu      sync.Mutex
 	conn    *amqp.Connection
@@ -34,40 +37,75 @@ type Server struct {
 	closing chan struct{}
 	stopped chan struct{}
 	once    sync.Once
+
+	nReceived, nHandled, nFailed, nPanics, nExpired, nReplyFailed, nConnects, nLost atomic.Uint64
+	nInFlight                                                                       atomic.Int64
 }
 
-// NewServer returns a Server for queue. It connects when Serve runs.
-// Options: WithConcurrency, WithReconnectDelay, WithDrainTimeout,
-// WithoutDeclare, WithLogger, WithConnectionName, WithAMQPConfig.
-func NewServer(url, queue string, h Handler, opts ...Option) (*Server, error) {
+// ServerStats is a snapshot of a Server's counters, cumulative since it was
+// built. Fields may be added.
+type ServerStats struct {
+	Received       uint64 // requests delivered
+	Handled        uint64 // requests whose handler ran
+	Failed         uint64 // handlers that returned an error or panicked
+	Panics         uint64 // handlers that panicked
+	Expired        uint64 // requests dropped unhandled: the caller's deadline had passed
+	ReplyFailed    uint64 // replies or acks that could not be sent
+	InFlight       int64  // handlers running now (gauge)
+	Connects       uint64 // connections established
+	ConnectionLost uint64 // failed dials and lost connections
+}
+
+// Stats returns a snapshot of the Server's counters. It does no I/O.
+func (s *Server) Stats() ServerStats {
+	return ServerStats{
+		Received: s.nReceived.Load(), Handled: s.nHandled.Load(), Failed: s.nFailed.Load(),
+		Panics: s.nPanics.Load(), Expired: s.nExpired.Load(), ReplyFailed: s.nReplyFailed.Load(),
+		InFlight: s.nInFlight.Load(), Connects: s.nConnects.Load(), ConnectionLost: s.nLost.Load(),
+	}
+}
+
+// NewServer returns a Server for queue. It does no I/O: it connects when
+// Run runs.
+func NewServer(url, queue string, h Handler, opts ...ServerOption) (*Server, error) {
 	if queue == "" || h == nil {
 		return nil, fmt.Errorf("%w: NewServer needs a queue and a handler", ErrInvalidOption)
 	}
 	if _, err := amqp.ParseURI(url); err != nil {
 		return nil, fmt.Errorf("%w: AMQP URL: %v", ErrInvalidOption, err)
 	}
-	cfg, err := newConfig(opts)
-	if err != nil {
-		return nil, err
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil ServerOption", ErrInvalidOption)
+		}
+		if err := o.applyServer(&cfg); err != nil {
+			return nil, err
+		}
 	}
-	return &Server{url: url, queue: queue, h: h, cfg: cfg, closing: make(chan struct{}), stopped: make(chan struct{})}, nil
+	return &Server{
+		url: url, queue: queue, h: h, cfg: cfg,
+		serves: hooks.Pick[ServeTracer](cfg.tracers), conns: hooks.Pick[ConnectionTracer](cfg.tracers),
+		closing: make(chan struct{}), stopped: make(chan struct{}),
+	}, nil
 }
 
-// Serve answers requests until ctx is done (it returns nil) or Close is
+// Run answers requests until ctx is done (it returns nil) or Close is
 // called (it returns ErrClosed). Either way it stops consuming and lets
 // running handlers finish, reply and ack for at most the drain timeout; then
 // it cancels their context and closes its connection, which hands their
-// requests back to the queue, and returns once they have returned. A lost connection is logged and
-// re-established after the reconnect delay, except when the broker refuses
-// the credentials or the vhost on the first dial: that mistake does not heal,
-// so Serve returns it. A queue name AMQP cannot carry (over 255 bytes, not
-// UTF-8, or starting with "amq." unless WithoutDeclare) fails at once with
-// ErrInvalidOption. Serve may be called once.
-func (s *Server) Serve(ctx context.Context) error {
+// requests back to the queue, and returns once they have returned. A lost
+// connection or a failed dial is logged and retried after the reconnect
+// backoff (WithReconnectBackoff), except when the broker refuses the
+// credentials or the vhost on the first dial: that mistake does not heal, so
+// Run returns it. A queue name AMQP cannot carry (over 255 bytes, not UTF-8,
+// or starting with "amq." unless WithoutDeclare) fails at once with
+// ErrInvalidOption. Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.serving {
 		s.mu.Unlock()
-		return fmt.Errorf("amqprpc: Serve called twice")
+		return fmt.Errorf("amqprpc: Run called twice")
 	}
 	s.serving = true
 	s.mu.Unlock()
@@ -75,15 +113,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	// A bad name would fail the same way on every reconnect (amqp091 or the
 	// server closes the connection over it): refuse it at once.
 	if err := amqpname.Check("queue name", s.queue, s.cfg.declare); err != nil {
-		return fmt.Errorf("%w: Serve: %w", ErrInvalidOption, err)
+		return fmt.Errorf("%w: Run: %w", ErrInvalidOption, err)
 	}
 	select {
 	case <-s.closing:
 		return ErrClosed
 	default:
 	}
+	failures := 0
 	for first := true; ; first = false {
-		err := s.serveConn(ctx)
+		connected, err := s.serveConn(ctx)
 		if first && refused(err) {
 			return err
 		}
@@ -94,8 +133,19 @@ func (s *Server) Serve(ctx context.Context) error {
 			return nil
 		default:
 		}
-		s.cfg.logger.Warn("amqprpc: server lost its connection; reconnecting", "queue", s.queue, "err", err, "in", s.cfg.reconnectDelay)
-		t := time.NewTimer(s.cfg.reconnectDelay)
+		ev := TraceConnectionData{Role: "server", Queue: s.queue, Event: ConnectionDialFailed, Err: err}
+		if connected {
+			failures = 0
+			ev.Event = ConnectionLost
+		}
+		failures++
+		s.nLost.Add(1)
+		ev.Failures, ev.Wait = failures, s.cfg.reconnect.Wait(failures)
+		for _, t := range s.conns {
+			t.TraceConnection(ctx, ev)
+		}
+		s.cfg.logger.Warn("amqprpc: server lost its connection; reconnecting", "queue", s.queue, "err", err, "in", ev.Wait)
+		t := time.NewTimer(ev.Wait)
 		select {
 		case <-t.C:
 		case <-s.closing:
@@ -108,7 +158,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// Close stops Serve (see Serve) and waits for it to return. Idempotent.
+// Close stops Run (see Run: running handlers get at most the drain timeout)
+// and waits for it to return; a Run that starts afterwards returns
+// ErrClosed at once. Idempotent; it returns nil.
 func (s *Server) Close() error {
 	s.once.Do(func() { close(s.closing) })
 	s.mu.Lock()
@@ -131,35 +183,39 @@ func (s *Server) localAddr() net.Addr {
 	return s.conn.LocalAddr()
 }
 
-func (s *Server) serveConn(ctx context.Context) error {
+// serveConn dials and serves until the connection ends; connected reports
+// whether it got as far as consuming.
+func (s *Server) serveConn(ctx context.Context) (connected bool, err error) {
 	conn, err := dialAMQP(s.url, s.cfg.amqp)
 	if err != nil {
-		return fmt.Errorf("amqprpc: dial: %w", err)
+		return false, fmt.Errorf("amqprpc: dial: %w", err)
 	}
 	defer func() { _ = conn.close() }()
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	ch, err := conn.Channel()
 	if err != nil {
-		return fmt.Errorf("amqprpc: open channel: %w", err)
+		return false, fmt.Errorf("amqprpc: open channel: %w", err)
 	}
 	if err := ch.Qos(s.cfg.concurrency, 0, false); err != nil {
-		return fmt.Errorf("amqprpc: qos: %w", err)
+		return false, fmt.Errorf("amqprpc: qos: %w", err)
 	}
 	if s.cfg.declare {
 		if _, err := ch.QueueDeclare(s.queue, true, false, false, false, nil); err != nil {
-			return fmt.Errorf("amqprpc: declare queue %s: %w", s.queue, err)
+			return false, fmt.Errorf("amqprpc: declare queue %s: %w", s.queue, err)
 		}
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	tag := "amqprpc-" + hex.EncodeToString(b[:])
+	tag := "amqprpc-" + ids.Hex()[:12]
 	deliveries, err := ch.Consume(s.queue, tag, false, false, false, false, nil)
 	if err != nil {
-		return fmt.Errorf("amqprpc: consume %s: %w", s.queue, err)
+		return false, fmt.Errorf("amqprpc: consume %s: %w", s.queue, err)
 	}
 	s.mu.Lock()
 	s.conn = conn.Connection
 	s.mu.Unlock()
+	s.nConnects.Add(1)
+	for _, t := range s.conns {
+		t.TraceConnection(ctx, TraceConnectionData{Role: "server", Queue: s.queue, Event: ConnectionUp})
+	}
 
 	// Handlers run under a context that ends when the connection is lost
 	// (no reply could be sent), not when shutdown starts.
@@ -209,13 +265,15 @@ func (s *Server) serveConn(ctx context.Context) error {
 		lost = fmt.Errorf("%w: consumer cancelled", ErrConnectionLost)
 	}
 	<-workersDone
-	return lost
+	return true, lost
 }
 
 func (s *Server) handle(hctx context.Context, ch *amqp.Channel, d amqp.Delivery) {
+	s.nReceived.Add(1)
 	ctx := hctx
 	if dl, ok := deadline(d.Headers[headerDeadline]); ok {
 		if !time.Now().Before(dl) {
+			s.nExpired.Add(1)
 			_ = d.Ack(false) // the caller has stopped waiting
 			return
 		}
@@ -223,9 +281,29 @@ func (s *Server) handle(hctx context.Context, ch *amqp.Channel, d amqp.Delivery)
 		ctx, cancel = context.WithDeadline(hctx, dl)
 		defer cancel()
 	}
-	resp, err := s.call(ctx, Message{Body: d.Body, ContentType: d.ContentType, Header: fromTable(d.Headers)})
+	s.nInFlight.Add(1)
+	defer s.nInFlight.Add(-1)
+	req := Message{Body: d.Body, ContentType: d.ContentType, Header: fromTable(d.Headers)}
+	start := time.Now()
+	for _, t := range s.serves {
+		ctx = t.TraceServeStart(ctx, TraceServeStartData{Queue: s.queue, CorrelationID: d.CorrelationId, Header: req.Header, Redelivered: d.Redelivered, BodySize: len(d.Body)})
+	}
+	resp, err := s.call(ctx, req)
+	s.nHandled.Add(1)
+	replyErr := s.reply(ch, d, resp, err)
+	if replyErr != nil {
+		s.nReplyFailed.Add(1)
+	}
+	for _, t := range s.serves {
+		t.TraceServeEnd(ctx, TraceServeEndData{Queue: s.queue, CorrelationID: d.CorrelationId, Err: err, ReplyErr: replyErr, Duration: time.Since(start)})
+	}
+}
+
+// reply publishes the handler's answer and acks the request.
+func (s *Server) reply(ch *amqp.Channel, d amqp.Delivery, resp Message, err error) error {
 	pub := amqp.Publishing{CorrelationId: d.CorrelationId}
 	if err != nil {
+		s.nFailed.Add(1)
 		var re *Error
 		if !errors.As(err, &re) {
 			re = &Error{Code: CodeInternal, Message: err.Error()}
@@ -241,18 +319,21 @@ func (s *Server) handle(hctx context.Context, ch *amqp.Channel, d amqp.Delivery)
 		if err != nil {
 			s.cfg.logger.Warn("amqprpc: reply failed; the request goes back to the queue", "queue", s.queue, "err", err)
 			_ = d.Nack(false, true)
-			return
+			return fmt.Errorf("amqprpc: reply: %w", err)
 		}
 	}
 	if err := d.Ack(false); err != nil {
 		s.cfg.logger.Warn("amqprpc: ack failed; the request will be redelivered", "queue", s.queue, "err", err)
+		return fmt.Errorf("amqprpc: ack: %w", err)
 	}
+	return nil
 }
 
 // call runs the handler, turning a panic into an *Error.
 func (s *Server) call(ctx context.Context, req Message) (resp Message, err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			s.nPanics.Add(1)
 			err = &Error{Code: CodePanic, Message: fmt.Sprint(p)}
 		}
 	}()

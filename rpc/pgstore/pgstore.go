@@ -42,6 +42,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/go-integration/patterns/internal/ids"
 	"github.com/go-integration/patterns/internal/pgschema"
 	"github.com/go-integration/patterns/rpc"
 )
@@ -59,33 +60,41 @@ const (
 	DefaultQueryTimeout = 5 * time.Second
 )
 
-// Option configures a Store.
-type Option func(*Store) error
+// ErrInvalidOption is returned (wrapped) by New for a bad option or
+// argument; the message names it.
+var ErrInvalidOption = errors.New("pgstore: invalid option")
+
+// Option configures a Store. Options are made by the WithX functions.
+type Option interface{ apply(*Store) error }
+
+type optionFunc func(*Store) error
+
+func (f optionFunc) apply(s *Store) error { return f(s) }
 
 // WithTable sets the table name, optionally schema-qualified ("app.idem").
 // Default "rpc_idempotency" (found through the search_path).
 func WithTable(name string) Option {
-	return func(s *Store) error {
+	return optionFunc(func(s *Store) error {
 		table, raw, err := pgschema.ParseTable(name)
 		if err != nil {
-			return fmt.Errorf("%w: pgstore.WithTable(%q)", rpc.ErrInvalidOption, name)
+			return fmt.Errorf("%w: WithTable(%q): %v", ErrInvalidOption, name, err)
 		}
 		s.table, s.rawTable = table, raw
 		return nil
-	}
+	})
 }
 
 // WithQueryTimeout bounds each query, so a stuck database cannot hold a
 // request forever (the middleware stores responses with a context that is
 // not cancelled when the client leaves). Default 5s.
 func WithQueryTimeout(d time.Duration) Option {
-	return func(s *Store) error {
+	return optionFunc(func(s *Store) error {
 		if d <= 0 {
-			return fmt.Errorf("%w: pgstore.WithQueryTimeout(%v): must be positive", rpc.ErrInvalidOption, d)
+			return fmt.Errorf("%w: WithQueryTimeout(%v): must be positive", ErrInvalidOption, d)
 		}
 		s.timeout = d
 		return nil
-	}
+	})
 }
 
 // Store is an rpc.IdempotencyStore in a PostgreSQL table.
@@ -100,15 +109,19 @@ type Store struct {
 
 var _ rpc.IdempotencyStore = (*Store)(nil)
 
-// New returns a Store using db. It does not create the table: call
-// CreateTable once (for example at deployment), or create it yourself.
+// New returns a Store using db. It does no I/O, so it takes no context: it
+// does not create the table. Call CreateTable once (for example at start-up
+// or deployment), or apply Schema with a migration tool.
 func New(db DB, opts ...Option) (*Store, error) {
 	if db == nil {
-		return nil, fmt.Errorf("%w: pgstore.New: nil DB", rpc.ErrInvalidOption)
+		return nil, fmt.Errorf("%w: New: nil DB", ErrInvalidOption)
 	}
 	s := &Store{db: db, table: pgx.Identifier{DefaultTable}.Sanitize(), rawTable: DefaultTable, timeout: DefaultQueryTimeout}
 	for _, o := range opts {
-		if err := o(s); err != nil {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil Option", ErrInvalidOption)
+		}
+		if err := o.apply(s); err != nil {
 			return nil, err
 		}
 	}
@@ -171,7 +184,7 @@ func (s *Store) Begin(ctx context.Context, key, fingerprint string, lock time.Du
 	// claim again. Three rounds are plenty; more means something is wrong.
 	for range 3 {
 		var claimed bool
-		token := rpc.NewOwnerToken()
+		token := ids.Hex()
 		err := s.db.QueryRow(ctx, s.qClaim, key, fingerprint, lock.Microseconds(), token).Scan(&claimed)
 		if err == nil {
 			return rpc.Claim{Token: token}, nil

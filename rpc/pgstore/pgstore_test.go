@@ -46,7 +46,10 @@ func newStore(t *testing.T) (*pgstore.Store, string) {
 }
 
 func TestConformance(t *testing.T) {
-	rpctest.RunStoreTests(t, func(t *testing.T) rpc.IdempotencyStore { s, _ := newStore(t); return s })
+	rpctest.Run(t, rpctest.Harness{
+		New:      func(t *testing.T) rpc.IdempotencyStore { s, _ := newStore(t); return s },
+		Features: rpctest.Features{Cancellation: true},
+	})
 }
 
 func TestDeleteExpired(t *testing.T) {
@@ -84,10 +87,26 @@ func TestWithTable(t *testing.T) {
 	if err := newPool(t, dsn).QueryRow(ctx, "select count(*) from idem").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows %d, %v", n, err)
 	}
-	for _, bad := range []string{"", "a.b.c", ".x"} {
-		if _, err := pgstore.New(newPool(t, dsn), pgstore.WithTable(bad)); !errors.Is(err, rpc.ErrInvalidOption) {
-			t.Errorf("WithTable(%q): %v", bad, err)
+}
+
+func TestBadOptions(t *testing.T) {
+	pool := newPool(t, testenv.DatabaseURL(t))
+	for name, opt := range map[string]pgstore.Option{
+		"empty table":  pgstore.WithTable(""),
+		"three parts":  pgstore.WithTable("a.b.c"),
+		"empty schema": pgstore.WithTable(".x"),
+		"timeout":      pgstore.WithQueryTimeout(0),
+		"nil":          nil,
+	} {
+		if _, err := pgstore.New(pool, opt); !errors.Is(err, pgstore.ErrInvalidOption) {
+			t.Errorf("%s: %v; want ErrInvalidOption", name, err)
 		}
+	}
+	if _, err := pgstore.New(nil); !errors.Is(err, pgstore.ErrInvalidOption) {
+		t.Errorf("nil DB: %v", err)
+	}
+	if _, err := pgstore.New(pool, pgstore.WithTable("x")); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -306,59 +325,6 @@ func TestSchemaAppliesAlone(t *testing.T) {
 	}
 	if c, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || c.Record != nil {
 		t.Fatalf("Begin = %v, %v", c, err)
-	}
-}
-
-// A handler slower than the lock timeout, over PostgreSQL: the second
-// request claims the lapsed key and its stored response survives the first
-// request's late completion.
-func TestStaleOwnerDoesNotOverwrite(t *testing.T) {
-	s, _ := newStore(t)
-	var runs atomic.Int64
-	firstIn, firstGo := make(chan struct{}), make(chan struct{})
-	mw, err := rpc.Idempotency(s, rpc.WithLockTimeout(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := runs.Add(1)
-		if n == 1 {
-			close(firstIn)
-			<-firstGo // outlives the lock timeout
-		}
-		w.WriteHeader(http.StatusCreated)
-		fmt.Fprintf(w, "run %d", n)
-	}))
-	serve := func() *httptest.ResponseRecorder {
-		req := httptest.NewRequest("POST", "/orders", strings.NewReader("x"))
-		req.Header.Set(rpc.HeaderIdempotencyKey, "slow")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		return w
-	}
-	first := make(chan *httptest.ResponseRecorder)
-	go func() { first <- serve() }()
-	<-firstIn
-	var second *httptest.ResponseRecorder
-	deadline := time.Now().Add(5 * time.Second)
-	for second = serve(); second.Code == http.StatusConflict; second = serve() {
-		if time.Now().After(deadline) {
-			t.Fatal("the first claim never lapsed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if second.Code != 201 || second.Body.String() != "run 2" {
-		t.Fatalf("second request: %d %q; want 201 run 2", second.Code, second.Body)
-	}
-	close(firstGo)
-	if w := <-first; w.Code != 201 || w.Body.String() != "run 1" {
-		t.Fatalf("first request: %d %q; want its own 201 run 1", w.Code, w.Body)
-	}
-	if w := serve(); w.Code != 201 || w.Body.String() != "run 2" || w.Header().Get(rpc.HeaderIdempotentReplayed) != "true" {
-		t.Fatalf("retry: %d %q; want the second request's stored response", w.Code, w.Body)
-	}
-	if runs.Load() != 2 {
-		t.Fatalf("handler ran %d times, want 2", runs.Load())
 	}
 }
 

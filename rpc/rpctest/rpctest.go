@@ -1,8 +1,12 @@
 // Package rpctest checks that an rpc.IdempotencyStore keeps the promises the
-// Idempotency middleware relies on. Run it from a store's tests:
+// Idempotency middleware relies on, alone and under the middleware. Run it
+// from a store's tests:
 //
 //	func TestConformance(t *testing.T) {
-//		rpctest.RunStoreTests(t, func(t *testing.T) rpc.IdempotencyStore { return newStore(t) })
+//		rpctest.Run(t, rpctest.Harness{
+//			New:      func(t *testing.T) rpc.IdempotencyStore { return newStore(t) },
+//			Features: rpctest.Features{Cancellation: true},
+//		})
 //	}
 package rpctest
 
@@ -11,18 +15,44 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-integration/patterns/internal/testenv"
 	"github.com/go-integration/patterns/rpc"
 )
 
-// RunStoreTests runs the conformance tests against stores made by newStore.
-// Each subtest gets a new store (or one whose keys it cannot collide with).
-func RunStoreTests(t *testing.T, newStore func(t *testing.T) rpc.IdempotencyStore) {
+// Harness builds the store under test.
+type Harness struct {
+	// New returns a new store, or one whose keys the subtest cannot collide
+	// with; it is called once per subtest.
+	New func(t *testing.T) rpc.IdempotencyStore
+	// Features declares what the store promises beyond the basics.
+	Features Features
+}
+
+// Features switches groups of tests on. The zero value runs what every
+// store must pass: exclusive claims with distinct owner tokens, exact
+// responses, release, expiry, refused stale owners (alone and under the
+// middleware).
+type Features struct {
+	// Cancellation: Begin fails when its context is already cancelled.
+	Cancellation bool
+}
+
+// Run runs the conformance tests against stores made by h.New.
+func Run(t *testing.T, h Harness) {
+	if h.New == nil {
+		t.Fatal("rpctest: Harness.New is nil")
+	}
+	newStore := h.New
 	ctx := context.Background()
 	const lock, ttl = time.Minute, time.Hour
 	// claim begins key and fails unless the caller got it.
@@ -186,8 +216,7 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) rpc.IdempotencyStor
 		s := newStore(t)
 		claim(t, s, "k", "fp", 200*time.Millisecond)
 		record(t, s, "k", "fp")
-		time.Sleep(300 * time.Millisecond)
-		claim(t, s, "k", "fp", lock)
+		waitForClaim(t, s, "k", "fp")
 	})
 
 	t.Run("ResponsesExpire", func(t *testing.T) {
@@ -197,8 +226,7 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) rpc.IdempotencyStor
 		if rec := record(t, s, "k", "fp"); rec.Response == nil {
 			t.Fatal("response gone before its TTL")
 		}
-		time.Sleep(300 * time.Millisecond)
-		claim(t, s, "k", "fp2", lock)
+		waitForClaim(t, s, "k", "fp2")
 	})
 
 	t.Run("KeysAreIndependent", func(t *testing.T) {
@@ -236,7 +264,12 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) rpc.IdempotencyStor
 		}
 	})
 
+	t.Run("MiddlewareStaleOwner", func(t *testing.T) { staleOwner(t, newStore(t)) })
+
 	t.Run("CancelledContext", func(t *testing.T) {
+		if !h.Features.Cancellation {
+			t.Skip("Features.Cancellation is off")
+		}
 		s := newStore(t)
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
@@ -247,27 +280,132 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) rpc.IdempotencyStor
 }
 
 // waitForClaim begins key until the store gives it to the caller (the
-// earlier claim's lock lapsed) and returns the new token. It gives up after
-// 5 seconds.
+// earlier claim's lock or response lapsed) and returns the new token.
 func waitForClaim(t *testing.T, s rpc.IdempotencyStore, key, fp string) string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	var token string
+	testenv.Eventually(t, 5*time.Second, "Begin("+key+") claims the key once the lock lapses", func() bool {
 		c, err := s.Begin(context.Background(), key, fp, time.Minute)
 		if err != nil {
 			t.Fatalf("Begin(%s): %v", key, err)
 		}
-		if c.Record == nil {
-			if c.Token == "" {
-				t.Fatalf("Begin(%s) claimed without a token", key)
-			}
-			return c.Token
+		if c.Record == nil && c.Token == "" {
+			t.Fatalf("Begin(%s) claimed without a token", key)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Begin(%s) still refused after 5s: the lock never lapsed", key)
-		}
-		<-tick.C
+		token = c.Token
+		return c.Record == nil
+	})
+	return token
+}
+
+// staleOwner runs the middleware over s with a handler slower than the lock
+// timeout: a second request with the key claims it and runs the handler
+// again; the first request's late response reaches its client but is
+// neither stored nor allowed to release the key (traced and logged as
+// stale), so retries replay the second response.
+func staleOwner(t *testing.T, s rpc.IdempotencyStore) {
+	var logs syncBuffer
+	tr := &outcomes{}
+	mw, err := rpc.Idempotency(s, rpc.WithLockTimeout(50*time.Millisecond),
+		rpc.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))), rpc.WithTracer(tr))
+	if err != nil {
+		t.Fatal(err)
 	}
+	var runs atomic.Int64
+	firstIn, firstGo := make(chan struct{}), make(chan struct{})
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		if n == 1 {
+			close(firstIn)
+			<-firstGo // outlives the lock timeout
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "run %d", n)
+	}))
+	serve := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/orders", strings.NewReader("x"))
+		req.Header.Set(rpc.HeaderIdempotencyKey, "slow")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- serve() }()
+	<-firstIn
+	// Retry until the first claim lapses and the retry owns the key.
+	var second *httptest.ResponseRecorder
+	testenv.Eventually(t, 5*time.Second, "the first claim lapses", func() bool {
+		second = serve()
+		return second.Code != http.StatusConflict
+	})
+	if second.Code != 201 || second.Body.String() != "run 2" {
+		t.Fatalf("second request: %d %q; want 201 run 2", second.Code, second.Body)
+	}
+	close(firstGo)
+	if w := <-first; w.Code != 201 || w.Body.String() != "run 1" {
+		t.Fatalf("first request: %d %q; want its own 201 run 1", w.Code, w.Body)
+	}
+	for range 2 {
+		w := serve()
+		if w.Code != 201 || w.Body.String() != "run 2" || w.Header().Get(rpc.HeaderIdempotentReplayed) != "true" {
+			t.Fatalf("retry: %d %q replayed=%q; want the second request's stored response", w.Code, w.Body, w.Header().Get(rpc.HeaderIdempotentReplayed))
+		}
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("handler ran %d times, want 2", runs.Load())
+	}
+	if !strings.Contains(logs.String(), "response not stored") {
+		t.Fatalf("no warning about the stale claim logged: %s", logs.String())
+	}
+	stale := tr.find(rpc.IdempotencyStale)
+	if stale == nil || stale.Key != "slow" || stale.StatusCode != 201 || !errors.Is(stale.Err, rpc.ErrStaleClaim) {
+		t.Fatalf("traced %+v; want a stale outcome for key slow, status 201, ErrStaleClaim", tr.all())
+	}
+	if tr.find(rpc.IdempotencyStored) == nil || tr.find(rpc.IdempotencyReplayed) == nil || tr.find(rpc.IdempotencyInProgress) == nil {
+		t.Fatalf("traced %+v; want stored, replayed and in-progress outcomes too", tr.all())
+	}
+}
+
+// outcomes records what the middleware traces.
+type outcomes struct {
+	mu sync.Mutex
+	d  []rpc.TraceIdempotencyData
+}
+
+func (o *outcomes) TraceIdempotency(_ context.Context, d rpc.TraceIdempotencyData) {
+	o.mu.Lock()
+	o.d = append(o.d, d)
+	o.mu.Unlock()
+}
+
+func (o *outcomes) all() []rpc.TraceIdempotencyData {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]rpc.TraceIdempotencyData(nil), o.d...)
+}
+
+func (o *outcomes) find(out rpc.IdempotencyOutcome) *rpc.TraceIdempotencyData {
+	for _, d := range o.all() {
+		if d.Outcome == out {
+			return &d
+		}
+	}
+	return nil
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
