@@ -22,7 +22,7 @@ func BenchmarkQueryRow(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	r, err := New(ctx, Config{PrimaryURL: primary, ReplicaURLs: []string{replica}, Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(ctx, primary, WithReplicas(replica), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func BenchmarkQueryRowInterleaved(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	r, err := New(ctx, Config{PrimaryURL: primary, ReplicaURLs: []string{replica}, Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(ctx, primary, WithReplicas(replica), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func must(b *testing.B, err error) {
 // BenchmarkRoute measures routing alone: choosing a node from the checkers' state.
 func BenchmarkRoute(b *testing.B) {
 	primary, replica := testenv.DatabaseURL(b), testenv.ReplicaDatabaseURL(b)
-	r, err := New(context.Background(), Config{PrimaryURL: primary, ReplicaURLs: []string{replica, replica}, Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(context.Background(), primary, WithReplicas(replica, replica), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -94,25 +94,25 @@ type Querier interface {
 // validate rejects a contract that cannot be checked.
 func (c *Contract) validate() error {
 	if len(c.Tables) == 0 {
-		return fmt.Errorf("%w: contract declares no tables", ErrInvalidConfig)
+		return fmt.Errorf("%w: contract declares no tables", ErrInvalidOption)
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Tables {
 		if t.Name == "" {
-			return fmt.Errorf("%w: contract: a table has no name", ErrInvalidConfig)
+			return fmt.Errorf("%w: contract: a table has no name", ErrInvalidOption)
 		}
 		key := t.Schema + "." + t.Name
 		if seen[key] {
-			return fmt.Errorf("%w: contract: table %s declared twice", ErrInvalidConfig, key)
+			return fmt.Errorf("%w: contract: table %s declared twice", ErrInvalidOption, key)
 		}
 		seen[key] = true
 		cols := map[string]bool{}
 		for _, col := range t.Columns {
 			if col.Name == "" || strings.TrimSpace(col.Type) == "" {
-				return fmt.Errorf("%w: contract: table %s: column %q needs a name and a type", ErrInvalidConfig, t.Name, col.Name)
+				return fmt.Errorf("%w: contract: table %s: column %q needs a name and a type", ErrInvalidOption, t.Name, col.Name)
 			}
 			if cols[col.Name] {
-				return fmt.Errorf("%w: contract: column %s.%s declared twice", ErrInvalidConfig, t.Name, col.Name)
+				return fmt.Errorf("%w: contract: column %s.%s declared twice", ErrInvalidOption, t.Name, col.Name)
 			}
 			cols[col.Name] = true
 		}
@@ -291,14 +291,14 @@ func showType(dataType, udt string) string {
 // To undo: GRANT TEMPORARY ON DATABASE <database> TO PUBLIC.
 func RevokeTempFromPublicSQL(database string, keep ...string) ([]string, error) {
 	if database == "" {
-		return nil, fmt.Errorf("%w: database name is empty", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: database name is empty", ErrInvalidOption)
 	}
 	db := pgx.Identifier{database}.Sanitize()
 	stmts := []string{"-- affects every role without its own TEMPORARY grant: PUBLIC holds it by default, and it cannot be revoked from one role\n" +
 		"revoke temporary on database " + db + " from public"}
 	for _, r := range keep {
 		if r == "" {
-			return nil, fmt.Errorf("%w: empty role name in keep", ErrInvalidConfig)
+			return nil, fmt.Errorf("%w: empty role name in keep", ErrInvalidOption)
 		}
 		stmts = append(stmts, "grant temporary on database "+db+" to "+pgx.Identifier{r}.Sanitize())
 	}

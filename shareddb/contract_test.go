@@ -41,9 +41,7 @@ func TestContractDrift(t *testing.T) {
 	if err := c.Verify(ctx, e.admin); err != nil {
 		t.Fatalf("Verify on the matching schema: %v", err)
 	}
-	cfg := e.config()
-	cfg.Contract = c
-	r := newReader(t, cfg)
+	r := e.reader(t, WithContract(c))
 
 	// The owner of the database changes it under the reader.
 	e.exec(t, "alter table orders drop column note")
@@ -77,8 +75,7 @@ func TestContractDrift(t *testing.T) {
 	}
 
 	// New refuses a drifted contract.
-	cfg.Contract = c2
-	if _, err := New(ctx, cfg); !errors.Is(err, ErrContract) {
+	if _, err := New(ctx, e.primaryURL, e.options(WithContract(c2))...); !errors.Is(err, ErrContract) {
 		t.Fatalf("New with a drifted contract: %v", err)
 	}
 }
@@ -91,8 +88,8 @@ func TestContractValidation(t *testing.T) {
 		{Tables: []Table{{Name: "t", Columns: []Column{{Name: "a"}}}}},
 		{Tables: []Table{{Name: "t", Columns: []Column{{Name: "a", Type: "int"}, {Name: "a", Type: "int"}}}}},
 	} {
-		if err := c.validate(); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("validate(%+v) = %v, want ErrInvalidConfig", c, err)
+		if err := c.validate(); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("validate(%+v) = %v, want ErrInvalidOption", c, err)
 		}
 	}
 	if _, err := ordersContract("").RoleSQL("r", RoleOptions{}); err == nil || !strings.Contains(err.Error(), "needs an explicit Schema") {
@@ -163,10 +160,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 
 	// The role reads through a ReplicaReader too, on the replica once the role has replicated.
 	e.waitReplica(t)
-	cfg := e.config(withUser(t, e.replicaURL, role))
-	cfg.PrimaryURL = withUser(t, e.primaryURL, role)
-	cfg.Contract = c
-	r := newReader(t, cfg)
+	r := e.readerAt(t, withUser(t, e.primaryURL, role), WithReplicas(withUser(t, e.replicaURL, role)), WithContract(c))
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := r.QueryRow(rctx, "select total from orders where id = 1").Scan(&total); err != nil || !onReplica(t, r) {
@@ -280,10 +274,10 @@ func TestContractRoleCannotCreateTemp(t *testing.T) {
 	if err := createTemp(keeper); err != nil {
 		t.Fatalf("a role kept by RevokeTempFromPublicSQL: %v", err)
 	}
-	if _, err := RevokeTempFromPublicSQL(""); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := RevokeTempFromPublicSQL(""); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("empty database: %v", err)
 	}
-	if _, err := RevokeTempFromPublicSQL("d", ""); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := RevokeTempFromPublicSQL("d", ""); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("empty role to keep: %v", err)
 	}
 }

@@ -7,7 +7,8 @@
 // replay lag in seconds (idle-safe: a replica with nothing to replay has zero
 // lag; unknown, so stale, when its WAL receiver is not streaming) and bytes,
 // and its latency. Reads (Query, QueryRow, BeginTx, ReadTx,
-// Acquire, Pool) go to the best healthy replica within MaxLag, chosen by a
+// Acquire, Pool) go to the best healthy replica within the maximum lag
+// (WithMaxLag), chosen by a
 // Picker (LeastLag, RoundRobin, LowestLatency); when none qualifies they fall
 // back to the primary or fail with ErrNoFreshReplica, by policy. Routing uses
 // what the checkers last saw: no health check runs on the query path.
@@ -21,17 +22,24 @@
 //     on an Acquired connection still works: the least-privilege role below
 //     is what stops it.)
 //   - Read your writes: a Token (the primary's WAL position after a write,
-//     CurrentToken) passed with AtLeast makes a read wait for a replica that
+//     CurrentToken) passed with WithToken makes a read wait for a replica that
 //     has replayed that far, or read the primary. A token ahead of the
 //     primary's WAL position is refused at once with ErrInvalidToken.
 //   - Schema contract: a Contract declares the tables and typed columns a
-//     reader depends on; Verify (run by New) lists every difference at deploy
-//     time.
+//     reader depends on; Verify (run by New given WithContract) lists every
+//     difference at deploy time.
 //   - Least privilege: Contract.RoleSQL prints (CreateRole applies) a login
 //     role that can only SELECT the declared columns, read-only by default.
 //
+// New takes the primary's URL and options (WithReplicas, WithMaxLag,
+// WithFallback, ...; a bad one is ErrInvalidOption); With takes per-read
+// options (WithMaxLag, WithMaxLagBytes, WithFallback, WithToken). Close
+// drains the reads in flight, up to WithDrainTimeout, then cancels them.
+//
 // Recovery conflicts (a replica cancelling a long query so replay can go
-// on) and lost connections are retried on another node by QueryRow and
-// ReadTx; other errors carry the node's name (NodeError). Status, Stats, a
-// slog.Logger and optional hooks (RouteHook, CheckHook) show what happens.
+// on) and lost connections are retried on another node by QueryRow, Query
+// (before its first row) and ReadTx; other errors carry the node's name
+// (NodeError). Status, Stats, a slog.Logger and tracers (WithTracer:
+// QueryTracer around each routed read, QueryRetryTracer, CheckTracer per
+// health check, NodeChangeTracer) show what happens.
 package shareddb

@@ -23,15 +23,19 @@ var (
 	ErrNotReplica = errors.New("shareddb: replica is not a standby of the primary")
 	// ErrPrimaryInRecovery reports a primary URL that points at a server in recovery (a standby).
 	ErrPrimaryInRecovery = errors.New("shareddb: primary is in recovery")
-	// ErrInvalidConfig reports a Config that cannot work: a bad URL, conflicting options.
-	ErrInvalidConfig = errors.New("shareddb: invalid config")
+	// ErrInvalidOption reports an option or argument that cannot work: a bad
+	// URL, a negative duration, conflicting options (New, With), an invalid
+	// Contract (WithContract, Verify, RoleSQL) or role name. The error names
+	// the option or the field.
+	ErrInvalidOption = errors.New("shareddb: invalid option")
 	// ErrContract is matched (errors.Is) by the *ContractError that Verify returns.
 	ErrContract = errors.New("shareddb: schema contract violated")
-	// ErrInvalidToken is returned by a read given a Token (AtLeast) that is
+	// ErrInvalidToken is returned by a read given a Token (WithToken) that is
 	// ahead of the primary's current WAL position: no write made it, so no
 	// replica, nor the primary, could ever serve it.
 	ErrInvalidToken = errors.New("shareddb: invalid token")
-	// ErrClosed is returned by every method after Close.
+	// ErrClosed is returned by every read, Token and Verify after Close, and
+	// matched by the error of a read Close cancelled after the drain timeout.
 	ErrClosed = errors.New("shareddb: reader closed")
 )
 

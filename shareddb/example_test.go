@@ -3,6 +3,7 @@ package shareddb_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-integration/patterns/shareddb"
@@ -16,12 +17,11 @@ func Example() {
 		Schema: "orders", Name: "orders",
 		Columns: []shareddb.Column{{Name: "id", Type: "bigint"}, {Name: "total", Type: "numeric"}},
 	}}}
-	r, err := shareddb.New(ctx, shareddb.Config{
-		PrimaryURL:  "postgres://reader@orders-db:5432/orders",
-		ReplicaURLs: []string{"postgres://reader@orders-db-replica:5432/orders"},
-		MaxLag:      2 * time.Second,
-		Contract:    contract, // New fails, listing every difference, if the schema drifted
-	})
+	r, err := shareddb.New(ctx, "postgres://reader@orders-db:5432/orders",
+		shareddb.WithReplicas("postgres://reader@orders-db-replica:5432/orders"),
+		shareddb.WithMaxLag(2*time.Second),
+		shareddb.WithContract(contract), // New fails, listing every difference, if the schema drifted
+	)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -36,7 +36,7 @@ func Example() {
 // A read that must see a write the caller just made: the writer hands over
 // a Token, the reader waits for a replica that has replayed it (or reads
 // the primary at the deadline).
-func ExampleAtLeast() {
+func ExampleWithToken() {
 	var r *shareddb.ReplicaReader                // from shareddb.New
 	tok, err := shareddb.ParseToken("0/3016B70") // e.g. from a header set by the writer's CurrentToken
 	if err != nil || r == nil {
@@ -45,7 +45,39 @@ func ExampleAtLeast() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var n int
-	_ = r.With(shareddb.AtLeast(tok)).QueryRow(ctx, "select count(*) from orders.orders").Scan(&n)
+	_ = r.With(shareddb.WithToken(tok)).QueryRow(ctx, "select count(*) from orders.orders").Scan(&n)
+}
+
+// A tracer counting reads per route and logging retries: a value
+// implementing any of QueryTracer, QueryRetryTracer, CheckTracer and
+// NodeChangeTracer, installed with WithTracer.
+type routeCounter struct {
+	mu     sync.Mutex
+	routes map[shareddb.Route]int
+}
+
+func (c *routeCounter) TraceQueryStart(ctx context.Context, d shareddb.TraceQueryStartData) context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.routes[d.Route]++
+	return ctx
+}
+
+func (c *routeCounter) TraceQueryEnd(context.Context, shareddb.TraceQueryEndData) {}
+
+func (c *routeCounter) TraceQueryRetry(_ context.Context, d shareddb.TraceQueryRetryData) {
+	fmt.Printf("retried after %v on %s\n", d.Err, d.Node)
+}
+
+func ExampleWithTracer() {
+	counter := &routeCounter{routes: map[shareddb.Route]int{}}
+	r, err := shareddb.New(context.Background(), "postgres://reader@orders-db:5432/orders",
+		shareddb.WithReplicas("postgres://reader@orders-db-replica:5432/orders"),
+		shareddb.WithTracer(counter))
+	if err != nil {
+		return
+	}
+	defer r.Close()
 }
 
 func ExampleContract_RoleSQL() {

@@ -242,16 +242,16 @@ func TestFaultPausedReplayFallsBackToThePrimary(t *testing.T) {
 	testenv.FaultTest(t)
 	e := setup(t, "create table ticks (id int)")
 	e.waitReplica(t)
-	r := newReader(t, e.config(e.replicaURL))
-	fresh := r.With(MaxLag(time.Second))
-	strict := r.With(MaxLag(time.Second), WithFallback(FallbackRefuse))
+	r := e.reader(t, WithReplicas(e.replicaURL))
+	fresh := r.With(WithMaxLag(time.Second))
+	strict := r.With(WithMaxLag(time.Second), WithFallback(FallbackRefuse))
 	if !onReplica(t, fresh) {
 		t.Fatal("before the fault, read did not go to the replica")
 	}
 
 	pauseReplay(t)
 	e.exec(t, "insert into ticks values (1)") // received, not replayed: lag grows
-	eventually(t, 10*time.Second, "replica lag over 1 s", func() bool {
+	testenv.Eventually(t, 10*time.Second, "replica lag over 1 s", func() bool {
 		s := r.Status()[1]
 		return s.Healthy && s.ReplayPaused && s.LagKnown && s.Lag > time.Second && s.LagBytes > 0
 	})
@@ -263,7 +263,7 @@ func TestFaultPausedReplayFallsBackToThePrimary(t *testing.T) {
 	if !errors.Is(err, ErrNoFreshReplica) || !strings.Contains(err.Error(), "> max 1s") {
 		t.Fatalf("strict read: %v, want ErrNoFreshReplica naming the lag", err)
 	}
-	if !onReplica(t, r.With(MaxLag(-1))) {
+	if !onReplica(t, r.With(WithMaxLag(-1))) {
 		t.Fatal("read accepting any lag did not go to the replica")
 	}
 	after := r.Stats()
@@ -272,7 +272,7 @@ func TestFaultPausedReplayFallsBackToThePrimary(t *testing.T) {
 	}
 
 	resumeReplay(t)
-	eventually(t, 10*time.Second, "reads back on the replica", func() bool { return onReplica(t, fresh) })
+	testenv.Eventually(t, 10*time.Second, "reads back on the replica", func() bool { return onReplica(t, fresh) })
 	var n int
 	if err := strict.QueryRow(context.Background(), "select count(*) from ticks").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("replica after resume: %d rows, %v", n, err)
@@ -283,9 +283,9 @@ func TestFaultReplicaStoppedAndStarted(t *testing.T) {
 	testenv.FaultTest(t)
 	e := setup(t)
 	e.waitReplica(t)
-	cfg := e.config(e.replicaURL)
-	cfg.CheckInterval, cfg.CheckTimeout = 200*time.Millisecond, 200*time.Millisecond
-	r := newReader(t, cfg)
+	const interval = 200 * time.Millisecond
+	h := &recorder{}
+	r := e.reader(t, WithReplicas(e.replicaURL), WithCheckInterval(interval), WithCheckTimeout(interval), WithTracer(h))
 	for range 3 {
 		if !onReplica(t, r) { // warm the replica's pool: its connections break with the server
 			t.Fatal("before the fault, read did not go to the replica")
@@ -300,25 +300,46 @@ func TestFaultReplicaStoppedAndStarted(t *testing.T) {
 			t.Fatal("read went to a stopped replica")
 		}
 	}
-	eventually(t, cfg.CheckInterval+cfg.CheckTimeout+100*time.Millisecond, "replica marked unhealthy within one check", func() bool {
+	testenv.Eventually(t, 2*interval+100*time.Millisecond, "replica marked unhealthy within one check", func() bool {
 		return !r.Status()[1].Healthy
 	})
 	t.Logf("replica unhealthy %v after stop; stats %+v; last error: %v", time.Since(stopped), r.Stats(), r.Status()[1].LastError)
 
 	startReplica(t)
-	eventually(t, 30*time.Second, "reads back on the replica", func() bool { return onReplica(t, r) })
+	testenv.Eventually(t, 30*time.Second, "reads back on the replica", func() bool { return onReplica(t, r) })
+	testenv.Eventually(t, 5*time.Second, "replica traced down, then up", func() bool {
+		return changes(h, "replica1", NodeDown, NodeUp)
+	})
+	var failed bool
+	for _, c := range h.snapshot().checks {
+		failed = failed || (c.Name == "replica1" && !c.Healthy && c.LastError != nil)
+	}
+	if !failed {
+		t.Fatal("no failed check of replica1 traced")
+	}
+}
+
+// changes reports whether the recorder saw, for node, the changes want in
+// this order (others may come between).
+func changes(h *recorder, node string, want ...NodeChange) bool {
+	for _, c := range h.snapshot().changes {
+		if len(want) > 0 && c.Status.Name == node && c.Change == want[0] {
+			want = want[1:]
+		}
+	}
+	return len(want) == 0
 }
 
 func TestFaultStoppedWALReceiverMakesLagUnknown(t *testing.T) {
 	testenv.FaultTest(t)
 	e := setup(t, "create table ticks (id int)")
 	e.waitReplica(t)
-	cfg := e.config(e.replicaURL)
-	cfg.CheckInterval, cfg.CheckTimeout = 200*time.Millisecond, 200*time.Millisecond
-	r := newReader(t, cfg)
-	fresh := r.With(MaxLag(time.Second))
-	strict := r.With(MaxLag(time.Second), WithFallback(FallbackRefuse))
-	eventually(t, 10*time.Second, "replica streaming with zero lag", func() bool {
+	const interval = 200 * time.Millisecond
+	h := &recorder{}
+	r := e.reader(t, WithReplicas(e.replicaURL), WithCheckInterval(interval), WithCheckTimeout(interval), WithTracer(h))
+	fresh := r.With(WithMaxLag(time.Second))
+	strict := r.With(WithMaxLag(time.Second), WithFallback(FallbackRefuse))
+	testenv.Eventually(t, 10*time.Second, "replica streaming with zero lag", func() bool {
 		s := r.Status()[1]
 		return s.Healthy && s.LagKnown && s.Lag == 0
 	})
@@ -329,7 +350,7 @@ func TestFaultStoppedWALReceiverMakesLagUnknown(t *testing.T) {
 	// The replica stays up and in recovery, but receives nothing: however
 	// idle the primary is, nobody can tell how far behind it is.
 	restore := stopWALReceiver(t)
-	eventually(t, 3*time.Second, "lag unknown once the WAL receiver stopped", func() bool {
+	testenv.Eventually(t, 3*time.Second, "lag unknown once the WAL receiver stopped", func() bool {
 		s := r.Status()[1]
 		return s.Healthy && !s.Streaming && !s.LagKnown
 	})
@@ -342,7 +363,7 @@ func TestFaultStoppedWALReceiverMakesLagUnknown(t *testing.T) {
 	if !errors.Is(err, ErrNoFreshReplica) || !strings.Contains(err.Error(), "lag unknown") {
 		t.Fatalf("strict read: %v, want ErrNoFreshReplica saying the lag is unknown", err)
 	}
-	if !onReplica(t, r.With(MaxLag(-1))) {
+	if !onReplica(t, r.With(WithMaxLag(-1))) {
 		t.Fatal("read accepting any lag did not go to the replica")
 	}
 	if after := r.Stats(); after.FellBack-before.FellBack != 1 || after.Refused-before.Refused != 1 {
@@ -358,22 +379,25 @@ func TestFaultStoppedWALReceiverMakesLagUnknown(t *testing.T) {
 	defer cancel()
 	var n int
 	var rec bool
-	if err := r.With(AtLeast(tok)).QueryRow(ctx, "select count(*), pg_is_in_recovery() from ticks").Scan(&n, &rec); err != nil || n != 1 || rec {
+	if err := r.With(WithToken(tok)).QueryRow(ctx, "select count(*), pg_is_in_recovery() from ticks").Scan(&n, &rec); err != nil || n != 1 || rec {
 		t.Fatalf("token read: %d rows, on replica %v, %v; want 1 row from the primary", n, rec, err)
 	}
 
 	restore()
-	eventually(t, 10*time.Second, "reads back on the replica", func() bool { return onReplica(t, fresh) })
+	testenv.Eventually(t, 10*time.Second, "reads back on the replica", func() bool { return onReplica(t, fresh) })
 	if s := r.Status()[1]; !s.Streaming || !s.LagKnown {
 		t.Fatalf("status after restore: %+v, want lag known", s)
 	}
+	testenv.Eventually(t, 5*time.Second, "receiver traced stopped and stale, then streaming and fresh", func() bool {
+		return changes(h, "replica1", ReceiverStopped, ReceiverStreaming) && changes(h, "replica1", NodeStale, NodeFresh)
+	})
 }
 
 func TestFaultTokenWhileReplayPaused(t *testing.T) {
 	testenv.FaultTest(t)
 	e := setup(t, "create table events (id int)")
 	e.waitReplica(t)
-	r := newReader(t, e.config(e.replicaURL))
+	r := e.reader(t, WithReplicas(e.replicaURL))
 	const q = "select count(*), pg_is_in_recovery() from events"
 
 	// Replay resumes while the read waits: the replica serves it.
@@ -391,7 +415,7 @@ func TestFaultTokenWhileReplayPaused(t *testing.T) {
 	start := time.Now()
 	var n int
 	var rec bool
-	err = r.With(AtLeast(tok)).QueryRow(ctx, q).Scan(&n, &rec)
+	err = r.With(WithToken(tok)).QueryRow(ctx, q).Scan(&n, &rec)
 	waited := time.Since(start)
 	cancel()
 	if err != nil || n != 1 || !rec || waited < 250*time.Millisecond {
@@ -408,7 +432,7 @@ func TestFaultTokenWhileReplayPaused(t *testing.T) {
 	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start = time.Now()
-	err = r.With(AtLeast(tok), WithFallback(FallbackRefuse)).QueryRow(ctx, q).Scan(&n, &rec)
+	err = r.With(WithToken(tok), WithFallback(FallbackRefuse)).QueryRow(ctx, q).Scan(&n, &rec)
 	waited = time.Since(start)
 	if err != nil || n != 2 || rec {
 		t.Fatalf("read with token while paused: %d rows, on replica %v, %v; want 2 rows from the primary", n, rec, err)
@@ -426,13 +450,9 @@ func TestFaultRecoveryConflictIsRetriedElsewhere(t *testing.T) {
 	testenv.FaultTest(t)
 	e := setup(t, "create table t (id int)", "insert into t values (1)")
 	e.waitReplica(t)
-	h := &hookRecorder{}
-	cfg := e.config(e.replicaURL)
-	cfg.Hook = h
-	retrying := newReader(t, cfg)
-	cfg = e.config(e.replicaURL)
-	cfg.Retries = -1
-	once := newReader(t, cfg)
+	h := &recorder{}
+	retrying := e.reader(t, WithReplicas(e.replicaURL), WithTracer(h))
+	once := e.reader(t, WithReplicas(e.replicaURL), WithRetries(0))
 	// Long on the replica, instant on the primary.
 	const q = "select count(*) from t cross join lateral (select pg_sleep(case when pg_is_in_recovery() then 30 else 0 end)) s"
 
@@ -469,7 +489,7 @@ func TestFaultRecoveryConflictIsRetriedElsewhere(t *testing.T) {
 
 	// Wait until both queries hold their lock on t on the replica.
 	admin := replicaAdmin(t)
-	eventually(t, 5*time.Second, "three queries sleeping on the replica", func() bool {
+	testenv.Eventually(t, 5*time.Second, "three queries sleeping on the replica", func() bool {
 		var n int
 		_ = admin.QueryRow(context.Background(), "select count(*) from pg_stat_activity where query like '%pg_sleep(case%' and state = 'active' and pid <> pg_backend_pid()").Scan(&n)
 		return n == 3
@@ -503,15 +523,25 @@ func TestFaultRecoveryConflictIsRetriedElsewhere(t *testing.T) {
 		t.Fatalf("reader without retries: %v; want ErrRecoveryConflict from replica1", r2.err)
 	}
 	t.Logf("reported: %v", r2.err)
-	routes, _ := h.snapshot()
-	count := map[Outcome]int{}
-	for _, ev := range routes {
-		count[ev.Outcome]++
-		if ev.Outcome == Retried && (ev.Node != "replica1" || !errors.Is(ev.Err, ErrRecoveryConflict)) {
-			t.Errorf("retry event %+v, want a recovery conflict on replica1", ev)
+	// Traced: each read started on replica1, was retried once after a
+	// recovery conflict there, and ended on the primary (the fallback).
+	rec := h.snapshot()
+	if len(rec.starts) != 2 || len(rec.ends) != 2 || len(rec.retries) != 2 || rec.lost != 0 {
+		t.Fatalf("traced %d starts, %d ends, %d retries (%d without their context); want 2, 2, 2, 0", len(rec.starts), len(rec.ends), len(rec.retries), rec.lost)
+	}
+	for _, st := range rec.starts {
+		if st.Node != "replica1" || st.Route != RouteReplica || st.SQL != q {
+			t.Errorf("start %+v, want the query routed to replica1", st)
 		}
 	}
-	if count[Routed] != 2 || count[Retried] != 2 || count[FellBack] != 2 {
-		t.Fatalf("route events = %+v; want 2 routed, 2 retried after a recovery conflict, 2 fell back", routes)
+	for _, rt := range rec.retries {
+		if rt.Node != "replica1" || rt.Attempt != 1 || !errors.Is(rt.Err, ErrRecoveryConflict) {
+			t.Errorf("retry %+v, want a recovery conflict on replica1 at attempt 1", rt)
+		}
+	}
+	for _, end := range rec.ends {
+		if end.Err != nil || end.Node != "primary" || end.Route != RouteFallback || end.Attempts != 2 {
+			t.Errorf("end %+v, want success on the primary (fallback) after 2 attempts", end)
+		}
 	}
 }

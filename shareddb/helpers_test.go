@@ -87,24 +87,30 @@ func (e *env) waitReplica(t *testing.T) {
 	}
 }
 
-// config is a Config with quick checks and small pools.
-func (e *env) config(replicas ...string) Config {
-	return Config{
-		PrimaryURL:  e.primaryURL,
-		ReplicaURLs: replicas,
+// options are quick checks, small pools and a quiet logger, followed by opts.
+func (e *env) options(opts ...Option) []Option {
+	return append([]Option{
 		// Quick, but with room for a loaded machine: a check that times out marks the node down.
-		CheckInterval: 500 * time.Millisecond,
-		CheckTimeout:  500 * time.Millisecond,
-		ConfigurePool: func(_ string, c *pgxpool.Config) { c.MaxConns = 4 },
-		Logger:        slog.New(slog.DiscardHandler),
-	}
+		WithCheckInterval(500 * time.Millisecond),
+		WithCheckTimeout(500 * time.Millisecond),
+		WithPoolConfig(func(_ string, c *pgxpool.Config) { c.MaxConns = 4 }),
+		WithLogger(slog.New(slog.DiscardHandler)),
+	}, opts...)
 }
 
-func newReader(t *testing.T, cfg Config) *ReplicaReader {
+// reader is a ReplicaReader on the test's primary with e.options(opts...),
+// closed when the test ends.
+func (e *env) reader(t *testing.T, opts ...Option) *ReplicaReader {
+	t.Helper()
+	return e.readerAt(t, e.primaryURL, opts...)
+}
+
+// readerAt is reader with another URL for the primary (another role).
+func (e *env) readerAt(t *testing.T, primaryURL string, opts ...Option) *ReplicaReader {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := New(ctx, cfg)
+	r, err := New(ctx, primaryURL, e.options(opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -124,18 +130,6 @@ func onReplica(t *testing.T, q interface {
 		t.Fatalf("select pg_is_in_recovery(): %v", err)
 	}
 	return rec
-}
-
-// eventually polls cond every 20 ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // withUser returns databaseURL connecting as user.
@@ -167,27 +161,64 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// hookRecorder records route outcomes and checks.
-type hookRecorder struct {
-	mu     sync.Mutex
-	routes []RouteEvent
-	checks int
+// recorder is a tracer recording everything it is told.
+type recorder struct {
+	mu      sync.Mutex
+	starts  []TraceQueryStartData
+	ends    []TraceQueryEndData
+	retries []TraceQueryRetryData
+	checks  []TraceCheckData
+	changes []TraceNodeChangeData
+	lost    int // Ends and Retries that did not get the context their Start returned
 }
 
-func (h *hookRecorder) OnRoute(e RouteEvent) {
+func (h *recorder) TraceQueryStart(ctx context.Context, d TraceQueryStartData) context.Context {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.routes = append(h.routes, e)
+	h.starts = append(h.starts, d)
+	return context.WithValue(ctx, h, true) // each recorder its own key
 }
 
-func (h *hookRecorder) OnCheck(NodeStatus) {
+func (h *recorder) TraceQueryEnd(ctx context.Context, d TraceQueryEndData) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.checks++
+	h.ends = append(h.ends, d)
+	if ctx.Value(h) == nil {
+		h.lost++
+	}
 }
 
-func (h *hookRecorder) snapshot() ([]RouteEvent, int) {
+func (h *recorder) TraceQueryRetry(ctx context.Context, d TraceQueryRetryData) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]RouteEvent(nil), h.routes...), h.checks
+	h.retries = append(h.retries, d)
+	if ctx.Value(h) == nil {
+		h.lost++
+	}
+}
+
+func (h *recorder) TraceCheck(_ context.Context, d TraceCheckData) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks = append(h.checks, d)
+}
+
+func (h *recorder) TraceNodeChange(_ context.Context, d TraceNodeChangeData) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.changes = append(h.changes, d)
+}
+
+// snapshot returns copies of what was recorded so far.
+func (h *recorder) snapshot() recorder {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return recorder{
+		starts:  append([]TraceQueryStartData(nil), h.starts...),
+		ends:    append([]TraceQueryEndData(nil), h.ends...),
+		retries: append([]TraceQueryRetryData(nil), h.retries...),
+		checks:  append([]TraceCheckData(nil), h.checks...),
+		changes: append([]TraceNodeChangeData(nil), h.changes...),
+		lost:    h.lost,
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,7 +54,7 @@ type NodeStatus struct {
 	// stopped: what the replica has not received cannot be measured) or when
 	// the lag cannot be told (just after a restart); Lag is then 0 and
 	// means nothing. A replica whose lag is unknown is stale: only reads
-	// accepting any lag (MaxLag(-1)) go to it.
+	// accepting any lag (WithMaxLag(-1)) go to it.
 	Lag      time.Duration
 	LagKnown bool
 	// LagBytes is how far the replica's replay position is behind the
@@ -67,7 +68,7 @@ type NodeStatus struct {
 	Latency   time.Duration
 	LastError error     // the last check's error, nil when it succeeded
 	CheckedAt time.Time // when the last check finished
-	Routed    int64     // reads routed to this node so far
+	Routed    uint64    // reads routed to this node so far
 }
 
 // node is one PostgreSQL server of the reader.
@@ -81,9 +82,40 @@ type node struct {
 
 	state    atomic.Pointer[nodeState]
 	replayed atomic.Uint64 // highest replay LSN seen on a replica, from checks and token waits
-	routed   atomic.Int64
+	routed   atomic.Uint64
 
 	conn *pgx.Conn // the checker's own connection; owned by the checker goroutine
+
+	connsMu sync.Mutex
+	conns   map[*pgx.Conn]struct{} // the pool's open connections, for Close to cancel their queries
+}
+
+func (n *node) track(c *pgx.Conn) {
+	n.connsMu.Lock()
+	n.conns[c] = struct{}{}
+	n.connsMu.Unlock()
+}
+
+func (n *node) untrack(c *pgx.Conn) {
+	n.connsMu.Lock()
+	delete(n.conns, c)
+	n.connsMu.Unlock()
+}
+
+// cancelQueries asks the server to cancel whatever each of the pool's
+// connections is running (an idle connection ignores it).
+func (n *node) cancelQueries(ctx context.Context) {
+	n.connsMu.Lock()
+	conns := make([]*pgx.Conn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.connsMu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() { _ = c.PgConn().CancelRequest(ctx) })
+	}
+	wg.Wait()
 }
 
 // nodeState is an immutable snapshot written by the checker.

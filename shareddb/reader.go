@@ -14,6 +14,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/go-integration/patterns/internal/backoff"
+	"github.com/go-integration/patterns/internal/hooks"
 )
 
 // Fallback says what a read does when no replica is healthy and fresh enough.
@@ -34,133 +37,13 @@ func (f Fallback) String() string {
 	return "primary"
 }
 
-// Defaults for the zero fields of Config.
-const (
-	DefaultMaxLag          = 5 * time.Second
-	DefaultCheckInterval   = time.Second
-	DefaultCheckTimeout    = time.Second // capped at CheckInterval
-	DefaultTokenWait       = 2 * time.Second
-	DefaultFallbackReserve = 100 * time.Millisecond
-	DefaultRetries         = 1
-)
-
-// firstCheckTimeout is the least time New gives each node to answer its first check.
-const firstCheckTimeout = 3 * time.Second
-
-// maxReplicas bounds the replicas: the nodes a read tried are a 64-bit mask.
-const maxReplicas = 63
-
-// Config configures a ReplicaReader. Only PrimaryURL is required; every other
-// field documents its default. New copies the Config.
-type Config struct {
-	// PrimaryURL is the primary's connection string (URL or key=value form).
-	// Required. The primary must answer and must not be in recovery when New runs.
-	PrimaryURL string
-	// ReplicaURLs are the streaming replicas of the primary. Each must be in
-	// recovery (a primary is detected and refused); an unreachable one is
-	// logged and used once it answers. With none, every read goes to the
-	// primary and New logs a warning.
-	ReplicaURLs []string
-
-	// MaxLag is the largest replay lag a replica may have to serve a read.
-	// Zero means DefaultMaxLag (5 s); negative means any lag. Per read: MaxLag().
-	// Lag is measured every CheckInterval, so a read may see data up to
-	// MaxLag + CheckInterval old.
-	MaxLag time.Duration
-	// MaxLagBytes is the most WAL bytes a replica may be behind the primary.
-	// Zero means no byte limit. Per read: MaxLagBytes().
-	MaxLagBytes int64
-	// Fallback says what happens when no replica qualifies: FallbackPrimary
-	// (the default) or FallbackRefuse. FallbackRefuse with no ReplicaURLs is
-	// rejected. Per read: WithFallback().
-	Fallback Fallback
-	// Picker chooses among qualifying replicas. Nil means LeastLag().
-	Picker Picker
-
-	// CheckInterval is how often each node is checked in the background.
-	// Zero means DefaultCheckInterval (1 s). A stopped replica stops getting
-	// reads within one interval (at once if a read finds it down first).
-	CheckInterval time.Duration
-	// CheckTimeout bounds each check, connect included. Zero means
-	// DefaultCheckTimeout (1 s) capped at CheckInterval; larger than
-	// CheckInterval is rejected.
-	CheckTimeout time.Duration
-
-	// TokenWait is how long a read given a Token (AtLeast) waits for a replica
-	// to replay up to it when its context has no deadline. With a deadline it
-	// waits until the deadline less FallbackReserve. Then it reads the
-	// primary. Zero means DefaultTokenWait (2 s).
-	TokenWait time.Duration
-	// FallbackReserve is the part of a context's deadline kept for the
-	// primary read after waiting for a token. Zero means DefaultFallbackReserve (100 ms).
-	FallbackReserve time.Duration
-	// Retries is how many times a read that failed on one node because of a
-	// recovery conflict or a lost connection is retried on another node
-	// (another replica, else the primary). Zero means DefaultRetries (1);
-	// negative means never.
-	Retries int
-
-	// Contract, when set, is verified against the primary by New: a reader
-	// whose tables changed under it fails at start, listing every difference.
-	Contract *Contract
-	// ConfigurePool, when set, adjusts each node's pool config (MaxConns,
-	// tracer, ...) before New forces default_transaction_read_only=on. New
-	// wraps AfterConnect and PrepareConn (the deprecated BeforeAcquire is
-	// ignored: set PrepareConn instead).
-	ConfigurePool func(node string, cfg *pgxpool.Config)
-	// Logger receives health changes (Warn/Info) and fallbacks (Debug).
-	// Nil means slog.Default().
-	Logger *slog.Logger
-	// Hook, when set, may implement RouteHook and/or CheckHook; detected once in New.
-	Hook Hook
-}
-
-// Hook receives the reader's events. A value may implement any of RouteHook
-// and CheckHook; New detects which, once, and rejects a Hook that implements
-// neither. Hooks are called from many goroutines at once.
-type Hook any
-
-// RouteHook is told about every routing decision. It runs on the query path:
-// keep it fast (count, don't log).
-type RouteHook interface {
-	OnRoute(RouteEvent)
-}
-
-// CheckHook is told about every background health check.
-type CheckHook interface {
-	OnCheck(NodeStatus)
-}
-
-// Outcome is what happened to one read.
-type Outcome int
-
-// Outcomes of routing.
-const (
-	Routed   Outcome = iota // sent to a fresh replica (or the primary when there are no replicas)
-	FellBack                // sent to the primary because no replica qualified
-	Refused                 // ErrNoFreshReplica
-	Retried                 // failed on Node and is being retried elsewhere
-)
-
-// String names the outcome.
-func (o Outcome) String() string {
-	return [...]string{"routed", "fell back", "refused", "retried"}[o]
-}
-
-// RouteEvent describes one routing decision.
-type RouteEvent struct {
-	Outcome Outcome
-	Node    string // the chosen node; for Retried, the one that failed; "" for Refused
-	Err     error  // for Refused and Retried, why
-}
-
-// Stats counts routing decisions since New.
+// Stats counts what happened to reads since New. Every field is cumulative.
 type Stats struct {
-	Routed   int64 // reads given a node (FellBack included)
-	FellBack int64 // reads sent to the primary because no replica qualified
-	Refused  int64 // reads refused with ErrNoFreshReplica
-	Retried  int64 // reads retried on another node after a conflict or a lost connection
-	Waited   int64 // reads that waited for a replica to reach their Token
+	Routed   uint64 // reads given a node (fallbacks included)
+	FellBack uint64 // reads sent to the primary because no replica qualified or reached their token
+	Refused  uint64 // reads refused with ErrNoFreshReplica
+	Retried  uint64 // reads retried on another node after a recovery conflict or a lost connection
+	Waited   uint64 // reads that waited for a replica to reach their Token
 }
 
 // ReplicaReader reads another service's PostgreSQL through its replicas:
@@ -174,52 +57,61 @@ type Stats struct {
 //
 // Per-read limits come from With. A ReplicaReader is safe for concurrent use.
 type ReplicaReader struct {
-	View // reads with the Config's limits
+	View // reads with the reader's limits
 
-	cfg       Config
-	log       *slog.Logger
-	primary   *node
-	replicas  []*node
-	nodes     []*node
-	picker    Picker
-	routeHook RouteHook
-	checkHook CheckHook
+	cfg      config
+	log      *slog.Logger
+	primary  *node
+	replicas []*node
+	nodes    []*node
+	tr       tracers
 
-	routed, fellBack, refused, retried, waited atomic.Int64
+	routed, fellBack, refused, retried, waited atomic.Uint64
 	// primaryLSN is the highest WAL position seen on the primary, by its
 	// checker or by checkToken: tokens up to it are valid.
 	primaryLSN atomic.Uint64
 
+	// mu orders Close against reads starting: a read registers in inflight
+	// under the read lock unless closed is set.
+	mu        sync.RWMutex
 	closed    atomic.Bool
+	inflight  sync.WaitGroup
+	cancelled atomic.Bool // the drain timeout passed: reads in flight are cancelled
+	stop      chan struct{}
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
-// New connects to the primary and the replicas, checks each once (within
-// CheckTimeout, but at least 3 s: the primary must answer and not be in
-// recovery; a replica that answers must be in recovery), verifies the Contract if set, and starts one background checker
-// per node. Close releases everything.
-func New(ctx context.Context, cfg Config) (*ReplicaReader, error) {
-	if err := cfg.setDefaults(); err != nil {
+// New connects to the primary (primaryURL, a URL or key=value connection
+// string) and the replicas (WithReplicas), checks each once (within the
+// check timeout, but at least 3 s: the primary must answer and not be in
+// recovery; a replica that answers must be in recovery and belong to the
+// primary's cluster), verifies the contract if one is set (WithContract),
+// and starts one background checker per node. A bad option is
+// ErrInvalidOption naming it. Close releases everything.
+func New(ctx context.Context, primaryURL string, opts ...Option) (*ReplicaReader, error) {
+	cfg, err := newConfig(primaryURL, opts)
+	if err != nil {
 		return nil, err
 	}
-	r := &ReplicaReader{cfg: cfg, picker: cfg.Picker}
-	r.View = View{r: r, o: r.baseOpts()}
-	r.log = cfg.Logger.With("component", "shareddb")
-	r.routeHook, _ = cfg.Hook.(RouteHook)
-	r.checkHook, _ = cfg.Hook.(CheckHook)
-	if cfg.Hook != nil && r.routeHook == nil && r.checkHook == nil {
-		return nil, fmt.Errorf("%w: Hook %T implements neither RouteHook nor CheckHook", ErrInvalidConfig, cfg.Hook)
+	r := &ReplicaReader{cfg: cfg, stop: make(chan struct{})}
+	r.View = View{r: r, o: cfg.read}
+	r.log = cfg.logger.With("component", "shareddb")
+	r.tr = tracers{
+		query:  hooks.Pick[QueryTracer](cfg.tracers),
+		retry:  hooks.Pick[QueryRetryTracer](cfg.tracers),
+		check:  hooks.Pick[CheckTracer](cfg.tracers),
+		change: hooks.Pick[NodeChangeTracer](cfg.tracers),
 	}
 
-	urls := append([]string{cfg.PrimaryURL}, cfg.ReplicaURLs...)
+	urls := append([]string{primaryURL}, cfg.replicaURLs...)
 	for i, u := range urls {
 		name, role := "primary", RolePrimary
 		if i > 0 {
 			name, role = "replica"+strconv.Itoa(i), RoleReplica
 		}
-		n, err := newNode(i, name, role, u, cfg.ConfigurePool)
+		n, err := newNode(i, name, role, u, cfg.poolConfig)
 		if err != nil {
 			r.closeNodes()
 			return nil, err
@@ -235,8 +127,8 @@ func New(ctx context.Context, cfg Config) (*ReplicaReader, error) {
 	if len(r.replicas) == 0 {
 		r.log.Warn("no replicas configured: every read goes to the primary", "primary", r.primary.addr)
 	}
-	if cfg.Contract != nil {
-		if err := cfg.Contract.Verify(ctx, r.primary.pool); err != nil {
+	if cfg.contract != nil {
+		if err := cfg.contract.Verify(ctx, r.primary.pool); err != nil {
 			r.closeNodes()
 			return nil, err
 		}
@@ -251,67 +143,14 @@ func New(ctx context.Context, cfg Config) (*ReplicaReader, error) {
 	return r, nil
 }
 
-func (c *Config) setDefaults() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
-	}
-	if c.PrimaryURL == "" {
-		return bad("PrimaryURL is required")
-	}
-	if len(c.ReplicaURLs) > maxReplicas {
-		return bad("%d ReplicaURLs: at most %d", len(c.ReplicaURLs), maxReplicas)
-	}
-	if c.Fallback != FallbackPrimary && c.Fallback != FallbackRefuse {
-		return bad("unknown Fallback %d", c.Fallback)
-	}
-	if c.Fallback == FallbackRefuse && len(c.ReplicaURLs) == 0 {
-		return bad("Fallback FallbackRefuse conflicts with no ReplicaURLs: every read would be refused")
-	}
-	if c.MaxLagBytes < 0 {
-		return bad("negative MaxLagBytes %d", c.MaxLagBytes)
-	}
-	if c.CheckInterval < 0 || c.CheckTimeout < 0 || c.TokenWait < 0 || c.FallbackReserve < 0 {
-		return bad("negative CheckInterval, CheckTimeout, TokenWait or FallbackReserve")
-	}
-	if c.MaxLag == 0 {
-		c.MaxLag = DefaultMaxLag
-	}
-	if c.CheckInterval == 0 {
-		c.CheckInterval = DefaultCheckInterval
-	}
-	if c.CheckTimeout == 0 {
-		c.CheckTimeout = min(DefaultCheckTimeout, c.CheckInterval)
-	}
-	if c.CheckTimeout > c.CheckInterval {
-		return bad("CheckTimeout %v is longer than CheckInterval %v", c.CheckTimeout, c.CheckInterval)
-	}
-	if c.TokenWait == 0 {
-		c.TokenWait = DefaultTokenWait
-	}
-	if c.FallbackReserve == 0 {
-		c.FallbackReserve = DefaultFallbackReserve
-	}
-	switch {
-	case c.Retries == 0:
-		c.Retries = DefaultRetries
-	case c.Retries < 0:
-		c.Retries = 0
-	}
-	if c.Picker == nil {
-		c.Picker = LeastLag()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	c.ReplicaURLs = append([]string(nil), c.ReplicaURLs...)
-	return nil
-}
-
 // newNode parses url and makes the node's read-only pool (it connects lazily).
 func newNode(idx int, name string, role NodeRole, url string, configure func(string, *pgxpool.Config)) (*node, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s URL: %w", ErrInvalidConfig, name, err)
+		if role == RolePrimary {
+			return nil, fmt.Errorf("%w: primary URL: %w", ErrInvalidOption, err)
+		}
+		return nil, fmt.Errorf("%w: WithReplicas: %s URL: %w", ErrInvalidOption, name, err)
 	}
 	if configure != nil {
 		configure(name, pc)
@@ -321,15 +160,31 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 	// lock theirs), and a connection that was switched back (SET ... = off) is
 	// destroyed instead of being used again.
 	pc.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	n := &node{
+		idx: idx, name: name, role: role,
+		addr:     net.JoinHostPort(pc.ConnConfig.Host, strconv.Itoa(int(pc.ConnConfig.Port))),
+		checkCfg: pc.ConnConfig.Copy(),
+		conns:    map[*pgx.Conn]struct{}{},
+	}
 	afterConnect := pc.AfterConnect
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if v := c.PgConn().ParameterStatus("default_transaction_read_only"); v != "" && v != "on" {
 			return fmt.Errorf("%w: default_transaction_read_only is %q on new connection", ErrReadOnly, v)
 		}
 		if afterConnect != nil {
-			return afterConnect(ctx, c)
+			if err := afterConnect(ctx, c); err != nil {
+				return err
+			}
 		}
+		n.track(c)
 		return nil
+	}
+	beforeClose := pc.BeforeClose
+	pc.BeforeClose = func(c *pgx.Conn) {
+		n.untrack(c)
+		if beforeClose != nil {
+			beforeClose(c)
+		}
 	}
 	// Checked on acquire, synchronously and without a round trip (the server
 	// reports the setting); pgxpool runs AfterRelease in a goroutine per release.
@@ -345,13 +200,9 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidOption, name, err)
 	}
-	n := &node{
-		idx: idx, name: name, role: role, pool: pool,
-		addr:     net.JoinHostPort(pc.ConnConfig.Host, strconv.Itoa(int(pc.ConnConfig.Port))),
-		checkCfg: pc.ConnConfig.Copy(),
-	}
+	n.pool = pool
 	n.state.Store(&nodeState{err: errors.New("not checked yet")})
 	return n, nil
 }
@@ -359,8 +210,8 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 // firstCheck checks every node once, concurrently, and reports configuration errors.
 func (r *ReplicaReader) firstCheck(ctx context.Context) error {
 	// The first check allows for a slow first connect: New must not fail
-	// because a busy server took more than CheckTimeout to accept.
-	timeout := max(r.cfg.CheckTimeout, firstCheckTimeout)
+	// because a busy server took more than the check timeout to accept.
+	timeout := max(r.cfg.checkTimeout, firstCheckTimeout)
 	var wg sync.WaitGroup
 	ids := make([]int64, len(r.nodes))
 	idErrs := make([]error, len(r.nodes))
@@ -416,7 +267,7 @@ func systemID(ctx context.Context, n *node) (int64, error) {
 func (r *ReplicaReader) checkLoop(ctx context.Context, n *node) {
 	defer r.wg.Done()
 	defer n.closeConn()
-	t := time.NewTicker(r.cfg.CheckInterval)
+	t := time.NewTicker(r.cfg.checkInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -424,19 +275,21 @@ func (r *ReplicaReader) checkLoop(ctx context.Context, n *node) {
 			return
 		case <-t.C:
 		}
-		r.checkOnce(ctx, n, r.cfg.CheckTimeout)
+		r.checkOnce(ctx, n, r.cfg.checkTimeout)
 	}
 }
 
-// checkOnce runs one check on n, stores the result and logs what changed.
+// checkOnce runs one check on n, stores the result, logs and traces what changed.
 func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Duration) {
 	var primaryLSN LSN
 	if n != r.primary {
 		primaryLSN = r.primary.state.Load().currentLSN
 	}
+	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	s := n.check(cctx, primaryLSN)
 	cancel()
+	took := time.Since(start)
 	if ctx.Err() != nil {
 		return // closing: keep the last real state
 	}
@@ -444,30 +297,51 @@ func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Dur
 	if n == r.primary && s.currentLSN > 0 {
 		raise(&r.primaryLSN, s.currentLSN)
 	}
+	var changes [2]NodeChange
+	changed := changes[:0]
 	wrongRole := func(err error) bool { return errors.Is(err, ErrNotReplica) || errors.Is(err, ErrPrimaryInRecovery) }
 	switch {
 	case wrongRole(s.err) && !wrongRole(old.err):
 		r.log.Error("node has the wrong role: reads skip it", "node", n.name, "addr", n.addr, "err", s.err)
+		changed = append(changed, NodeWrongRole)
 	case old.healthy && !s.healthy:
 		r.log.Warn("node unhealthy", "node", n.name, "addr", n.addr, "err", s.err)
+		changed = append(changed, NodeDown)
 	case !old.healthy && s.healthy && !old.checkedAt.IsZero():
 		r.log.Info("node healthy again", "node", n.name, "addr", n.addr)
+		changed = append(changed, NodeUp)
 	}
 	if n.role == RoleReplica && s.healthy && old.healthy && s.streaming != old.streaming {
 		if s.streaming {
 			r.log.Info("replica's WAL receiver streaming again", "node", n.name, "addr", n.addr)
+			changed = append(changed, ReceiverStreaming)
 		} else {
 			r.log.Warn("replica's WAL receiver is not streaming: its lag is unknown, reads with a MaxLag skip it", "node", n.name, "addr", n.addr)
+			changed = append(changed, ReceiverStopped)
 		}
 	}
-	if n.role == RoleReplica && s.healthy && old.healthy && r.cfg.MaxLag > 0 {
-		was, is := old.lag > r.cfg.MaxLag || !old.lagKnown, s.lag > r.cfg.MaxLag || !s.lagKnown
+	if maxLag := r.cfg.read.maxLag; n.role == RoleReplica && s.healthy && old.healthy && maxLag >= 0 {
+		was, is := old.lag > maxLag || !old.lagKnown, s.lag > maxLag || !s.lagKnown
 		if was != is {
 			r.log.Info("replica freshness changed", "node", n.name, "stale", is, "lag", s.lag, "lag_bytes", s.lagBytes, "replay_paused", s.paused)
+			if is {
+				changed = append(changed, NodeStale)
+			} else {
+				changed = append(changed, NodeFresh)
+			}
 		}
 	}
-	if r.checkHook != nil {
-		r.checkHook.OnCheck(n.status())
+	if len(r.tr.check) == 0 && (len(r.tr.change) == 0 || len(changed) == 0) {
+		return
+	}
+	st := n.status()
+	for _, t := range r.tr.check {
+		t.TraceCheck(ctx, TraceCheckData{NodeStatus: st, Duration: took})
+	}
+	for _, c := range changed {
+		for _, t := range r.tr.change {
+			t.TraceNodeChange(ctx, TraceNodeChangeData{Change: c, Status: st})
+		}
 	}
 }
 
@@ -480,7 +354,7 @@ func (r *ReplicaReader) Status() []NodeStatus {
 	return out
 }
 
-// Stats returns the routing counters.
+// Stats returns a snapshot of the routing counters, without I/O.
 func (r *ReplicaReader) Stats() Stats {
 	return Stats{
 		Routed: r.routed.Load(), FellBack: r.fellBack.Load(), Refused: r.refused.Load(),
@@ -489,7 +363,7 @@ func (r *ReplicaReader) Stats() Stats {
 }
 
 // Token returns the primary's current WAL position as a Token: a read given
-// it (AtLeast) sees everything committed on the primary before this call.
+// it (WithToken) sees everything committed on the primary before this call.
 func (r *ReplicaReader) Token(ctx context.Context) (Token, error) {
 	if r.closed.Load() {
 		return Token{}, ErrClosed
@@ -497,24 +371,56 @@ func (r *ReplicaReader) Token(ctx context.Context) (Token, error) {
 	return CurrentToken(ctx, r.primary.pool)
 }
 
-// Verify checks the Config's Contract against the primary now (New already
-// did once). It returns nil when no Contract is set.
+// Verify checks the contract given with WithContract against the primary
+// now (New already did once). It returns nil when no contract is set.
 func (r *ReplicaReader) Verify(ctx context.Context) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
-	if r.cfg.Contract == nil {
+	if r.cfg.contract == nil {
 		return nil
 	}
-	return r.cfg.Contract.Verify(ctx, r.primary.pool)
+	return r.cfg.contract.Verify(ctx, r.primary.pool)
 }
 
-// Close stops the checkers and closes every pool, waiting for connections in
-// use (rows not yet closed, acquired conns) to be released. Reads after Close
-// return ErrClosed. Close is idempotent.
+// Close stops taking reads (they fail with ErrClosed), ends the waits for
+// tokens (those reads go to the primary), and waits for the reads in flight
+// (a QueryRow, a ReadTx, rows not yet closed) for at most the drain timeout
+// (WithDrainTimeout); then it asks the servers to cancel their queries, so
+// they fail with an error matching ErrClosed. It stops the checkers and
+// closes every pool, which waits for the connections given out by Acquire
+// to be released and the transactions of BeginTx to end. Close is
+// idempotent and returns nil.
 func (r *ReplicaReader) Close() error {
 	r.closeOnce.Do(func() {
+		r.mu.Lock()
 		r.closed.Store(true)
+		r.mu.Unlock()
+		close(r.stop)
+		drained := make(chan struct{})
+		go func() { r.inflight.Wait(); close(drained) }()
+		t := time.NewTimer(r.cfg.drainTimeout)
+		select {
+		case <-drained:
+		case <-t.C:
+			r.cancelled.Store(true)
+			r.log.Warn("reads still in flight after the drain timeout: cancelling their queries", "drain_timeout", r.cfg.drainTimeout)
+			for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				for _, n := range r.nodes {
+					n.cancelQueries(ctx)
+				}
+				cancel()
+				t.Reset(wait)
+				select {
+				case <-drained:
+				case <-t.C:
+					continue
+				}
+				break
+			}
+		}
+		t.Stop()
 		if r.cancel != nil {
 			r.cancel()
 		}
@@ -524,6 +430,19 @@ func (r *ReplicaReader) Close() error {
 	return nil
 }
 
+// enter registers a read in flight; it reports false after Close.
+func (r *ReplicaReader) enter() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed.Load() {
+		return false
+	}
+	r.inflight.Add(1)
+	return true
+}
+
+func (r *ReplicaReader) leave() { r.inflight.Done() }
+
 func (r *ReplicaReader) closeNodes() {
 	for _, n := range r.nodes {
 		n.closeConn()
@@ -531,22 +450,23 @@ func (r *ReplicaReader) closeNodes() {
 	}
 }
 
-func (r *ReplicaReader) baseOpts() readOpts {
-	return readOpts{maxLag: r.cfg.MaxLag, maxBytes: r.cfg.MaxLagBytes, fallback: r.cfg.Fallback}
-}
-
 // errAllTried ends retries when every node was excluded.
 var errAllTried = errors.New("shareddb: every node failed")
 
-// route chooses the node for one read: a qualifying replica, else (after
-// waiting for a token) the fallback. excluded holds nodes that failed this read.
-func (r *ReplicaReader) route(ctx context.Context, o *readOpts, excluded uint64) (*node, error) {
-	if r.closed.Load() {
-		return nil, ErrClosed
-	}
+// decision is where routing sent one attempt of a read, and why.
+type decision struct {
+	n      *node // nil with RouteNone
+	route  Route
+	waited time.Duration // waiting for a replica to reach the token
+}
+
+// route chooses the node for one attempt of a read: a qualifying replica,
+// else (after waiting for a token) the fallback. excluded holds nodes that
+// failed this read.
+func (r *ReplicaReader) route(ctx context.Context, o *readOpts, excluded uint64) (decision, error) {
 	if o.token > 0 {
 		if err := r.checkToken(ctx, o.token); err != nil {
-			return nil, err
+			return decision{}, err
 		}
 	}
 	var buf [8]*node
@@ -573,68 +493,59 @@ func (r *ReplicaReader) route(ctx context.Context, o *readOpts, excluded uint64)
 			s := n.state.Load()
 			c[i] = Candidate{Name: n.name, Lag: s.lag, LagBytes: s.lagBytes, Latency: s.latency}
 		}
-		n = ok[r.picker.Pick(c)]
+		n = ok[r.cfg.picker.Pick(c)]
 	}
+	var waited time.Duration
 	if n == nil && behind {
+		start := time.Now()
 		var err error
-		if n, err = r.waitForToken(ctx, o, excluded); err != nil {
-			return nil, err
+		n, err = r.waitForToken(ctx, o, excluded)
+		waited = time.Since(start)
+		if err != nil {
+			return decision{waited: waited}, err
 		}
 		if n == nil && excluded&1 == 0 {
 			// The token asks for correctness: the primary has it, whatever the policy.
-			r.note(r.primary, FellBack, nil)
+			r.count(r.primary, RouteTokenFallback)
 			r.log.Debug("read falls back to the primary: no replica reached the token", "token", o.token)
-			return r.primary, nil
+			return decision{n: r.primary, route: RouteTokenFallback, waited: waited}, nil
 		}
 	}
 	if n != nil {
-		r.note(n, Routed, nil)
-		return n, nil
+		r.count(n, RouteReplica)
+		return decision{n: n, route: RouteReplica, waited: waited}, nil
 	}
-	return r.fallback(o, excluded)
+	d, err := r.fallback(o, excluded)
+	d.waited = waited
+	return d, err
 }
 
-func (r *ReplicaReader) note(n *node, oc Outcome, err error) {
-	name := ""
-	switch oc {
-	case Routed, FellBack:
-		r.routed.Add(1)
-		n.routed.Add(1)
-	}
-	switch oc {
-	case FellBack:
+// count counts a read routed to n.
+func (r *ReplicaReader) count(n *node, route Route) {
+	r.routed.Add(1)
+	n.routed.Add(1)
+	if route == RouteFallback || route == RouteTokenFallback {
 		r.fellBack.Add(1)
-	case Refused:
-		r.refused.Add(1)
-	case Retried:
-		r.retried.Add(1)
-	}
-	if r.routeHook != nil {
-		if n != nil {
-			name = n.name
-		}
-		r.routeHook.OnRoute(RouteEvent{Outcome: oc, Node: name, Err: err})
 	}
 }
 
-func (r *ReplicaReader) fallback(o *readOpts, excluded uint64) (*node, error) {
+func (r *ReplicaReader) fallback(o *readOpts, excluded uint64) (decision, error) {
 	if excluded&1 != 0 {
-		return nil, errAllTried
+		return decision{}, errAllTried
 	}
 	if len(r.replicas) == 0 {
-		r.note(r.primary, Routed, nil)
-		return r.primary, nil
+		r.count(r.primary, RoutePrimary)
+		return decision{n: r.primary, route: RoutePrimary}, nil
 	}
 	if o.fallback == FallbackRefuse {
-		err := fmt.Errorf("%w: %s", ErrNoFreshReplica, r.whyNoReplica(o, excluded))
-		r.note(nil, Refused, err)
-		return nil, err
+		r.refused.Add(1)
+		return decision{}, fmt.Errorf("%w: %s", ErrNoFreshReplica, r.whyNoReplica(o, excluded))
 	}
-	r.note(r.primary, FellBack, nil)
+	r.count(r.primary, RouteFallback)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
 		r.log.Debug("read falls back to the primary", "why", r.whyNoReplica(o, excluded))
 	}
-	return r.primary, nil
+	return decision{n: r.primary, route: RouteFallback}, nil
 }
 
 // whyNoReplica explains, per replica, why it did not qualify.
@@ -675,7 +586,7 @@ func (r *ReplicaReader) whyNoReplica(o *readOpts, excluded uint64) string {
 // usually one just issued: the primary is asked its position now, once (a
 // query that starts after the read did, so after the token was made), and
 // the token is refused only if it is still ahead. When the primary cannot
-// answer, or the read's deadline leaves no more than FallbackReserve, the
+// answer, or the read's deadline leaves no more than the fallback reserve, the
 // token is not judged and the read goes on.
 func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
 	if tok <= LSN(r.primaryLSN.Load()) {
@@ -686,12 +597,12 @@ func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
 			return nil
 		}
 	}
-	if d, ok := ctx.Deadline(); ok && time.Until(d) <= r.cfg.FallbackReserve {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= r.cfg.fallbackReserve {
 		// No time to ask: the read goes to the primary, which has every
 		// write there is, and must not lose its reserve to the check.
 		return nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CheckTimeout)
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.checkTimeout)
 	cur, err := CurrentToken(cctx, r.primary.pool)
 	cancel()
 	if err != nil {
@@ -710,9 +621,9 @@ func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
 // waitForToken polls the replicas that qualify except for the token until
 // one has replayed up to it, or the wait ends (nil node: fall back).
 func (r *ReplicaReader) waitForToken(ctx context.Context, o *readOpts, excluded uint64) (*node, error) {
-	end := time.Now().Add(r.cfg.TokenWait)
+	end := time.Now().Add(r.cfg.tokenWait)
 	if d, ok := ctx.Deadline(); ok {
-		end = d.Add(-r.cfg.FallbackReserve)
+		end = d.Add(-r.cfg.fallbackReserve)
 	}
 	if !time.Now().Before(end) {
 		return nil, nil
@@ -720,8 +631,8 @@ func (r *ReplicaReader) waitForToken(ctx context.Context, o *readOpts, excluded 
 	r.waited.Add(1)
 	wctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
-	delay := 2 * time.Millisecond
-	for {
+	poll := backoff.Policy{Min: 2 * time.Millisecond, Max: 50 * time.Millisecond}
+	for i := 1; ; i++ {
 		for _, n := range r.replicas {
 			if excluded&(1<<n.idx) != 0 || !o.fresh(n.state.Load()) {
 				continue
@@ -730,16 +641,11 @@ func (r *ReplicaReader) waitForToken(ctx context.Context, o *readOpts, excluded 
 				return n, nil
 			}
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-wctx.Done():
-			t.Stop()
+		if !poll.Sleep(wctx, r.stop, i) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			return nil, nil
-		case <-t.C:
+			return nil, nil // the wait ended, or Close: read the primary
 		}
-		delay = min(delay*2, 50*time.Millisecond)
 	}
 }

@@ -17,10 +17,8 @@ import (
 func TestRoutesReadsToTheReplica(t *testing.T) {
 	e := setup(t, "create table items (id int primary key, name text)", "insert into items values (1, 'one'), (2, 'two')")
 	e.waitReplica(t)
-	h := &hookRecorder{}
-	cfg := e.config(e.replicaURL)
-	cfg.Hook = h
-	r := newReader(t, cfg)
+	h := &recorder{}
+	r := e.reader(t, WithReplicas(e.replicaURL), WithTracer(h))
 	ctx := context.Background()
 
 	if !onReplica(t, r) {
@@ -67,18 +65,35 @@ func TestRoutesReadsToTheReplica(t *testing.T) {
 	if !rep.Healthy || !rep.InRecovery || !rep.LagKnown || rep.ReplayLSN == 0 || rep.Latency <= 0 || rep.Routed != 4 {
 		t.Fatalf("replica status = %+v", rep)
 	}
-	routes, _ := h.snapshot()
-	if len(routes) != 4 || routes[0].Outcome != Routed || routes[0].Node != "replica1" {
-		t.Fatalf("route events = %+v", routes)
+	rec := h.snapshot()
+	if len(rec.starts) != 4 || len(rec.ends) != 4 || rec.lost != 0 {
+		t.Fatalf("traced %d starts, %d ends, %d without their context; want 4, 4, 0", len(rec.starts), len(rec.ends), rec.lost)
 	}
-	eventually(t, 2*time.Second, "checks reported to the hook", func() bool { _, c := h.snapshot(); return c >= 4 })
+	wantOps := []Op{OpQueryRow, OpQueryRow, OpQuery, OpReadTx}
+	for i, st := range rec.starts {
+		if st.Op != wantOps[i] || st.Route != RouteReplica || st.Node != "replica1" || st.Role != RoleReplica || st.Addr == "" || !st.LagKnown || st.MaxLag != DefaultMaxLag {
+			t.Errorf("start %d = %+v, want %s routed to replica1", i, st, wantOps[i])
+		}
+		if end := rec.ends[i]; end.Err != nil || end.Node != "replica1" || end.Route != RouteReplica || end.Attempts != 1 || end.Duration <= 0 {
+			t.Errorf("end %d = %+v, want a success on replica1 in one attempt", i, end)
+		}
+	}
+	if st := rec.starts[1]; st.SQL != "select name from items where id = $1" || len(st.Args) != 1 || st.Args[0] != 2 {
+		t.Errorf("start of QueryRow: SQL %q args %v", st.SQL, st.Args)
+	}
+	testenv.Eventually(t, 2*time.Second, "checks traced", func() bool { return len(h.snapshot().checks) >= 4 })
+	for _, c := range h.snapshot().checks {
+		if (c.Name != "primary" && c.Name != "replica1") || !c.Healthy || c.Duration <= 0 || c.CheckedAt.IsZero() {
+			t.Errorf("check = %+v", c)
+		}
+	}
 }
 
 func TestIdleReplicaHasZeroLag(t *testing.T) {
 	e := setup(t)
-	r := newReader(t, e.config(e.replicaURL))
+	r := e.reader(t, WithReplicas(e.replicaURL))
 	// A caught-up replica has zero lag however old its last replayed transaction is.
-	eventually(t, 10*time.Second, "replica lag 0", func() bool {
+	testenv.Eventually(t, 10*time.Second, "replica lag 0", func() bool {
 		s := r.Status()[1]
 		return s.Healthy && s.Streaming && s.LagKnown && s.Lag == 0
 	})
@@ -113,9 +128,8 @@ func ptr64(i int64) *int64   { return &i }
 
 func TestReaderNeverWrites(t *testing.T) {
 	e := setup(t, "create table items (id int primary key)")
-	cfg := e.config() // primary only: the reader's primary connections are read-only too
-	cfg.ConfigurePool = func(_ string, c *pgxpool.Config) { c.MaxConns = 1 }
-	r := newReader(t, cfg)
+	// Primary only: the reader's primary connections are read-only too.
+	r := e.reader(t, WithPoolConfig(func(_ string, c *pgxpool.Config) { c.MaxConns = 1 }))
 	ctx := context.Background()
 
 	err := r.QueryRow(ctx, "insert into items values (1) returning id").Scan(new(int))
@@ -195,13 +209,11 @@ func TestReaderNeverWrites(t *testing.T) {
 func TestZeroReplicasReadFromThePrimaryWithAWarning(t *testing.T) {
 	e := setup(t)
 	var logs logBuffer
-	cfg := e.config()
-	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	r := newReader(t, cfg)
+	r := e.reader(t, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if !strings.Contains(logs.String(), "no replicas configured") {
 		t.Fatalf("no warning about zero replicas; log: %s", logs.String())
 	}
-	if onReplica(t, r) || onReplica(t, r.With(MaxLag(0))) {
+	if onReplica(t, r) || onReplica(t, r.With(WithMaxLag(0))) {
 		t.Fatal("read went to a server in recovery, want the primary")
 	}
 	if st := r.Stats(); st.Routed != 2 || st.FellBack != 0 {
@@ -212,7 +224,7 @@ func TestZeroReplicasReadFromThePrimaryWithAWarning(t *testing.T) {
 func TestReadYourWrites(t *testing.T) {
 	e := setup(t, "create table events (id int primary key)")
 	e.waitReplica(t)
-	r := newReader(t, e.config(e.replicaURL))
+	r := e.reader(t, WithReplicas(e.replicaURL))
 	for i := 1; i <= 20; i++ {
 		e.exec(t, "insert into events values ($1)", i)
 		tok, err := CurrentToken(context.Background(), e.admin)
@@ -226,7 +238,7 @@ func TestReadYourWrites(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var n int
-		err = r.With(AtLeast(tok)).QueryRow(ctx, "select count(*) from events").Scan(&n)
+		err = r.With(WithToken(tok)).QueryRow(ctx, "select count(*) from events").Scan(&n)
 		cancel()
 		if err != nil || n != i {
 			t.Fatalf("after write %d, read with its token saw %d rows (%v)", i, n, err)
@@ -244,7 +256,7 @@ func TestReadYourWrites(t *testing.T) {
 
 func TestAcquireAndPoolGiveTheChosenNode(t *testing.T) {
 	e := setup(t, "create table ticks (id int)")
-	r := newReader(t, e.config(e.replicaURL))
+	r := e.reader(t, WithReplicas(e.replicaURL))
 	ctx := context.Background()
 	c, err := r.Acquire(ctx)
 	if err != nil {
@@ -271,7 +283,7 @@ func TestAcquireAndPoolGiveTheChosenNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		short, cancel := context.WithTimeout(ctx, DefaultFallbackReserve/2)
-		pc, name, err := r.With(AtLeast(tok)).Pool(short)
+		pc, name, err := r.With(WithToken(tok)).Pool(short)
 		cancel()
 		if err == nil && name == "replica1" && i < 5 {
 			continue
@@ -285,7 +297,7 @@ func TestAcquireAndPoolGiveTheChosenNode(t *testing.T) {
 
 func TestCloseRefusesReads(t *testing.T) {
 	e := setup(t)
-	r := newReader(t, e.config(e.replicaURL))
+	r := e.reader(t, WithReplicas(e.replicaURL))
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -304,32 +316,53 @@ func TestCloseRefusesReads(t *testing.T) {
 	}
 }
 
-func TestBadConfig(t *testing.T) {
+func TestBadOptions(t *testing.T) {
 	replica := testenv.ReplicaDatabaseURL(t)
 	primary := testenv.DatabaseURL(t)
-	quiet := slog.New(slog.DiscardHandler)
+	quiet := WithLogger(slog.New(slog.DiscardHandler))
 	ctx := context.Background()
+	many := make([]string, maxReplicas+1)
+	for i := range many {
+		many[i] = replica
+	}
 	cases := []struct {
-		name string
-		cfg  Config
-		want error
-		text string
+		name    string
+		primary string
+		opts    []Option
+		want    error
+		text    string
 	}{
-		{"no primary", Config{}, ErrInvalidConfig, "PrimaryURL is required"},
-		{"bad primary URL", Config{PrimaryURL: "postgres://%zz"}, ErrInvalidConfig, "primary URL"},
-		{"bad replica URL", Config{PrimaryURL: primary, ReplicaURLs: []string{"host=127.0.0.1 port=notaport"}}, ErrInvalidConfig, "replica1 URL"},
-		{"refuse without replicas", Config{PrimaryURL: primary, Fallback: FallbackRefuse}, ErrInvalidConfig, "FallbackRefuse conflicts with no ReplicaURLs"},
-		{"timeout over interval", Config{PrimaryURL: primary, CheckInterval: time.Second, CheckTimeout: 2 * time.Second}, ErrInvalidConfig, "CheckTimeout 2s is longer than CheckInterval 1s"},
-		{"replica is a primary", Config{PrimaryURL: primary, ReplicaURLs: []string{primary}}, ErrNotReplica, "is not in recovery (pg_is_in_recovery() = false)"},
-		{"primary in recovery", Config{PrimaryURL: replica, ReplicaURLs: []string{replica}}, ErrPrimaryInRecovery, "it is a standby"},
-		{"contract on a missing table", Config{PrimaryURL: primary, Contract: &Contract{Tables: []Table{{Schema: "public", Name: "no_such_table_shareddb", Columns: []Column{{Name: "id", Type: "int"}}}}}}, ErrContract, "missing table public.no_such_table_shareddb"},
-		{"hook of no kind", Config{PrimaryURL: primary, Hook: 42}, ErrInvalidConfig, "Hook int implements neither RouteHook nor CheckHook"},
-		{"empty contract", Config{PrimaryURL: primary, Contract: &Contract{}}, ErrInvalidConfig, "declares no tables"},
+		{"no primary", "", nil, ErrInvalidOption, "primary URL is empty"},
+		{"bad primary URL", "postgres://%zz", nil, ErrInvalidOption, "primary URL"},
+		{"bad replica URL", primary, []Option{WithReplicas("host=127.0.0.1 port=notaport")}, ErrInvalidOption, "WithReplicas: replica1 URL"},
+		{"empty replica URL", primary, []Option{WithReplicas("")}, ErrInvalidOption, "WithReplicas: empty URL"},
+		{"too many replicas", primary, []Option{WithReplicas(many...)}, ErrInvalidOption, "WithReplicas: 64 replicas, at most 63"},
+		{"refuse without replicas", primary, []Option{WithFallback(FallbackRefuse)}, ErrInvalidOption, "WithFallback(FallbackRefuse) conflicts with no WithReplicas"},
+		{"unknown fallback", primary, []Option{WithFallback(7)}, ErrInvalidOption, "WithFallback(7): unknown Fallback"},
+		{"negative byte lag", primary, []Option{WithMaxLagBytes(-1)}, ErrInvalidOption, "WithMaxLagBytes(-1): negative"},
+		{"timeout over interval", primary, []Option{WithCheckInterval(time.Second), WithCheckTimeout(2 * time.Second)}, ErrInvalidOption, "WithCheckTimeout(2s) conflicts with WithCheckInterval(1s)"},
+		{"zero interval", primary, []Option{WithCheckInterval(0)}, ErrInvalidOption, "WithCheckInterval(0s): not positive"},
+		{"zero timeout", primary, []Option{WithCheckTimeout(0)}, ErrInvalidOption, "WithCheckTimeout(0s): not positive"},
+		{"negative token wait", primary, []Option{WithTokenWait(-time.Second)}, ErrInvalidOption, "WithTokenWait(-1s): negative"},
+		{"negative reserve", primary, []Option{WithFallbackReserve(-time.Second)}, ErrInvalidOption, "WithFallbackReserve(-1s): negative"},
+		{"negative retries", primary, []Option{WithRetries(-1)}, ErrInvalidOption, "WithRetries(-1): negative"},
+		{"nil picker", primary, []Option{WithPicker(nil)}, ErrInvalidOption, "WithPicker(nil)"},
+		{"nil pool config", primary, []Option{WithPoolConfig(nil)}, ErrInvalidOption, "WithPoolConfig(nil)"},
+		{"nil logger", primary, []Option{WithLogger(nil)}, ErrInvalidOption, "WithLogger(nil)"},
+		{"nil contract", primary, []Option{WithContract(nil)}, ErrInvalidOption, "WithContract(nil)"},
+		{"empty contract", primary, []Option{WithContract(&Contract{})}, ErrInvalidOption, "WithContract: shareddb: invalid option: contract declares no tables"},
+		{"zero drain timeout", primary, []Option{WithDrainTimeout(0)}, ErrInvalidOption, "WithDrainTimeout(0s): not positive"},
+		{"tracer of no kind", primary, []Option{WithTracer(42)}, ErrInvalidOption, "WithTracer: tracer int implements none of QueryTracer, QueryRetryTracer, CheckTracer, NodeChangeTracer"},
+		{"nil tracer", primary, []Option{WithTracer(nil)}, ErrInvalidOption, "WithTracer: tracer is nil"},
+		{"nil option", primary, []Option{nil}, ErrInvalidOption, "nil Option"},
+		{"two bad options", primary, []Option{WithRetries(-1), WithCheckInterval(-time.Second)}, ErrInvalidOption, "WithRetries(-1): negative\nWithCheckInterval(-1s): not positive"},
+		{"replica is a primary", primary, []Option{WithReplicas(primary)}, ErrNotReplica, "is not in recovery (pg_is_in_recovery() = false)"},
+		{"primary in recovery", replica, []Option{WithReplicas(replica)}, ErrPrimaryInRecovery, "it is a standby"},
+		{"contract on a missing table", primary, []Option{WithContract(&Contract{Tables: []Table{{Schema: "public", Name: "no_such_table_shareddb", Columns: []Column{{Name: "id", Type: "int"}}}}})}, ErrContract, "missing table public.no_such_table_shareddb"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			c.cfg.Logger = quiet
-			r, err := New(ctx, c.cfg)
+			r, err := New(ctx, c.primary, append([]Option{quiet}, c.opts...)...)
 			if err == nil {
 				r.Close()
 				t.Fatal("New succeeded")
@@ -340,19 +373,61 @@ func TestBadConfig(t *testing.T) {
 		})
 	}
 	t.Run("unreachable primary", func(t *testing.T) {
-		_, err := New(ctx, Config{PrimaryURL: "postgres://postgres@127.0.0.1:1/test", Logger: quiet, CheckTimeout: 500 * time.Millisecond})
+		_, err := New(ctx, "postgres://postgres@127.0.0.1:1/test", quiet, WithCheckTimeout(500*time.Millisecond))
 		if err == nil || !strings.Contains(err.Error(), "primary 127.0.0.1:1 is unreachable") {
 			t.Fatalf("New: %v", err)
 		}
 	})
 }
 
+func TestBadReadOptions(t *testing.T) {
+	e := setup(t)
+	h := &recorder{}
+	r := e.reader(t, WithReplicas(e.replicaURL), WithTracer(h))
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		opts []ReadOption
+		text string
+	}{
+		{"negative byte lag", []ReadOption{WithMaxLagBytes(-5)}, "WithMaxLagBytes(-5): negative"},
+		{"unknown fallback", []ReadOption{WithFallback(Fallback(9))}, "WithFallback(9): unknown Fallback"},
+		{"nil option", []ReadOption{WithMaxLag(time.Second), nil}, "nil ReadOption"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := r.With(c.opts...)
+			check := func(what string, err error) {
+				t.Helper()
+				if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), c.text) {
+					t.Errorf("%s: %v; want ErrInvalidOption mentioning %q", what, err, c.text)
+				}
+			}
+			check("QueryRow", v.QueryRow(ctx, "select 1").Scan(new(int)))
+			_, err := v.Query(ctx, "select 1")
+			check("Query", err)
+			_, err = v.BeginTx(ctx, pgx.TxOptions{})
+			check("BeginTx", err)
+			check("ReadTx", v.ReadTx(ctx, pgx.TxOptions{}, func(pgx.Tx) error { return nil }))
+			_, err = v.Acquire(ctx)
+			check("Acquire", err)
+			_, _, err = v.Pool(ctx)
+			check("Pool", err)
+		})
+	}
+	if st, rec := r.Stats(), h.snapshot(); st.Routed != 0 || len(rec.starts) != 0 {
+		t.Fatalf("reads with bad options were routed (%+v) or traced (%d)", st, len(rec.starts))
+	}
+	// The reader's own limits are not changed by a View.
+	if !onReplica(t, r) {
+		t.Fatal("reader's read did not go to the replica")
+	}
+}
+
 func TestUnreachableReplicaIsSkipped(t *testing.T) {
 	e := setup(t)
 	var logs logBuffer
-	cfg := e.config("postgres://postgres@127.0.0.1:1/test", e.replicaURL)
-	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	r := newReader(t, cfg)
+	r := e.reader(t, WithReplicas("postgres://postgres@127.0.0.1:1/test", e.replicaURL), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if !strings.Contains(logs.String(), "replica unreachable at start") {
 		t.Fatalf("no warning; log: %s", logs.String())
 	}
@@ -369,9 +444,7 @@ func TestUnreachableReplicaIsSkipped(t *testing.T) {
 
 func TestRefusalExplainsWhy(t *testing.T) {
 	e := setup(t)
-	cfg := e.config("postgres://postgres@127.0.0.1:1/test")
-	cfg.Fallback = FallbackRefuse
-	r := newReader(t, cfg)
+	r := e.reader(t, WithReplicas("postgres://postgres@127.0.0.1:1/test"), WithFallback(FallbackRefuse))
 	err := r.QueryRow(context.Background(), "select 1").Scan(new(int))
 	if !errors.Is(err, ErrNoFreshReplica) || !strings.Contains(err.Error(), "replica1 (127.0.0.1:1): unhealthy") {
 		t.Fatalf("QueryRow: %v; want ErrNoFreshReplica naming the unhealthy replica", err)
@@ -426,10 +499,9 @@ func TestClassify(t *testing.T) {
 
 func TestRoundRobinSpreadsReadsOverReplicas(t *testing.T) {
 	e := setup(t)
-	cfg := e.config(e.replicaURL, e.replicaURL) // the same server twice: two nodes to the reader
-	cfg.Picker = RoundRobin()
-	r := newReader(t, cfg)
-	eventually(t, 5*time.Second, "both replicas fresh", func() bool {
+	// The same server twice: two nodes to the reader.
+	r := e.reader(t, WithReplicas(e.replicaURL, e.replicaURL), WithPicker(RoundRobin()))
+	testenv.Eventually(t, 5*time.Second, "both replicas fresh", func() bool {
 		s := r.Status()
 		return s[1].Healthy && s[1].LagKnown && s[2].Healthy && s[2].LagKnown
 	})
@@ -447,7 +519,7 @@ func TestRoundRobinSpreadsReadsOverReplicas(t *testing.T) {
 func TestTokenAheadOfThePrimaryIsRefused(t *testing.T) {
 	e := setup(t)
 	e.waitReplica(t)
-	r := newReader(t, e.config(e.replicaURL))
+	r := e.reader(t, WithReplicas(e.replicaURL))
 	cur, err := CurrentToken(context.Background(), e.admin)
 	if err != nil {
 		t.Fatal(err)
@@ -457,7 +529,7 @@ func TestTokenAheadOfThePrimaryIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := r.With(AtLeast(bad))
+	v := r.With(WithToken(bad))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -470,8 +542,8 @@ func TestTokenAheadOfThePrimaryIsRefused(t *testing.T) {
 		t.Fatalf("Pool with a token beyond the primary: %v, want ErrInvalidToken", err)
 	}
 	// Without replicas too.
-	solo := newReader(t, e.config())
-	if err := solo.With(AtLeast(bad)).QueryRow(ctx, "select 1").Scan(new(int)); !errors.Is(err, ErrInvalidToken) {
+	solo := e.reader(t)
+	if err := solo.With(WithToken(bad)).QueryRow(ctx, "select 1").Scan(new(int)); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("reader without replicas: %v, want ErrInvalidToken", err)
 	}
 
@@ -481,7 +553,7 @@ func TestTokenAheadOfThePrimaryIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := v.r.With(AtLeast(tok)).QueryRow(ctx, "select count(*) from t").Scan(new(int)); err != nil {
+	if err := v.r.With(WithToken(tok)).QueryRow(ctx, "select count(*) from t").Scan(new(int)); err != nil {
 		t.Fatalf("read with a fresh token: %v", err)
 	}
 }

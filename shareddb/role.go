@@ -30,10 +30,10 @@ func (c *Contract) RoleSQL(role string, o RoleOptions) ([]string, error) {
 		return nil, err
 	}
 	if role == "" {
-		return nil, fmt.Errorf("%w: role name is empty", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: role name is empty", ErrInvalidOption)
 	}
 	if o.ConnectionLimit < 0 {
-		return nil, fmt.Errorf("%w: negative ConnectionLimit", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: negative ConnectionLimit", ErrInvalidOption)
 	}
 	r := ident(role)
 	create := "create role " + r + " login nosuperuser nocreatedb nocreaterole noreplication nobypassrls"
@@ -50,7 +50,7 @@ func (c *Contract) RoleSQL(role string, o RoleOptions) ([]string, error) {
 	seen := map[string]bool{}
 	for _, t := range c.Tables {
 		if t.Schema == "" {
-			return nil, fmt.Errorf("%w: table %s: RoleSQL needs an explicit Schema", ErrInvalidConfig, t.Name)
+			return nil, fmt.Errorf("%w: table %s: RoleSQL needs an explicit Schema", ErrInvalidOption, t.Name)
 		}
 		if !seen[t.Schema] {
 			seen[t.Schema] = true
@@ -59,7 +59,7 @@ func (c *Contract) RoleSQL(role string, o RoleOptions) ([]string, error) {
 	}
 	for _, t := range c.Tables {
 		if len(t.Columns) == 0 {
-			return nil, fmt.Errorf("%w: table %s.%s declares no columns to grant", ErrInvalidConfig, t.Schema, t.Name)
+			return nil, fmt.Errorf("%w: table %s.%s declares no columns to grant", ErrInvalidOption, t.Schema, t.Name)
 		}
 		cols := make([]string, len(t.Columns))
 		for i, col := range t.Columns {

@@ -33,7 +33,7 @@ func ParseLSN(s string) (LSN, error) {
 }
 
 // Token is a read-your-writes token: the primary's WAL position right after a
-// write committed. A read given the token (AtLeast) is served by a replica
+// write committed. A read given the token (WithToken) is served by a replica
 // only once that replica has replayed up to it; otherwise it waits, then
 // reads from the primary. The zero Token asks for nothing. A token ahead of
 // the primary's current WAL position (made by no write) fails the read at
@@ -43,7 +43,9 @@ func ParseLSN(s string) (LSN, error) {
 // message, from the service that wrote to the one that reads.
 type Token struct{ lsn LSN }
 
-// TokenAt returns the token for a WAL position.
+// TokenAt returns the token for a WAL position the caller got elsewhere (a
+// writer that reads pg_current_wal_lsn() itself, a logical replication
+// stream); CurrentToken and ParseToken cover the usual cases.
 func TokenAt(l LSN) Token { return Token{lsn: l} }
 
 // LSN returns the WAL position of t.

@@ -12,12 +12,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// readOpts are the limits of one read, resolved against the Config.
+// readOpts are the limits of one read: the reader's, changed by a View's options.
 type readOpts struct {
 	maxLag   time.Duration // negative: any
 	maxBytes int64         // 0: any
 	token    LSN
 	fallback Fallback
+	err      error // a bad ReadOption: every read of the View fails with it
+}
+
+func (o *readOpts) invalid(format string, a ...any) {
+	if o.err == nil {
+		o.err = fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, a...)...)
+	}
 }
 
 // fresh reports whether a replica in state s qualifies, leaving the token aside.
@@ -31,45 +38,28 @@ func (o *readOpts) fresh(s *nodeState) bool {
 	return o.maxBytes == 0 || s.lagBytes <= o.maxBytes
 }
 
-// ReadOption sets a limit for the reads of a View (see ReplicaReader.With).
-type ReadOption func(*readOpts)
-
-// MaxLag overrides Config.MaxLag: the largest replay lag a replica may have
-// to serve these reads. Negative means any lag; zero means caught up.
-func MaxLag(d time.Duration) ReadOption { return func(o *readOpts) { o.maxLag = d } }
-
-// MaxLagBytes overrides Config.MaxLagBytes; zero means no byte limit.
-func MaxLagBytes(n int64) ReadOption {
-	return func(o *readOpts) { o.maxBytes = max(n, 0) }
-}
-
-// AtLeast makes these reads see everything up to the token: a replica serves
-// them only once it has replayed that far. When none has, the read waits (up
-// to its context's deadline less Config.FallbackReserve, or Config.TokenWait
-// without a deadline), then reads from the primary, even under
-// FallbackRefuse: the token asks for correctness, not for a replica. A token
-// ahead of the primary's current WAL position fails the read with
-// ErrInvalidToken, at once: a token beyond every WAL position the reader has
-// seen costs one pg_current_wal_lsn() on the primary to tell.
-func AtLeast(t Token) ReadOption { return func(o *readOpts) { o.token = t.lsn } }
-
-// WithFallback overrides Config.Fallback for these reads.
-func WithFallback(f Fallback) ReadOption { return func(o *readOpts) { o.fallback = f } }
-
-// With returns a View whose reads use the reader's limits changed by opts.
-// A View is cheap; keep one per kind of read, e.g.
+// With returns a View whose reads use the reader's limits changed by opts
+// (WithMaxLag, WithMaxLagBytes, WithFallback, WithToken). A View is cheap;
+// keep one per kind of read, e.g.
 //
-//	fresh := reader.With(shareddb.MaxLag(time.Second), shareddb.WithFallback(shareddb.FallbackRefuse))
+//	fresh := reader.With(shareddb.WithMaxLag(time.Second), shareddb.WithFallback(shareddb.FallbackRefuse))
+//
+// A bad option (a nil one, a negative byte limit, an unknown Fallback) makes
+// every read of the View fail with an error wrapping ErrInvalidOption.
 func (r *ReplicaReader) With(opts ...ReadOption) *View {
 	v := &View{r: r, o: r.View.o}
 	for _, opt := range opts {
-		opt(&v.o)
+		if opt == nil {
+			v.o.invalid("nil ReadOption")
+			continue
+		}
+		opt.applyRead(&v.o)
 	}
 	return v
 }
 
 // View reads through a ReplicaReader with its own limits (see With). The
-// ReplicaReader itself is the View with the Config's limits.
+// ReplicaReader itself is the View with the reader's limits.
 //
 // Every read is routed once per attempt, on the query path, from the state
 // the background checkers last saw: routing costs no round trip.
@@ -78,40 +68,107 @@ type View struct {
 	o readOpts
 }
 
-// attempts is the retry state of one read.
+// attempts is the state of one read across its attempts.
 type attempts struct {
 	excluded uint64 // nodes that failed this read
 	retries  int
+	n        int      // attempts run
+	last     decision // the last attempt's
 	lastErr  error
 }
 
-// do runs f on the routed node and retries it on another node after a
-// recovery conflict or a lost connection (Config.Retries times).
-func (v *View) do(ctx context.Context, f func(n *node) error) error {
-	var a attempts
-	for {
-		n, err := v.next(ctx, &a)
-		if err != nil {
-			return err
+// read is one read in flight: registered with the reader (for Close to
+// drain) and traced.
+type read struct {
+	v      *View
+	ctx    context.Context // the read's context: the one the tracers returned
+	a      attempts
+	start  time.Time
+	traced bool
+}
+
+// begin registers rd as a read and routes its first attempt. When it
+// reports true the read must end with finish, even if routing failed (err);
+// when false (a bad option, ErrClosed) nothing started.
+func (v *View) begin(rd *read, ctx context.Context, op Op, sql string, args []any) (bool, error) {
+	if v.o.err != nil {
+		return false, v.o.err
+	}
+	r := v.r
+	if !r.enter() {
+		return false, ErrClosed
+	}
+	*rd = read{v: v, ctx: ctx}
+	d, err := v.next(ctx, &rd.a)
+	if len(r.tr.query) > 0 {
+		data := TraceQueryStartData{
+			Op: op, SQL: sql, Args: args, Route: d.route, MaxLag: v.o.maxLag,
+			Token: Token{lsn: v.o.token}, Waited: d.waited,
 		}
-		err = f(n)
-		if err == nil {
-			return nil
+		if n := d.n; n != nil {
+			data.Node, data.Addr, data.Role = n.name, n.addr, n.role
+			if n.role == RoleReplica {
+				s := n.state.Load()
+				data.Lag, data.LagKnown, data.LagBytes = s.lag, s.lagKnown, s.lagBytes
+			}
 		}
-		again, err := v.failed(ctx, &a, n, err)
-		if !again {
-			return err
+		for _, t := range r.tr.query {
+			rd.ctx = t.TraceQueryStart(rd.ctx, data)
+		}
+		rd.traced, rd.start = true, time.Now()
+	}
+	return true, err
+}
+
+// finish ends the read with err: it traces the end and deregisters the read.
+func (rd *read) finish(err error) {
+	r := rd.v.r
+	if rd.traced {
+		data := TraceQueryEndData{Err: err, Route: rd.a.last.route, Attempts: rd.a.n, Duration: time.Since(rd.start)}
+		if n := rd.a.last.n; n != nil {
+			data.Node, data.Addr, data.Role = n.name, n.addr, n.role
+		}
+		for _, t := range r.tr.query {
+			t.TraceQueryEnd(rd.ctx, data)
 		}
 	}
+	r.leave()
+}
+
+// do runs f on the routed node and retries it on another node after a
+// recovery conflict or a lost connection (WithRetries times).
+func (v *View) do(ctx context.Context, op Op, sql string, args []any, f func(ctx context.Context, n *node) error) (err error) {
+	var rd read
+	started, err := v.begin(&rd, ctx, op, sql, args)
+	if !started {
+		return err
+	}
+	defer func() { rd.finish(err) }()
+	for err == nil {
+		n := rd.a.last.n
+		rd.a.n++
+		if err = f(rd.ctx, n); err == nil {
+			return nil
+		}
+		var again bool
+		if again, err = v.failed(rd.ctx, &rd.a, n, err); !again {
+			return err
+		}
+		_, err = v.next(rd.ctx, &rd.a)
+	}
+	return err
 }
 
 // next routes the next attempt of a read.
-func (v *View) next(ctx context.Context, a *attempts) (*node, error) {
-	n, err := v.r.route(ctx, &v.o, a.excluded)
+func (v *View) next(ctx context.Context, a *attempts) (decision, error) {
+	d, err := v.r.route(ctx, &v.o, a.excluded)
 	if err != nil && errors.Is(err, errAllTried) && a.lastErr != nil {
-		return nil, a.lastErr
+		return d, a.lastErr
 	}
-	return n, err
+	if d.n != nil || a.n == 0 {
+		a.last = d
+	}
+	return d, err
 }
 
 // failed handles an attempt's error on n: it reports whether to try another
@@ -119,12 +176,18 @@ func (v *View) next(ctx context.Context, a *attempts) (*node, error) {
 func (v *View) failed(ctx context.Context, a *attempts, n *node, err error) (bool, error) {
 	r := v.r
 	kind, err := r.nodeErr(ctx, n, err)
-	if (kind == errDown || kind == errConflict) && ctx.Err() == nil && a.retries < r.cfg.Retries {
+	if r.cancelled.Load() && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("%w: read cancelled after the drain timeout: %w", ErrClosed, err)
+	}
+	if (kind == errDown || kind == errConflict) && ctx.Err() == nil && a.retries < r.cfg.retries {
 		a.retries++
 		a.excluded |= 1 << n.idx
 		a.lastErr = err
-		r.note(n, Retried, err)
+		r.retried.Add(1)
 		r.log.Info("read retried on another node", "node", n.name, "err", err)
+		for _, t := range r.tr.retry {
+			t.TraceQueryRetry(ctx, TraceQueryRetryData{Node: n.name, Addr: n.addr, Err: err, Attempt: a.n})
+		}
 		return true, err
 	}
 	return false, err
@@ -149,12 +212,23 @@ func (r *ReplicaReader) nodeErr(ctx context.Context, n *node, err error) (errKin
 
 // Query runs a read on the best node. A recovery conflict or a lost
 // connection before the first row is retried on another node
-// (Config.Retries); an error after rows have been read is reported by
+// (WithRetries); an error after rows have been read is reported by
 // rows.Err(), wrapped with the node's name and, for a recovery conflict,
-// ErrRecoveryConflict. A write fails with ErrReadOnly.
+// ErrRecoveryConflict. A write fails with ErrReadOnly. The read is in
+// flight (for Close, and for QueryTracer) until the rows are closed or read
+// to the end.
 func (v *View) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	rs := &nodeRows{v: v, ctx: ctx, sql: sql, args: args}
-	if err := rs.start(); err != nil {
+	rs := &nodeRows{sql: sql, args: args}
+	rd := &rs.rd
+	started, err := v.begin(rd, ctx, OpQuery, sql, args)
+	if !started {
+		return nil, err
+	}
+	if err == nil {
+		err = rs.start()
+	}
+	if err != nil {
+		rd.finish(err)
 		return nil, err
 	}
 	return rs, nil
@@ -164,30 +238,31 @@ func (v *View) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, er
 // fails before the first row, and wraps the errors with the node's name.
 type nodeRows struct {
 	pgx.Rows
-	v       *View
-	ctx     context.Context
+	rd      read
 	sql     string
 	args    []any
 	n       *node
-	a       attempts
 	started bool  // a row was read: no more retries
 	err     error // a retry's own failure
+	done    bool  // finished: the read is over
 }
 
-// start runs the query on the next node, retrying failures to start it.
+// start runs the query on the routed node, retrying failures to start it.
 func (rs *nodeRows) start() error {
+	rd := &rs.rd
 	for {
-		n, err := rs.v.next(rs.ctx, &rs.a)
-		if err != nil {
-			return err
-		}
-		rows, err := n.pool.Query(rs.ctx, rs.sql, rs.args...)
+		n := rd.a.last.n
+		rd.a.n++
+		rows, err := n.pool.Query(rd.ctx, rs.sql, rs.args...)
 		if err == nil {
 			rs.Rows, rs.n = rows, n
 			return nil
 		}
-		again, err := rs.v.failed(rs.ctx, &rs.a, n, err)
+		again, err := rd.v.failed(rd.ctx, &rd.a, n, err)
 		if !again {
+			return err
+		}
+		if _, err := rd.v.next(rd.ctx, &rd.a); err != nil {
 			return err
 		}
 	}
@@ -197,6 +272,7 @@ func (rs *nodeRows) start() error {
 func (rs *nodeRows) Next() bool {
 	for {
 		if rs.err != nil {
+			rs.finish()
 			return false
 		}
 		if rs.Rows.Next() {
@@ -205,18 +281,39 @@ func (rs *nodeRows) Next() bool {
 		}
 		err := rs.Rows.Err()
 		if rs.started || err == nil {
+			rs.finish()
 			return false
 		}
-		again, err := rs.v.failed(rs.ctx, &rs.a, rs.n, err)
+		again, err := rs.rd.v.failed(rs.rd.ctx, &rs.rd.a, rs.n, err)
 		if !again {
 			rs.err = err
-			return false
+			continue
+		}
+		rs.Rows.Close()
+		if _, err := rs.rd.v.next(rs.rd.ctx, &rs.rd.a); err != nil {
+			rs.err = err
+			continue
 		}
 		if err := rs.start(); err != nil {
 			rs.err = err
-			return false
 		}
 	}
+}
+
+// Close closes the rows and ends the read.
+func (rs *nodeRows) Close() {
+	rs.Rows.Close()
+	rs.finish()
+}
+
+// finish ends the read once, when the rows are closed or read to the end.
+func (rs *nodeRows) finish() {
+	if rs.done {
+		return
+	}
+	rs.done = true
+	rs.Rows.Close()
+	rs.rd.finish(rs.Err())
 }
 
 // Err returns the error met while reading, wrapped as described by Query.
@@ -228,13 +325,17 @@ func (rs *nodeRows) Err() error {
 	if err == nil {
 		return nil
 	}
-	_, err = rs.v.r.nodeErr(rs.ctx, rs.n, err)
+	r := rs.rd.v.r
+	_, err = r.nodeErr(rs.rd.ctx, rs.n, err)
+	if r.cancelled.Load() {
+		err = fmt.Errorf("%w: read cancelled after the drain timeout: %w", ErrClosed, err)
+	}
 	return err
 }
 
 // QueryRow runs a read expected to return at most one row. The query runs
 // when Scan is called, so a recovery conflict or a lost connection is retried
-// on another node (Config.Retries). Scan returns pgx.ErrNoRows unwrapped.
+// on another node (WithRetries). Scan returns pgx.ErrNoRows unwrapped.
 func (v *View) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return &row{v: v, ctx: ctx, sql: sql, args: args}
 }
@@ -247,8 +348,8 @@ type row struct {
 }
 
 func (w *row) Scan(dest ...any) error {
-	return w.v.do(w.ctx, func(n *node) error {
-		return n.pool.QueryRow(w.ctx, w.sql, w.args...).Scan(dest...)
+	return w.v.do(w.ctx, OpQueryRow, w.sql, w.args, func(ctx context.Context, n *node) error {
+		return n.pool.QueryRow(ctx, w.sql, w.args...).Scan(dest...)
 	})
 }
 
@@ -257,14 +358,16 @@ func (w *row) Scan(dest ...any) error {
 // takes its snapshot as it begins, so PostgreSQL refuses to switch it to
 // read-write (SET TRANSACTION READ WRITE) later. Errors inside the
 // transaction are not retried; use ReadTx for that. Serializable isolation
-// is refused by hot standbys.
+// is refused by hot standbys. For QueryTracer and the drain of Close the
+// read ends when BeginTx returns; Close still waits, as it closes the
+// pools, for the transaction to end (Commit or Rollback).
 func (v *View) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	if opts.AccessMode == pgx.ReadWrite {
 		return nil, fmt.Errorf("%w: BeginTx with AccessMode ReadWrite", ErrReadOnly)
 	}
 	opts = lockedReadOnly(opts)
 	var tx pgx.Tx
-	err := v.do(ctx, func(n *node) error {
+	err := v.do(ctx, OpBeginTx, "", nil, func(ctx context.Context, n *node) error {
 		t, err := n.pool.BeginTx(ctx, opts)
 		tx = t
 		return err
@@ -275,14 +378,14 @@ func (v *View) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) 
 // ReadTx runs fn in a read-only transaction on the best node and commits.
 // When fn (or the commit) fails because of a recovery conflict or a lost
 // connection, the whole transaction is run again on another node
-// (Config.Retries), so fn must only read and may run more than once. Any
+// (WithRetries), so fn must only read and may run more than once. Any
 // other error from fn rolls back and is returned as is.
 func (v *View) ReadTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if opts.AccessMode == pgx.ReadWrite {
 		return fmt.Errorf("%w: ReadTx with AccessMode ReadWrite", ErrReadOnly)
 	}
 	opts = lockedReadOnly(opts)
-	return v.do(ctx, func(n *node) error {
+	return v.do(ctx, OpReadTx, "", nil, func(ctx context.Context, n *node) error {
 		tx, err := n.pool.BeginTx(ctx, opts)
 		if err != nil {
 			return err
@@ -301,10 +404,10 @@ func (v *View) ReadTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) e
 // switches that off, the connection is destroyed instead of being used again.
 // An explicit BEGIN READ WRITE on it can still write when it is the primary's:
 // only the role's privileges stop that (Contract.RoleSQL).
-// Release it when done.
+// Release it when done: Close waits for it.
 func (v *View) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	var c *pgxpool.Conn
-	err := v.do(ctx, func(n *node) error {
+	err := v.do(ctx, OpAcquire, "", nil, func(ctx context.Context, n *node) error {
 		conn, err := n.pool.Acquire(ctx)
 		c = conn
 		return err
@@ -317,10 +420,19 @@ func (v *View) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 // read-only. The choice is made once: the pool keeps pointing at that node
 // even if it falls behind later; do not Close it (Close the reader).
 func (v *View) Pool(ctx context.Context) (*pgxpool.Pool, string, error) {
-	n, err := v.r.route(ctx, &v.o, 0)
+	var rd read
+	started, err := v.begin(&rd, ctx, OpPool, "", nil)
+	if !started {
+		return nil, "", err
+	}
+	if err == nil {
+		rd.a.n = 1 // the node is handed out
+	}
+	rd.finish(err)
 	if err != nil {
 		return nil, "", err
 	}
+	n := rd.a.last.n
 	return n.pool, n.name, nil
 }
 

@@ -32,21 +32,20 @@ func reporting(ctx context.Context, t *tour, e *env) error {
 			{Name: "booked_at", Type: "timestamptz"},
 		},
 	}}}
-	cfg := shareddb.Config{
-		PrimaryURL:    e.databaseURL,
-		Contract:      contract,
-		CheckInterval: 200 * time.Millisecond,
-		Logger:        t.logger(),
+	opts := []shareddb.Option{
+		shareddb.WithContract(contract),
+		shareddb.WithCheckInterval(200 * time.Millisecond),
+		shareddb.WithLogger(t.logger()),
 	}
 	replicaURL := getenv("REPLICA_DATABASE_URL", defaultReplicaDatabaseURL)
 	if err := pingReplica(ctx, replicaURL); err != nil {
 		t.printf("   the replica (REPLICA_DATABASE_URL=%s) does not answer: %s\n", redact(replicaURL), brief(err))
 		t.printf("   so zero replicas: every read goes to the primary (read-only connections), with a warning:\n")
 	} else {
-		cfg.ReplicaURLs = []string{withSearchPath(replicaURL, e.schema)}
+		opts = append(opts, shareddb.WithReplicas(withSearchPath(replicaURL, e.schema)))
 		t.printf("   replica: %s\n", redact(replicaURL))
 	}
-	reader, err := shareddb.New(ctx, cfg)
+	reader, err := shareddb.New(ctx, e.databaseURL, opts...)
 	if err != nil {
 		return fmt.Errorf("shareddb.New: %w", err)
 	}
@@ -84,7 +83,7 @@ func reporting(ctx context.Context, t *tour, e *env) error {
 	t.printf("   the monolith writes booking %s; its WAL position %s travels as a read-your-writes token\n", late.ID, token)
 
 	// Reads given the token wait for a replica that has replayed that far (or read the primary).
-	fresh := reader.With(shareddb.AtLeast(token))
+	fresh := reader.With(shareddb.WithToken(token))
 	rows, err := fresh.Query(ctx, `select town, count(*), sum(nights) from bookings group by town order by town`)
 	if err != nil {
 		return err

@@ -75,12 +75,11 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	}
 
 	// The reading service: only the columns it uses, with their types.
-	r, err := shareddb.New(ctx, shareddb.Config{
-		PrimaryURL: primaryURL, ReplicaURLs: []string{replicaURL},
-		MaxLag: 5 * time.Second, // older replicas are skipped; reads fall back to the primary
-		Contract: &shareddb.Contract{Tables: []shareddb.Table{{Schema: schema, Name: "orders", Columns: []shareddb.Column{
-			{Name: "id", Type: "bigint"}, {Name: "total", Type: "numeric"}, {Name: "placed_at", Type: "timestamptz"}}}}},
-	})
+	r, err := shareddb.New(ctx, primaryURL, shareddb.WithReplicas(replicaURL),
+		shareddb.WithMaxLag(5*time.Second), // older replicas are skipped; reads fall back to the primary
+		shareddb.WithContract(&shareddb.Contract{Tables: []shareddb.Table{{Schema: schema, Name: "orders", Columns: []shareddb.Column{
+			{Name: "id", Type: "bigint"}, {Name: "total", Type: "numeric"}, {Name: "placed_at", Type: "timestamptz"}}}}}),
+	)
 	if err != nil {
 		return err
 	}
@@ -90,7 +89,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	var n int
 	var sum float64
 	var onReplica bool
-	err = r.With(shareddb.AtLeast(written)).QueryRow(ctx, // wait for a replica that replayed the write
+	err = r.With(shareddb.WithToken(written)).QueryRow(ctx, // wait for a replica that replayed the write
 		"select count(*), sum(total)::float8, pg_is_in_recovery() from "+table).Scan(&n, &sum, &onReplica)
 	if err != nil {
 		return err
