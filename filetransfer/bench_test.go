@@ -61,8 +61,8 @@ func BenchmarkExport(b *testing.B) {
 		}
 		b.ReportMetric(0, "ns/op")
 	}
-	run := func(b *testing.B, store filetransfer.Store, cfg filetransfer.Config) {
-		e := newExporter(b, d, store, cfg)
+	run := func(b *testing.B, store filetransfer.Store, opts ...filetransfer.ExporterOption) {
+		e := newExporter(b, d, store, opts...)
 		b.ResetTimer()
 		for range b.N {
 			m, err := e.Export(ctx, ds, dd, dd)
@@ -80,7 +80,7 @@ func BenchmarkExport(b *testing.B) {
 
 	// Warm the cache and learn the CSV size once, so every sub-benchmark
 	// (psql first) reports MB/s over the same bytes.
-	warm, err := newExporter(b, d, newMemory(b), filetransfer.Config{}).Export(ctx, ds, dd, dd)
+	warm, err := newExporter(b, d, newMemory(b)).Export(ctx, ds, dd, dd)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -103,9 +103,8 @@ func BenchmarkExport(b *testing.B) {
 		}
 		report(b)
 	})
-	folder := func(cfg fs.Config) filetransfer.Store {
-		cfg.Dir = b.TempDir()
-		s, err := fs.New(cfg)
+	folder := func(opts ...fs.Option) filetransfer.Store {
+		s, err := fs.New(b.TempDir(), opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,7 +115,7 @@ func BenchmarkExport(b *testing.B) {
 	// alternates psql and the folder export in each iteration and reports
 	// the ratio of their throughputs (target: >= 0.9).
 	b.Run("folder-vs-psql", func(b *testing.B) {
-		e := newExporter(b, d, folder(fs.Config{}), filetransfer.Config{})
+		e := newExporter(b, d, folder())
 		var tPsql, tFolder time.Duration
 		for range b.N {
 			start := time.Now()
@@ -132,17 +131,17 @@ func BenchmarkExport(b *testing.B) {
 		b.ReportMetric(tPsql.Seconds()/tFolder.Seconds(), "folder/psql")
 		b.ReportMetric(0, "ns/op")
 	})
-	b.Run("folder", func(b *testing.B) { run(b, folder(fs.Config{}), filetransfer.Config{}) })
-	b.Run("folder-nosync", func(b *testing.B) { run(b, folder(fs.Config{NoSync: true}), filetransfer.Config{}) })
+	b.Run("folder", func(b *testing.B) { run(b, folder()) })
+	b.Run("folder-nosync", func(b *testing.B) { run(b, folder(fs.WithoutSync())) })
 	b.Run("folder-gzip-bestspeed", func(b *testing.B) {
-		run(b, folder(fs.Config{}), filetransfer.Config{Gzip: true, GzipLevel: gzip.BestSpeed})
+		run(b, folder(), filetransfer.WithGzip(gzip.BestSpeed))
 	})
 	b.Run("s3fake", func(b *testing.B) {
 		env := s3env.New(b)
-		s, err := fts3.New(fts3.Config{Client: env.Client, Bucket: env.Bucket})
+		s, err := fts3.New(env.Client, env.Bucket)
 		if err != nil {
 			b.Fatal(err)
 		}
-		run(b, s, filetransfer.Config{})
+		run(b, s)
 	})
 }

@@ -4,7 +4,7 @@
 //
 // An Exporter runs COPY (query) TO STDOUT WITH (FORMAT csv, HEADER) once per
 // day of a range and streams the output straight into a Store, optionally
-// gzipped, with a few days in parallel and at most Config.Parallelism
+// gzipped, with a few days in parallel and at most WithParallelism
 // database connections. Memory stays flat whatever the file size: no file is
 // held in memory or spooled to a temporary file (the folder store writes to
 // a temporary name in place and renames it). The bytes are exactly what psql's
@@ -30,6 +30,13 @@
 // reader such as the one in the shareddb package, so exports can run on a
 // streaming replica.
 //
+// NewExporter and NewLinksHandler take their settings as options (WithPrefix,
+// WithGzip, WithParallelism, WithLinkTTL, ...), checked at construction: a
+// bad one fails with an error wrapping ErrInvalidOption. The Exporter is
+// observed through tracers in the style of pgx's (ExportTracer around each
+// call, ExportDayTracer around each day, ExportProgressTracer while a day's
+// file is written), installed with WithTracer.
+//
 // NewLinksHandler serves GET /exports/{dataset}?from=...&to=..., answering
 // with one download link per day (URL, rows, bytes, sha256, expiry) so a
 // client fetches hundreds of files instead of paginating millions of rows.
@@ -38,5 +45,7 @@
 // presigned links), filetransfer/fs (a local folder; HMAC-signed links served
 // by its Handler) and filetransfer/memory (for tests). All three pass the
 // conformance suite in filetransfer/storetest. Store errors wrap ErrNotFound,
-// ErrStoreNotFound, ErrAccessDenied and ErrUnavailable.
+// ErrStoreNotFound, ErrAccessDenied and ErrUnavailable. Store, Writer,
+// Checker, MaxLinkTTL and the key and TTL errors are the contract for
+// whoever writes a store; the helpers the bundled stores share are internal.
 package filetransfer

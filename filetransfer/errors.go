@@ -1,13 +1,17 @@
 package filetransfer
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
+)
 
 // Errors shared by the Exporter, the links handler and every Store; test them
 // with errors.Is. Stores wrap their client's errors into these so callers never
 // need to import an SDK to tell a missing object from refused credentials.
 var (
 	// ErrNotFound is returned by Store.Open for an object that does not exist.
-	ErrNotFound = errors.New("filetransfer: not found")
+	ErrNotFound = storeutil.ErrNotFound
 	// ErrStoreNotFound is returned when the store itself is missing: an S3
 	// bucket that does not exist, a folder that was removed.
 	ErrStoreNotFound = errors.New("filetransfer: store does not exist")
@@ -17,8 +21,9 @@ var (
 	// ErrUnavailable is returned when the store cannot be reached.
 	ErrUnavailable = errors.New("filetransfer: store unavailable")
 	// ErrInvalidKey is returned for an object key that could escape the store
-	// (".." segments, a leading "/", backslashes, control characters) or is empty.
-	ErrInvalidKey = errors.New("filetransfer: invalid key")
+	// (".." segments, empty segments, a leading "/", backslashes, control
+	// characters), is empty or is longer than 1024 bytes.
+	ErrInvalidKey = storeutil.ErrInvalidKey
 	// ErrInvalidName is returned for a dataset name that is not a plain
 	// identifier ([A-Za-z0-9_-], starting with a letter or digit, at most 128 bytes).
 	ErrInvalidName = errors.New("filetransfer: invalid dataset name")
@@ -40,12 +45,11 @@ var (
 	ErrNoDayColumn = errors.New("filetransfer: query has no usable day column")
 	// ErrInvalidTTL is returned for a link lifetime that is not positive or is
 	// longer than MaxLinkTTL.
-	ErrInvalidTTL = errors.New("filetransfer: invalid link lifetime")
-	// ErrLinkExpired is returned by LinkSigner.Verify for a link past its expiry.
-	ErrLinkExpired = errors.New("filetransfer: link expired")
-	// ErrLinkInvalid is returned by LinkSigner.Verify for a link whose
-	// signature does not match (tampered key, expiry or signature).
-	ErrLinkInvalid = errors.New("filetransfer: link signature invalid")
+	ErrInvalidTTL = storeutil.ErrInvalidTTL
+	// ErrInvalidOption is returned by NewExporter and NewLinksHandler (and
+	// wrapped by the stores' constructors) for an option or argument they
+	// cannot use; the error names it.
+	ErrInvalidOption = errors.New("filetransfer: invalid option")
 	// ErrAborted is returned by Writer.Write and Writer.Commit after Abort,
 	// and by Commit after a failed Write.
 	ErrAborted = errors.New("filetransfer: write aborted")

@@ -1,6 +1,7 @@
 package filetransfer_test
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,11 +35,11 @@ func ExampleExporter() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := fs.New(fs.Config{Dir: "/var/exports", BaseURL: "https://api.example.com/dl/", Secret: []byte("a secret of 16 bytes or more")})
+	store, err := fs.New("/var/exports", fs.WithBaseURL("https://api.example.com/dl/"), fs.WithSecret([]byte("a secret of 16 bytes or more")))
 	if err != nil {
 		log.Fatal(err)
 	}
-	exporter, err := filetransfer.NewExporter(pool, store, filetransfer.Config{Gzip: true, Parallelism: 2})
+	exporter, err := filetransfer.NewExporter(pool, store, filetransfer.WithGzip(gzip.DefaultCompression), filetransfer.WithParallelism(2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func ExampleExporter() {
 	if _, err := exporter.Catchup(ctx, bookings, time.Now(), 7); err != nil {
 		log.Fatal(err)
 	}
-	links, err := filetransfer.NewLinksHandler(store, filetransfer.LinksConfig{TTL: 24 * time.Hour})
+	links, err := filetransfer.NewLinksHandler(store, filetransfer.WithLinkTTL(24*time.Hour))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -64,15 +65,18 @@ func ExampleExporter() {
 
 func ExampleNewLinksHandler() {
 	ctx := context.Background()
-	store, _ := memory.New(memory.Config{BaseURL: "https://files.example.com/"})
+	store, _ := memory.New(memory.WithBaseURL("https://files.example.com/"))
 	// What an export leaves for a day: the file and its _SUCCESS marker.
 	l := filetransfer.Layout{}
 	d := filetransfer.NewDay(2024, 1, 1)
-	_ = filetransfer.Put(ctx, store, l.DataKey("sales", d, false), []byte("id\n1\n"))
 	marker, _ := json.Marshal(filetransfer.DayFile{Dataset: "sales", Day: d, Key: l.DataKey("sales", d, false), Rows: 1, Bytes: 5})
-	_ = filetransfer.Put(ctx, store, l.DayMarkerKey("sales", d), marker)
+	for key, data := range map[string][]byte{l.DataKey("sales", d, false): []byte("id\n1\n"), l.DayMarkerKey("sales", d): marker} {
+		w, _ := store.Create(ctx, key)
+		_, _ = w.Write(data)
+		_ = w.Commit()
+	}
 
-	h, _ := filetransfer.NewLinksHandler(store, filetransfer.LinksConfig{})
+	h, _ := filetransfer.NewLinksHandler(store)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/exports/sales?from=2024-01-01&to=2024-01-02", nil))
 	var links filetransfer.Links

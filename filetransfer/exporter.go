@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -22,65 +21,25 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
+	"github.com/go-integration/patterns/internal/ids"
 )
 
 // Conns hands out database connections. *pgxpool.Pool satisfies it; so can a
 // replica-aware reader (for example one from the shareddb package) that
 // returns a connection to a streaming replica, which is where big exports
-// belong. The Exporter holds at most Config.Parallelism connections at once,
+// belong. The Exporter holds at most WithParallelism connections at once,
 // releases each when its day is done, and closes instead of releasing any
 // connection a failure or cancellation left in an unknown state.
 type Conns interface {
 	Acquire(ctx context.Context) (*pgxpool.Conn, error)
 }
 
-// Config configures an Exporter. The zero value is usable: plain CSV, two days
-// at a time, ranges of at most 366 days, calendar days in UTC.
-type Config struct {
-	// Prefix is prepended to every key (see Layout). Default "".
-	Prefix string
-	// Gzip compresses files (".csv.gz"). Default false.
-	Gzip bool
-	// GzipLevel is the compress/gzip level when Gzip is set; 0 means
-	// gzip.DefaultCompression. gzip.BestSpeed roughly triples throughput for
-	// files about 20% larger.
-	GzipLevel int
-	// Parallelism is how many days are exported at once, and so the most
-	// database connections held. Default 2.
-	Parallelism int
-	// MaxDays is the longest range one call accepts. Default 366.
-	MaxDays int
-	// Location defines where a day starts and ends for timestamptz day
-	// columns and the {from}/{to} placeholders, and which day is "yesterday"
-	// for Catchup. Default UTC.
-	Location *time.Location
-	// Progress, when set, is called as each file is written: every
-	// ProgressEvery bytes of CSV and once when the file is complete (Done)
-	// or has failed (Err). It may be called from several goroutines at once
-	// (one per day in flight); calls for one day are sequential.
-	Progress func(Progress)
-	// ProgressEvery is the number of CSV bytes between progress reports.
-	// Default 8 MiB.
-	ProgressEvery int64
-	// Now returns the current time for generated_at stamps; nil means time.Now.
-	Now func() time.Time
-}
-
-// Progress reports how far one day's file has got.
-type Progress struct {
-	Dataset  string
-	Day      Day
-	Key      string
-	Rows     int64 // data rows so far (exact when Done)
-	CSVBytes int64 // CSV bytes produced so far
-	Bytes    int64 // bytes handed to the store so far (compressed size with Gzip)
-	Done     bool  // the file has been committed
-	Err      error // the file failed and was discarded
-}
-
 // Dataset is what to export. Give either Query and DayColumn, or Template.
 type Dataset struct {
-	// Name names the files and folders; see ValidateName.
+	// Name names the files and folders: 1 to 128 bytes of [A-Za-z0-9_-],
+	// starting with a letter or digit (ErrInvalidName otherwise).
 	Name string
 	// Query is a SELECT (no parameters, no trailing semicolon needed) with a
 	// column named DayColumn of type date, timestamp or timestamptz. Each
@@ -92,7 +51,8 @@ type Dataset struct {
 	// Template is a SELECT taking the day's bounds through placeholders, for
 	// queries where the filter must sit inside (an index on an expression, a
 	// join, an aggregate). Placeholders: {from} and {to} (timestamptz
-	// literals: the day's start and the next day's start in Config.Location),
+	// literals: the day's start and the next day's start in the WithLocation
+	// time zone),
 	// {day} and {next_day} (date literals). It must use {from} and {to}, or {day}.
 	// It must be one plain query: it starts with SELECT, WITH, VALUES or TABLE
 	// (after comments and opening parentheses), has no second statement, and
@@ -112,7 +72,7 @@ type Dataset struct {
 }
 
 func (d Dataset) validate() error {
-	if err := ValidateName(d.Name); err != nil {
+	if err := validateName(d.Name); err != nil {
 		return err
 	}
 	switch {
@@ -135,45 +95,29 @@ func (d Dataset) validate() error {
 
 // Exporter writes daily CSV files from PostgreSQL to a Store with
 // COPY ... TO STDOUT, streaming: memory stays flat whatever the file size.
+// It is safe for concurrent use.
 type Exporter struct {
 	db     Conns
 	store  Store
-	cfg    Config
+	cfg    exporterConfig
 	layout Layout
+	tr     tracers
 }
 
 // NewExporter returns an Exporter reading through db and writing to store.
-func NewExporter(db Conns, store Store, cfg Config) (*Exporter, error) {
+// It does no I/O. Without options it writes plain CSV under the store's
+// root, DefaultParallelism days at a time, ranges of at most DefaultMaxDays
+// days, calendar days in UTC. A nil db or store, or an option it cannot use,
+// is an error wrapping ErrInvalidOption.
+func NewExporter(db Conns, store Store, opts ...ExporterOption) (*Exporter, error) {
 	if db == nil || store == nil {
-		return nil, errors.New("filetransfer: NewExporter needs a database and a store")
+		return nil, invalid("NewExporter: db and store are required (db nil: %t, store nil: %t)", db == nil, store == nil)
 	}
-	if cfg.Prefix != "" {
-		if err := ValidateKey(cfg.Prefix); err != nil {
-			return nil, fmt.Errorf("filetransfer: Config.Prefix: %w", err)
-		}
+	cfg, err := newExporterConfig(opts)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Gzip && (cfg.GzipLevel < gzip.HuffmanOnly || cfg.GzipLevel > gzip.BestCompression) {
-		return nil, fmt.Errorf("filetransfer: Config.GzipLevel %d is not a compress/gzip level", cfg.GzipLevel)
-	}
-	if cfg.GzipLevel == 0 {
-		cfg.GzipLevel = gzip.DefaultCompression
-	}
-	if cfg.Parallelism <= 0 {
-		cfg.Parallelism = 2
-	}
-	if cfg.MaxDays <= 0 {
-		cfg.MaxDays = 366
-	}
-	if cfg.Location == nil {
-		cfg.Location = time.UTC
-	}
-	if cfg.ProgressEvery <= 0 {
-		cfg.ProgressEvery = 8 << 20
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &Exporter{db: db, store: store, cfg: cfg, layout: Layout{Prefix: cfg.Prefix}}, nil
+	return &Exporter{db: db, store: store, cfg: cfg, layout: Layout{Prefix: cfg.prefix}, tr: newTracers(cfg.tracers)}, nil
 }
 
 // Layout returns the key layout the Exporter writes.
@@ -206,14 +150,14 @@ func (e *Exporter) ExportChanged(ctx context.Context, ds Dataset, from, to Day) 
 }
 
 // Catchup is the hook for a scheduled job: it exports yesterday (relative to
-// now, in Config.Location) and any of the lookback-1 days before it that are
+// now, in the WithLocation time zone) and any of the lookback-1 days before it that are
 // missing or changed. It is idempotent: a second run with nothing changed
 // writes nothing. lookback < 1 means 1 (yesterday only).
 func (e *Exporter) Catchup(ctx context.Context, ds Dataset, now time.Time, lookback int) (*Manifest, error) {
 	if lookback < 1 {
 		lookback = 1
 	}
-	to := DayOf(now.In(e.cfg.Location)).AddDays(-1)
+	to := DayOf(now.In(e.cfg.location)).AddDays(-1)
 	return e.run(ctx, ds, to.AddDays(-(lookback - 1)), to, true)
 }
 
@@ -223,11 +167,31 @@ type dayResult struct {
 	done      bool
 }
 
+// run traces one export call around export.
 func (e *Exporter) run(ctx context.Context, ds Dataset, from, to Day, changedOnly bool) (*Manifest, error) {
+	if len(e.tr.export) == 0 {
+		return e.export(ctx, ds, from, to, changedOnly)
+	}
+	start := time.Now()
+	ctx = e.tr.exportStart(ctx, TraceExportStartData{Dataset: ds.Name, From: from, To: to, Incremental: changedOnly, Prefix: e.cfg.prefix})
+	m, err := e.export(ctx, ds, from, to, changedOnly)
+	d := TraceExportEndData{Err: err, Duration: time.Since(start)}
+	if m != nil {
+		d.Files, d.Unchanged, d.ManifestKey = len(m.Files), len(m.Unchanged), m.Key
+		for _, f := range m.Files {
+			d.Rows += f.Rows
+			d.Bytes += f.Bytes
+		}
+	}
+	e.tr.exportEnd(ctx, d)
+	return m, err
+}
+
+func (e *Exporter) export(ctx context.Context, ds Dataset, from, to Day, changedOnly bool) (*Manifest, error) {
 	if err := ds.validate(); err != nil {
 		return nil, err
 	}
-	days, err := Days(from, to, e.cfg.MaxDays)
+	days, err := Days(from, to, e.cfg.maxDays)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +200,7 @@ func (e *Exporter) run(ctx context.Context, ds Dataset, from, to Day, changedOnl
 			return nil, fmt.Errorf("filetransfer: export %s: %w", ds.Name, err)
 		}
 	}
-	m := &Manifest{Dataset: ds.Name, From: from, To: to, GeneratedAt: e.cfg.Now().UTC()}
+	m := &Manifest{Dataset: ds.Name, From: from, To: to, GeneratedAt: time.Now().UTC()}
 
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -248,10 +212,15 @@ func (e *Exporter) run(ctx context.Context, ds Dataset, from, to Day, changedOnl
 		wg   sync.WaitGroup
 	)
 	next := make(chan int)
-	workers := min(e.cfg.Parallelism, len(days))
+	workers := min(e.cfg.parallelism, len(days))
 	for range workers {
 		wg.Go(func() {
 			for i := range next {
+				if ctx.Err() != nil {
+					// The feeder may still hand out a day after the
+					// cancellation: such a day is never started.
+					continue
+				}
 				f, unchanged, err := e.exportDay(ctx, ds, days[i], changedOnly)
 				if err != nil {
 					mu.Lock()
@@ -304,26 +273,40 @@ feed:
 }
 
 func (e *Exporter) writeManifest(ctx context.Context, m *Manifest) error {
-	var rnd [3]byte
-	_, _ = rand.Read(rnd[:])
-	run := m.GeneratedAt.Format("20060102T150405.000Z") + "-" + hex.EncodeToString(rnd[:])
+	run := m.GeneratedAt.Format("20060102T150405.000Z") + "-" + ids.Hex()[:8]
 	dir := e.layout.ExportDir(m.Dataset, run)
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
 	key := path.Join(dir, ManifestName)
-	if err := Put(ctx, e.store, key, b); err != nil {
+	if err := storeutil.Put(ctx, e.store.Create, key, b); err != nil {
 		return fmt.Errorf("filetransfer: write manifest: %w", err)
 	}
-	if err := Put(ctx, e.store, path.Join(dir, SuccessName), []byte("{}\n")); err != nil {
+	if err := storeutil.Put(ctx, e.store.Create, path.Join(dir, SuccessName), []byte("{}\n")); err != nil {
 		return fmt.Errorf("filetransfer: write manifest marker: %w", err)
 	}
 	m.Key = key
 	return nil
 }
 
-// exportDay writes one day. It returns the day's DayFile, and unchanged=true
+// exportDay traces one day around doDay.
+func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOnly bool) (DayFile, bool, error) {
+	if len(e.tr.day) == 0 {
+		return e.doDay(ctx, ds, day, changedOnly)
+	}
+	start := time.Now()
+	ctx = e.tr.dayStart(ctx, TraceExportDayStartData{Dataset: ds.Name, Day: day, Key: e.layout.DataKey(ds.Name, day, e.cfg.gzip), Incremental: changedOnly})
+	f, unchanged, err := e.doDay(ctx, ds, day, changedOnly)
+	d := TraceExportDayEndData{Unchanged: unchanged, Err: err, Duration: time.Since(start)}
+	if err == nil && !unchanged {
+		d.Rows, d.Bytes, d.CSVBytes, d.SHA256 = f.Rows, f.Bytes, f.CSVBytes, f.SHA256
+	}
+	e.tr.dayEnd(ctx, d)
+	return f, unchanged, err
+}
+
+// doDay writes one day. It returns the day's DayFile, and unchanged=true
 // (with the previous DayFile) when changedOnly found the day up to date.
 //
 // One connection does the whole day, and holds the day's advisory lock
@@ -333,8 +316,8 @@ func (e *Exporter) writeManifest(ctx context.Context, m *Manifest) error {
 // it is released explicitly before the connection goes back to the pool,
 // and by the server when the connection is closed (a failure or
 // cancellation closes it) or lost.
-func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOnly bool) (f DayFile, unchanged bool, err error) {
-	key := e.layout.DataKey(ds.Name, day, e.cfg.Gzip)
+func (e *Exporter) doDay(ctx context.Context, ds Dataset, day Day, changedOnly bool) (DayFile, bool, error) {
+	key := e.layout.DataKey(ds.Name, day, e.cfg.gzip)
 	if changedOnly && ds.UpdatedColumn == "" {
 		// Fast path: a marked day is done, whoever is exporting it now;
 		// no need for a connection or the lock.
@@ -370,14 +353,6 @@ func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOn
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		_ = c.Close(cctx)
-	}()
-	defer func() {
-		switch {
-		case err != nil:
-			e.report(Progress{Dataset: ds.Name, Day: day, Key: key, Err: err})
-		case !unchanged:
-			e.report(Progress{Dataset: ds.Name, Day: day, Key: key, Rows: f.Rows, CSVBytes: f.CSVBytes, Bytes: f.Bytes, Done: true})
-		}
 	}()
 
 	// reusable reports whether the connection may go back to the pool after
@@ -454,7 +429,7 @@ func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOn
 	if err != nil {
 		return fail(fmt.Errorf("store: %w", err))
 	}
-	p := e.newPipe(w, ds.Name, day, key)
+	p := e.newPipe(ctx, w, ds.Name, day, key)
 	tag, err := conn.Conn().PgConn().CopyTo(ctx, p, "COPY ("+q.sql+"\n) TO STDOUT WITH (FORMAT csv, HEADER)")
 	if err == nil {
 		err = p.close()
@@ -473,8 +448,8 @@ func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOn
 		if err != nil {
 			err = fmt.Errorf("store: commit %s: %w", key, err)
 		}
-	} else {
-		_ = w.Abort()
+	} else if aerr := w.Abort(); aerr != nil {
+		e.cfg.logger.WarnContext(ctx, "filetransfer: could not discard a failed file", "key", key, "error", aerr, "cause", err)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -487,7 +462,7 @@ func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOn
 	if _, err := conn.Exec(ctx, "commit"); err != nil {
 		return fail(err)
 	}
-	f = DayFile{
+	f := DayFile{
 		Dataset:     ds.Name,
 		Day:         day,
 		Key:         key,
@@ -495,21 +470,21 @@ func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOn
 		Bytes:       p.out.n,
 		CSVBytes:    p.raw,
 		SHA256:      hex.EncodeToString(p.out.h.Sum(nil)),
-		Gzip:        e.cfg.Gzip,
+		Gzip:        e.cfg.gzip,
 		Columns:     q.cols,
-		GeneratedAt: e.cfg.Now().UTC(),
+		GeneratedAt: time.Now().UTC(),
 		Source:      state,
 	}
 	// A previous export with the other compression setting would otherwise
 	// leave a second file in the partition.
-	if err := e.store.Delete(ctx, e.layout.DataKey(ds.Name, day, !e.cfg.Gzip)); err != nil {
+	if err := e.store.Delete(ctx, e.layout.DataKey(ds.Name, day, !e.cfg.gzip)); err != nil {
 		return fail(fmt.Errorf("delete stale file: %w", err))
 	}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fail(err)
 	}
-	if err := Put(ctx, e.store, e.layout.DayMarkerKey(ds.Name, day), b); err != nil {
+	if err := storeutil.Put(ctx, e.store.Create, e.layout.DayMarkerKey(ds.Name, day), b); err != nil {
 		return fail(fmt.Errorf("write marker: %w", err))
 	}
 	healthy = true
@@ -523,12 +498,6 @@ func (e *Exporter) exportDay(ctx context.Context, ds Dataset, day Day, changedOn
 func dayLockKey(markerKey string) int64 {
 	h := sha256.Sum256([]byte("filetransfer:" + markerKey))
 	return int64(binary.BigEndian.Uint64(h[:8]))
-}
-
-func (e *Exporter) report(p Progress) {
-	if e.cfg.Progress != nil {
-		e.cfg.Progress(p)
-	}
 }
 
 func sourceState(ctx context.Context, conn *pgxpool.Conn, sql, updated string) (*SourceState, error) {
@@ -559,7 +528,7 @@ const (
 )
 
 func (e *Exporter) dayQuery(ctx context.Context, conn *pgxpool.Conn, ds Dataset, day Day) (dayQuery, error) {
-	loc := e.cfg.Location
+	loc := e.cfg.location
 	start, end := day.Start(loc), day.AddDays(1).Start(loc)
 	var sql string
 	if ds.Template != "" {
@@ -661,6 +630,7 @@ func columnTypes(ctx context.Context, conn *pgxpool.Conn, fields []pgconn.FieldD
 // message, so one Write, per row, the header included) and CSV bytes,
 // buffers, optionally compresses, and hashes and counts what reaches the store.
 type pipe struct {
+	ctx      context.Context
 	e        *Exporter
 	dataset  string
 	day      Day
@@ -674,12 +644,12 @@ type pipe struct {
 	out      *hashCounter
 }
 
-func (e *Exporter) newPipe(w io.Writer, dataset string, day Day, key string) *pipe {
-	p := &pipe{e: e, dataset: dataset, day: day, key: key, nextTick: e.cfg.ProgressEvery}
+func (e *Exporter) newPipe(ctx context.Context, w io.Writer, dataset string, day Day, key string) *pipe {
+	p := &pipe{ctx: ctx, e: e, dataset: dataset, day: day, key: key, nextTick: e.cfg.progressEvery}
 	p.out = &hashCounter{w: w, h: sha256.New()}
-	if e.cfg.Gzip {
+	if e.cfg.gzip {
 		p.gzBuf = bufio.NewWriterSize(p.out, 256<<10)
-		p.gz, _ = gzip.NewWriterLevel(p.gzBuf, e.cfg.GzipLevel) // level checked in NewExporter
+		p.gz, _ = gzip.NewWriterLevel(p.gzBuf, e.cfg.gzipLevel) // level checked by WithGzip
 		p.head = bufio.NewWriterSize(p.gz, 256<<10)
 	} else {
 		p.head = bufio.NewWriterSize(p.out, 256<<10)
@@ -691,9 +661,9 @@ func (p *pipe) Write(b []byte) (int, error) {
 	p.writes++
 	p.raw += int64(len(b))
 	n, err := p.head.Write(b)
-	if p.raw >= p.nextTick && p.e.cfg.Progress != nil {
-		p.nextTick = p.raw + p.e.cfg.ProgressEvery
-		p.e.report(Progress{Dataset: p.dataset, Day: p.day, Key: p.key, Rows: max(p.writes-1, 0), CSVBytes: p.raw, Bytes: p.out.n})
+	if p.raw >= p.nextTick && len(p.e.tr.progress) > 0 {
+		p.nextTick = p.raw + p.e.cfg.progressEvery
+		p.e.tr.progressed(p.ctx, TraceExportProgressData{Dataset: p.dataset, Day: p.day, Key: p.key, Rows: max(p.writes-1, 0), CSVBytes: p.raw, Bytes: p.out.n})
 	}
 	return n, err
 }

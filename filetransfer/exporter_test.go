@@ -2,6 +2,7 @@ package filetransfer_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,11 +28,15 @@ func TestCSVMatchesPsql(t *testing.T) {
 	table := d.createEvents(t)
 	for _, gz := range []bool{false, true} {
 		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
-			store, err := fs.New(fs.Config{Dir: t.TempDir()})
+			store, err := fs.New(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := newExporter(t, d, store, filetransfer.Config{Gzip: gz, Prefix: "exports/v1"})
+			opts := []filetransfer.ExporterOption{filetransfer.WithPrefix("exports/v1")}
+			if gz {
+				opts = append(opts, filetransfer.WithGzip(gzip.DefaultCompression))
+			}
+			e := newExporter(t, d, store, opts...)
 			// A trailing comment and semicolon must not break the wrapping.
 			ds := filetransfer.Dataset{Name: "events", Query: "select * from " + table + " order by id -- by id;\n ; ", DayColumn: "day", UpdatedColumn: "updated_at"}
 			m, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-03"))
@@ -64,7 +69,7 @@ func TestCSVMatchesPsql(t *testing.T) {
 	}
 }
 
-// A timestamptz day column is cut at midnight in Config.Location, including
+// A timestamptz day column is cut at midnight in the WithLocation zone, including
 // on a 23-hour DST day, and the template form sees the same bounds.
 func TestTimestamptzDayColumnAndTemplate(t *testing.T) {
 	d := newDB(t, 4)
@@ -78,7 +83,7 @@ func TestTimestamptzDayColumnAndTemplate(t *testing.T) {
 	}
 	store := newMemory(t)
 	for _, loc := range []*time.Location{time.UTC, ny} {
-		e := newExporter(t, d, store, filetransfer.Config{Location: loc})
+		e := newExporter(t, d, store, filetransfer.WithLocation(loc))
 		byColumn := filetransfer.Dataset{Name: "ticks", Query: "select * from " + table + " order by id", DayColumn: "at"}
 		byTemplate := filetransfer.Dataset{Name: "ticks_t", Template: "select * from " + table + " where at >= {from} and at < {to} order by id"}
 		for _, ds := range []filetransfer.Dataset{byColumn, byTemplate} {
@@ -104,13 +109,14 @@ func TestLayoutAndManifest(t *testing.T) {
 	d := newDB(t, 4)
 	table := d.createEvents(t)
 	store := newMemory(t)
-	now := time.Date(2024, 2, 1, 8, 0, 0, 0, time.UTC)
-	e := newExporter(t, d, store, filetransfer.Config{Gzip: true, Prefix: "p", Now: func() time.Time { return now }})
+	e := newExporter(t, d, store, filetransfer.WithGzip(gzip.DefaultCompression), filetransfer.WithPrefix("p"))
+	before := time.Now().UTC()
 	ds := filetransfer.Dataset{Name: "events", Query: "select id, day, name, amount, at from " + table + " order by id", DayColumn: "day"}
 	m, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-04"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	after := time.Now().UTC()
 	keys := store.Keys()
 	var exportKeys []string
 	for _, k := range keys {
@@ -137,7 +143,7 @@ func TestLayoutAndManifest(t *testing.T) {
 	if err := json.Unmarshal(read(t, store, m.Key), &stored); err != nil {
 		t.Fatal(err)
 	}
-	if len(stored.Files) != 4 || stored.Dataset != "events" || !stored.GeneratedAt.Equal(now) || stored.From.String() != "2024-01-01" {
+	if len(stored.Files) != 4 || stored.Dataset != "events" || !stored.GeneratedAt.Equal(m.GeneratedAt) || m.GeneratedAt.Before(before) || m.GeneratedAt.After(after) || stored.From.String() != "2024-01-01" {
 		t.Fatalf("stored manifest: %+v", stored)
 	}
 	wantCols := []filetransfer.Column{{"id", "integer"}, {"day", "date"}, {"name", "text"}, {"amount", "numeric(14,4)"}, {"at", "timestamp with time zone"}}
@@ -170,13 +176,13 @@ func TestReexportReplacesDay(t *testing.T) {
 	table := d.createEvents(t)
 	store := newMemory(t)
 	ds := filetransfer.Dataset{Name: "events", Query: "select id, day, name from " + table + " order by id", DayColumn: "day"}
-	e := newExporter(t, d, store, filetransfer.Config{})
+	e := newExporter(t, d, store)
 	if _, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-01")); err != nil {
 		t.Fatal(err)
 	}
 	d.exec(t, "update "+table+" set name = 'changed' where id = 1")
 	// Switching compression replaces the plain file with the .gz one.
-	eg := newExporter(t, d, store, filetransfer.Config{Gzip: true})
+	eg := newExporter(t, d, store, filetransfer.WithGzip(gzip.DefaultCompression))
 	m, err := eg.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-01"))
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +201,7 @@ func TestIncremental(t *testing.T) {
 	d := newDB(t, 4)
 	table := d.createEvents(t)
 	store := newMemory(t)
-	e := newExporter(t, d, store, filetransfer.Config{})
+	e := newExporter(t, d, store)
 	ds := filetransfer.Dataset{Name: "events", Query: "select id, day, name, updated_at from " + table + " order by id", DayColumn: "day", UpdatedColumn: "updated_at"}
 	from, to := day(t, "2024-01-01"), day(t, "2024-01-03")
 	days := func(fs []filetransfer.DayFile) (out []string) {
@@ -237,7 +243,7 @@ func TestCatchupIsIdempotent(t *testing.T) {
 	d := newDB(t, 4)
 	table := d.createEvents(t)
 	store := newMemory(t)
-	e := newExporter(t, d, store, filetransfer.Config{})
+	e := newExporter(t, d, store)
 	ds := filetransfer.Dataset{Name: "events", Query: "select * from " + table + " order by id", DayColumn: "day", UpdatedColumn: "updated_at"}
 	now := time.Date(2024, 1, 4, 3, 0, 0, 0, time.UTC) // yesterday is 2024-01-03
 	m, err := e.Catchup(tctx(t), ds, now, 3)
@@ -260,19 +266,15 @@ func TestProgressAndParallelism(t *testing.T) {
 	store := newMemory(t)
 	var (
 		mu       sync.Mutex
-		reports  = map[string][]filetransfer.Progress{}
 		maxInUse int32
 	)
-	e := newExporter(t, d, store, filetransfer.Config{
-		Parallelism:   2,
-		ProgressEvery: 64 << 10,
-		Progress: func(p filetransfer.Progress) {
-			mu.Lock()
-			defer mu.Unlock()
-			reports[p.Day.String()] = append(reports[p.Day.String()], p)
-			maxInUse = max(maxInUse, d.pool.Stat().AcquiredConns())
-		},
-	})
+	rec := newRecorder()
+	rec.onProgress = func(filetransfer.TraceExportProgressData) {
+		mu.Lock()
+		defer mu.Unlock()
+		maxInUse = max(maxInUse, d.pool.Stat().AcquiredConns())
+	}
+	e := newExporter(t, d, store, filetransfer.WithParallelism(2), filetransfer.WithProgressEvery(64<<10), filetransfer.WithTracer(rec))
 	ds := filetransfer.Dataset{Name: "gen", Template: "select g as id, {day} as day, md5(g::text) as h from generate_series(1, 20000) g order by g"}
 	m, err := e.Export(tctx(t), ds, day(t, "2024-05-01"), day(t, "2024-05-06"))
 	if err != nil {
@@ -281,22 +283,28 @@ func TestProgressAndParallelism(t *testing.T) {
 	if maxInUse > 2 || maxInUse == 0 {
 		t.Errorf("up to %d connections in use, want 1..2 (Parallelism 2)", maxInUse)
 	}
+	rec.checkContexts(t)
 	for _, f := range m.Files {
-		rs := reports[f.Day.String()]
+		rs := rec.progressOf(f.Day)
 		if len(rs) < 3 {
 			t.Fatalf("%s: %d progress reports, want several", f.Day, len(rs))
 		}
-		last := rs[len(rs)-1]
-		if !last.Done || last.Rows != 20000 || last.Bytes != f.Bytes || last.CSVBytes != f.CSVBytes {
-			t.Errorf("%s: final report %+v, file %+v", f.Day, last, f)
+		if rs[0].Rows >= 20000 {
+			t.Errorf("%s: first progress report %+v, want a partial count", f.Day, rs[0])
+		}
+		end, ok := rec.dayEnd(f.Day)
+		if !ok || end.Err != nil || end.Unchanged || end.Rows != 20000 || end.Bytes != f.Bytes || end.CSVBytes != f.CSVBytes || end.SHA256 != f.SHA256 {
+			t.Errorf("%s: day end %+v, file %+v", f.Day, end, f)
 		}
 		for i := 1; i < len(rs); i++ {
-			if rs[i].CSVBytes < rs[i-1].CSVBytes || rs[i].Rows < rs[i-1].Rows {
+			if rs[i].CSVBytes < rs[i-1].CSVBytes || rs[i].Rows < rs[i-1].Rows || rs[i].Bytes < rs[i-1].Bytes {
 				t.Errorf("%s: progress went backwards: %+v then %+v", f.Day, rs[i-1], rs[i])
 			}
 		}
-		if mid := rs[0]; mid.Done || mid.Rows <= 0 || mid.Rows >= 20000 {
-			t.Errorf("%s: first report %+v, want a partial row count", f.Day, mid)
+		for _, p := range rs {
+			if p.Rows <= 0 || p.Rows > 20000 || p.CSVBytes > f.CSVBytes || p.Dataset != "gen" || p.Key != f.Key {
+				t.Errorf("%s: progress report %+v, want a partial count for %s", f.Day, p, f.Key)
+			}
 		}
 	}
 }
@@ -306,7 +314,7 @@ func TestProgressAndParallelism(t *testing.T) {
 func TestQueryErrorPublishesNothing(t *testing.T) {
 	d := newDB(t, 1)
 	store := newMemory(t)
-	e := newExporter(t, d, store, filetransfer.Config{})
+	e := newExporter(t, d, store)
 	var pid1 uint32
 	if err := d.pool.QueryRow(tctx(t), "select pg_backend_pid()").Scan(&pid1); err != nil {
 		t.Fatal(err)
@@ -372,7 +380,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 func TestStoreFailureMidCopy(t *testing.T) {
 	d := newDB(t, 1)
 	mem := newMemory(t)
-	e := newExporter(t, d, failingStore{Store: mem, limit: 1 << 20}, filetransfer.Config{})
+	e := newExporter(t, d, failingStore{Store: mem, limit: 1 << 20})
 	var pid1 uint32
 	if err := d.pool.QueryRow(tctx(t), "select pg_backend_pid()").Scan(&pid1); err != nil {
 		t.Fatal(err)
@@ -414,10 +422,10 @@ func TestFailedMarkerLeavesNoStaleMarker(t *testing.T) {
 	mem := newMemory(t)
 	ds := filetransfer.Dataset{Name: "events", Query: "select id, day, name from " + table + " order by id", DayColumn: "day"}
 	d1 := day(t, "2024-01-01")
-	if _, err := newExporter(t, d, mem, filetransfer.Config{}).Export(tctx(t), ds, d1, d1); err != nil {
+	if _, err := newExporter(t, d, mem).Export(tctx(t), ds, d1, d1); err != nil {
 		t.Fatal(err)
 	}
-	gz := filetransfer.Config{Gzip: true}
+	gz := filetransfer.WithGzip(gzip.DefaultCompression)
 	if _, err := newExporter(t, d, markerDownStore{mem}, gz).Export(tctx(t), ds, d1, d1); err == nil || !strings.Contains(err.Error(), "marker store down") {
 		t.Fatalf("export with the marker store down: %v", err)
 	}
@@ -444,7 +452,7 @@ func TestBadInput(t *testing.T) {
 	d := newDB(t, 2)
 	table := d.createEvents(t)
 	store := newMemory(t)
-	e := newExporter(t, d, store, filetransfer.Config{MaxDays: 31})
+	e := newExporter(t, d, store, filetransfer.WithMaxDays(31))
 	good := filetransfer.Dataset{Name: "events", Query: "select * from " + table, DayColumn: "day"}
 	d1, d2 := day(t, "2024-01-01"), day(t, "2024-01-02")
 	with := func(f func(*filetransfer.Dataset)) filetransfer.Dataset { ds := good; f(&ds); return ds }
@@ -489,27 +497,24 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("ParseDay(%q) = %v, want ErrInvalidDay", s, err)
 		}
 	}
-	if _, err := filetransfer.NewExporter(d.pool, store, filetransfer.Config{Prefix: "../up"}); !errors.Is(err, filetransfer.ErrInvalidKey) {
-		t.Errorf("Prefix ../up: %v, want ErrInvalidKey", err)
-	}
 }
 
 // A store whose folder is gone fails before the database is touched.
 func TestMissingFolder(t *testing.T) {
 	d := newDB(t, 1)
 	dir := t.TempDir() + "/exports"
-	if _, err := fs.New(fs.Config{Dir: dir}); !errors.Is(err, filetransfer.ErrStoreNotFound) {
+	if _, err := fs.New(dir); !errors.Is(err, filetransfer.ErrStoreNotFound) {
 		t.Fatalf("fs.New(missing) = %v, want ErrStoreNotFound", err)
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	store, err := fs.New(fs.Config{Dir: dir})
+	store, err := fs.New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	e := newExporter(t, d, store, filetransfer.Config{})
+	e := newExporter(t, d, store)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +530,7 @@ func TestMissingFolder(t *testing.T) {
 func TestFailedDayStopsTheExport(t *testing.T) {
 	d := newDB(t, 2)
 	store := newMemory(t)
-	e := newExporter(t, d, store, filetransfer.Config{Parallelism: 1})
+	e := newExporter(t, d, store, filetransfer.WithParallelism(1))
 	ds := filetransfer.Dataset{Name: "partial", Template: "select g, 1 / (case when {day} = DATE '2024-01-02' then 0 else 1 end) as x from generate_series(1, 10) g"}
 	m, err := e.Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-03"))
 	if err == nil || !strings.Contains(err.Error(), "2024-01-02") || !strings.Contains(err.Error(), "division by zero") || errors.Is(err, context.Canceled) {

@@ -25,7 +25,7 @@ func TestWritingTemplateIsRefused(t *testing.T) {
 	d.exec(t, "create table "+table+" (id int, d date)")
 	d.exec(t, "insert into "+table+" values (1, '2024-01-01'), (2, '2024-01-01'), (3, '2024-01-02')")
 	store := newMemory(t)
-	e := newExporter(t, d, store, filetransfer.Config{})
+	e := newExporter(t, d, store)
 	d1 := day(t, "2024-01-01")
 	intact := func(t *testing.T, what string) {
 		t.Helper()
@@ -64,7 +64,7 @@ func TestTemplateCheck(t *testing.T) {
 	table := d.ident() + ".t"
 	d.exec(t, "create table "+table+" (id int, d date)")
 	d.exec(t, "insert into "+table+" values (1, '2024-01-01')")
-	e := newExporter(t, d, newMemory(t), filetransfer.Config{})
+	e := newExporter(t, d, newMemory(t))
 	d1 := day(t, "2024-01-01")
 	for _, tmpl := range []string{
 		"select * from " + table + " where d = {day}",
@@ -205,8 +205,8 @@ func TestConcurrentExportersAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer poolB.Close()
-	a := newExporter(t, d, storeA, filetransfer.Config{})
-	b, err := filetransfer.NewExporter(poolB, storeB, filetransfer.Config{})
+	a := newExporter(t, d, storeA)
+	b, err := filetransfer.NewExporter(poolB, storeB)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
 	"github.com/go-integration/patterns/filetransfer/memory"
 	"github.com/go-integration/patterns/internal/testenv"
 )
@@ -116,16 +117,16 @@ func day(t testing.TB, s string) filetransfer.Day {
 
 func newMemory(t testing.TB) *memory.Store {
 	t.Helper()
-	s, err := memory.New(memory.Config{})
+	s, err := memory.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func newExporter(t testing.TB, d *db, s filetransfer.Store, cfg filetransfer.Config) *filetransfer.Exporter {
+func newExporter(t testing.TB, d *db, s filetransfer.Store, opts ...filetransfer.ExporterOption) *filetransfer.Exporter {
 	t.Helper()
-	e, err := filetransfer.NewExporter(d.pool, s, cfg)
+	e, err := filetransfer.NewExporter(d.pool, s, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func newExporter(t testing.TB, d *db, s filetransfer.Store, cfg filetransfer.Con
 
 func read(t testing.TB, s filetransfer.Store, key string) []byte {
 	t.Helper()
-	b, err := filetransfer.ReadAll(tctx(t), s, key)
+	b, err := storeutil.ReadAll(tctx(t), s, key)
 	if err != nil {
 		t.Fatalf("read %s: %v", key, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path"
 	"time"
+
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
 )
 
 // File and folder names of the layout:
@@ -28,7 +30,7 @@ const (
 // Layout builds the keys of a dataset's files under a prefix.
 type Layout struct {
 	// Prefix is prepended to every key ("" for the store's root). It must be
-	// a valid key itself (see ValidateKey).
+	// a valid key itself (see Store), or ReadDay fails with ErrInvalidKey.
 	Prefix string
 }
 
@@ -42,11 +44,11 @@ func (l Layout) join(elem ...string) string {
 // check validates the prefix and the dataset name.
 func (l Layout) check(dataset string) error {
 	if l.Prefix != "" {
-		if err := ValidateKey(l.Prefix); err != nil {
+		if err := storeutil.ValidateKey(l.Prefix); err != nil {
 			return fmt.Errorf("prefix: %w", err)
 		}
 	}
-	return ValidateName(dataset)
+	return validateName(dataset)
 }
 
 // DayDir returns <prefix>/<dataset>/dt=YYYY-MM-DD.
@@ -126,7 +128,7 @@ func ReadDay(ctx context.Context, s Store, l Layout, dataset string, day Day) (D
 	if day.IsZero() {
 		return DayFile{}, fmt.Errorf("%w: zero day", ErrInvalidDay)
 	}
-	b, err := ReadAll(ctx, s, l.DayMarkerKey(dataset, day))
+	b, err := storeutil.ReadAll(ctx, s, l.DayMarkerKey(dataset, day))
 	if err != nil {
 		return DayFile{}, err
 	}

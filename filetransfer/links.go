@@ -2,29 +2,12 @@ package filetransfer
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 )
-
-// LinksConfig configures the links handler. The zero value is usable.
-type LinksConfig struct {
-	// Prefix is the Exporter's Config.Prefix. Default "".
-	Prefix string
-	// TTL is how long each link stays valid, at most MaxLinkTTL (7 days).
-	// Default 1 hour.
-	TTL time.Duration
-	// MaxDays is the longest range one request may ask for. Default 366.
-	MaxDays int
-	// Datasets, when not empty, lists the only datasets served; others get 404.
-	Datasets []string
-	// Concurrency is how many day markers are read from the store at once.
-	// Default 16.
-	Concurrency int
-}
 
 // Links is the JSON body the links handler returns.
 type Links struct {
@@ -52,42 +35,31 @@ type LinkFile struct {
 //	GET /exports/{dataset}?from=YYYY-MM-DD&to=YYYY-MM-DD
 //
 // that answers with Links: one entry per exported day in the range (both ends
-// included) with a download URL from the store valid for TTL, and the days
+// included) with a download URL from the store valid for WithLinkTTL
+// (DefaultLinkTTL, an hour, by default), and the days
 // that have no complete export. Mount it on a pattern with a {dataset}
 // wildcard (mux.Handle("GET /exports/{dataset}", h)) or anywhere else: without
 // the wildcard the dataset is the last path segment.
 //
 // Bad input is answered with 400 and a JSON {"error": ...}: a dataset name
 // that is not a plain identifier, a missing (unbounded), malformed or
-// reversed range, a range longer than MaxDays. A store failure is 502.
-func NewLinksHandler(store Store, cfg LinksConfig) (http.Handler, error) {
+// reversed range, a range longer than WithMaxDays. A dataset outside
+// WithDatasets, when given, is 404. A store failure is 502 (and logged, see
+// WithLogger). Give it the WithPrefix the Exporter writes with. It does no
+// I/O; a nil store or an option it cannot use is an error wrapping
+// ErrInvalidOption.
+func NewLinksHandler(store Store, opts ...LinksOption) (http.Handler, error) {
 	if store == nil {
-		return nil, errors.New("filetransfer: NewLinksHandler needs a store")
+		return nil, invalid("NewLinksHandler: store is nil")
 	}
-	if cfg.Prefix != "" {
-		if err := ValidateKey(cfg.Prefix); err != nil {
-			return nil, fmt.Errorf("filetransfer: LinksConfig.Prefix: %w", err)
-		}
+	cfg, err := newLinksConfig(opts)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = time.Hour
-	}
-	if err := CheckTTL(cfg.TTL); err != nil {
-		return nil, fmt.Errorf("filetransfer: LinksConfig.TTL: %w", err)
-	}
-	if cfg.MaxDays <= 0 {
-		cfg.MaxDays = 366
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
-	}
-	h := &linksHandler{store: store, cfg: cfg, layout: Layout{Prefix: cfg.Prefix}}
-	if len(cfg.Datasets) > 0 {
+	h := &linksHandler{store: store, cfg: cfg, layout: Layout{Prefix: cfg.prefix}}
+	if len(cfg.datasets) > 0 {
 		h.allowed = map[string]bool{}
-		for _, d := range cfg.Datasets {
-			if err := ValidateName(d); err != nil {
-				return nil, fmt.Errorf("filetransfer: LinksConfig.Datasets: %w", err)
-			}
+		for _, d := range cfg.datasets {
 			h.allowed[d] = true
 		}
 	}
@@ -96,7 +68,7 @@ func NewLinksHandler(store Store, cfg LinksConfig) (http.Handler, error) {
 
 type linksHandler struct {
 	store   Store
-	cfg     LinksConfig
+	cfg     linksConfig
 	layout  Layout
 	allowed map[string]bool
 }
@@ -123,7 +95,7 @@ func (h *linksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := strings.TrimSuffix(r.URL.Path, "/")
 		dataset = p[strings.LastIndexByte(p, '/')+1:]
 	}
-	if err := ValidateName(dataset); err != nil {
+	if err := validateName(dataset); err != nil {
 		writeJSON(w, http.StatusBadRequest, httpError{err.Error()})
 		return
 	}
@@ -149,7 +121,7 @@ func (h *linksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		*p.d = d
 	}
-	days, err := Days(from, to, h.cfg.MaxDays)
+	days, err := Days(from, to, h.cfg.maxDays)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, httpError{err.Error()})
 		return
@@ -162,7 +134,7 @@ func (h *linksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err error
 	}
 	slots := make([]slot, len(days))
-	sem := make(chan struct{}, h.cfg.Concurrency)
+	sem := make(chan struct{}, h.cfg.concurrency)
 	var wg sync.WaitGroup
 	for i, day := range days {
 		sem <- struct{}{}
@@ -176,7 +148,7 @@ func (h *linksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				slots[i].err = err
 				return
 			}
-			u, exp, err := h.store.URL(ctx, df.Key, h.cfg.TTL)
+			u, exp, err := h.store.URL(ctx, df.Key, h.cfg.ttl)
 			if err != nil {
 				slots[i].err = err
 				return
@@ -189,6 +161,7 @@ func (h *linksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for i, s := range slots {
 		switch {
 		case s.err != nil:
+			h.cfg.logger.ErrorContext(ctx, "filetransfer: links: store failed", "dataset", dataset, "day", days[i].String(), "error", s.err)
 			writeJSON(w, http.StatusBadGateway, httpError{fmt.Sprintf("store: %s: %v", days[i], s.err)})
 			return
 		case s.ok:

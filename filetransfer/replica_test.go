@@ -25,25 +25,18 @@ func TestExportFromReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer replica.Close()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.Eventually(t, 15*time.Second, "the replica has the 10 rows", func() bool {
 		var n int
 		err := replica.QueryRow(tctx(t), "select count(*) from "+table).Scan(&n)
-		if err == nil && n == 10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica did not catch up: %d rows, %v", n, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && n == 10
+	})
 	ds := filetransfer.Dataset{Name: "events", Query: "select * from " + table + " order by id", DayColumn: "day", UpdatedColumn: "updated_at"}
 	fromPrimary, fromReplica := newMemory(t), newMemory(t)
-	mp, err := newExporter(t, d, fromPrimary, filetransfer.Config{}).Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-03"))
+	mp, err := newExporter(t, d, fromPrimary).Export(tctx(t), ds, day(t, "2024-01-01"), day(t, "2024-01-03"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	er, err := filetransfer.NewExporter(replica, fromReplica, filetransfer.Config{})
+	er, err := filetransfer.NewExporter(replica, fromReplica)
 	if err != nil {
 		t.Fatal(err)
 	}

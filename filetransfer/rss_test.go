@@ -90,12 +90,12 @@ func TestRSSChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := fs.New(fs.Config{Dir: os.Getenv("FT_RSS_CHILD_DIR"), NoSync: true})
+	store, err := fs.New(os.Getenv("FT_RSS_CHILD_DIR"), fs.WithoutSync())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	e, err := filetransfer.NewExporter(pool, store, filetransfer.Config{})
+	e, err := filetransfer.NewExporter(pool, store)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func dailyExport(ctx context.Context, t *tour, e *env) error {
 	if _, err := client.CreateBucket(ctx, &awss3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		return fmt.Errorf("create bucket: %w", err)
 	}
-	store, err := s3store.New(s3store.Config{Client: client, Bucket: bucket})
+	store, err := s3store.New(client, bucket)
 	if err != nil {
 		return err
 	}
@@ -67,10 +67,10 @@ func dailyExport(ctx context.Context, t *tour, e *env) error {
 		if err != nil {
 			return err
 		}
-		db = e.reader.With(shareddb.AtLeast(token))
+		db = e.reader.With(shareddb.WithToken(token))
 		source = "the reporting service's ReplicaReader"
 	}
-	exporter, err := filetransfer.NewExporter(db, store, filetransfer.Config{Prefix: "exports"})
+	exporter, err := filetransfer.NewExporter(db, store, filetransfer.WithPrefix("exports"))
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func dailyExport(ctx context.Context, t *tour, e *env) error {
 	}
 
 	// The links API: GET /exports/{dataset}?from=...&to=... answers one link per day.
-	links, err := filetransfer.NewLinksHandler(store, filetransfer.LinksConfig{Prefix: "exports", TTL: time.Hour, Datasets: []string{"bookings"}})
+	links, err := filetransfer.NewLinksHandler(store, filetransfer.WithPrefix("exports"), filetransfer.WithLinkTTL(time.Hour), filetransfer.WithDatasets("bookings"))
 	if err != nil {
 		return err
 	}

@@ -67,12 +67,12 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	mux := http.NewServeMux()
 	srv := httptest.NewUnstartedServer(mux) // in a service: http.ListenAndServe(addr, mux)
 	base := "http://" + srv.Listener.Addr().String()
-	store, err := fs.New(fs.Config{Dir: dir, BaseURL: base + "/dl/", Secret: []byte(rand.Text())})
+	store, err := fs.New(dir, fs.WithBaseURL(base+"/dl/"), fs.WithSecret([]byte(rand.Text())))
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	links, err := filetransfer.NewLinksHandler(store, filetransfer.LinksConfig{TTL: time.Hour})
+	links, err := filetransfer.NewLinksHandler(store, filetransfer.WithLinkTTL(time.Hour))
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	srv.Start()
 	defer srv.Close()
 
-	exporter, err := filetransfer.NewExporter(pool, store, filetransfer.Config{})
+	exporter, err := filetransfer.NewExporter(pool, store)
 	if err != nil {
 		return err
 	}

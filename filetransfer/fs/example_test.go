@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-integration/patterns/filetransfer"
 	"github.com/go-integration/patterns/filetransfer/fs"
 )
 
@@ -16,12 +15,14 @@ func Example() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "exports")
 	defer os.RemoveAll(dir)
-	store, err := fs.New(fs.Config{Dir: dir, BaseURL: "https://files.example.com/dl/", Secret: []byte("0123456789abcdef")})
+	store, err := fs.New(dir, fs.WithBaseURL("https://files.example.com/dl/"), fs.WithSecret([]byte("0123456789abcdef")))
 	if err != nil {
 		panic(err)
 	}
 	defer store.Close()
-	_ = filetransfer.Put(ctx, store, "sales/dt=2024-01-01/sales-2024-01-01.csv", []byte("id\n1\n"))
+	w, _ := store.Create(ctx, "sales/dt=2024-01-01/sales-2024-01-01.csv")
+	_, _ = w.Write([]byte("id\n1\n"))
+	_ = w.Commit()
 	link, _, _ := store.URL(ctx, "sales/dt=2024-01-01/sales-2024-01-01.csv", time.Hour)
 
 	// Serve the link (mount store.Handler() at /dl/ in a real server).

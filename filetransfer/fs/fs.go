@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,56 +12,95 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/internal/linksign"
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
+	"github.com/go-integration/patterns/internal/ids"
 )
 
-// Config configures a Store.
-type Config struct {
-	// Dir is the folder holding the files; it must exist.
-	Dir string
-	// BaseURL is the absolute URL where Handler is served, e.g.
-	// "https://files.example.com/dl/". Required for URL.
-	BaseURL string
-	// Secret keys the link signatures: at least 16 bytes, the same on every
-	// instance that serves the links. Required for URL.
-	Secret []byte
-	// Now is the signer's clock; nil means time.Now.
-	Now func() time.Time
-	// NoSync skips fsync of each file and its folder before the rename.
-	// Faster, but a crash may leave an empty or truncated file published.
-	// Default false.
-	NoSync bool
+// Option configures a Store; see New.
+type Option interface{ apply(*config) error }
+
+type option func(*config) error
+
+func (f option) apply(c *config) error { return f(c) }
+
+type config struct {
+	links  linksign.Settings
+	noSync bool
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("fs: %w: "+format, append([]any{filetransfer.ErrInvalidOption}, args...)...)
+}
+
+// WithBaseURL sets the absolute http(s) URL where Handler is served, e.g.
+// "https://files.example.com/dl/"; links are this URL followed by the key.
+// Give it together with WithSecret; without both, URL fails and Handler
+// answers 403.
+func WithBaseURL(url string) Option { return linkOption(linksign.SetBaseURL(url)) }
+
+// WithSecret sets the key of the link signatures: at least 16 bytes, the
+// same on every instance that serves the links. Give it together with
+// WithBaseURL. The store keeps a copy.
+func WithSecret(secret []byte) Option { return linkOption(linksign.SetSecret(secret)) }
+
+type linkOption func(*linksign.Settings) error
+
+func (f linkOption) apply(c *config) error {
+	if err := f(&c.links); err != nil {
+		return invalid("%v", err)
+	}
+	return nil
+}
+
+// WithoutSync skips the fsync of each file and its folder around the
+// rename: faster, but a crash may leave an empty or truncated file
+// published. Default: files are synced.
+func WithoutSync() Option {
+	return option(func(c *config) error { c.noSync = true; return nil })
 }
 
 // Store is a filetransfer.Store in a local folder, safe for concurrent use.
 type Store struct {
 	dir    string
 	root   *os.Root
-	signer *filetransfer.LinkSigner
+	signer *linksign.Signer
 	noSync bool
 }
 
 var _ filetransfer.Store = (*Store)(nil)
 
-// New opens the folder cfg.Dir. It returns an error wrapping
-// filetransfer.ErrStoreNotFound when the folder does not exist.
-func New(cfg Config) (*Store, error) {
-	root, err := os.OpenRoot(cfg.Dir)
+// New opens the folder dir, which must exist (the error wraps
+// filetransfer.ErrStoreNotFound otherwise); Close releases it. An option it
+// cannot use is an error wrapping filetransfer.ErrInvalidOption.
+func New(dir string, opts ...Option) (*Store, error) {
+	var cfg config
+	for i, o := range opts {
+		if o == nil {
+			return nil, invalid("option %d is nil", i)
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	var signer *linksign.Signer
+	if l := cfg.links; l.BaseURL != "" || l.Secret != nil {
+		if l.BaseURL == "" || l.Secret == nil {
+			return nil, invalid("WithBaseURL and WithSecret go together (base URL set: %t, secret set: %t)", l.BaseURL != "", l.Secret != nil)
+		}
+		var err error
+		if signer, err = linksign.New(l.BaseURL, l.Secret); err != nil {
+			return nil, invalid("%v", err)
+		}
+	}
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		if errors.Is(err, iofs.ErrNotExist) {
-			return nil, fmt.Errorf("fs: folder %q: %w", cfg.Dir, filetransfer.ErrStoreNotFound)
+			return nil, fmt.Errorf("fs: folder %q: %w", dir, filetransfer.ErrStoreNotFound)
 		}
 		return nil, fmt.Errorf("fs: %w", err)
 	}
-	s := &Store{dir: cfg.Dir, root: root, noSync: cfg.NoSync}
-	if cfg.BaseURL != "" || cfg.Secret != nil {
-		s.signer, err = filetransfer.NewLinkSigner(cfg.BaseURL, cfg.Secret)
-		if err != nil {
-			root.Close()
-			return nil, fmt.Errorf("fs: %w", err)
-		}
-		s.signer.Now = cfg.Now
-	}
-	return s, nil
+	return &Store{dir: dir, root: root, signer: signer, noSync: cfg.noSync}, nil
 }
 
 // Check reports whether the folder still exists and is a folder.
@@ -96,7 +133,7 @@ func (s *Store) classify(key string, err error) error {
 // Create implements filetransfer.Store: it writes to a hidden temporary file
 // next to key (".<name>.tmp-<random>", which Hive, Athena and Spark skip).
 func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -108,9 +145,7 @@ func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, er
 			return nil, s.classify(key, err)
 		}
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := dir + "." + name + ".tmp-" + hex.EncodeToString(rnd[:])
+	tmp := dir + "." + name + ".tmp-" + ids.Hex()
 	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, s.classify(key, err)
@@ -120,7 +155,7 @@ func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, er
 
 // Open implements filetransfer.Store. The reader is an *os.File.
 func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	f, err := s.root.Open(key)
@@ -136,7 +171,7 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // Delete implements filetransfer.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return err
 	}
 	if err := s.root.Remove(key); err != nil && !errors.Is(err, iofs.ErrNotExist) {
@@ -148,14 +183,14 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // URL implements filetransfer.Store with an HMAC-signed link served by Handler.
 func (s *Store) URL(ctx context.Context, key string, ttl time.Duration) (string, time.Time, error) {
 	if s.signer == nil {
-		return "", time.Time{}, errors.New("fs: URL needs Config.BaseURL and Config.Secret")
+		return "", time.Time{}, errors.New("fs: URL needs WithBaseURL and WithSecret")
 	}
 	return s.signer.Sign(key, ttl)
 }
 
 // Handler serves the links URL returns: 403 for an expired or tampered link,
 // 404 for a missing file, range requests supported. Mount it at the path of
-// Config.BaseURL, e.g. mux.Handle("/dl/", store.Handler()).
+// WithBaseURL, e.g. mux.Handle("/dl/", store.Handler()).
 func (s *Store) Handler() http.Handler {
 	if s.signer == nil {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

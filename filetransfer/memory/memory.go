@@ -12,49 +12,77 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/internal/linksign"
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
 )
 
-// Config configures a Store. The zero value is usable.
-type Config struct {
-	// BaseURL is where Handler is served, for the links URL returns.
-	// Default "http://memory.invalid/" (links that Handler checks but no
-	// network reaches).
-	BaseURL string
-	// Secret keys the link signatures. Default: 32 random bytes.
-	Secret []byte
-	// Now is the signer's clock; nil means time.Now.
-	Now func() time.Time
+// DefaultBaseURL is where links point unless WithBaseURL says otherwise:
+// links that Handler checks but no network reaches.
+const DefaultBaseURL = "http://memory.invalid/"
+
+// Option configures a Store; see New.
+type Option interface{ apply(*config) error }
+
+type config struct {
+	links linksign.Settings
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("memory: %w: "+format, append([]any{filetransfer.ErrInvalidOption}, args...)...)
+}
+
+// WithBaseURL sets the absolute http(s) URL where Handler is served, for
+// the links URL returns. Default DefaultBaseURL.
+func WithBaseURL(url string) Option { return linkOption(linksign.SetBaseURL(url)) }
+
+// WithSecret sets the key of the link signatures, at least 16 bytes; the
+// store keeps a copy. Default: 32 random bytes.
+func WithSecret(secret []byte) Option { return linkOption(linksign.SetSecret(secret)) }
+
+type linkOption func(*linksign.Settings) error
+
+func (f linkOption) apply(c *config) error {
+	if err := f(&c.links); err != nil {
+		return invalid("%v", err)
+	}
+	return nil
 }
 
 // Store is an in-memory filetransfer.Store, safe for concurrent use.
 type Store struct {
 	mu     sync.Mutex
 	objs   map[string][]byte
-	signer *filetransfer.LinkSigner
+	signer *linksign.Signer
 }
 
 var _ filetransfer.Store = (*Store)(nil)
 
-// New returns an empty Store.
-func New(cfg Config) (*Store, error) {
-	if cfg.BaseURL == "" {
-		cfg.BaseURL = "http://memory.invalid/"
+// New returns an empty Store. An option it cannot use is an error wrapping
+// filetransfer.ErrInvalidOption.
+func New(opts ...Option) (*Store, error) {
+	cfg := config{links: linksign.Settings{BaseURL: DefaultBaseURL}}
+	for i, o := range opts {
+		if o == nil {
+			return nil, invalid("option %d is nil", i)
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
 	}
-	if cfg.Secret == nil {
-		cfg.Secret = make([]byte, 32)
-		_, _ = rand.Read(cfg.Secret)
+	if cfg.links.Secret == nil {
+		cfg.links.Secret = make([]byte, 32)
+		_, _ = rand.Read(cfg.links.Secret)
 	}
-	s, err := filetransfer.NewLinkSigner(cfg.BaseURL, cfg.Secret)
+	s, err := linksign.New(cfg.links.BaseURL, cfg.links.Secret)
 	if err != nil {
-		return nil, fmt.Errorf("memory: %w", err)
+		return nil, invalid("%v", err)
 	}
-	s.Now = cfg.Now
 	return &Store{objs: map[string][]byte{}, signer: s}, nil
 }
 
 // Create implements filetransfer.Store.
 func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -65,7 +93,7 @@ func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, er
 
 // Open implements filetransfer.Store. The reader is also an io.ReadSeeker.
 func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -79,7 +107,7 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // Delete implements filetransfer.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -2,8 +2,8 @@
 // through aws-sdk-go-v2.
 //
 // Objects are streamed with a multipart upload: the store buffers one part
-// (Config.PartSize) while at most Config.Concurrency earlier parts upload, so
-// memory per object is (Concurrency+1) × PartSize whatever the object's size.
+// (WithPartSize) while at most WithConcurrency earlier parts upload, so
+// memory per object is (concurrency+1) × part size whatever the object's size.
 // An object smaller than one part is sent with a single PutObject. Any error,
 // an Abort or the end of the context aborts the multipart upload, so no parts
 // are left behind, and the previous version of the object stays in place

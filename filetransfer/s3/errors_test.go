@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
 	fts3 "github.com/go-integration/patterns/filetransfer/s3"
 	"github.com/go-integration/patterns/internal/testenv/s3env"
 )
@@ -46,7 +49,7 @@ func TestOrphanedUploadIsVisible(t *testing.T) {
 func TestCancelMidUploadLeavesNoParts(t *testing.T) {
 	env := s3env.New(t)
 	s := newStore(t, env)
-	if err := filetransfer.Put(ctx(t), s, "c/c.csv", []byte("previous")); err != nil {
+	if err := storeutil.Put(ctx(t), s.Create, "c/c.csv", []byte("previous")); err != nil {
 		t.Fatal(err)
 	}
 	cctx, cancel := context.WithCancel(ctx(t))
@@ -70,7 +73,7 @@ func TestCancelMidUploadLeavesNoParts(t *testing.T) {
 	if ups := env.Uploads(t); len(ups) != 0 {
 		t.Fatalf("%d multipart uploads left after cancel", len(ups))
 	}
-	b, err := filetransfer.ReadAll(ctx(t), s, "c/c.csv")
+	b, err := storeutil.ReadAll(ctx(t), s, "c/c.csv")
 	if err != nil || string(b) != "previous" {
 		t.Fatalf("after cancel: %q, %v; want the previous version", b, err)
 	}
@@ -78,14 +81,14 @@ func TestCancelMidUploadLeavesNoParts(t *testing.T) {
 
 func TestMissingBucket(t *testing.T) {
 	env := s3env.New(t)
-	s, err := fts3.New(fts3.Config{Client: env.Client, Bucket: env.Bucket + "-missing"})
+	s, err := fts3.New(env.Client, env.Bucket+"-missing")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Check(ctx(t)); !errors.Is(err, filetransfer.ErrStoreNotFound) || !strings.Contains(err.Error(), env.Bucket+"-missing") {
 		t.Fatalf("Check = %v, want ErrStoreNotFound naming the bucket", err)
 	}
-	if err := filetransfer.Put(ctx(t), s, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrStoreNotFound) {
+	if err := storeutil.Put(ctx(t), s.Create, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrStoreNotFound) {
 		t.Fatalf("Put = %v, want ErrStoreNotFound", err)
 	}
 	w, err := s.Create(ctx(t), "big.csv")
@@ -105,14 +108,14 @@ func TestMissingBucket(t *testing.T) {
 func TestRefusedCredentials(t *testing.T) {
 	env := s3env.New(t)
 	bad := s3env.NewClient(env.Endpoint, env.Region, "WRONGACCESSKEY", "wrong-secret")
-	s, err := fts3.New(fts3.Config{Client: bad, Bucket: env.Bucket})
+	s, err := fts3.New(bad, env.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Check(ctx(t)); !errors.Is(err, filetransfer.ErrAccessDenied) {
 		t.Fatalf("Check = %v, want ErrAccessDenied", err)
 	}
-	if err := filetransfer.Put(ctx(t), s, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrAccessDenied) {
+	if err := storeutil.Put(ctx(t), s.Create, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrAccessDenied) {
 		t.Fatalf("Put = %v, want ErrAccessDenied", err)
 	}
 	if _, err := s.Open(ctx(t), "a.csv"); !errors.Is(err, filetransfer.ErrAccessDenied) {
@@ -130,27 +133,57 @@ func TestUnreachable(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens here now
-	s, err := fts3.New(fts3.Config{Client: s3env.NewClient("http://"+addr, "us-east-1", "k", "s"), Bucket: "b"})
+	s, err := fts3.New(s3env.NewClient("http://"+addr, "us-east-1", "k", "s"), "b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Check(ctx(t)); !errors.Is(err, filetransfer.ErrUnavailable) {
 		t.Fatalf("Check = %v, want ErrUnavailable", err)
 	}
-	if err := filetransfer.Put(ctx(t), s, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrUnavailable) {
+	if err := storeutil.Put(ctx(t), s.Create, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrUnavailable) {
 		t.Fatalf("Put = %v, want ErrUnavailable", err)
 	}
 }
 
-func TestBadConfig(t *testing.T) {
+func TestBadOptions(t *testing.T) {
 	env := s3env.New(t)
-	for _, cfg := range []fts3.Config{
-		{Bucket: "b"},
-		{Client: env.Client},
-		{Client: env.Client, Bucket: "b", PartSize: 1 << 20},
+	for name, c := range map[string]struct {
+		client *awss3.Client
+		bucket string
+		opts   []fts3.Option
+	}{
+		"nil client":         {nil, "b", nil},
+		"empty bucket":       {env.Client, "", nil},
+		"nil option":         {env.Client, "b", []fts3.Option{nil}},
+		"part too small":     {env.Client, "b", []fts3.Option{fts3.WithPartSize(fts3.MinPartSize - 1)}},
+		"part too large":     {env.Client, "b", []fts3.Option{fts3.WithPartSize(fts3.MaxPartSize + 1)}},
+		"no concurrency":     {env.Client, "b", []fts3.Option{fts3.WithConcurrency(0)}},
+		"zero abort timeout": {env.Client, "b", []fts3.Option{fts3.WithAbortTimeout(0)}},
 	} {
-		if _, err := fts3.New(cfg); err == nil {
-			t.Errorf("New(%+v) succeeded", cfg)
+		_, err := fts3.New(c.client, c.bucket, c.opts...)
+		if !errors.Is(err, filetransfer.ErrInvalidOption) {
+			t.Errorf("%s: New = %v, want ErrInvalidOption", name, err)
+			continue
 		}
+		t.Logf("%s: %v", name, err)
+	}
+	if _, err := fts3.New(env.Client, "b", fts3.WithPartSize(fts3.MinPartSize), fts3.WithConcurrency(4), fts3.WithAbortTimeout(time.Second), fts3.WithoutCheck()); err != nil {
+		t.Errorf("good options: %v", err)
+	}
+}
+
+// WithoutCheck makes Check succeed without HeadBucket, even on a bucket
+// that does not exist; errors then come from the first write.
+func TestWithoutCheck(t *testing.T) {
+	env := s3env.New(t)
+	s, err := fts3.New(env.Client, env.Bucket+"-missing", fts3.WithoutCheck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx(t)); err != nil {
+		t.Fatalf("Check with WithoutCheck = %v, want nil", err)
+	}
+	if err := storeutil.Put(ctx(t), s.Create, "a.csv", []byte("x")); !errors.Is(err, filetransfer.ErrStoreNotFound) {
+		t.Fatalf("Put = %v, want ErrStoreNotFound", err)
 	}
 }

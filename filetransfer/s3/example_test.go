@@ -8,7 +8,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/go-integration/patterns/filetransfer"
 	fts3 "github.com/go-integration/patterns/filetransfer/s3"
 )
 
@@ -22,7 +21,7 @@ func Example() {
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
-	store, err := fts3.New(fts3.Config{Client: client, Bucket: "exports", PartSize: 64 << 20}) // up to 625 GiB per file
+	store, err := fts3.New(client, "exports", fts3.WithPartSize(64<<20)) // up to 625 GiB per file
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -30,7 +29,15 @@ func Example() {
 	if err := store.Check(ctx); err != nil { // bucket missing, credentials refused, endpoint down
 		log.Fatal(err)
 	}
-	if err := filetransfer.Put(ctx, store, "hello.csv", []byte("id\n1\n")); err != nil {
+	w, err := store.Create(ctx, "hello.csv")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := w.Write([]byte("id\n1\n")); err != nil {
+		_ = w.Abort()
+		log.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
 		log.Fatal(err)
 	}
 	link, expires, err := store.URL(ctx, "hello.csv", 7*24*time.Hour)

@@ -18,9 +18,11 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
 )
 
-// S3's multipart limits.
+// S3's multipart limits (MinPartSize, MaxPartSize, MaxParts) and the
+// default part size.
 const (
 	MinPartSize = 5 << 20
 	MaxPartSize = 5 << 30
@@ -29,72 +31,123 @@ const (
 	DefaultPartSize = 16 << 20
 )
 
-// Config configures a Store.
-type Config struct {
-	// Client is the S3 client (required). For S3-compatible stores set
-	// UsePathStyle and BaseEndpoint on it; for stores that do not accept
-	// aws-chunked uploads with CRC32 trailers set RequestChecksumCalculation
-	// and ResponseChecksumValidation to "when required".
-	Client *awss3.Client
-	// Bucket holds the objects (required).
-	Bucket string
-	// PartSize is the multipart part size, between 5 MiB and 5 GiB; the
-	// largest object is 10,000 parts. Default 16 MiB (about 156 GiB).
-	PartSize int64
-	// Concurrency is how many parts of one object upload at once while the
-	// next part fills. Default 2.
-	Concurrency int
-	// SkipCheck makes Check return nil without calling HeadBucket, for
-	// credentials limited to object operations (HeadBucket needs
-	// s3:ListBucket). Errors then surface on the first write. Default false.
-	SkipCheck bool
-	// AbortTimeout bounds the clean-up (AbortMultipartUpload) after a
-	// failure or cancellation, which runs even though the caller's context
-	// is done. Default 30 seconds.
-	AbortTimeout time.Duration
+// DefaultConcurrency is how many parts of one object upload at once unless
+// WithConcurrency says otherwise.
+const DefaultConcurrency = 2
+
+// DefaultAbortTimeout bounds the clean-up after a failure unless
+// WithAbortTimeout says otherwise.
+const DefaultAbortTimeout = 30 * time.Second
+
+// Option configures a Store; see New.
+type Option interface{ apply(*config) error }
+
+type option func(*config) error
+
+func (f option) apply(c *config) error { return f(c) }
+
+type config struct {
+	partSize     int64
+	concurrency  int
+	skipCheck    bool
+	abortTimeout time.Duration
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("s3: %w: "+format, append([]any{filetransfer.ErrInvalidOption}, args...)...)
+}
+
+// WithPartSize sets the multipart part size, between MinPartSize (5 MiB)
+// and MaxPartSize (5 GiB); the largest object is MaxParts (10,000) parts.
+// Default DefaultPartSize (16 MiB: objects up to about 156 GiB). Memory per
+// object being written is (concurrency+1) × part size.
+func WithPartSize(bytes int64) Option {
+	return option(func(c *config) error {
+		if bytes < MinPartSize || bytes > MaxPartSize {
+			return invalid("WithPartSize(%d): outside S3's [5 MiB, 5 GiB]", bytes)
+		}
+		c.partSize = bytes
+		return nil
+	})
+}
+
+// WithConcurrency sets how many parts of one object upload at once while
+// the next part fills; n must be at least 1. Default DefaultConcurrency (2).
+func WithConcurrency(n int) Option {
+	return option(func(c *config) error {
+		if n < 1 {
+			return invalid("WithConcurrency(%d): must be at least 1", n)
+		}
+		c.concurrency = n
+		return nil
+	})
+}
+
+// WithoutCheck makes Check return nil without calling HeadBucket, for
+// credentials limited to object operations (HeadBucket needs
+// s3:ListBucket). Errors then surface on the first write.
+func WithoutCheck() Option {
+	return option(func(c *config) error { c.skipCheck = true; return nil })
+}
+
+// WithAbortTimeout bounds the clean-up (AbortMultipartUpload) after a
+// failure or cancellation, which runs even though the caller's context is
+// done; d must be positive. Default DefaultAbortTimeout (30 seconds).
+func WithAbortTimeout(d time.Duration) Option {
+	return option(func(c *config) error {
+		if d <= 0 {
+			return invalid("WithAbortTimeout(%v): must be positive", d)
+		}
+		c.abortTimeout = d
+		return nil
+	})
 }
 
 // Store is a filetransfer.Store in an S3 bucket, safe for concurrent use.
 type Store struct {
-	cfg     Config
+	cfg     config
+	bucket  string
 	client  *awss3.Client
 	presign *awss3.PresignClient
 }
 
 var _ filetransfer.Store = (*Store)(nil)
 
-// New returns a Store. It does not contact S3; call Check for that.
-func New(cfg Config) (*Store, error) {
-	if cfg.Client == nil || cfg.Bucket == "" {
-		return nil, errors.New("s3: Config.Client and Config.Bucket are required")
+// New returns a Store on bucket through client. For S3-compatible stores
+// set UsePathStyle and BaseEndpoint on the client; for stores that do not
+// accept aws-chunked uploads with CRC32 trailers set
+// RequestChecksumCalculation and ResponseChecksumValidation to "when
+// required". New does not contact S3; call Check for that. A nil client, an
+// empty bucket or an option it cannot use is an error wrapping
+// filetransfer.ErrInvalidOption.
+func New(client *awss3.Client, bucket string, opts ...Option) (*Store, error) {
+	if client == nil || bucket == "" {
+		return nil, invalid("New: client and bucket are required (client nil: %t, bucket %q)", client == nil, bucket)
 	}
-	if cfg.PartSize == 0 {
-		cfg.PartSize = DefaultPartSize
+	cfg := config{partSize: DefaultPartSize, concurrency: DefaultConcurrency, abortTimeout: DefaultAbortTimeout}
+	for i, o := range opts {
+		if o == nil {
+			return nil, invalid("option %d is nil", i)
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
 	}
-	if cfg.PartSize < MinPartSize || cfg.PartSize > MaxPartSize {
-		return nil, fmt.Errorf("s3: Config.PartSize %d is outside S3's [5 MiB, 5 GiB]", cfg.PartSize)
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 2
-	}
-	if cfg.AbortTimeout <= 0 {
-		cfg.AbortTimeout = 30 * time.Second
-	}
-	return &Store{cfg: cfg, client: cfg.Client, presign: awss3.NewPresignClient(cfg.Client)}, nil
+	return &Store{cfg: cfg, bucket: bucket, client: client, presign: awss3.NewPresignClient(client)}, nil
 }
 
 // Check reports whether the bucket exists and the credentials are accepted
 // (HeadBucket), with the same error classification as the other methods.
 // The Exporter calls it before touching the database.
 func (s *Store) Check(ctx context.Context) error {
-	if s.cfg.SkipCheck {
+	if s.cfg.skipCheck {
 		return nil
 	}
-	_, err := s.client.HeadBucket(ctx, &awss3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
+	_, err := s.client.HeadBucket(ctx, &awss3.HeadBucketInput{Bucket: aws.String(s.bucket)})
 	if err != nil {
 		var re *smithyhttp.ResponseError
 		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
-			return fmt.Errorf("s3: bucket %q does not exist: %w: %w", s.cfg.Bucket, filetransfer.ErrStoreNotFound, err)
+			return fmt.Errorf("s3: bucket %q does not exist: %w: %w", s.bucket, filetransfer.ErrStoreNotFound, err)
 		}
 		return s.classify("check bucket", "", err)
 	}
@@ -103,14 +156,14 @@ func (s *Store) Check(ctx context.Context) error {
 
 // classify wraps an SDK error with the filetransfer sentinel it means.
 func (s *Store) classify(op, key string, err error) error {
-	where := "s3://" + s.cfg.Bucket + "/" + key
+	where := "s3://" + s.bucket + "/" + key
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
 		case "NoSuchKey", "NotFound":
 			return fmt.Errorf("s3: %s %s: %w: %w", op, where, filetransfer.ErrNotFound, err)
 		case "NoSuchBucket":
-			return fmt.Errorf("s3: %s: bucket %q does not exist: %w: %w", op, s.cfg.Bucket, filetransfer.ErrStoreNotFound, err)
+			return fmt.Errorf("s3: %s: bucket %q does not exist: %w: %w", op, s.bucket, filetransfer.ErrStoreNotFound, err)
 		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "Forbidden", "AllAccessDisabled":
 			return fmt.Errorf("s3: %s %s: credentials refused: %w: %w", op, where, filetransfer.ErrAccessDenied, err)
 		}
@@ -125,10 +178,10 @@ func (s *Store) classify(op, key string, err error) error {
 
 // Open implements filetransfer.Store.
 func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return nil, err
 	}
-	out, err := s.client.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	out, err := s.client.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
 	if err != nil {
 		return nil, s.classify("get", key, err)
 	}
@@ -137,10 +190,10 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // Delete implements filetransfer.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return err
 	}
-	_, err := s.client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	_, err := s.client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
 	if err != nil {
 		err = s.classify("delete", key, err)
 		if errors.Is(err, filetransfer.ErrNotFound) {
@@ -153,14 +206,14 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 
 // URL implements filetransfer.Store with a presigned GET URL.
 func (s *Store) URL(ctx context.Context, key string, ttl time.Duration) (string, time.Time, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return "", time.Time{}, err
 	}
-	if err := filetransfer.CheckTTL(ttl); err != nil {
+	if err := storeutil.CheckTTL(ttl); err != nil {
 		return "", time.Time{}, err
 	}
 	now := time.Now()
-	req, err := s.presign.PresignGetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)}, awss3.WithPresignExpires(ttl))
+	req, err := s.presign.PresignGetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}, awss3.WithPresignExpires(ttl))
 	if err != nil {
 		return "", time.Time{}, s.classify("presign", key, err)
 	}
@@ -169,7 +222,7 @@ func (s *Store) URL(ctx context.Context, key string, ttl time.Duration) (string,
 
 // Create implements filetransfer.Store with a streaming multipart upload.
 func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, error) {
-	if err := filetransfer.ValidateKey(key); err != nil {
+	if err := storeutil.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -178,9 +231,9 @@ func (s *Store) Create(ctx context.Context, key string) (filetransfer.Writer, er
 	uctx, cancel := context.WithCancel(ctx)
 	return &writer{
 		s: s, ctx: ctx, uctx: uctx, cancel: cancel, key: key,
-		buf:  make([]byte, 0, s.cfg.PartSize),
-		sem:  make(chan struct{}, s.cfg.Concurrency),
-		free: make(chan []byte, s.cfg.Concurrency+1),
+		buf:  make([]byte, 0, s.cfg.partSize),
+		sem:  make(chan struct{}, s.cfg.concurrency),
+		free: make(chan []byte, s.cfg.concurrency+1),
 	}, nil
 }
 
@@ -250,9 +303,9 @@ func (w *writer) Write(p []byte) (int, error) {
 func (w *writer) flushPart() error {
 	if w.uploadID == nil {
 		out, err := w.s.client.CreateMultipartUpload(w.uctx, &awss3.CreateMultipartUploadInput{
-			Bucket:      aws.String(w.s.cfg.Bucket),
+			Bucket:      aws.String(w.s.bucket),
 			Key:         aws.String(w.key),
-			ContentType: aws.String(filetransfer.ContentType(w.key)),
+			ContentType: aws.String(storeutil.ContentType(w.key)),
 		})
 		if err != nil {
 			err = w.s.classify("create multipart upload", w.key, err)
@@ -262,7 +315,7 @@ func (w *writer) flushPart() error {
 		w.uploadID = out.UploadId
 	}
 	if w.partNum >= MaxParts {
-		err := fmt.Errorf("s3: %s: more than %d parts of %d bytes; raise Config.PartSize", w.key, MaxParts, w.s.cfg.PartSize)
+		err := fmt.Errorf("s3: %s: more than %d parts of %d bytes; raise WithPartSize", w.key, MaxParts, w.s.cfg.partSize)
 		w.setErr(err)
 		return err
 	}
@@ -280,7 +333,7 @@ func (w *writer) flushPart() error {
 	w.wg.Go(func() {
 		defer func() { <-w.sem }()
 		out, err := w.s.client.UploadPart(w.uctx, &awss3.UploadPartInput{
-			Bucket:        aws.String(w.s.cfg.Bucket),
+			Bucket:        aws.String(w.s.bucket),
 			Key:           aws.String(w.key),
 			UploadId:      w.uploadID,
 			PartNumber:    aws.Int32(num),
@@ -303,7 +356,7 @@ func (w *writer) flushPart() error {
 	case b := <-w.free:
 		w.buf = b
 	default:
-		w.buf = make([]byte, 0, w.s.cfg.PartSize)
+		w.buf = make([]byte, 0, w.s.cfg.partSize)
 	}
 	return nil
 }
@@ -322,11 +375,11 @@ func (w *writer) Commit() error {
 	}
 	if w.uploadID == nil {
 		_, err := w.s.client.PutObject(w.ctx, &awss3.PutObjectInput{
-			Bucket:        aws.String(w.s.cfg.Bucket),
+			Bucket:        aws.String(w.s.bucket),
 			Key:           aws.String(w.key),
 			Body:          bytes.NewReader(w.buf),
 			ContentLength: aws.Int64(int64(len(w.buf))),
-			ContentType:   aws.String(filetransfer.ContentType(w.key)),
+			ContentType:   aws.String(storeutil.ContentType(w.key)),
 		})
 		w.finished = true
 		w.cancel()
@@ -353,7 +406,7 @@ func (w *writer) Commit() error {
 	}
 	slices.SortFunc(w.parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
 	_, err := w.s.client.CompleteMultipartUpload(w.ctx, &awss3.CompleteMultipartUploadInput{
-		Bucket:          aws.String(w.s.cfg.Bucket),
+		Bucket:          aws.String(w.s.bucket),
 		Key:             aws.String(w.key),
 		UploadId:        w.uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
@@ -383,10 +436,10 @@ func (w *writer) Abort() error {
 	if w.uploadID == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), w.s.cfg.AbortTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), w.s.cfg.abortTimeout)
 	defer cancel()
 	_, err := w.s.client.AbortMultipartUpload(ctx, &awss3.AbortMultipartUploadInput{
-		Bucket:   aws.String(w.s.cfg.Bucket),
+		Bucket:   aws.String(w.s.bucket),
 		Key:      aws.String(w.key),
 		UploadId: w.uploadID,
 	})

@@ -11,7 +11,7 @@ import (
 
 func newStore(t testing.TB, env *s3env.Env) *fts3.Store {
 	t.Helper()
-	s, err := fts3.New(fts3.Config{Client: env.Client, Bucket: env.Bucket, PartSize: fts3.MinPartSize})
+	s, err := fts3.New(env.Client, env.Bucket, fts3.WithPartSize(fts3.MinPartSize))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,6 +20,7 @@ func newStore(t testing.TB, env *s3env.Env) *fts3.Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
+		Features: storetest.Features{Check: true},
 		New: func(t *testing.T) filetransfer.Store {
 			env := s3env.New(t)
 			s := newStore(t, env)

@@ -14,18 +14,18 @@ import (
 func ExampleRun() {
 	_ = func(t *testing.T) {
 		storetest.Run(t, storetest.Harness{
-			CheckedLinks: true,
 			New: func(t *testing.T) filetransfer.Store {
 				var h http.Handler
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 				t.Cleanup(srv.Close)
-				s, err := memory.New(memory.Config{BaseURL: srv.URL + "/"})
+				s, err := memory.New(memory.WithBaseURL(srv.URL + "/"))
 				if err != nil {
 					t.Fatal(err)
 				}
 				h = s.Handler()
 				return s
 			},
+			Features: storetest.Features{CheckedLinks: true},
 		})
 	}
 }

@@ -15,19 +15,35 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/filetransfer"
+	"github.com/go-integration/patterns/filetransfer/internal/storeutil"
 )
 
 // Harness describes the store under test.
 type Harness struct {
 	// New returns an empty store for one subtest; register clean-up with t.Cleanup.
 	New func(t *testing.T) filetransfer.Store
-	// CheckedLinks says the links the store hands out are checked by whoever
-	// serves them, so a tampered link gets 403. True for the folder and
-	// memory stores; S3 fakes do not check presigned signatures.
-	CheckedLinks bool
 	// HTTPClient fetches links; nil means http.DefaultClient.
 	HTTPClient *http.Client
-	// LargeSize is the size of the streaming test object; default 12 MiB
+	// Features declares what the store promises beyond the basics.
+	Features Features
+}
+
+// Features switches groups of tests on and sizes them. The zero value runs
+// what every store must pass: round trips, empty objects, not found,
+// replacement atomic until Commit, Abort and cancellation keeping the
+// previous version, a streamed object larger than any buffer, Delete,
+// invalid keys, concurrent writers, and links that download the object with
+// lifetimes limited to (0, MaxLinkTTL].
+type Features struct {
+	// CheckedLinks: whoever serves the store's links checks them, so a link
+	// with a tampered key, expiry or signature, or none, gets 403. True for
+	// the folder and memory stores; S3 fakes do not check presigned
+	// signatures.
+	CheckedLinks bool
+	// Check: the store implements filetransfer.Checker, and Check succeeds
+	// on a store New returned.
+	Check bool
+	// LargeSize is the size of the streaming test object; 0 means 12 MiB
 	// (more than two S3 parts at the 5 MiB minimum).
 	LargeSize int
 }
@@ -37,13 +53,14 @@ func Run(t *testing.T, h Harness) {
 	if h.HTTPClient == nil {
 		h.HTTPClient = http.DefaultClient
 	}
-	if h.LargeSize == 0 {
-		h.LargeSize = 12 << 20
+	if h.Features.LargeSize == 0 {
+		h.Features.LargeSize = 12 << 20
 	}
-	tests := []struct {
+	type test struct {
 		name string
 		fn   func(t *testing.T, h Harness, s filetransfer.Store)
-	}{
+	}
+	tests := []test{
 		{"RoundTrip", testRoundTrip},
 		{"Empty", testEmpty},
 		{"NotFound", testNotFound},
@@ -55,6 +72,9 @@ func Run(t *testing.T, h Harness) {
 		{"InvalidKeys", testInvalidKeys},
 		{"Concurrent", testConcurrent},
 		{"URL", testURL},
+	}
+	if h.Features.Check {
+		tests = append(tests, test{"Check", testCheck})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,14 +92,14 @@ func ctx(t *testing.T) context.Context {
 
 func mustPut(t *testing.T, s filetransfer.Store, key string, data []byte) {
 	t.Helper()
-	if err := filetransfer.Put(ctx(t), s, key, data); err != nil {
+	if err := storeutil.Put(ctx(t), s.Create, key, data); err != nil {
 		t.Fatalf("Put(%s): %v", key, err)
 	}
 }
 
 func mustRead(t *testing.T, s filetransfer.Store, key string) []byte {
 	t.Helper()
-	b, err := filetransfer.ReadAll(ctx(t), s, key)
+	b, err := storeutil.ReadAll(ctx(t), s, key)
 	if err != nil {
 		t.Fatalf("ReadAll(%s): %v", key, err)
 	}
@@ -218,7 +238,7 @@ func testCancel(t *testing.T, h Harness, s filetransfer.Store) {
 }
 
 func testLarge(t *testing.T, h Harness, s filetransfer.Store) {
-	data := randomBytes(h.LargeSize+12345, 4)
+	data := randomBytes(h.Features.LargeSize+12345, 4)
 	w, err := s.Create(ctx(t), "big/big.csv")
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +303,7 @@ func testConcurrent(t *testing.T, h Harness, s filetransfer.Store) {
 	for i := range 8 {
 		wg.Go(func() {
 			key := fmt.Sprintf("cc/dt=2024-01-%02d/f.csv", i+1)
-			if err := filetransfer.Put(ctx(t), s, key, randomBytes(100<<10, uint64(i))); err != nil {
+			if err := storeutil.Put(ctx(t), s.Create, key, randomBytes(100<<10, uint64(i))); err != nil {
 				t.Errorf("Put(%s): %v", key, err)
 			}
 		})
@@ -338,7 +358,7 @@ func testURL(t *testing.T, h Harness, s filetransfer.Store) {
 	if _, _, err := s.URL(ctx(t), key, filetransfer.MaxLinkTTL); err != nil {
 		t.Errorf("URL(ttl=7 days) = %v, want a link", err)
 	}
-	if !h.CheckedLinks {
+	if !h.Features.CheckedLinks {
 		return
 	}
 	mustPut(t, s, "u/other.csv", []byte("secret"))
@@ -385,5 +405,15 @@ func testURL(t *testing.T, h Harness, s filetransfer.Store) {
 		if code, _ := get(t, h, mutate()); code != http.StatusForbidden {
 			t.Errorf("tampered %s: status %d, want 403", name, code)
 		}
+	}
+}
+
+func testCheck(t *testing.T, h Harness, s filetransfer.Store) {
+	c, ok := s.(filetransfer.Checker)
+	if !ok {
+		t.Fatalf("%T does not implement filetransfer.Checker", s)
+	}
+	if err := c.Check(ctx(t)); err != nil {
+		t.Fatalf("Check on a new store: %v", err)
 	}
 }
