@@ -85,10 +85,18 @@ func run(ctx context.Context, w io.Writer) error {
 	// 3. Retry inside, dead-letter outside: a message that keeps failing goes to
 	// bookings.dlq with headers saying where it came from and why.
 	calls := map[string]int{}
+	retry, rerr := middleware.Retry(middleware.WithMaxAttempts(3), middleware.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	if rerr != nil {
+		return rerr
+	}
+	deadLetter, derr := middleware.DeadLetter(b, "bookings.dlq", "partner-sync")
+	if derr != nil {
+		return derr
+	}
 	partner := broker.Chain(
 		middleware.Recover(),
-		middleware.DeadLetter(b, "bookings.dlq", "partner-sync"),
-		middleware.Retry(middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond}),
+		deadLetter,
+		retry,
 	)(func(ctx context.Context, m broker.Message) error {
 		mu.Lock()
 		calls[m.Key]++

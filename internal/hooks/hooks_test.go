@@ -14,7 +14,7 @@ type pointTracer interface{ TracePoint(ctx context.Context) }
 type both struct{}
 
 func (both) TraceStart(ctx context.Context) context.Context { return ctx }
-func (both) TracePoint(context.Context)                      {}
+func (both) TracePoint(context.Context)                     {}
 
 type point struct{}
 
