@@ -93,7 +93,7 @@ func (t *Table) Name() string { return t.name }
 // for Cleanup. Older versions also indexed pending rows by seq alone: that
 // index is dropped (dropping it takes a brief exclusive lock on the table,
 // once).
-func (t *Table) SQL() string {
+func (t *Table) Schema() string {
 	base := strings.ReplaceAll(t.name, ".", "_")
 	idx := func(suffix string) string { return pgx.Identifier{base + "_" + suffix}.Sanitize() }
 	// Indexes live in their table's schema: a qualified drop names it.
@@ -132,7 +132,7 @@ func (t *Table) migrateKey() string { return "go-integration/patterns/outbox mig
 // under an advisory lock, so concurrent Migrate calls (several instances
 // starting at once) are safe.
 func (t *Table) Migrate(ctx context.Context, db Execer) error {
-	if err := pgschema.Apply(ctx, db, t.migrateKey(), t.SQL()); err != nil {
+	if err := pgschema.Apply(ctx, db, t.migrateKey(), t.Schema()); err != nil {
 		return fmt.Errorf("outbox: migrate %s: %w", t.name, err)
 	}
 	return nil

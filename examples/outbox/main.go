@@ -52,7 +52,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	if _, err := pool.Exec(ctx, `create table orders (id text primary key, total_cents bigint not null)`); err != nil {
 		return err
 	}
-	if err := outbox.Migrate(ctx, pool); err != nil { // or run outbox.NewTable("outbox").SQL() in your migrations
+	if err := outbox.Migrate(ctx, pool); err != nil { // or run outbox.NewTable("outbox").Schema() in your migrations
 		return err
 	}
 

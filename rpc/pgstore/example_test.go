@@ -23,7 +23,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := store.CreateTable(ctx); err != nil { // once, at deployment
+	if err := store.Migrate(ctx); err != nil { // once, at deployment
 		log.Fatal(err)
 	}
 	idem, err := rpc.Idempotency(store, rpc.WithScope(func(r *http.Request) string {

@@ -4,9 +4,9 @@
 // A key is claimed with a single INSERT ... ON CONFLICT DO UPDATE ... WHERE
 // expired, so of many concurrent claims on any number of servers exactly one
 // wins; the others read the row back (running: 409, done: replay). Expired
-// rows are taken over in place and may be deleted in bulk with DeleteExpired.
+// rows are taken over in place and may be deleted in bulk with Cleanup.
 //
-// The table (CreateTable makes it under an advisory lock, so every instance
+// The table (Migrate makes it under an advisory lock, so every instance
 // may call it at start-up; or apply Schema with a migration tool):
 //
 //	create table rpc_idempotency (
@@ -24,7 +24,7 @@
 // Each claim writes a new owner token; Complete and Release update the row
 // only "where key = $1 and owner = $2", so a request whose lock lapsed and
 // was taken over cannot overwrite the newer owner's claim. Schema and
-// CreateTable add the owner column to a table made by an older version
+// Migrate add the owner column to a table made by an older version
 // ("alter table ... add column if not exists owner text").
 //
 // Times come from the database clock (now()), so servers with skewed clocks
@@ -110,7 +110,7 @@ type Store struct {
 var _ rpc.IdempotencyStore = (*Store)(nil)
 
 // New returns a Store using db. It does no I/O, so it takes no context: it
-// does not create the table. Call CreateTable once (for example at start-up
+// does not create the table. Call Migrate once (for example at start-up
 // or deployment), or apply Schema with a migration tool.
 func New(db DB, opts ...Option) (*Store, error) {
 	if db == nil {
@@ -148,7 +148,7 @@ select exists (select 1 from d),
 // Schema returns the statements that create the table and its index, and
 // add the owner column to a table made by an older version (the DDL,
 // idempotent: "if not exists"), for migration tools that apply schema
-// changes themselves. CreateTable applies the same statements.
+// changes themselves. Migrate applies the same statements.
 func (s *Store) Schema() string {
 	return `create table if not exists ` + s.table + ` (
     key         text primary key,
@@ -164,10 +164,10 @@ alter table ` + s.table + ` add column if not exists owner text;
 create index if not exists ` + pgx.Identifier{s.rawTable + "_expires_at"}.Sanitize() + ` on ` + s.table + ` (expires_at);`
 }
 
-// CreateTable creates the table and its index if they do not exist. It runs
+// Migrate creates the table and its index if they do not exist. It runs
 // Schema as one transaction under a transaction-level advisory lock keyed by
 // the table name, so any number of instances may call it at once.
-func (s *Store) CreateTable(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := pgschema.Apply(ctx, s.db, "go-integration/patterns/rpc/pgstore create table "+s.table, s.Schema()); err != nil {
@@ -259,9 +259,9 @@ func (s *Store) Release(ctx context.Context, key, token string) error {
 	return nil
 }
 
-// DeleteExpired deletes expired rows and returns how many. Expired rows do
+// Cleanup deletes expired rows and returns how many. Expired rows do
 // no harm (they are taken over in place) but take space: run it now and then.
-func (s *Store) DeleteExpired(ctx context.Context) (int64, error) {
+func (s *Store) Cleanup(ctx context.Context) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	tag, err := s.db.Exec(ctx, s.qDelete)

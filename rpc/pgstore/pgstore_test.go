@@ -39,7 +39,7 @@ func newStore(t *testing.T) (*pgstore.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateTable(context.Background()); err != nil {
+	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s, dsn
@@ -52,7 +52,7 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestDeleteExpired(t *testing.T) {
+func TestCleanup(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
 	c, _ := s.Begin(ctx, "short", "fp", time.Minute)
@@ -61,9 +61,9 @@ func TestDeleteExpired(t *testing.T) {
 	_ = s.Complete(ctx, "long", c.Token, &rpc.StoredResponse{StatusCode: 200}, time.Hour)
 	_, _ = s.Begin(ctx, "running", "fp", time.Minute)
 	time.Sleep(20 * time.Millisecond)
-	n, err := s.DeleteExpired(ctx)
+	n, err := s.Cleanup(ctx)
 	if err != nil || n != 1 {
-		t.Fatalf("DeleteExpired = %d, %v; want 1", n, err)
+		t.Fatalf("Cleanup = %d, %v; want 1", n, err)
 	}
 	if c, _ := s.Begin(ctx, "long", "fp", time.Minute); c.Record == nil || c.Record.Response == nil {
 		t.Fatal("live row deleted")
@@ -77,7 +77,7 @@ func TestWithTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := s.CreateTable(ctx); err != nil {
+	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := s.Begin(ctx, "k", "fp", time.Minute); err != nil || c.Record != nil {
@@ -263,11 +263,11 @@ func TestTwoServers(t *testing.T) {
 	}
 }
 
-// TestConcurrentCreateTable starts 8 instances at once, each creating the
+// TestConcurrentMigrate starts 8 instances at once, each creating the
 // table, 20 times over (the table dropped between rounds): without the
 // advisory lock concurrent "create table if not exists" statements fail with
 // a duplicate key in pg_type.
-func TestConcurrentCreateTable(t *testing.T) {
+func TestConcurrentMigrate(t *testing.T) {
 	_, dsn := testenv.Schema(t)
 	ctx := context.Background()
 	const instances, rounds = 8, 20
@@ -291,7 +291,7 @@ func TestConcurrentCreateTable(t *testing.T) {
 		for i, s := range stores {
 			wg.Go(func() {
 				<-start
-				errs[i] = s.CreateTable(ctx)
+				errs[i] = s.Migrate(ctx)
 			})
 		}
 		close(start)
@@ -303,14 +303,14 @@ func TestConcurrentCreateTable(t *testing.T) {
 		}
 	}
 	if len(failed) > 0 {
-		t.Fatalf("%d of %d CreateTable calls failed; first: %v", len(failed), instances*rounds, failed[0])
+		t.Fatalf("%d of %d Migrate calls failed; first: %v", len(failed), instances*rounds, failed[0])
 	}
 	if c, err := stores[0].Begin(ctx, "k", "fp", time.Minute); err != nil || c.Record != nil {
-		t.Fatalf("Begin after CreateTable = %v, %v", c, err)
+		t.Fatalf("Begin after Migrate = %v, %v", c, err)
 	}
 }
 
-// Schema is the DDL CreateTable applies: a migration tool can run it alone.
+// Schema is the DDL Migrate applies: a migration tool can run it alone.
 func TestSchemaAppliesAlone(t *testing.T) {
 	_, dsn := testenv.Schema(t)
 	ctx := context.Background()
@@ -328,8 +328,8 @@ func TestSchemaAppliesAlone(t *testing.T) {
 	}
 }
 
-// A table made before owner tokens (no owner column) gets it from CreateTable.
-func TestCreateTableAddsOwnerColumn(t *testing.T) {
+// A table made before owner tokens (no owner column) gets it from Migrate.
+func TestMigrateAddsOwnerColumn(t *testing.T) {
 	_, dsn := testenv.Schema(t)
 	ctx := context.Background()
 	pool := newPool(t, dsn)
@@ -342,7 +342,7 @@ func TestCreateTableAddsOwnerColumn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateTable(ctx); err != nil {
+	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	c, err := s.Begin(ctx, "k", "fp", time.Minute)

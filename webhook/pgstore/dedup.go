@@ -12,7 +12,7 @@ import (
 )
 
 // Dedup is a webhook.DedupStore in the webhook_dedup table, shared by every
-// Receiver process that uses the same database. Call Sweep now and then to
+// Receiver process that uses the same database. Call Cleanup now and then to
 // delete expired entries.
 //
 // Each claim writes a new owner token to the row's owner column; Done and
@@ -76,8 +76,8 @@ func (d *Dedup) Forget(ctx context.Context, id, token string) error {
 	return nil
 }
 
-// Sweep deletes entries that expired before now and returns how many.
-func (d *Dedup) Sweep(ctx context.Context, now time.Time) (int64, error) {
+// Cleanup deletes entries that expired before now and returns how many.
+func (d *Dedup) Cleanup(ctx context.Context, now time.Time) (int64, error) {
 	tag, err := d.pool.Exec(ctx, `delete from webhook_dedup where expires_at <= $1`, now)
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: dedup sweep: %w", err)

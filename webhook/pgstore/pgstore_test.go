@@ -64,7 +64,7 @@ func TestMigrateTwice(t *testing.T) {
 	wg.Wait()
 }
 
-func TestDedupSweep(t *testing.T) {
+func TestDedupCleanup(t *testing.T) {
 	d := pgstore.NewDedup(newPool(t))
 	ctx := context.Background()
 	t0 := time.Now()
@@ -73,8 +73,8 @@ func TestDedupSweep(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := d.Sweep(ctx, t0.Add(90*time.Second)); err != nil || n != 2 {
-		t.Fatalf("Sweep = %d, %v; want 2", n, err)
+	if n, err := d.Cleanup(ctx, t0.Add(90*time.Second)); err != nil || n != 2 {
+		t.Fatalf("Cleanup = %d, %v; want 2", n, err)
 	}
 }
 

@@ -26,7 +26,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := store.CreateTable(ctx); err != nil { // advisory-locked: safe from every instance
+	if err := store.Migrate(ctx); err != nil { // advisory-locked: safe from every instance
 		log.Fatal(err)
 	}
 	go func() { // delete expired rows now and then

@@ -14,7 +14,7 @@
 //
 // Rows are keyed by the SHA-256 of the ID, so IDs of any length and any bytes
 // fit the primary key's index; the ID itself is kept as bytea for people
-// reading the table. The table (CreateTable makes it under an advisory lock,
+// reading the table. The table (Migrate makes it under an advisory lock,
 // so every instance may call it at start-up; or apply Schema with a
 // migration tool):
 //
@@ -117,7 +117,7 @@ type Store struct {
 var _ middleware.DedupStore = (*Store)(nil)
 
 // New returns a Store using db (required). It does no I/O, so it takes no
-// context, and does not create the table: call CreateTable (at start-up or
+// context, and does not create the table: call Migrate (at start-up or
 // deployment), or apply Schema with a migration tool.
 func New(db DB, opts ...Option) (*Store, error) {
 	c := config{timeout: DefaultQueryTimeout}
@@ -153,7 +153,7 @@ where id_hash = $1 and token = $2`,
 
 // Schema returns the statements that create the table and its index
 // (idempotent: "if not exists"), for migration tools that apply schema
-// changes themselves. CreateTable applies the same statements.
+// changes themselves. Migrate applies the same statements.
 func (s *Store) Schema() string {
 	return `create table if not exists ` + s.table + ` (
     id_hash     bytea primary key,
@@ -166,11 +166,11 @@ func (s *Store) Schema() string {
 create index if not exists ` + pgx.Identifier{s.rawTable + "_expires_at"}.Sanitize() + ` on ` + s.table + ` (expires_at);`
 }
 
-// CreateTable creates the table and its index if they do not exist. It runs
+// Migrate creates the table and its index if they do not exist. It runs
 // Schema as one transaction under a transaction-level advisory lock keyed by
 // the table name (internal/pgschema), so any number of instances may call it
 // at once.
-func (s *Store) CreateTable(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := pgschema.Apply(ctx, s.db, "go-integration/patterns/broker/middleware/pgdedup create table "+s.table, s.Schema()); err != nil {

@@ -39,7 +39,7 @@ func newStore(t *testing.T) (*pgdedup.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateTable(context.Background()); err != nil {
+	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s, dsn
@@ -76,7 +76,7 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
-func TestWithTableAndConcurrentCreateTable(t *testing.T) {
+func TestWithTableAndConcurrentMigrate(t *testing.T) {
 	schema, _ := testenv.Schema(t)
 	pool := newPool(t, testenv.DatabaseURL(t))
 	s, err := pgdedup.New(pool, pgdedup.WithTable(schema+".dedup"))
@@ -86,12 +86,12 @@ func TestWithTableAndConcurrentCreateTable(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
-		wg.Go(func() { errs[i] = s.CreateTable(context.Background()) })
+		wg.Go(func() { errs[i] = s.Migrate(context.Background()) })
 	}
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			t.Fatalf("concurrent CreateTable: %v", err)
+			t.Fatalf("concurrent Migrate: %v", err)
 		}
 	}
 	if c, err := s.Claim(context.Background(), "m", time.Minute); err != nil || c.Result != middleware.Claimed {
