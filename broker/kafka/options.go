@@ -271,13 +271,15 @@ func WithRetryBackoff(min, max time.Duration) SubscriberOption {
 	})
 }
 
-// DrainTimeout bounds how long running handlers may go on, when Subscribe
-// stops or loses partitions in a rebalance, before their context is
-// cancelled. Default: engine.DefaultDrainTimeout (30 s). It must be positive.
-func WithDrainTimeout(d time.Duration) SubscriberOption {
-	return subscriberOpt(func(c *config) error {
+// WithDrainTimeout bounds how long running handlers may go on, when
+// Subscribe stops or loses partitions in a rebalance, before their context is
+// cancelled, and how long a Publisher's Close waits for records in flight to
+// be acknowledged. Default: engine.DefaultDrainTimeout (30 s). It must be
+// positive.
+func WithDrainTimeout(d time.Duration) PubSubOption {
+	return pubSubOpt(func(c *config) error {
 		if d <= 0 {
-			return invalid("DrainTimeout %v must be positive", d)
+			return invalid("WithDrainTimeout %v must be positive", d)
 		}
 		c.drainTimeout = d
 		return nil

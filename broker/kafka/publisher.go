@@ -241,14 +241,14 @@ func (p *Publisher) Flush(ctx context.Context) error {
 // calls included: the counters every adapter has (Kafka adds none).
 func (p *Publisher) Stats() broker.PublisherStats { return p.rec.Stats() }
 
-// Close waits for the messages in flight to be acknowledged (up to 30 s),
-// then closes the client. Publish after Close returns broker.ErrClosed.
+// Close waits for the messages in flight to be acknowledged (up to the drain
+// timeout, WithDrainTimeout), then closes the client. Publish after Close returns broker.ErrClosed.
 // Close is idempotent.
 func (p *Publisher) Close() error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
 	defer cancel()
 	err := p.cl.Flush(ctx) // waits for every buffered record and its callback
 	p.cl.Close()

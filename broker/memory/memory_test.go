@@ -12,6 +12,7 @@ import (
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/brokertest"
 	"github.com/go-integration/patterns/broker/memory"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -211,10 +212,7 @@ func TestDeadLettersKeptWithoutSubscriber(t *testing.T) {
 	if err := b.Publish(ctx, "orders", broker.Message{ID: "o1", Payload: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for b.Pending("orders.dlq", "billing") == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "a dead letter", func() bool { return b.Pending("orders.dlq", "billing") > 0 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -97,9 +97,8 @@ func TestAlwaysFailingHandler(t *testing.T) {
 		t.Errorf("Attempt values %v, want [1 2 3 4]", attempts)
 	}
 	mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); s.Stats().DeadLettered == 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond) // the event follows the confirm that let the message through
-	}
+	// The count follows the confirm that let the dead letter through.
+	testenv.Eventually(t, 5*time.Second, "the dead letter to be counted", func() bool { return s.Stats().DeadLettered > 0 })
 	if st := s.Stats(); st.DeadLettered != 1 || st.Retried != max-1 {
 		t.Errorf("stats %+v: want 1 dead-lettered, %d retried", st, max-1)
 	}
@@ -203,10 +202,7 @@ func TestQueueOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for ca.unique()+cb.unique() < 50 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		testenv.Eventually(t, 10*time.Second, "50 messages handled", func() bool { return ca.unique()+cb.unique() >= 50 })
 		if ca.unique()+cb.unique() != 50 || (ca.unique() != 0 && cb.unique() != 0) {
 			t.Errorf("single active consumer: members got %d and %d, want 50 and 0", ca.unique(), cb.unique())
 		}

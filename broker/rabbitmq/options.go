@@ -357,11 +357,13 @@ func WithoutDeadLetterQueue() SubscriberOption {
 	return subscriberOption(func(c *config) { c.deadLetterQueue = false })
 }
 
-// WithDrainTimeout bounds how long handlers in flight may run after Subscribe's
-// context ends or Close is called; then their context is cancelled.
-// Default engine.DefaultDrainTimeout (30 s), as on every adapter. Subscriber only.
-func WithDrainTimeout(d time.Duration) SubscriberOption {
-	return subscriberOption(func(c *config) {
+// WithDrainTimeout bounds how long handlers in flight may run after
+// Subscribe's context ends or Close is called (then their context is
+// cancelled), and how long a Publisher's Close waits for outstanding confirms
+// (then those Publish calls fail with broker.ErrNotConfirmed). Default
+// engine.DefaultDrainTimeout (30 s), as on every adapter.
+func WithDrainTimeout(d time.Duration) Option {
+	return bothOption(func(c *config) {
 		if d <= 0 {
 			c.invalid("WithDrainTimeout: %v is not positive", d)
 		}

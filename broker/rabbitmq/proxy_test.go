@@ -117,8 +117,7 @@ func TestCloseAbandonsUnconfirmedAsNotConfirmed(t *testing.T) {
 	t.Parallel()
 	_, url := testenv.VHost(t)
 	px, purl := newProxy(t, url)
-	p := newPublisher(t, purl)
-	p.SetFlushTimeout(200 * time.Millisecond)
+	p := newPublisher(t, purl, rabbitmq.WithDrainTimeout(200*time.Millisecond))
 	if err := p.Publish(ctxT(t, 10*time.Second), "mute", broker.Message{ID: "declared"}); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ type Publisher struct {
 	closed    bool
 	closing   chan struct{}
 	abandon   chan struct{} // closed flushTimeout after Close: stop waiting for confirms
-	flush     time.Duration // closeFlushTimeout; tests shorten it
+	flush     time.Duration // the drain timeout
 	closeOnce sync.Once
 }
 
@@ -77,7 +77,7 @@ func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Pu
 		return nil, err
 	}
 	p := &Publisher{cfg: cfg, obs: newObserver(cfg.tracers), rec: tracing.New("rabbitmq", cfg.tracers), r: route{cfg.exchange},
-		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{}), flush: closeFlushTimeout}
+		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{}), flush: cfg.drainTimeout}
 	p.c, err = dial(ctx, url, &p.cfg, p.obs)
 	if err != nil {
 		return nil, err
@@ -613,13 +613,10 @@ func (p *Publisher) Stats() PublisherStats {
 // replaced after a reconnect; do not close it.
 func (p *Publisher) Conn() *amqp.Connection { return p.c.current() }
 
-// closeFlushTimeout bounds how long Close waits for outstanding confirms
-// (a blocked connection may never send them).
-const closeFlushTimeout = 30 * time.Second
-
 // Close stops publishing: calls waiting for a connection return
-// broker.ErrClosed, calls waiting for confirms finish (for up to 30s, then
-// they fail with broker.ErrNotConfirmed), then the connection closes. Close
+// broker.ErrClosed, calls waiting for confirms finish (for up to the drain
+// timeout, WithDrainTimeout, since a blocked connection may never send them;
+// then they fail with broker.ErrNotConfirmed), then the connection closes. Close
 // is idempotent.
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {

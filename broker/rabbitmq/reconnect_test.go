@@ -172,13 +172,8 @@ func TestQueueDeletedUnderConsumer(t *testing.T) {
 	if _, err := ch.QueueDelete(rabbitmq.DefaultQueueName("orders", "billing"), false, false, false); err != nil {
 		t.Fatalf("delete queue: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Stats().ConsumerCancels == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s.Stats().ConsumerCancels == 0 {
-		t.Fatal("the subscriber did not notice the cancelled consumer")
-	}
+	testenv.Eventually(t, 10*time.Second, "the subscriber to notice the cancelled consumer",
+		func() bool { return s.Stats().ConsumerCancels > 0 })
 	// Publish until the redeclared queue receives: messages published while no
 	// queue was bound are dropped by RabbitMQ, which this test does not hide.
 	for i := 0; ; i++ {
@@ -218,9 +213,8 @@ func TestPublishDuringOutage(t *testing.T) {
 	if out, err := testenv.Rabbitmqctl("close_all_connections", "--vhost", vhost, "outage"); err != nil {
 		t.Fatalf("close_all_connections: %v: %s", err, out)
 	}
-	for p.Conn() != nil { // wait until the publisher noticed
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "the publisher to notice the closed connection",
+		func() bool { return p.Conn() == nil })
 	start := time.Now()
 	err := p.Publish(ctxT(t, time.Second), "outage", broker.Message{ID: "lost"})
 	if !errors.Is(err, broker.ErrNotConfirmed) || !errors.Is(err, context.DeadlineExceeded) {
