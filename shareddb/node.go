@@ -147,16 +147,17 @@ func (n *node) status() NodeStatus {
 }
 
 // markDown records that a read found the node unreachable, so routing skips
-// it until the next successful check.
-func (n *node) markDown(err error) {
+// it until the next successful check. It reports whether this call turned
+// the node from healthy to unhealthy.
+func (n *node) markDown(err error) bool {
 	old := n.state.Load()
 	if !old.healthy {
-		return
+		return false
 	}
 	s := *old
 	s.healthy = false
 	s.err = err
-	n.state.CompareAndSwap(old, &s)
+	return n.state.CompareAndSwap(old, &s)
 }
 
 // checkSQL works on a primary and on a standby: whether it is in recovery,

@@ -151,7 +151,7 @@ type NodeChange int
 
 // Node changes.
 const (
-	NodeDown          NodeChange = iota // a check failed: reads skip the node
+	NodeDown          NodeChange = iota // a check failed, or a read lost its connection: reads skip the node
 	NodeUp                              // a check succeeded again
 	NodeWrongRole                       // a replica not in recovery, or a primary in recovery
 	ReceiverStopped                     // a replica's WAL receiver stopped streaming: its lag is unknown

@@ -200,8 +200,16 @@ func (r *ReplicaReader) nodeErr(ctx context.Context, n *node, err error) (errKin
 		return errOther, err
 	}
 	kind := classify(err)
-	if kind == errDown && ctx.Err() == nil {
-		n.markDown(err)
+	if kind == errDown && ctx.Err() == nil && n.markDown(err) {
+		// The same change a failed check reports: the next successful
+		// check reports NodeUp, so tracers see every down/up pair.
+		r.log.Warn("node unhealthy", "node", n.name, "addr", n.addr, "err", err)
+		if len(r.tr.change) > 0 {
+			st := n.status()
+			for _, t := range r.tr.change {
+				t.TraceNodeChange(ctx, TraceNodeChangeData{Change: NodeDown, Status: st})
+			}
+		}
 	}
 	var pgErr *pgconn.PgError
 	if kind == errOther && !errors.As(err, &pgErr) {
