@@ -280,7 +280,7 @@ func TestOptionsAreTypedPerSide(t *testing.T) {
 	pubT := reflect.TypeFor[rabbitmq.PublisherOption]()
 	subT := reflect.TypeFor[rabbitmq.SubscriberOption]()
 	for name, o := range map[string]any{
-		"WithDrainTimeout": rabbitmq.WithDrainTimeout(time.Second), "WithRetryBackoff": rabbitmq.WithRetryBackoff(time.Millisecond, time.Second),
+		"WithRetryBackoff": rabbitmq.WithRetryBackoff(time.Millisecond, time.Second),
 		"WithQueueType": rabbitmq.WithQueueType(rabbitmq.Quorum), "WithMaxPriority": rabbitmq.WithMaxPriority(1),
 	} {
 		if reflect.TypeOf(o).Implements(pubT) {
@@ -292,7 +292,7 @@ func TestOptionsAreTypedPerSide(t *testing.T) {
 			t.Errorf("%s is a SubscriberOption", name)
 		}
 	}
-	for name, o := range map[string]any{"WithLogger": rabbitmq.WithLogger(slog.Default()), "WithExchange": rabbitmq.WithExchange("x")} {
+	for name, o := range map[string]any{"WithLogger": rabbitmq.WithLogger(slog.Default()), "WithExchange": rabbitmq.WithExchange("x"), "WithDrainTimeout": rabbitmq.WithDrainTimeout(time.Second)} {
 		if !reflect.TypeOf(o).Implements(pubT) || !reflect.TypeOf(o).Implements(subT) {
 			t.Errorf("%s is not an option of both sides", name)
 		}
