@@ -281,7 +281,7 @@ func TestOptionsAreTypedPerSide(t *testing.T) {
 	subT := reflect.TypeFor[rabbitmq.SubscriberOption]()
 	for name, o := range map[string]any{
 		"WithRetryBackoff": rabbitmq.WithRetryBackoff(time.Millisecond, time.Second),
-		"WithQueueType": rabbitmq.WithQueueType(rabbitmq.Quorum), "WithMaxPriority": rabbitmq.WithMaxPriority(1),
+		"WithQueueType":    rabbitmq.WithQueueType(rabbitmq.Quorum), "WithMaxPriority": rabbitmq.WithMaxPriority(1),
 	} {
 		if reflect.TypeOf(o).Implements(pubT) {
 			t.Errorf("%s is a PublisherOption", name)
