@@ -353,8 +353,10 @@ func TestCloseLetsTheBatchInFlightFinish(t *testing.T) {
 		if !errors.Is(err, outbox.ErrClosed) {
 			t.Fatalf("Run after Close: %v, want ErrClosed", err)
 		}
-	default:
-		t.Fatal("Close returned before Run")
+	case <-time.After(10 * time.Second):
+		// Close waits until Run has finished its work; the goroutine's
+		// send of Run's result may still trail Close's return.
+		t.Fatal("Run did not return after Close")
 	}
 	if n, st := pending(t, e), r.Stats(); n != 0 || st.Published != 3 || st.Batches != 1 {
 		t.Errorf("after Close: %d pending, stats %+v; want the batch in flight published and marked", n, st)
@@ -392,8 +394,10 @@ func TestCloseCancelsTheBatchAfterTheDrainTimeout(t *testing.T) {
 		if !errors.Is(err, outbox.ErrClosed) {
 			t.Fatalf("Run: %v, want ErrClosed", err)
 		}
-	default:
-		t.Fatal("Close returned before Run")
+	case <-time.After(10 * time.Second):
+		// Close waits until Run has finished its work; the goroutine's
+		// send of Run's result may still trail Close's return.
+		t.Fatal("Run did not return after Close")
 	}
 	if n, st := pending(t, e), r.Stats(); n != 2 || st.Published != 0 {
 		t.Errorf("after Close: %d pending, stats %+v; want both rows pending", n, st)
