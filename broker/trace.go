@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -29,6 +30,14 @@ type PublishTracer interface {
 }
 
 // TracePublishStartData describes a Publish call: what a producer span needs.
+//
+// The messages are lent read-only: a tracer reads Messages (and their
+// Header maps) freely, and to add a header (trace context) to message i it
+// writes to the map Header(i) returns, which is what is then sent. A
+// Header map is copied only for a message a tracer asks to write to, so
+// that tracers that write nothing (such as OpenTelemetry's with no
+// provider, which neither records nor propagates) cost no copy and no
+// allocation. The caller's messages and Header maps are never modified.
 type TracePublishStartData struct {
 	// System names the adapter: "memory", "rabbitmq", "kafka" (OpenTelemetry's
 	// messaging.system).
@@ -36,11 +45,109 @@ type TracePublishStartData struct {
 	// Topic is the destination as given to Publish (it may be one the
 	// adapter refuses; TracePublishEnd then carries the error).
 	Topic string
-	// Messages are the messages that will be sent, IDs and Times filled.
-	// They are copies made for the tracers: each Header is a map of its
-	// own (never nil, not the caller's), and what a tracer adds to it (trace
-	// context) is sent with the message. Do not keep the slice.
+	// Messages are the messages that will be sent, IDs and Times filled,
+	// as the caller gave them: read-only (do not modify a message or its
+	// Header, which may be nil or the caller's map; use Header to write)
+	// and valid only during the call (do not keep the slice or this
+	// value).
 	Messages []Message
+
+	w *publishHeaders // nil when the data was not made by StartPublish
+}
+
+// Header returns the Header of Messages[i] for writing: what a tracer sets
+// in it is sent with the message, and a later tracer of the same call sees
+// it (in the map Header returns, and in its Messages[i].Header). The
+// first call for a message gives it a map of its own, a copy of its
+// Header or a new map, never nil; later calls, by this tracer or a later
+// one, return the same map. Call it only to write: it copies, reading
+// Messages does not. Do not keep the map: the adapter sends it.
+func (d TracePublishStartData) Header(i int) map[string]string {
+	if d.w == nil {
+		// Data built by hand (a tracer's own test): write in place.
+		if d.Messages[i].Header == nil {
+			d.Messages[i].Header = make(map[string]string, 2)
+		}
+		return d.Messages[i].Header
+	}
+	return d.w.header(i)
+}
+
+// StartPublish calls each tracer's TracePublishStart in order for a
+// Publish call of msgs (IDs and Times filled) to topic on the adapter
+// named system, and returns the context the last one returned and the
+// messages to send: msgs itself when no tracer wrote a header (no copy,
+// no allocation), else a copy of msgs carrying the tracers' Header maps.
+// It is for adapter authors: the module's adapters call it through their
+// shared publish recorder.
+func StartPublish(ctx context.Context, tracers []PublishTracer, system, topic string, msgs []Message) (context.Context, []Message) {
+	p := publishHeadersPool.Get().(*publishHeaders)
+	// The tracers read a copy of the messages (not msgs, so that msgs
+	// does not escape and a caller's variadic array stays on its stack),
+	// in a slice the pool keeps: no allocation.
+	p.view = append(p.view[:0], msgs...)
+	d := TracePublishStartData{System: system, Topic: topic, Messages: p.view, w: p}
+	for _, t := range tracers {
+		ctx = t.TracePublishStart(ctx, d)
+		if p.out != nil {
+			d.Messages = p.out // later tracers see what earlier ones wrote
+		}
+	}
+	if p.out != nil {
+		msgs = p.out
+	}
+	clear(p.view) // keep no message alive
+	if cap(p.view) > publishHeadersMaxView {
+		p.view = nil
+	}
+	p.view = p.view[:0]
+	p.out, p.owned, p.ownedMore = nil, 0, nil
+	publishHeadersPool.Put(p)
+	return ctx, msgs
+}
+
+// publishHeaders is the copy on write behind TracePublishStartData.Header
+// for one StartPublish call.
+type publishHeaders struct {
+	view []Message // the messages as given, kept by the pool
+	// out is nil until a tracer writes, then a copy of view in which the
+	// Header of every message a tracer wrote to is a map of its own
+	// (bit i of owned, or owned[i] past 64 messages): the messages to send.
+	out       []Message
+	owned     uint64
+	ownedMore []bool
+}
+
+// publishHeadersMaxView bounds the slice the pool keeps.
+const publishHeadersMaxView = 64
+
+var publishHeadersPool = sync.Pool{New: func() any { return new(publishHeaders) }}
+
+func (p *publishHeaders) header(i int) map[string]string {
+	if p.out == nil {
+		p.out = make([]Message, len(p.view))
+		copy(p.out, p.view)
+		if len(p.view) > 64 {
+			p.ownedMore = make([]bool, len(p.view))
+		}
+	}
+	if p.ownedMore != nil {
+		if p.ownedMore[i] {
+			return p.out[i].Header
+		}
+		p.ownedMore[i] = true
+	} else {
+		if p.owned&(1<<i) != 0 {
+			return p.out[i].Header
+		}
+		p.owned |= 1 << i
+	}
+	h := make(map[string]string, len(p.out[i].Header)+2)
+	for k, v := range p.out[i].Header {
+		h[k] = v
+	}
+	p.out[i].Header = h
+	return h
 }
 
 // TracePublishEndData is the outcome of a Publish call.
@@ -72,10 +179,11 @@ type TraceProcessStartData struct {
 	// Topic and Group are the subscription's (Group is empty for a
 	// private subscription).
 	Topic, Group string
-	// Message is the message as the handler gets it: its Header (never
-	// nil, the same map the handler sees) carries the publisher's trace
-	// context, and Message.Attempt counts the handler calls, 1 for the
-	// first.
+	// Message is the message as the handler gets it: its Header (the
+	// map the handler sees, nil when the message has none) carries the
+	// publisher's trace context, and Message.Attempt counts the handler
+	// calls, 1 for the first. It is read-only: a tracer does not modify
+	// the message nor its Header, and does not keep the map.
 	Message Message
 }
 

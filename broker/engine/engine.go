@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/internal/tracing"
 	"github.com/go-integration/patterns/internal/backoff"
 	"github.com/go-integration/patterns/internal/hooks"
 )
@@ -667,16 +668,14 @@ func (rn *run) workLoop(w *worker) {
 // when it started. Its zero value is an untraced call.
 type span struct {
 	ctx   context.Context
-	start time.Time
+	start tracing.Mono
 }
 
-// traceStart calls the process tracers for m, whose Header it makes
-// non-nil, and returns the context the handler runs in.
+// traceStart calls the process tracers for m and returns the context the
+// handler runs in. It neither copies nor allocates: the tracers read m
+// (a nil Header stays nil).
 func (rn *run) traceStart(ctx context.Context, m *broker.Message) (context.Context, span) {
-	if m.Header == nil {
-		m.Header = make(map[string]string)
-	}
-	sp := span{start: time.Now()}
+	sp := span{start: tracing.Now()}
 	d := broker.TraceProcessStartData{System: rn.e.cfg.Name, Topic: rn.s.Topic, Group: rn.s.Group, Message: *m}
 	for _, t := range rn.e.proc {
 		ctx = t.TraceProcessStart(ctx, d)
@@ -691,7 +690,7 @@ func (rn *run) traceEnd(sp span, o broker.Outcome, err error) {
 	if sp.ctx == nil {
 		return
 	}
-	d := broker.TraceProcessEndData{Outcome: o, Err: err, Duration: time.Since(sp.start)}
+	d := broker.TraceProcessEndData{Outcome: o, Err: err, Duration: sp.start.Since()}
 	for _, t := range rn.e.proc {
 		t.TraceProcessEnd(sp.ctx, d)
 	}

@@ -74,6 +74,21 @@
 // the group, so every message published after Provision reaches it.
 // Admin.ResetOffsets moves an idle group, for example to replay from a time.
 //
+// # Consumer health
+//
+// A record that cannot be processed (a handler that hangs, a message retried
+// without end) holds its partition's committed offset while the records
+// behind it wait, and nothing fails. For every partition a Subscribe call
+// consumes, the Subscriber keeps the offset it commits, the high watermark
+// its fetches saw and when the offset last moved; Subscriber.Partitions
+// returns them, with the lag, and no I/O. A partition is stuck when it has
+// lag and its offset has not moved for longer than WithStuckAfter (default
+// 5 min): a periodic check then logs a Warn line and calls the
+// PartitionHealthTracers, and again (Info, TracePartitionRecovered) when the
+// offset moves or the partition is given up. A consumer that is slow but
+// moves is never reported. The check looks end offsets up itself only while
+// polling is held up (the engine holds MaxInFlight records).
+//
 // # Topics
 //
 // Publish and Subscribe fail with ErrUnknownTopic on a missing topic unless

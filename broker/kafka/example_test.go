@@ -125,3 +125,60 @@ func ExampleAtTime() {
 	// 2026-11-24 11
 	// 2026-11-25 12
 }
+
+// pager is a kafka.PartitionHealthTracer that passes stuck and recovered
+// partitions on (to a pager, here to the example).
+type pager struct{ events chan string }
+
+func (p pager) TracePartitionStuck(_ context.Context, d kafka.TracePartitionStuckData) {
+	p.events <- fmt.Sprintf("stuck: %s/%d at offset %d, lag %d", d.Topic, d.Partition, d.Committed, d.Lag)
+}
+
+func (p pager) TracePartitionRecovered(_ context.Context, d kafka.TracePartitionRecoveredData) {
+	p.events <- fmt.Sprintf("recovered: %s/%d at offset %d", d.Topic, d.Partition, d.Committed)
+}
+
+// Be told when a record blocks its partition: lag above zero and the
+// committed offset unchanged for longer than WithStuckAfter.
+func ExampleWithStuckAfter() {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	quiet := kafka.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	pub, err := kafka.NewPublisher(brokers, quiet, kafka.WithCreateTopics(kafka.Topic{Partitions: 1}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	p := pager{events: make(chan string, 2)}
+	sub, err := kafka.NewSubscriber(brokers, quiet, kafka.WithStuckAfter(100*time.Millisecond), kafka.WithTracer(p))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	if err := pub.Publish(ctx, "payments", broker.Message{Key: "payment.1", Payload: []byte("hangs")}); err != nil {
+		log.Fatal(err)
+	}
+
+	release := make(chan struct{})
+	go func() {
+		_ = sub.Subscribe(ctx, broker.Subscription{Topic: "payments", Group: "ledger"}, func(ctx context.Context, m broker.Message) error {
+			<-release // a handler that hangs, until the example lets it go
+			return nil
+		})
+	}()
+	fmt.Println(<-p.events)
+	fmt.Println(sub.Partitions()[0].Stuck)
+	close(release)
+	fmt.Println(<-p.events)
+	// Output:
+	// stuck: payments/0 at offset 0, lag 1
+	// true
+	// recovered: payments/0 at offset 1
+}

@@ -82,6 +82,7 @@ type config struct {
 	sessionTimeout  time.Duration
 	rebalanceTO     time.Duration
 	heartbeat       time.Duration
+	stuckAfter      time.Duration
 	tracers         []any
 }
 
@@ -92,6 +93,7 @@ func defaultConfig(brokers []string) config {
 		retry:          backoff.Policy{Min: engine.DefaultRetryMin, Max: engine.DefaultRetryMax},
 		drainTimeout:   engine.DefaultDrainTimeout,
 		commitInterval: time.Second,
+		stuckAfter:     DefaultStuckAfter,
 	}
 }
 
@@ -178,9 +180,10 @@ func WithLogger(l *slog.Logger) Option {
 // WithTracer installs t, a value implementing one or more of
 // broker.PublishTracer (each Publish and PublishAsync call; Publisher),
 // broker.ProcessTracer (each handler call; Subscriber),
-// broker.DeadLetterTracer (Subscriber) and RebalanceTracer (partitions
-// assigned, revoked, lost; Subscriber); a value implementing none is an
-// error. The broker tracers' System is "kafka". WithTracer may be given
+// broker.DeadLetterTracer (Subscriber), RebalanceTracer (partitions
+// assigned, revoked, lost; Subscriber) and PartitionHealthTracer (a
+// partition stuck and recovered, see WithStuckAfter; Subscriber); a value
+// implementing none is an error. The broker tracers' System is "kafka". WithTracer may be given
 // several times: tracers are called in order. Default: none.
 func WithTracer(t any) PubSubOption {
 	return pubSubOpt(func(c *config) error {

@@ -55,6 +55,7 @@ func (d driver) Open(ctx context.Context, sub broker.Subscription, ctl engine.Co
 		s: s, sub: sub, ctl: ctl, group: sub.Group != "", own: own,
 		parts: map[int32]*tracker{}, assigned: make(chan struct{}), manageErr: make(chan error, 1),
 	}
+	r.hctx = context.Background()
 	for _, t := range []string{sub.Topic, sub.DeadLetterDestination()} {
 		if t == "" {
 			continue
@@ -140,6 +141,7 @@ func (d driver) Open(ctx context.Context, sub broker.Subscription, ctl engine.Co
 	s.mu.Lock()
 	s.recvs[r] = struct{}{}
 	s.mu.Unlock()
+	r.startHealth(ctx)
 	return r, nil
 }
 
@@ -226,6 +228,13 @@ type receiver struct {
 	open    atomic.Bool // Open returned it
 	closing atomic.Bool // Close was called: the last revoke is not a rebalance
 	killed  atomic.Bool // tests: a member that dies without committing
+
+	// polling is set while Receive waits in PollRecords; polledAt is
+	// when it last returned (unix ns). The health check looks end
+	// offsets up itself when polling is held up.
+	polling  atomic.Bool
+	polledAt atomic.Int64
+	healthFields
 }
 
 // keyFilter is a Keys union: every key, or those matching pats.
@@ -282,7 +291,11 @@ func (h manageHook) OnGroupManageError(err error) {
 // Receive polls at most max records, hands those whose key matches to the
 // engine and lets a blocked rebalance go on only after that.
 func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.Delivery)) error {
+	r.polling.Store(true)
 	fs := r.cl.PollRecords(ctx, max)
+	now := time.Now()
+	r.polledAt.Store(now.UnixNano())
+	r.polling.Store(false)
 	defer r.cl.AllowRebalance()
 	if fs.IsClientClosed() {
 		if err := ctx.Err(); err != nil {
@@ -303,12 +316,15 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 	r.ds = r.ds[:0]
 	r.mu.Lock()
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		t := r.parts[p.Partition]
 		if len(p.Records) == 0 {
+			if t != nil && p.Err == nil {
+				t.hwm = p.HighWatermark
+			}
 			return
 		}
-		t := r.parts[p.Partition]
 		if t == nil {
-			t = &tracker{next: p.Records[0].Offset}
+			t = &tracker{next: p.Records[0].Offset, movedAt: now}
 			r.parts[p.Partition] = t
 		}
 		t.hwm = p.HighWatermark
@@ -321,7 +337,9 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 			}
 			r.ds = append(r.ds, engine.Delivery{Msg: fromRecord(rec), Tag: uint64(rec.Offset), Ref: rec, Part: p.Partition})
 		}
-		t.pop() // records skipped by Keys are done at once
+		if t.pop() != nil { // records skipped by Keys are done at once
+			t.movedAt = now
+		}
 	})
 	r.mu.Unlock()
 	r.markAll()
@@ -354,7 +372,9 @@ func (r *receiver) Ack(d *engine.Delivery) {
 	if t != nil {
 		t.ack(int64(d.Tag))
 		if t.pop() != nil {
-			last = t.markDue(time.Now())
+			now := time.Now()
+			t.movedAt = now
+			last = t.markDue(now)
 		}
 	}
 	r.mu.Unlock()
@@ -414,6 +434,7 @@ func (r *receiver) markAll() {
 func (r *receiver) Release(ds []*engine.Delivery) {
 	now := time.Now()
 	var recs []*kgo.Record
+	var evs []healthEvent
 	r.mu.Lock()
 	for _, d := range ds {
 		if t := r.parts[d.Part]; t != nil {
@@ -421,10 +442,11 @@ func (r *receiver) Release(ds []*engine.Delivery) {
 			if rec := t.takeMark(now); rec != nil {
 				recs = append(recs, rec)
 			}
-			delete(r.parts, d.Part)
+			evs = r.dropLocked(d.Part, now, evs)
 		}
 	}
 	r.mu.Unlock()
+	r.reportReleased(evs)
 	if r.group && len(recs) > 0 {
 		r.cl.MarkCommitRecords(recs...)
 	}
@@ -433,6 +455,7 @@ func (r *receiver) Release(ds []*engine.Delivery) {
 // Close commits what was marked (groups) and leaves.
 func (r *receiver) Close() error {
 	r.closing.Store(true)
+	r.stopHealth()
 	if !r.killed.Load() {
 		r.markAll()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -443,6 +466,7 @@ func (r *receiver) Close() error {
 	r.s.mu.Lock()
 	delete(r.s.recvs, r)
 	r.s.mu.Unlock()
+	r.forgetAll()
 	return nil
 }
 
@@ -461,11 +485,14 @@ func (r *receiver) revoke(parts []int32) {
 		r.ctl.Revoke(func(d *engine.Delivery) bool { return slices.Contains(parts, d.Part) })
 	}
 	r.markAll()
+	now := time.Now()
+	var evs []healthEvent
 	r.mu.Lock()
 	for _, p := range parts {
-		delete(r.parts, p)
+		evs = r.dropLocked(p, now, evs)
 	}
 	r.mu.Unlock()
+	r.reportReleased(evs)
 }
 
 func (r *receiver) onRevoked(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -549,6 +576,12 @@ type tracker struct {
 	unmarked *kgo.Record // the done prefix's last record, not yet marked
 	marked   int64       // offset of the last marked record
 	markedAt time.Time
+
+	// Health (see health.go): when next last moved, and whether the
+	// check reported the partition stuck, with the movedAt it reported.
+	movedAt    time.Time
+	stuck      bool
+	stuckSince time.Time
 }
 
 type trackedRec struct {

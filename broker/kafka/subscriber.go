@@ -31,6 +31,7 @@ type Subscriber struct {
 	noReopen  atomic.Bool // tests: see receiver.kill
 	st        counters
 	rebalance []RebalanceTracer
+	health    []PartitionHealthTracer
 }
 
 var (
@@ -60,7 +61,7 @@ func NewSubscriber(brokers []string, opts ...SubscriberOption) (*Subscriber, err
 		adm.Close()
 		return nil, fmt.Errorf("kafka: new dead-letter producer: %w", err)
 	}
-	s := &Subscriber{cfg: cfg, admin: adm, prod: prod, recvs: map[*receiver]struct{}{}, rebalance: hooks.Pick[RebalanceTracer](cfg.tracers)}
+	s := &Subscriber{cfg: cfg, admin: adm, prod: prod, recvs: map[*receiver]struct{}{}, rebalance: hooks.Pick[RebalanceTracer](cfg.tracers), health: hooks.Pick[PartitionHealthTracer](cfg.tracers)}
 	// The balancers WithClientOptions chose (franz-go's default otherwise):
 	// each Subscribe call wraps them with the Keys union protocol.
 	s.balancers, _ = prod.OptValue(kgo.Balancers).([]kgo.GroupBalancer)

@@ -46,7 +46,7 @@ type TraceRebalanceData struct {
 }
 
 func checkTracer(t any) error {
-	return tracing.Check(t, "kafka.RebalanceTracer", hooks.Is[RebalanceTracer]())
+	return tracing.Check(t, "kafka.RebalanceTracer, kafka.PartitionHealthTracer", hooks.Is[RebalanceTracer](), hooks.Is[PartitionHealthTracer]())
 }
 
 // traceRebalance calls the subscriber's RebalanceTracers.

@@ -34,8 +34,8 @@ func (k *kafkaTracer) TracePublishStart(ctx context.Context, d broker.TracePubli
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.starts = append(k.starts, d)
-	for _, m := range d.Messages {
-		m.Header["traceparent"] = "span"
+	for i := range d.Messages {
+		d.Header(i)["traceparent"] = "span"
 	}
 	return context.WithValue(ctx, spanKey{}, true)
 }

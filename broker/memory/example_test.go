@@ -58,8 +58,8 @@ type traceparent struct{}
 type traceKey struct{}
 
 func (traceparent) TracePublishStart(ctx context.Context, d broker.TracePublishStartData) context.Context {
-	for _, m := range d.Messages {
-		m.Header["traceparent"] = "00-trace-" + d.Topic
+	for i := range d.Messages {
+		d.Header(i)["traceparent"] = "00-trace-" + d.Topic
 	}
 	return ctx
 }

@@ -166,8 +166,9 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msgs ...broker.M
 // tracedPublish is Publish for b or for the Client c (then failing with
 // ErrClosed after c.Close), traced and counted.
 func (b *Broker) tracedPublish(ctx context.Context, c *Client, topicName string, msgs []broker.Message) error {
-	broker.Prepare(msgs, b.now())
-	ctx, msgs, call := b.pub.Start(ctx, topicName, msgs)
+	now := b.now()
+	broker.Prepare(msgs, now)
+	ctx, msgs, call := b.pub.StartAt(ctx, now, topicName, msgs)
 	var err error
 	if c != nil && c.isClosed() {
 		err = broker.ErrClosed

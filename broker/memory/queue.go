@@ -225,8 +225,10 @@ func cloneBytes(b []byte) []byte {
 	return append(make([]byte, 0, len(b)), b...)
 }
 
+// cloneHeader copies h; an empty h (such as the map a tracer that writes
+// nothing was once given) is nil, so that it costs no allocation.
 func cloneHeader(h map[string]string) map[string]string {
-	if h == nil {
+	if len(h) == 0 {
 		return nil
 	}
 	c := make(map[string]string, len(h))

@@ -24,6 +24,9 @@
 // WithTracer, ...); Run works until its context ends or Close, which lets
 // the batch in flight finish. Stats returns the relay's counters without
 // I/O, Backlog what waits in the table. Tracers (BatchTracer, BackoffTracer)
-// see every batch and every backoff. See docs/outbox.md for the design and
-// its reasons.
+// see every batch and every backoff. A Table built with
+// NewTable(name, WithTracer(t)) calls its AddTracers around each Add, and
+// stores the headers they add (a request's trace context) in the rows, so
+// the relay's publish continues the request's trace; the package-level Add
+// traces nothing. See docs/outbox.md for the design and its reasons.
 package outbox

@@ -24,8 +24,8 @@ const (
 	DefaultDrainTimeout    = 30 * time.Second
 )
 
-// ErrInvalidOption is returned by NewRelay for an option it cannot use; the
-// error names the option.
+// ErrInvalidOption is returned by NewRelay and NewTable for an option they
+// cannot use; the error names the option.
 var ErrInvalidOption = errors.New("outbox: invalid option")
 
 // Option configures a Relay. Options are made only by the WithX functions of
@@ -243,19 +243,67 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
-// tracerNames lists the tracer interfaces for ErrInvalidOption messages.
-const tracerNames = "outbox.BatchTracer, outbox.BackoffTracer"
+// Tracer interfaces each constructor takes, for ErrInvalidOption messages.
+const (
+	relayTracerNames = "outbox.BatchTracer, outbox.BackoffTracer (an outbox.AddTracer goes to NewTable)"
+	tableTracerNames = "outbox.AddTracer (an outbox.BatchTracer or outbox.BackoffTracer goes to NewRelay)"
+)
 
-// WithTracer installs t, a value implementing BatchTracer and/or
-// BackoffTracer; a value implementing neither is refused with
-// ErrInvalidOption. It may be given several times: tracers are called in
-// the order given.
-func WithTracer(t any) Option {
-	return option(func(c *config) {
-		if err := hooks.Check(t, tracerNames, hooks.Is[BatchTracer](), hooks.Is[BackoffTracer]()); err != nil {
-			c.invalid("WithTracer: %v", err)
-			return
+// TracerOption is both an Option for NewRelay and a TableOption for
+// NewTable: WithTracer returns one.
+type TracerOption interface {
+	Option
+	TableOption
+}
+
+type tracerOption struct{ t any }
+
+func (o tracerOption) apply(c *config) {
+	if err := hooks.Check(o.t, relayTracerNames, hooks.Is[BatchTracer](), hooks.Is[BackoffTracer]()); err != nil {
+		c.invalid("WithTracer: %v", err)
+		return
+	}
+	c.tracers = append(c.tracers, o.t)
+}
+
+func (o tracerOption) applyTable(c *tableConfig) {
+	if err := hooks.Check(o.t, tableTracerNames, hooks.Is[AddTracer]()); err != nil {
+		c.errs = append(c.errs, fmt.Errorf("WithTracer: %w", err))
+		return
+	}
+	c.tracers = append(c.tracers, o.t)
+}
+
+// WithTracer installs t, checked against the interfaces of the constructor
+// it is given to: for NewRelay a value implementing BatchTracer and/or
+// BackoffTracer, for NewTable one implementing AddTracer. A value
+// implementing none of them is refused with ErrInvalidOption (so one that
+// only traces Add is refused by NewRelay, and the other way round); a value
+// implementing all three, such as an OpenTelemetry adapter, may be given
+// to both. It may be given several times: tracers are called in the order
+// given.
+func WithTracer(t any) TracerOption { return tracerOption{t} }
+
+// TableOption configures a Table (NewTable). Options are made only by the
+// WithX functions of this package; WithTracer is the one there is.
+type TableOption interface{ applyTable(*tableConfig) }
+
+type tableConfig struct {
+	tracers []any
+	errs    []error
+}
+
+func newTableConfig(opts []TableOption) (tableConfig, error) {
+	var c tableConfig
+	for _, o := range opts {
+		if o == nil {
+			c.errs = append(c.errs, errors.New("nil option"))
+			continue
 		}
-		c.tracers = append(c.tracers, t)
-	})
+		o.applyTable(&c)
+	}
+	if len(c.errs) > 0 {
+		return c, fmt.Errorf("%w: %w", ErrInvalidOption, errors.Join(c.errs...))
+	}
+	return c, nil
 }

@@ -279,12 +279,16 @@ func TestCustomTableNameInItsOwnSchema(t *testing.T) {
 	c := e.collect(t, 1)
 	// Two relays: the default table's (empty) and the custom one.
 	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(time.Hour))
+	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(time.Hour))
 	if err := tbl.Add(ctx, e.db, e.topic, msg("k", 0), msg("k", 1)); err != nil {
 		t.Fatal(err)
 	}
 	c.wait(t, 2, 10*time.Second)
 	c.check(t, 2)
+	// The backlog names its table.
+	if bl, err := r.Backlog(ctx); err != nil || bl.Table != name {
+		t.Errorf("Backlog = %+v, %v; want table %q", bl, err, name)
+	}
 }
 
 func TestNotifyWakesRelayWithoutPolling(t *testing.T) {

@@ -50,6 +50,8 @@ type Stats struct {
 
 // Backlog is what waits in the outbox table, for all relays.
 type Backlog struct {
+	// Table is the outbox table, as given to WithTable.
+	Table string
 	// Pending is how many rows wait to be published.
 	Pending int64
 	// OldestPending is the age of the oldest pending row; zero when none.
@@ -631,7 +633,7 @@ func (r *Relay) Backlog(ctx context.Context) (Backlog, error) {
 	if r.isClosed() {
 		return Backlog{}, ErrClosed
 	}
-	var b Backlog
+	b := Backlog{Table: r.t.name}
 	var age float64
 	if err := r.pool.QueryRow(ctx, r.backlogSQL).Scan(&b.Pending, &age); err != nil {
 		return Backlog{}, fmt.Errorf("outbox: backlog of %s: %w", r.t.name, err)

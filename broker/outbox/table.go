@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/hooks"
 	"github.com/go-integration/patterns/internal/pgschema"
 )
 
@@ -44,18 +46,29 @@ type Table struct {
 	ident string // quoted SQL identifier, possibly schema-qualified
 	lit   string // ident as a SQL string literal, for ::regclass
 
+	addTracers []AddTracer
+
 	insertSQL string
 }
 
 // NewTable returns the outbox table called name: "outbox" or "schema.outbox"
 // (case-sensitive; quoted as needed). It returns ErrInvalidTable for an empty
-// name or one with more than one dot.
-func NewTable(name string) (*Table, error) {
+// name or one with more than one dot, and ErrInvalidOption for a bad option.
+// Its only option is WithTracer, with an AddTracer: build the table once,
+// at start-up, and Add through it to trace the writes (to carry the
+// caller's trace context in the rows, with telemetry.Outbox for example).
+// Several Table values may name the same table.
+func NewTable(name string, opts ...TableOption) (*Table, error) {
 	ident, _, err := pgschema.ParseTable(name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidTable, name)
 	}
-	t := &Table{name: name, ident: ident, lit: "'" + strings.ReplaceAll(ident, "'", "''") + "'"}
+	cfg, err := newTableConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	t := &Table{name: name, ident: ident, lit: "'" + strings.ReplaceAll(ident, "'", "''") + "'",
+		addTracers: hooks.Pick[AddTracer](cfg.tracers)}
 	t.insertSQL = `with ins as (
   insert into ` + t.ident + ` (id, topic, key, bucket, header, payload, priority, event_time)
   select u.id, $1, u.key, u.bucket, u.header::jsonb, u.payload, u.priority, u.event_time
@@ -142,6 +155,9 @@ func (t *Table) Migrate(ctx context.Context, db Execer) error {
 func Migrate(ctx context.Context, db Execer) error { return defaultTable.Migrate(ctx, db) }
 
 // Add writes msgs for topic to the DefaultTable through tx; see Table.Add.
+// It traces nothing: to trace Add (and carry the caller's trace context in
+// the rows), build the table with NewTable(DefaultTable, WithTracer(t)) and
+// call its Add.
 func Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) error {
 	return defaultTable.Add(ctx, tx, topic, msgs...)
 }
@@ -159,6 +175,10 @@ func Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) e
 // touching tx, for an empty topic and for a topic, ID, key or header that is
 // not valid UTF-8 or holds a NUL byte (PostgreSQL text cannot store them).
 // Add with no messages does nothing.
+//
+// The table's AddTracers (WithTracer) are called around the insert, and the
+// headers they add to their copies of the messages (trace context) are the
+// ones stored; msgs' own Header maps are left as they are.
 func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker.Message) error {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return err
@@ -175,6 +195,49 @@ func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker
 		}
 	}
 	broker.Prepare(msgs, time.Now())
+	if len(t.addTracers) > 0 {
+		return t.tracedAdd(ctx, tx, topic, msgs)
+	}
+	return t.insert(ctx, tx, topic, msgs, nil)
+}
+
+// tracedAdd calls the AddTracers around the insert, with copies of msgs
+// whose Header maps are the tracers' to add to; those are stored.
+func (t *Table) tracedAdd(ctx context.Context, tx Execer, topic string, msgs []broker.Message) error {
+	traced := make([]broker.Message, len(msgs))
+	copy(traced, msgs)
+	for i := range traced {
+		h := make(map[string]string, len(msgs[i].Header)+2) // room for traceparent and tracestate
+		maps.Copy(h, msgs[i].Header)
+		traced[i].Header = h
+	}
+	start := time.Now()
+	for _, tr := range t.addTracers {
+		ctx = tr.TraceAddStart(ctx, TraceAddStartData{Table: t.name, Topic: topic, Messages: traced})
+	}
+	var err error
+	for i := range traced {
+		if err = checkHeader(traced[i].Header); err != nil {
+			err = fmt.Errorf("message %d: added by a tracer: %w", i, err)
+			break
+		}
+	}
+	if err == nil {
+		err = t.insert(ctx, tx, topic, msgs, traced)
+	}
+	end := TraceAddEndData{Err: err, Duration: time.Since(start)}
+	for _, tr := range t.addTracers {
+		tr.TraceAddEnd(ctx, end)
+	}
+	return err
+}
+
+// insert writes msgs in one statement; the headers come from traced when
+// it is not nil (the tracers' copies), else from msgs.
+func (t *Table) insert(ctx context.Context, tx Execer, topic string, msgs, traced []broker.Message) error {
+	if traced == nil {
+		traced = msgs
+	}
 	n := len(msgs)
 	ids := make([]string, n)
 	keys := make([]string, n)
@@ -188,13 +251,13 @@ func (t *Table) Add(ctx context.Context, tx Execer, topic string, msgs ...broker
 		ids[i] = m.ID
 		keys[i] = m.Key
 		buckets[i] = int16(Bucket(m.Key))
-		if len(m.Header) > 0 {
-			b, err := json.Marshal(m.Header)
+		if h := traced[i].Header; len(h) > 0 {
+			b, err := json.Marshal(h)
 			if err != nil {
 				return fmt.Errorf("%w: header: %v", broker.ErrInvalidMessage, err)
 			}
-			h := string(b)
-			headers[i] = &h
+			js := string(b)
+			headers[i] = &js
 		}
 		payloads[i] = m.Payload
 		if payloads[i] == nil {
@@ -229,7 +292,11 @@ func checkMessage(m *broker.Message) error {
 	if err := checkText("key", m.Key); err != nil {
 		return err
 	}
-	for k, v := range m.Header {
+	return checkHeader(m.Header)
+}
+
+func checkHeader(h map[string]string) error {
+	for k, v := range h {
 		if err := checkText("header name", k); err != nil {
 			return err
 		}

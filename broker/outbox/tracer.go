@@ -3,9 +3,52 @@ package outbox
 import (
 	"context"
 	"time"
+
+	"github.com/go-integration/patterns/broker"
 )
 
-// BatchTracer traces the relay's batches. Install it with WithTracer.
+// AddTracer traces Table.Add: one Start and one End per call that passed
+// its checks (a call refused with broker.ErrInvalidMessage, or with no
+// messages, is not traced). Install it on a table with
+// NewTable(name, WithTracer(t)); the package-level Add writes to a table
+// without tracers.
+//
+// TraceAddStart is called once the messages were checked and their IDs
+// and Times filled, before the rows are written: the headers a tracer adds
+// to data.Messages are stored in the rows, so the relay publishes them (a
+// propagator injects the caller's trace context there, and the publish
+// continues that trace). The context it returns is the one the rows are
+// written in, and the one TraceAddEnd receives, so a span can live in it.
+// TraceAddEnd is called once the insert returned. Both are called
+// synchronously, on the caller's goroutine, and must not block.
+type AddTracer interface {
+	TraceAddStart(ctx context.Context, data TraceAddStartData) context.Context
+	TraceAddEnd(ctx context.Context, data TraceAddEndData)
+}
+
+// TraceAddStartData describes an Add call.
+type TraceAddStartData struct {
+	Table string // the outbox table, as given to NewTable
+	Topic string // the topic the messages will be published to
+	// Messages are the messages to be written, IDs and Times filled. They
+	// are copies made for the tracers: each Header is a map of its own
+	// (never nil, not the caller's), and what a tracer adds to it is
+	// stored with the message and published with it; the other fields
+	// are read from the caller's messages. Do not keep the slice.
+	Messages []broker.Message
+}
+
+// TraceAddEndData is the outcome of an Add call.
+type TraceAddEndData struct {
+	// Err is what Add returned: nil when the rows were written (they are
+	// published once the caller's transaction commits).
+	Err error
+	// Duration is the time from TraceAddStart to this call.
+	Duration time.Duration
+}
+
+// BatchTracer traces the relay's batches. Install it with
+// NewRelay(pool, pub, WithTracer(t)).
 //
 // TraceBatchStart is called once a batch has claimed its ordering buckets
 // (a look that finds no bucket with pending rows is not a batch); the
@@ -52,7 +95,7 @@ type TraceBatchEndData struct {
 }
 
 // BackoffTracer is told each time the relay waits after a failure. Install
-// it with WithTracer. TraceBackoff is called synchronously and must not block.
+// it with NewRelay(pool, pub, WithTracer(t)). TraceBackoff is called synchronously and must not block.
 type BackoffTracer interface {
 	TraceBackoff(ctx context.Context, data TraceBackoffData)
 }

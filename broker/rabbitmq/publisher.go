@@ -103,8 +103,9 @@ func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Pu
 // broker.ErrNotConfirmed. Messages of one call are sent in order, but a
 // message republished after a lost confirm may land behind later ones.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
-	broker.Prepare(msgs, time.Now())
-	ctx, msgs, call := p.rec.Start(ctx, topic, msgs)
+	now := time.Now()
+	broker.Prepare(msgs, now)
+	ctx, msgs, call := p.rec.StartAt(ctx, now, topic, msgs)
 	err := p.publish(ctx, topic, msgs)
 	p.rec.End(ctx, call, err)
 	return err

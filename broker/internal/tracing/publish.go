@@ -7,7 +7,6 @@ package tracing
 
 import (
 	"context"
-	"maps"
 	"sync/atomic"
 	"time"
 
@@ -50,35 +49,38 @@ func New(system string, tracers []any) *Recorder {
 // Call is one traced call, from Start to End.
 type Call struct {
 	n     int
-	start time.Time // zero when untraced
+	start Mono // zero when untraced
 }
 
 // Start begins a Publish call of msgs (IDs and Times already filled) to
-// topic. Without tracers it returns ctx and msgs as they are and does not
-// allocate. With tracers it returns the context they made and a copy of
-// msgs, each with a Header map of its own (never nil) that the tracers may
-// have added to: the adapter publishes the copy.
+// topic: StartAt, reading the clock.
 func (r *Recorder) Start(ctx context.Context, topic string, msgs []broker.Message) (context.Context, []broker.Message, Call) {
 	r.started.Add(uint64(len(msgs)))
 	c := Call{n: len(msgs)}
 	if len(r.tracers) == 0 {
 		return ctx, msgs, c
 	}
-	c.start = time.Now()
-	cp := make([]broker.Message, len(msgs))
-	copy(cp, msgs)
-	for i := range cp {
-		if cp[i].Header == nil {
-			cp[i].Header = make(map[string]string, 2)
-		} else {
-			cp[i].Header = maps.Clone(cp[i].Header)
-		}
+	c.start = Now()
+	ctx, msgs = broker.StartPublish(ctx, r.tracers, r.system, topic, msgs)
+	return ctx, msgs, c
+}
+
+// StartAt begins a Publish call of msgs (IDs and Times already filled) to
+// topic at now, the time read for broker.Prepare (so that a traced call
+// does not read the clock again). It returns the context the tracers made
+// and the messages to publish: msgs itself unless a tracer wrote a header
+// (broker.TracePublishStartData.Header), then a copy carrying the
+// tracers' Header maps. The caller's messages and maps are never
+// modified, and a call whose tracers write nothing does not allocate.
+func (r *Recorder) StartAt(ctx context.Context, now time.Time, topic string, msgs []broker.Message) (context.Context, []broker.Message, Call) {
+	r.started.Add(uint64(len(msgs)))
+	c := Call{n: len(msgs)}
+	if len(r.tracers) == 0 {
+		return ctx, msgs, c
 	}
-	d := broker.TracePublishStartData{System: r.system, Topic: topic, Messages: cp}
-	for _, t := range r.tracers {
-		ctx = t.TracePublishStart(ctx, d)
-	}
-	return ctx, cp, c
+	c.start = MonoOf(now)
+	ctx, msgs = broker.StartPublish(ctx, r.tracers, r.system, topic, msgs)
+	return ctx, msgs, c
 }
 
 // End ends c with the call's result: it counts the messages as published
@@ -93,7 +95,7 @@ func (r *Recorder) End(ctx context.Context, c Call, err error) {
 	if len(r.tracers) == 0 {
 		return
 	}
-	d := broker.TracePublishEndData{Err: err, Duration: time.Since(c.start)}
+	d := broker.TracePublishEndData{Err: err, Duration: c.start.Since()}
 	for _, t := range r.tracers {
 		t.TracePublishEnd(ctx, d)
 	}

@@ -13,8 +13,8 @@ type pubTracer struct{ starts, ends int }
 
 func (p *pubTracer) TracePublishStart(ctx context.Context, d broker.TracePublishStartData) context.Context {
 	p.starts++
-	for _, m := range d.Messages {
-		m.Header["t"] = "x"
+	for i := range d.Messages {
+		d.Header(i)["t"] = "x"
 	}
 	return ctx
 }
@@ -77,5 +77,31 @@ func TestCheck(t *testing.T) {
 	own := func(v any) bool { _, ok := v.(string); return ok }
 	if err := Check("a string", "x.OwnTracer", own); err != nil {
 		t.Errorf("a value implementing the adapter's own interface: %v", err)
+	}
+}
+
+type readTracer struct{}
+
+func (readTracer) TracePublishStart(ctx context.Context, d broker.TracePublishStartData) context.Context {
+	_ = d.Messages[0].Header["traceparent"]
+	return ctx
+}
+
+func (readTracer) TracePublishEnd(context.Context, broker.TracePublishEndData) {}
+
+// A tracer that writes no header costs no copy and no allocation.
+func TestTracedWithoutWritesDoesNotCopy(t *testing.T) {
+	r := New("test", []any{readTracer{}})
+	msgs := []broker.Message{{ID: "a", Header: map[string]string{"k": "v"}}}
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		c, ms, call := r.Start(ctx, "t", msgs)
+		if &ms[0] != &msgs[0] {
+			t.Fatal("Start copied the messages though no tracer wrote")
+		}
+		r.End(c, call, nil)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per call", allocs)
 	}
 }
