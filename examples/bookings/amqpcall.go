@@ -53,7 +53,8 @@ func amqpCall(ctx context.Context, t *tour) error {
 			return amqprpc.Message{}, &amqprpc.Error{Code: "not_found", Message: "no rental " + q.Rental}
 		}
 		return amqprpc.Message{Body: []byte(`{"available":true,"per_night_eur":180}`), ContentType: "application/json"}, nil
-	}, amqprpc.WithoutDeclare(), amqprpc.WithAMQPConfig(cfg), amqprpc.WithLogger(t.logger()), amqprpc.WithConnectionName("bookings-tour availability"))
+	}, amqprpc.WithoutDeclare(), amqprpc.WithAMQPConfig(cfg), amqprpc.WithLogger(t.logger()), amqprpc.WithConnectionName("bookings-tour availability"),
+		amqprpc.WithTracer(t.tel.AMQPRPC()))
 	if err != nil {
 		return err
 	}
@@ -64,7 +65,8 @@ func amqpCall(ctx context.Context, t *tour) error {
 		<-serveDone
 	}()
 
-	client, err := amqprpc.NewClient(ctx, url, amqprpc.WithAMQPConfig(cfg), amqprpc.WithConnectionName("bookings-tour front end"))
+	client, err := amqprpc.NewClient(ctx, url, amqprpc.WithAMQPConfig(cfg), amqprpc.WithConnectionName("bookings-tour front end"),
+		amqprpc.WithTracer(t.tel.AMQPRPC()))
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ func httpCalls(ctx context.Context, t *tour) error {
 
 	// The booking service: POST /bookings behind the Idempotency middleware.
 	var runs atomic.Int32
-	idem, err := rpc.Idempotency(rpc.NewMemoryStore())
+	idem, err := rpc.Idempotency(rpc.NewMemoryStore(), rpc.WithTracer(t.tel.RPC()))
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ func httpCalls(ctx context.Context, t *tour) error {
 		idem(book).ServeHTTP(w, r)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /bookings", lossy)
+	mux.Handle("POST /bookings", t.obs.serve("POST /bookings", lossy))
 	bookingSrv := httptest.NewServer(mux)
 	defer bookingSrv.Close()
 
@@ -70,6 +70,7 @@ func httpCalls(ctx context.Context, t *tour) error {
 		rpc.WithBackoff(rpc.BackoffFunc(func(int) time.Duration { return 20 * time.Millisecond })),
 		rpc.WithAttemptTimeout(2*time.Second),
 		rpc.WithBreaker(rpc.BreakerConfig{Failures: 3, OpenFor: openFor}),
+		rpc.WithTracer(t.tel.RPC()),
 		rpc.WithTracer(callTracer{t: t, pricingURL: pricingSrv.URL}),
 	)
 	if err != nil {

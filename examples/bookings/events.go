@@ -46,7 +46,7 @@ func at(s string) time.Time {
 func routedEvents(ctx context.Context, t *tour) error {
 	t.printf("   Each event carries a routing key, rentals.<country>.<town>. Services bind the keys\n")
 	t.printf("   they care about: * matches one word, # any number of words (RabbitMQ's topic exchange).\n")
-	b := memory.MustNew()
+	b := memory.MustNew(memory.WithTracer(t.tel.Broker()))
 	defer b.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -70,7 +70,7 @@ func dailyExport(ctx context.Context, t *tour, e *env) error {
 		db = e.reader.With(shareddb.WithToken(token))
 		source = "the reporting service's ReplicaReader"
 	}
-	exporter, err := filetransfer.NewExporter(db, store, filetransfer.WithPrefix("exports"))
+	exporter, err := filetransfer.NewExporter(db, store, filetransfer.WithPrefix("exports"), filetransfer.WithTracer(t.tel.FileTransfer()))
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func kafkaStream(ctx context.Context, t *tour) error {
 	}
 	t.printf("   topic %s with 3 partitions\n", topic)
 
-	pub, err := kafka.NewPublisher(brokers, quiet)
+	pub, err := kafka.NewPublisher(brokers, quiet, kafka.WithTracer(t.tel.Broker()))
 	if err != nil {
 		return err
 	}
@@ -79,11 +79,17 @@ func kafkaStream(ctx context.Context, t *tour) error {
 	}
 	follow := func(group string, print bool, before func() error) (seen, error) {
 		res := seen{changes: map[string][]string{}, partition: map[string]int32{}}
-		sub, err := kafka.NewSubscriber(brokers, fast...)
+		traced := append(fast, kafka.WithTracer(t.tel.Broker()), kafka.WithTracer(t.tel.Kafka()))
+		sub, err := kafka.NewSubscriber(brokers, traced...)
 		if err != nil {
 			return res, err
 		}
 		defer sub.Close()
+		stopLag, err := t.tel.ObserveKafka(sub) // patterns.kafka.consumer.lag and partition.stuck
+		if err != nil {
+			return res, err
+		}
+		defer stopLag()
 		s := broker.Subscription{Topic: topic, Group: group, Concurrency: 3}
 		var mu sync.Mutex
 		n := 0

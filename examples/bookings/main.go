@@ -17,10 +17,19 @@
 // RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/); steps whose
 // service is missing are skipped with the reason, and the rest still runs.
 // The tour works in a schema of its own, dropped at the end.
+//
+// Every component is traced with OpenTelemetry (package telemetry, set up in
+// telemetry.go): at the end the tour prints the trace of one booking, from
+// the request that made it to the call its consumer made, and a summary of
+// the metrics. With -metrics-addr :9464 (or BOOKINGS_METRICS_ADDR) the
+// metrics are served at /metrics in the Prometheus format while the tour
+// runs, and afterwards until Ctrl-C.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,25 +37,42 @@ import (
 )
 
 func main() {
+	metricsAddr := flag.String("metrics-addr", os.Getenv("BOOKINGS_METRICS_ADDR"),
+		"serve the tour's metrics at http://`ADDR`/metrics in the Prometheus format (e.g. :9464)")
+	flag.Parse()
 	// Ctrl-C ends the running step; the tour still cleans up after itself.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, os.Stdout); err != nil {
+	if err := run(ctx, os.Stdout, *metricsAddr); err != nil {
 		fmt.Fprintln(os.Stderr, "bookings:", err)
 		stop()
 		os.Exit(1)
 	}
 }
 
-// run runs every step of the tour, printing as it goes, and a summary at the end.
-func run(ctx context.Context, w io.Writer) error {
-	_, err := runTour(ctx, w)
+// run runs every step of the tour, printing as it goes, and a summary at the
+// end. With a metricsAddr, /metrics is served until ctx ends.
+func run(ctx context.Context, w io.Writer, metricsAddr string) (err error) {
+	obs, err := newObservability(metricsAddr)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, obs.shutdown()) }()
+	if obs.metricsURL != "" {
+		fmt.Fprintf(w, "Metrics: %s (Prometheus format)\n\n", obs.metricsURL)
+	}
+	_, err = runTour(ctx, w, obs)
+	if obs.metricsURL != "" && ctx.Err() == nil {
+		fmt.Fprintf(w, "\nStill serving %s; Ctrl-C to stop.\n", obs.metricsURL)
+		<-ctx.Done()
+	}
 	return err
 }
 
-// runTour is run, returning the tour so that tests can look at each step's result.
-func runTour(ctx context.Context, w io.Writer) (*tour, error) {
-	t := &tour{ctx: ctx, w: w}
+// runTour is run, returning the tour so that tests can look at each step's
+// result. The components report to obs.
+func runTour(ctx context.Context, w io.Writer, obs *observability) (*tour, error) {
+	t := &tour{ctx: ctx, w: w, obs: obs, tel: obs.tel}
 	e := &env{}
 	t.printf("A rental-booking platform, told in seven steps. A monolith takes bookings of\n")
 	t.printf("chalets and flats; the services around it learn about them through events,\n")
@@ -64,6 +90,11 @@ func runTour(ctx context.Context, w io.Writer) (*tour, error) {
 	t.step("5b. Request-reply over RabbitMQ (rpc/amqprpc)", amqpCall)
 	t.step("6. Reporting reads through the replica (shareddb)", withEnv(reporting))
 	t.step("7. Daily CSV export to S3, one link per day (filetransfer)", withEnv(dailyExport))
+	// Read the metrics before closing the replica reader: its lag gauges go with it.
+	var merr error
+	t.metrics, merr = obs.collect(ctx)
 	e.closeDB(t)
-	return t, t.summary()
+	err := errors.Join(t.summary(), merr)
+	obs.report(w, tracedBooking, t.metrics)
+	return t, err
 }

@@ -77,8 +77,17 @@ func runForTest(t *testing.T) (*tour, string) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	obs, err := newObservability("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := obs.shutdown(); err != nil {
+			t.Error(err)
+		}
+	}()
 	var out bytes.Buffer
-	tr, err := runTour(ctx, &out)
+	tr, err := runTour(ctx, &out, obs)
 	if err != nil {
 		t.Fatalf("tour failed: %v\n%s", err, out.String())
 	}
@@ -117,6 +126,13 @@ func TestTourRuns(t *testing.T) {
 	if !strings.Contains(out, "\n== Summary\n") {
 		t.Error("no summary")
 	}
+	if tr.ran("1.") {
+		checkBookingTrace(t, tr, out)
+	} else if required {
+		t.Error("under INTEGRATION=required the booking's trace must be checked")
+	}
+	checkBrokerTraces(t, tr)
+	checkMetrics(t, tr, out)
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
 	}
@@ -147,6 +163,8 @@ func TestTourWithoutServices(t *testing.T) {
 		"steps that need it (outbox, reporting, daily export) will be skipped",
 		"skipped (needs RabbitMQ: AMQP_URL=amqp://guest:xxxxx@127.0.0.1:1/ does not answer",
 		"french-concierge got the 2 French bookings, analytics got all 3",
+		"== Telemetry: the trace of booking b-1001 no trace: step 1 did not take the booking",
+		"== Telemetry: metrics of the run messages sent: kafka 8, memory 3",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,7 +15,11 @@ import (
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/memory"
 	"github.com/go-integration/patterns/broker/outbox"
+	"github.com/go-integration/patterns/rpc"
 )
+
+// tracedBooking is the booking whose trace the tour prints at the end.
+const tracedBooking = "b-1001"
 
 const bookingsDDL = `create table bookings (
 	id        text primary key,
@@ -46,8 +53,27 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 		return fmt.Errorf("migrate outbox: %w", err)
 	}
 	t.printf("   created tables bookings and outbox (outbox.Migrate)\n")
+	// Adding through a Table with the telemetry tracer stores the request's
+	// trace context in the row: the relay's publish continues that trace.
+	table, err := outbox.NewTable(outbox.DefaultTable, outbox.WithTracer(t.tel.Outbox()))
+	if err != nil {
+		return err
+	}
 
-	write := func(b booking, commit bool) error {
+	// Each booking comes in as a request to POST /bookings (played here
+	// without a network: its server span is what an HTTP middleware makes).
+	write := func(b booking, commit bool) (err error) {
+		ctx, span := t.obs.startRequest(ctx, nil, "POST /bookings", bookingIDKey.String(b.ID))
+		status := http.StatusCreated
+		if !commit {
+			status = http.StatusPaymentRequired
+		}
+		defer func() {
+			if err != nil {
+				status = http.StatusInternalServerError
+			}
+			endRequest(span, status)
+		}()
 		tx, err := e.pool.Begin(ctx)
 		if err != nil {
 			return err
@@ -60,7 +86,7 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 		if err != nil {
 			return err
 		}
-		if err := outbox.Add(ctx, tx, "booking_created", broker.Message{Key: b.key(), Payload: payload}); err != nil {
+		if err := table.Add(ctx, tx, "booking_created", broker.Message{Key: b.key(), Payload: payload}); err != nil {
 			return fmt.Errorf("outbox.Add %s: %w", b.ID, err)
 		}
 		if !commit {
@@ -89,16 +115,22 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 
 	// The relay publishes committed outbox rows to any broker.Publisher; here
 	// the in-memory broker, where a notifications service listens.
-	b := memory.MustNew()
+	b := memory.MustNew(memory.WithTracer(t.tel.Broker()))
 	defer b.Close()
 	sub := broker.Subscription{Topic: "booking_created", Group: "notifications"}
 	if err := b.Provision(ctx, sub); err != nil {
 		return err
 	}
-	relay, err := outbox.NewRelay(e.pool, b, outbox.WithPollInterval(50*time.Millisecond), outbox.WithLogger(t.logger()))
+	relay, err := outbox.NewRelay(e.pool, b, outbox.WithPollInterval(50*time.Millisecond), outbox.WithLogger(t.logger()),
+		outbox.WithTracer(t.tel.Outbox()))
 	if err != nil {
 		return err
 	}
+	stopBacklog, err := t.tel.ObserveBacklog(relay) // patterns.outbox.pending and oldest_pending.age
+	if err != nil {
+		return err
+	}
+	defer stopBacklog()
 	runCtx, stop := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- relay.Run(runCtx) }()
@@ -108,7 +140,36 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 	}()
 	t.printf("   relay started (outbox.NewRelay -> memory broker)\n")
 
-	got := make(chan booking, 16) // buffered: the handler never blocks
+	// For each booking, notifications asks the guest-messaging service (over
+	// HTTP, with the rpc client) to email the guest: the call is part of the
+	// booking's trace.
+	messaging := httptest.NewServer(t.obs.serve("POST /emails", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+	})))
+	defer messaging.Close()
+	client, err := rpc.NewClient(rpc.WithTracer(t.tel.RPC()))
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
+	email := func(ctx context.Context, bk booking) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, messaging.URL+"/emails", strings.NewReader(`{"booking":"`+bk.ID+`"}`))
+		if err != nil {
+			return "", err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		resp.Body.Close()
+		return resp.Status, nil
+	}
+
+	type notified struct {
+		booking
+		email string
+	}
+	got := make(chan notified, 16) // buffered: the handler never blocks
 	subCtx, stopSub := context.WithCancel(ctx)
 	subDone := make(chan error, 1)
 	go func() {
@@ -117,7 +178,11 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 			if err := json.Unmarshal(m.Payload, &bk); err != nil {
 				return broker.Permanent(err)
 			}
-			got <- bk
+			status, err := email(ctx, bk)
+			if err != nil {
+				return err // redelivered
+			}
+			got <- notified{bk, status}
 			return nil
 		})
 	}()
@@ -132,7 +197,7 @@ func monolithOutbox(ctx context.Context, t *tour, e *env) error {
 		select {
 		case bk := <-got:
 			seen[bk.ID] = true
-			t.printf("   notifications received booking_created %s for %s\n", bk.ID, bk.Rental)
+			t.printf("   notifications received booking_created %s for %s, asked guest-messaging to email the guest: %s\n", bk.ID, bk.Rental, bk.email)
 		case <-wait.Done():
 			return fmt.Errorf("relay published %d of %d events in 10 s", len(seen), len(sampleBookings))
 		}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-integration/patterns/telemetry"
 	"github.com/go-integration/patterns/webhook"
 )
 
@@ -30,7 +31,10 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 		return err
 	}
 	rejected := make(chan error, 4)
-	recv, err := webhook.NewReceiver(verifier, webhook.WithTracer(rejectFunc(func(err error) {
+	// Partner and sender are both ours here, so trace context may cross
+	// (with a third party, leave propagation off: the default).
+	traced := webhook.WithTracer(t.tel.Webhook(telemetry.WithWebhookPropagation(true)))
+	recv, err := webhook.NewReceiver(verifier, traced, webhook.WithTracer(rejectFunc(func(err error) {
 		rejected <- err
 	})))
 	if err != nil {
@@ -95,6 +99,7 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 		webhook.WithJitter(0),
 		webhook.WithPollInterval(time.Second),
 		webhook.WithAttemptTimeout(5*time.Second),
+		traced,
 		webhook.WithTracer(attemptFunc(func(messageID string, a webhook.Attempt) {
 			if a.State == webhook.DeliveryPending {
 				t.printf("   sender: attempt %d of %s got %d, retry in %s\n", a.Number, messageID, a.StatusCode, time.Until(a.NextAttempt).Round(10*time.Millisecond))
@@ -180,7 +185,7 @@ func partnerWebhook(ctx context.Context, t *tour) error {
 func ssrfRefusal(ctx context.Context, t *tour, endpointURL, secret string) error {
 	store := webhook.NewMemoryStore()
 	attempts := make(chan webhook.Attempt, 1)
-	guarded, err := webhook.NewSender(store, webhook.WithTracer(attemptFunc(func(_ string, a webhook.Attempt) {
+	guarded, err := webhook.NewSender(store, webhook.WithTracer(t.tel.Webhook()), webhook.WithTracer(attemptFunc(func(_ string, a webhook.Attempt) {
 		attempts <- a
 	})))
 	if err != nil {

@@ -36,6 +36,7 @@ func reporting(ctx context.Context, t *tour, e *env) error {
 		shareddb.WithContract(contract),
 		shareddb.WithCheckInterval(200 * time.Millisecond),
 		shareddb.WithLogger(t.logger()),
+		shareddb.WithTracer(t.tel.SharedDB()),
 	}
 	replicaURL := getenv("REPLICA_DATABASE_URL", defaultReplicaDatabaseURL)
 	if err := pingReplica(ctx, replicaURL); err != nil {

@@ -7,6 +7,10 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/go-integration/patterns/telemetry"
 )
 
 // tour runs steps and remembers how each went.
@@ -15,6 +19,10 @@ type tour struct {
 	ctx     context.Context
 	w       io.Writer
 	results []result
+
+	obs     *observability             // spans and metrics of the run (telemetry.go)
+	tel     *telemetry.Telemetry       // obs.tel: every component's tracer
+	metrics metricdata.ResourceMetrics // the metrics, read after the last step
 }
 
 type result struct {

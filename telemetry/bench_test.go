@@ -1,0 +1,275 @@
+package telemetry_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/kafka"
+	"github.com/go-integration/patterns/broker/memory"
+	"github.com/go-integration/patterns/broker/rabbitmq"
+	"github.com/go-integration/patterns/internal/testenv"
+	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
+	"github.com/go-integration/patterns/telemetry"
+)
+
+// Broker benchmarks: the same workload with no tracer, with Broker() on
+// the global (no-op) providers, and with Broker() on the SDK recording
+// every span (always-on sampler, batch span processor into an exporter
+// that discards, a MeterProvider with a ManualReader). -count interleaves
+// the three, so compare them within one run:
+//
+//	go test -run '^$' -bench 'BenchmarkBroker' -benchtime 200000x -count 5 ./telemetry/
+//	go test -run '^$' -bench 'BenchmarkBrokerPublish' -benchtime 20000x -count 5 ./telemetry/
+
+// discardExporter drops every span.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// emptyTracer does nothing: what the adapters cost with any tracer.
+type emptyTracer struct{}
+
+func (emptyTracer) TracePublishStart(ctx context.Context, _ broker.TracePublishStartData) context.Context {
+	return ctx
+}
+func (emptyTracer) TracePublishEnd(context.Context, broker.TracePublishEndData) {}
+func (emptyTracer) TraceProcessStart(ctx context.Context, _ broker.TraceProcessStartData) context.Context {
+	return ctx
+}
+func (emptyTracer) TraceProcessEnd(context.Context, broker.TraceProcessEndData) {}
+
+// benchTracers are the tracer set-ups compared: nil is no tracer.
+func benchTracers(b *testing.B) []struct {
+	name string
+	tr   func() any
+} {
+	return []struct {
+		name string
+		tr   func() any
+	}{
+		{"none", func() any { return nil }},
+		{"empty-tracer", func() any { return emptyTracer{} }},
+		{"global-noop", func() any {
+			tel, err := telemetry.New()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return tel.Broker()
+		}},
+		{"sdk", func() any {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+				sdktrace.WithBatcher(discardExporter{}))
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+			b.Cleanup(func() {
+				_ = tp.Shutdown(context.Background())
+				_ = mp.Shutdown(context.Background())
+			})
+			tel, err := telemetry.New(telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(mp))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return tel.Broker()
+		}},
+	}
+}
+
+// BenchmarkBrokerMemory is broker/memory's BenchmarkPublishToHandler at
+// concurrency 16 (1 KiB payloads, 64 keys, at most 4,096 messages in
+// flight) with each tracer set-up.
+func BenchmarkBrokerMemory(b *testing.B) {
+	for _, bt := range benchTracers(b) {
+		b.Run(bt.name, func(b *testing.B) {
+			var opts []memory.Option
+			if tr := bt.tr(); tr != nil {
+				opts = append(opts, memory.WithTracer(tr))
+			}
+			br := memory.MustNew(opts...)
+			defer br.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s := broker.Subscription{Topic: "bench", Group: "g", Concurrency: 16}
+			if err := br.Provision(ctx, s); err != nil {
+				b.Fatal(err)
+			}
+			const window = 4096
+			slots := make(chan struct{}, window)
+			var handled atomic.Int64
+			target := int64(b.N)
+			done := make(chan struct{})
+			subDone := make(chan struct{})
+			go func() {
+				defer close(subDone)
+				_ = br.Subscribe(ctx, s, func(ctx context.Context, m broker.Message) error {
+					<-slots
+					if handled.Add(1) == target {
+						close(done)
+					}
+					return nil
+				})
+			}()
+			payload := make([]byte, 1024)
+			keys := make([]string, 64)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("rentals.france.k%d", i)
+			}
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			var i atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					slots <- struct{}{}
+					n := i.Add(1)
+					m := broker.Message{ID: "id", Key: keys[n%64], Payload: payload}
+					if err := br.Publish(ctx, "bench", m); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			<-done
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+			cancel()
+			<-subDone
+		})
+	}
+}
+
+// benchParallel runs f b.N times over 16 goroutines.
+func benchParallel(b *testing.B, f func() error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if err := f(); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkBrokerPublishRabbitMQ: 16 goroutines publish 1 KiB
+// persistent messages, confirmed, into a durable queue.
+func BenchmarkBrokerPublishRabbitMQ(b *testing.B) {
+	_, url := testenv.VHost(b)
+	ctx := context.Background()
+	s, err := rabbitmq.NewSubscriber(ctx, url, rabbitmq.WithLogger(quietLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	payload := make([]byte, 1024)
+	for _, bt := range benchTracers(b) {
+		b.Run(bt.name, func(b *testing.B) {
+			topic := testenv.Name(b, "r")
+			if err := s.Provision(ctx, broker.Subscription{Topic: topic, Group: "g"}); err != nil {
+				b.Fatal(err)
+			}
+			opts := []rabbitmq.PublisherOption{rabbitmq.WithLogger(quietLogger())}
+			if tr := bt.tr(); tr != nil {
+				opts = append(opts, rabbitmq.WithTracer(tr))
+			}
+			p, err := rabbitmq.NewPublisher(ctx, url, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			benchParallel(b, func() error {
+				return p.Publish(ctx, topic, broker.Message{Key: "k", Payload: payload})
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+		})
+	}
+}
+
+// BenchmarkBrokerPublishKafka: 16 goroutines publish 1 KiB records with
+// 64 keys to 8 partitions of an in-process kfake cluster (or KAFKA_BROKERS).
+func BenchmarkBrokerPublishKafka(b *testing.B) {
+	bs := kafkaenv.Brokers(b)
+	payload := make([]byte, 1024)
+	keys := make([]string, 64)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+	}
+	for _, bt := range benchTracers(b) {
+		b.Run(bt.name, func(b *testing.B) {
+			topic := testenv.Name(b, "k")
+			opts := []kafka.PublisherOption{kafka.WithCreateTopics(kafka.Topic{Partitions: 8}), kafka.WithLogger(quietLogger())}
+			if tr := bt.tr(); tr != nil {
+				opts = append(opts, kafka.WithTracer(tr))
+			}
+			p, err := kafka.NewPublisher(bs, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ctx := context.Background()
+			if err := p.Publish(ctx, topic, broker.Message{Key: "warm-up"}); err != nil {
+				b.Fatal(err)
+			}
+			var i atomic.Int64
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			benchParallel(b, func() error {
+				n := i.Add(1)
+				return p.Publish(ctx, topic, broker.Message{Key: keys[n%64], Payload: payload})
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+		})
+	}
+}
+
+// BenchmarkBrokerTracerCalls is the tracer's own cost per message,
+// without a broker: one Publish call of one message and one handler call
+// of it, on one goroutine.
+func BenchmarkBrokerTracerCalls(b *testing.B) {
+	for _, bt := range benchTracers(b) {
+		if bt.name == "none" {
+			continue
+		}
+		b.Run(bt.name, func(b *testing.B) {
+			tr := bt.tr()
+			pt, ct := tr.(broker.PublishTracer), tr.(broker.ProcessTracer)
+			pts := []broker.PublishTracer{pt}
+			ctx := context.Background()
+			msgs := []broker.Message{{ID: "id", Key: "k", Payload: make([]byte, 1024)}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				// As the adapters call it: a tracer that writes a header gets a copy.
+				pctx, sent := broker.StartPublish(ctx, pts, "memory", "bench", msgs)
+				pt.TracePublishEnd(pctx, broker.TracePublishEndData{Duration: time.Microsecond})
+				m := sent[0]
+				m.Attempt = 1
+				hctx := ct.TraceProcessStart(ctx, broker.TraceProcessStartData{System: "memory", Topic: "bench", Group: "g", Message: m})
+				ct.TraceProcessEnd(hctx, broker.TraceProcessEndData{Outcome: broker.OutcomeAcked, Duration: time.Microsecond})
+			}
+		})
+	}
+}
