@@ -182,6 +182,10 @@ func (r *Receiver) Stats() ReceiverStats {
 // ErrBodyTooLarge is the reason (TraceRejectData.Err) for a body over the limit.
 var ErrBodyTooLarge = errors.New("webhook: body too large")
 
+// ErrHandlerPanic is wrapped by TraceReceiveEndData.Err when the handler
+// panicked; the panic itself goes on to net/http.
+var ErrHandlerPanic = errors.New("webhook: handler panicked")
+
 // Reasons of rejections that are not Verify errors (TraceRejectData.Err).
 var (
 	// ErrDuplicate: the message ID was already handled; answered 200.
@@ -228,7 +232,22 @@ func (r *Receiver) Middleware(next http.Handler) http.Handler {
 			ctx = t.TraceReceiveStart(ctx, TraceReceiveStartData{Request: req, MessageID: id})
 		}
 		req = req.WithContext(ctx)
+		ended := false
+		defer func() {
+			if ended {
+				return
+			}
+			// The handler panicked (serve has forgotten the claim): end
+			// the trace, then let the panic go on to net/http.
+			p := recover()
+			perr := fmt.Errorf("%w: %v", ErrHandlerPanic, p)
+			for _, t := range r.tr.receive {
+				t.TraceReceiveEnd(ctx, TraceReceiveEndData{MessageID: id, StatusCode: http.StatusInternalServerError, Handled: true, Err: perr})
+			}
+			panic(p)
+		}()
 		code, handled, err := r.serve(w, req, id, next)
+		ended = true
 		for _, t := range r.tr.receive {
 			t.TraceReceiveEnd(ctx, TraceReceiveEndData{MessageID: id, StatusCode: code, Handled: handled, Err: err})
 		}

@@ -117,8 +117,10 @@ type TraceReceiveEndData struct {
 	Handled    bool // the handler was called
 	// Err is why the request was rejected (see TraceRejectData.Err), or a
 	// dedup store failure after the handler ran (wrapping ErrStaleClaim when
-	// another request took the ID over). Nil otherwise, also when the
-	// handler answered an error status (see StatusCode).
+	// another request took the ID over), or ErrHandlerPanic when the
+	// handler panicked (End is called before the panic goes on). Nil
+	// otherwise, also when the handler answered an error status (see
+	// StatusCode).
 	Err error
 }
 

@@ -302,3 +302,43 @@ func TestReceiveTracerDedupDown(t *testing.T) {
 		t.Fatalf("Stats = %+v", st)
 	}
 }
+
+// A handler that panics: the receive trace still ends (a span is never left
+// open), the claim is forgotten so a redelivery is handled, and the panic
+// goes on to net/http.
+func TestReceiveTracerHandlerPanics(t *testing.T) {
+	tr := newRecordingTracer("r", nil)
+	secret := webhook.NewSecret()
+	v, _ := webhook.NewVerifier([]string{secret})
+	r := mustReceiver(t, v, webhook.WithTracer(tr))
+	calls := 0
+	h := r.Handler(func(context.Context, webhook.Event) error {
+		calls++
+		if calls == 1 {
+			panic("handler bug")
+		}
+		return nil
+	})
+	signer, _ := webhook.NewSigner(secret)
+	post := func() (code int, panicked any) {
+		body := []byte(`{}`)
+		req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+		signer.SignHeader(req.Header, "msg_p", time.Now(), body)
+		rec := httptest.NewRecorder()
+		defer func() { panicked = recover() }()
+		h.ServeHTTP(rec, req)
+		return rec.Code, nil
+	}
+	if _, p := post(); p != "handler bug" {
+		t.Fatalf("panic %v did not reach the caller", p)
+	}
+	if len(tr.recvEnd) != 1 || !errors.Is(tr.recvEnd[0].Err, webhook.ErrHandlerPanic) || tr.recvEnd[0].StatusCode != 500 || !tr.recvEnd[0].Handled {
+		t.Fatalf("receive ends after a panic: %+v", tr.recvEnd)
+	}
+	if code, p := post(); p != nil || code != 204 || calls != 2 {
+		t.Fatalf("redelivery after the panic: %d, %v, %d calls; want 204 and the handler called again", code, p, calls)
+	}
+	if len(tr.recvStart) != 2 || len(tr.recvEnd) != 2 {
+		t.Fatalf("%d starts and %d ends, want 2 of each", len(tr.recvStart), len(tr.recvEnd))
+	}
+}
