@@ -338,7 +338,13 @@ func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Dur
 	for _, t := range r.tr.check {
 		t.TraceCheck(ctx, TraceCheckData{NodeStatus: st, Duration: took})
 	}
-	for _, c := range changed {
+	r.traceChanges(ctx, st, changed...)
+}
+
+// traceChanges tells the NodeChangeTracers about changes of the node whose
+// status is st.
+func (r *ReplicaReader) traceChanges(ctx context.Context, st NodeStatus, changes ...NodeChange) {
+	for _, c := range changes {
 		for _, t := range r.tr.change {
 			t.TraceNodeChange(ctx, TraceNodeChangeData{Change: c, Status: st})
 		}

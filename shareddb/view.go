@@ -205,10 +205,7 @@ func (r *ReplicaReader) nodeErr(ctx context.Context, n *node, err error) (errKin
 		// check reports NodeUp, so tracers see every down/up pair.
 		r.log.Warn("node unhealthy", "node", n.name, "addr", n.addr, "err", err)
 		if len(r.tr.change) > 0 {
-			st := n.status()
-			for _, t := range r.tr.change {
-				t.TraceNodeChange(ctx, TraceNodeChangeData{Change: NodeDown, Status: st})
-			}
+			r.traceChanges(ctx, n.status(), NodeDown)
 		}
 	}
 	var pgErr *pgconn.PgError

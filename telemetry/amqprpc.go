@@ -37,7 +37,11 @@ import (
 func (t *Telemetry) AMQPRPC() any { return &amqprpcTracer{t: t} }
 
 // amqprpcTracer is what AMQPRPC returns.
-type amqprpcTracer struct{ t *Telemetry }
+type amqprpcTracer struct {
+	t          *Telemetry
+	callNames  nameCache // "call <queue>"
+	serveNames nameCache // "serve <queue>"
+}
 
 var (
 	_ amqprpc.CallTracer       = (*amqprpcTracer)(nil)
@@ -57,11 +61,11 @@ func (in *amqprpcInstruments) init(m metric.Meter) error {
 	var errs []error
 	in.callDuration, err = m.Float64Histogram("patterns.amqprpc.call.duration",
 		metric.WithUnit("s"), metric.WithDescription("Duration of amqprpc calls, from publishing the request to the reply."),
-		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	errs = append(errs, err)
 	in.serveDuration, err = m.Float64Histogram("patterns.amqprpc.serve.duration",
 		metric.WithUnit("s"), metric.WithDescription("Duration of amqprpc requests served, handler and reply."),
-		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	errs = append(errs, err)
 	in.connections, err = m.Int64Counter("patterns.amqprpc.connection.events",
 		metric.WithUnit("{event}"), metric.WithDescription("amqprpc connections made, lost and failed, by role."))
@@ -99,7 +103,7 @@ func (s *amqprpcSpan) Value(key any) any {
 // TraceCallStart starts the call's client span and injects its context
 // into the request's header.
 func (r *amqprpcTracer) TraceCallStart(ctx context.Context, d amqprpc.TraceCallStartData) context.Context {
-	ctx, span := r.t.tracer.Start(ctx, amqprpcOperationCall+" "+d.Queue, rwClientOpts...)
+	ctx, span := r.t.tracer.Start(ctx, r.callNames.get(amqprpcOperationCall+" ", d.Queue), rwClientOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(semconv.MessagingSystemRabbitMQ,
 			semconv.MessagingOperationName(amqprpcOperationCall), semconv.MessagingOperationTypeSend,
@@ -149,7 +153,7 @@ func (r *amqprpcTracer) TraceServeStart(ctx context.Context, d amqprpc.TraceServ
 	if len(d.Header) > 0 {
 		ctx = r.t.prop.Extract(ctx, inboundCarrier{propagation.MapCarrier(d.Header)})
 	}
-	ctx, span := r.t.tracer.Start(ctx, amqprpcOperationServe+" "+d.Queue, rwServerOpts...)
+	ctx, span := r.t.tracer.Start(ctx, r.serveNames.get(amqprpcOperationServe+" ", d.Queue), rwServerOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(semconv.MessagingSystemRabbitMQ,
 			semconv.MessagingOperationName(amqprpcOperationServe), semconv.MessagingOperationTypeProcess,

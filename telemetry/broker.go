@@ -107,8 +107,8 @@ type brokerTracer struct {
 	w3cOnly bool
 	// tpKind tells noSpans whether spans are no-ops.
 	tpKind    int
-	sendNames brokerNameCache
-	procNames brokerNameCache
+	sendNames nameCache
+	procNames nameCache
 	attrs     brokerAttrCache
 }
 
@@ -128,23 +128,19 @@ type brokerInstruments struct {
 	deadLetters  metric.Int64Counter
 }
 
-// brokerDurationBuckets are the semantic conventions' advice for
-// messaging durations, in seconds.
-var brokerDurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
-
 func (in *brokerInstruments) init(m metric.Meter) error {
 	var err, e error
 	in.sent, e = m.Int64Counter("messaging.client.sent.messages", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages a publisher sent or tried to send (error.type when the call failed)."))
 	err = errors.Join(err, e)
 	in.sendDuration, e = m.Float64Histogram("messaging.client.operation.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of Publish calls."), metric.WithExplicitBucketBoundaries(brokerDurationBuckets...))
+		metric.WithDescription("Duration of Publish calls."), metric.WithExplicitBucketBoundaries(durationBuckets...))
 	err = errors.Join(err, e)
 	in.consumed, e = m.Int64Counter("messaging.client.consumed.messages", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages handed to a handler, each attempt counted."))
 	err = errors.Join(err, e)
 	in.procDuration, e = m.Float64Histogram("messaging.process.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of handler calls with their settling, by outcome."), metric.WithExplicitBucketBoundaries(brokerDurationBuckets...))
+		metric.WithDescription("Duration of handler calls with their settling, by outcome."), metric.WithExplicitBucketBoundaries(durationBuckets...))
 	err = errors.Join(err, e)
 	in.redeliveries, e = m.Int64Counter("patterns.messaging.redeliveries", metric.WithUnit("{message}"),
 		metric.WithDescription("Handler calls on a message after its first (attempt > 1)."))
@@ -562,17 +558,18 @@ func (c brokerCarrier) Keys() []string {
 	return keys
 }
 
-// brokerNameCache holds span names ("send orders") per topic so that
+// nameCache holds span names ("send orders") per topic or queue (broker,
+// outbox and amqprpc spans) so that
 // starting a span does not build its name. It is copied on write and
-// bounded: past brokerNameCacheMax topics names are built each time.
-type brokerNameCache struct {
+// bounded: past nameCacheMax topics names are built each time.
+type nameCache struct {
 	mu sync.Mutex
 	m  atomic.Pointer[map[string]string]
 }
 
-const brokerNameCacheMax = 1024
+const nameCacheMax = 1024
 
-func (c *brokerNameCache) get(prefix, topic string) string {
+func (c *nameCache) get(prefix, topic string) string {
 	if m := c.m.Load(); m != nil {
 		if s, ok := (*m)[topic]; ok {
 			return s
@@ -582,7 +579,7 @@ func (c *brokerNameCache) get(prefix, topic string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.m.Load()
-	if old != nil && len(*old) >= brokerNameCacheMax {
+	if old != nil && len(*old) >= nameCacheMax {
 		return s
 	}
 	n := 0
@@ -625,7 +622,7 @@ type brokerAttrOpts struct {
 }
 
 // brokerAttrCache holds brokerAttrOpts per key, copied on write and
-// bounded like brokerNameCache.
+// bounded like nameCache.
 type brokerAttrCache struct {
 	mu sync.Mutex
 	m  atomic.Pointer[map[brokerAttrKey]*brokerAttrOpts]

@@ -480,9 +480,9 @@ func TestBrokerTraceScripted(t *testing.T) {
 	}
 }
 
-// btMetric finds the metric named name.
-func btMetric(t *testing.T, rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool) {
-	t.Helper()
+// findMetric finds the metric named name (the metric tests of every area
+// use it).
+func findMetric(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool) {
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name == name {
@@ -505,7 +505,7 @@ func btMatch(set attribute.Set, want []attribute.KeyValue) bool {
 // btSum adds up the points of counter name that have every attribute of want.
 func btSum(t *testing.T, rm metricdata.ResourceMetrics, name string, want ...attribute.KeyValue) int64 {
 	t.Helper()
-	m, ok := btMetric(t, rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return 0
 	}
@@ -526,7 +526,7 @@ func btSum(t *testing.T, rm metricdata.ResourceMetrics, name string, want ...att
 // attribute of want.
 func btCount(t *testing.T, rm metricdata.ResourceMetrics, name string, want ...attribute.KeyValue) uint64 {
 	t.Helper()
-	m, ok := btMetric(t, rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return 0
 	}

@@ -15,6 +15,11 @@ type instruments struct {
 	kafka        kafkaInstruments        // kafka.go
 }
 
+// durationBuckets are the semantic conventions' advisory bucket boundaries
+// for messaging and HTTP durations, in seconds, shared by the broker,
+// outbox, rpc, amqprpc and webhook duration histograms.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
 func newInstruments(m metric.Meter) (*instruments, error) {
 	in := &instruments{}
 	if err := in.broker.init(m); err != nil {

@@ -58,22 +58,11 @@ func (r *ktRig) collect(t *testing.T) metricdata.ResourceMetrics {
 	return rm
 }
 
-func ktFind(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool) {
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == name {
-				return m, true
-			}
-		}
-	}
-	return metricdata.Metrics{}, false
-}
-
 // ktGauge returns the gauge's value per partition id.
 func ktGauge(t *testing.T, rm metricdata.ResourceMetrics, name, topic, group string) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	m, ok := ktFind(rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return out
 	}
@@ -99,7 +88,7 @@ func ktGauge(t *testing.T, rm metricdata.ResourceMetrics, name, topic, group str
 // ktSum returns the int64 sum's value for the points carrying want.
 func ktSum(t *testing.T, rm metricdata.ResourceMetrics, name string, want ...attribute.KeyValue) int64 {
 	t.Helper()
-	m, ok := ktFind(rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return 0
 	}
@@ -235,7 +224,7 @@ func TestKafkaStuckPartitionMetrics(t *testing.T) {
 		v, ok := g[part]
 		return ok && v == 0
 	})
-	m, ok := ktFind(rm, "patterns.kafka.partition.stuck_duration")
+	m, ok := findMetric(rm, "patterns.kafka.partition.stuck_duration")
 	if !ok {
 		t.Fatal("no stuck_duration histogram")
 	}

@@ -94,8 +94,8 @@ func (t *Telemetry) Outbox() any { return &outboxTracer{t: t, fields: t.prop.Fie
 // outboxTracer is what Outbox returns.
 type outboxTracer struct {
 	t      *Telemetry
-	fields []string        // the propagator's header names
-	names  brokerNameCache // "create <topic>"
+	fields []string  // the propagator's header names
+	names  nameCache // "create <topic>"
 }
 
 var (
@@ -118,10 +118,6 @@ type outboxInstruments struct {
 // broker that was down for an hour publishes rows an hour old.
 var outboxLagBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
-// outboxDurationBuckets are the semantic conventions' advice for
-// durations, in seconds.
-var outboxDurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
-
 func (in *outboxInstruments) init(m metric.Meter) error {
 	var err, e error
 	in.published, e = m.Int64Counter("patterns.outbox.published", metric.WithUnit("{message}"),
@@ -129,7 +125,7 @@ func (in *outboxInstruments) init(m metric.Meter) error {
 	err = errors.Join(err, e)
 	in.batchDuration, e = m.Float64Histogram("patterns.outbox.batch.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of outbox relay batches, from the claim of their buckets to their commit or failure."),
-		metric.WithExplicitBucketBoundaries(outboxDurationBuckets...))
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	err = errors.Join(err, e)
 	in.batchLag, e = m.Float64Histogram("patterns.outbox.batch.lag", metric.WithUnit("s"),
 		metric.WithDescription("For each relay batch that published, the age of its oldest published row when the broker confirmed it."),

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -65,16 +66,12 @@ type rpcInstruments struct {
 	idempotency        metric.Int64Counter
 }
 
-// httpDurationBuckets are the semantic conventions' advisory bucket
-// boundaries for HTTP durations, in seconds.
-var httpDurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
-
 func (in *rpcInstruments) init(m metric.Meter) error {
 	var err error
 	var errs []error
 	in.httpClientDuration, err = m.Float64Histogram("http.client.request.duration",
 		metric.WithUnit("s"), metric.WithDescription("Duration of HTTP client requests (one per attempt)."),
-		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	errs = append(errs, err)
 	in.retries, err = m.Int64Counter("patterns.rpc.retries",
 		metric.WithUnit("{attempt}"), metric.WithDescription("Attempts after the first that an rpc Transport sent."))
@@ -89,6 +86,22 @@ func (in *rpcInstruments) init(m metric.Meter) error {
 		metric.WithUnit("{request}"), metric.WithDescription("Requests the rpc Idempotency middleware handled with a key, by outcome."))
 	errs = append(errs, err)
 	return errors.Join(errs...)
+}
+
+// recordHTTPClient records one request sent, of RPC or Webhook, in
+// http.client.request.duration; status 0 (no response) and errType ""
+// are left out.
+func (in *rpcInstruments) recordHTTPClient(ctx context.Context, dur time.Duration, method, addr string, port int, scheme string, status int, errType string) {
+	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method),
+		semconv.ServerAddress(addr), semconv.ServerPort(port), semconv.URLScheme(scheme))
+	if status != 0 {
+		attrs = append(attrs, semconv.HTTPResponseStatusCode(status))
+	}
+	if errType != "" {
+		attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+	}
+	in.httpClientDuration.Record(ctx, dur.Seconds(), metric.WithAttributes(attrs...))
 }
 
 // Attribute keys of this module's own (not semantic-convention) attributes.
@@ -199,16 +212,7 @@ func (r *rpcTracer) TraceAttemptEnd(ctx context.Context, d rpc.TraceAttemptEndDa
 
 	in := &r.t.instr.rpc
 	if !refused && in.httpClientDuration.Enabled(ctx) {
-		attrs := make([]attribute.KeyValue, 0, 6)
-		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(a.method),
-			semconv.ServerAddress(a.addr), semconv.ServerPort(a.port), semconv.URLScheme(a.scheme))
-		if d.StatusCode != 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCode(d.StatusCode))
-		}
-		if errType != "" {
-			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
-		}
-		in.httpClientDuration.Record(ctx, d.Duration.Seconds(), metric.WithAttributes(attrs...))
+		in.recordHTTPClient(ctx, d.Duration, a.method, a.addr, a.port, a.scheme, d.StatusCode, errType)
 	}
 	if !refused && d.Attempt > 1 && in.retries.Enabled(ctx) {
 		in.retries.Add(ctx, 1, metric.WithAttributes(semconv.HTTPRequestMethodKey.String(a.method),

@@ -75,22 +75,11 @@ func (r *rwRig) collect(t *testing.T) metricdata.ResourceMetrics {
 	return rm
 }
 
-func rwFind(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool) {
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == name {
-				return m, true
-			}
-		}
-	}
-	return metricdata.Metrics{}, false
-}
-
 // rwSum is the value of the counter name for exactly the attributes attrs
 // (0 when absent).
 func rwSum(t *testing.T, rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyValue) int64 {
 	t.Helper()
-	m, ok := rwFind(rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return 0
 	}
@@ -110,7 +99,7 @@ func rwSum(t *testing.T, rm metricdata.ResourceMetrics, name string, attrs ...at
 // rwTotal is the sum of the counter name over all its attributes.
 func rwTotal(t *testing.T, rm metricdata.ResourceMetrics, name string) int64 {
 	t.Helper()
-	m, ok := rwFind(rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return 0
 	}
@@ -125,7 +114,7 @@ func rwTotal(t *testing.T, rm metricdata.ResourceMetrics, name string) int64 {
 // total count over all attributes.
 func rwHist(t *testing.T, rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyValue) (count, total uint64) {
 	t.Helper()
-	m, ok := rwFind(rm, name)
+	m, ok := findMetric(rm, name)
 	if !ok {
 		return 0, 0
 	}

@@ -77,20 +77,9 @@ func (e *sfEnv) metrics(t testing.TB) metricdata.ResourceMetrics {
 	return rm
 }
 
-func sfMetric(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool) {
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == name {
-				return m, true
-			}
-		}
-	}
-	return metricdata.Metrics{}, false
-}
-
 // sfSets lists the attribute sets of a metric's points.
 func sfSets(rm metricdata.ResourceMetrics, name string) []attribute.Set {
-	m, _ := sfMetric(rm, name)
+	m, _ := findMetric(rm, name)
 	var out []attribute.Set
 	switch d := m.Data.(type) {
 	case metricdata.Sum[int64]:
@@ -115,7 +104,7 @@ func sfSets(rm metricdata.ResourceMetrics, name string) []attribute.Set {
 
 // sfInt returns the value of an int64 sum or gauge point with exactly attrs.
 func sfInt(rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyValue) (int64, bool) {
-	m, _ := sfMetric(rm, name)
+	m, _ := findMetric(rm, name)
 	want := attribute.NewSet(attrs...)
 	var points []metricdata.DataPoint[int64]
 	switch d := m.Data.(type) {
@@ -134,7 +123,7 @@ func sfInt(rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyVal
 
 // sfFloatGauge returns the value of a float64 gauge point with exactly attrs.
 func sfFloatGauge(rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyValue) (float64, bool) {
-	m, _ := sfMetric(rm, name)
+	m, _ := findMetric(rm, name)
 	want := attribute.NewSet(attrs...)
 	if d, ok := m.Data.(metricdata.Gauge[float64]); ok {
 		for _, p := range d.DataPoints {
@@ -148,7 +137,7 @@ func sfFloatGauge(rm metricdata.ResourceMetrics, name string, attrs ...attribute
 
 // sfHist returns the count and sum of a histogram point with exactly attrs.
 func sfHist(rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyValue) (uint64, float64) {
-	m, _ := sfMetric(rm, name)
+	m, _ := findMetric(rm, name)
 	want := attribute.NewSet(attrs...)
 	if d, ok := m.Data.(metricdata.Histogram[float64]); ok {
 		for _, p := range d.DataPoints {

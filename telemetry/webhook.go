@@ -125,7 +125,7 @@ func (in *webhookInstruments) init(m metric.Meter) error {
 	errs = append(errs, err)
 	in.httpServerDuration, err = m.Float64Histogram("http.server.request.duration",
 		metric.WithUnit("s"), metric.WithDescription("Duration of HTTP server requests."),
-		metric.WithExplicitBucketBoundaries(httpDurationBuckets...))
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	errs = append(errs, err)
 	return errors.Join(errs...)
 }
@@ -167,14 +167,18 @@ func (a *webhookAttempt) Value(key any) any {
 // TraceAttemptStart starts the attempt's client span; with propagation on,
 // it injects its context into the request's header.
 func (w *webhookTracer) TraceAttemptStart(ctx context.Context, d webhook.TraceAttemptStartData) context.Context {
-	a := &webhookAttempt{}
-	if u, err := url.Parse(d.URL); err == nil {
-		a.scheme = u.Scheme
-		a.addr, a.port = hostPort(u.Host, u.Scheme)
-	}
 	ctx, span := w.t.tracer.Start(ctx, http.MethodPost, rwClientOpts...)
-	a.Context, a.span = ctx, span
-	if span.IsRecording() {
+	a := &webhookAttempt{Context: ctx, span: span}
+	recording := span.IsRecording()
+	// The endpoint's address is only for the span and the duration
+	// metric: with neither (no providers) the URL is not parsed.
+	if recording || w.t.instr.rpc.httpClientDuration.Enabled(ctx) {
+		if u, err := url.Parse(d.URL); err == nil {
+			a.scheme = u.Scheme
+			a.addr, a.port = hostPort(u.Host, u.Scheme)
+		}
+	}
+	if recording {
 		attrs := make([]attribute.KeyValue, 0, 11)
 		attrs = append(attrs, semconv.HTTPRequestMethodPost, semconv.ServerAddress(a.addr), semconv.ServerPort(a.port),
 			semconv.URLScheme(a.scheme), keyWebhookMessageID.String(d.MessageID), keyWebhookEventType.String(d.EventType),
@@ -229,16 +233,7 @@ func (w *webhookTracer) TraceAttemptEnd(ctx context.Context, d webhook.TraceAtte
 		c.Add(ctx, 1, metric.WithAttributes(keyWebhookOutcome.String(outcome)))
 	}
 	if (d.StatusCode != 0 || d.Duration > 0) && in.rpc.httpClientDuration.Enabled(ctx) {
-		attrs := make([]attribute.KeyValue, 0, 6)
-		attrs = append(attrs, semconv.HTTPRequestMethodPost, semconv.ServerAddress(a.addr),
-			semconv.ServerPort(a.port), semconv.URLScheme(a.scheme))
-		if d.StatusCode != 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCode(d.StatusCode))
-		}
-		if errType != "" {
-			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
-		}
-		in.rpc.httpClientDuration.Record(ctx, d.Duration.Seconds(), metric.WithAttributes(attrs...))
+		in.rpc.recordHTTPClient(ctx, d.Duration, http.MethodPost, a.addr, a.port, a.scheme, d.StatusCode, errType)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/go-integration/patterns/internal/claims"
@@ -76,24 +75,17 @@ type DedupStore interface {
 // single process and for tests. Expired entries are swept as new ones
 // arrive. The zero value is not usable; call NewMemoryDedup.
 type MemoryDedup struct {
-	mu  sync.Mutex // pairs now with the table's calls
-	now time.Time  // the time of the current call, the table's clock
-	m   *claims.Map[struct{}]
+	m *claims.Map[struct{}] // its clock unused: the callers give the times
 }
 
 // NewMemoryDedup returns an empty MemoryDedup.
 func NewMemoryDedup() *MemoryDedup {
-	d := &MemoryDedup{}
-	d.m = claims.New[struct{}](func() time.Time { return d.now })
-	return d
+	return &MemoryDedup{m: claims.New[struct{}](nil)}
 }
 
 // Begin implements DedupStore.
 func (d *MemoryDedup) Begin(_ context.Context, id string, now, until time.Time) (DedupClaim, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.now = now
-	held, token, claimed := d.m.Claim(id, until.Sub(now))
+	held, token, claimed := d.m.ClaimUntil(id, now, until)
 	switch {
 	case claimed:
 		return DedupClaim{State: DedupNew, Token: token}, nil
@@ -106,10 +98,7 @@ func (d *MemoryDedup) Begin(_ context.Context, id string, now, until time.Time) 
 
 // Done implements DedupStore.
 func (d *MemoryDedup) Done(_ context.Context, id, token string, until time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	// The table sets the expiry to its clock plus the TTL: until exactly.
-	if !d.m.Complete(id, token, struct{}{}, until.Sub(d.now)) {
+	if !d.m.CompleteUntil(id, token, struct{}{}, until) {
 		return fmt.Errorf("webhook: dedup done %.64q: %w", id, ErrStaleClaim)
 	}
 	return nil
@@ -117,8 +106,6 @@ func (d *MemoryDedup) Done(_ context.Context, id, token string, until time.Time)
 
 // Forget implements DedupStore.
 func (d *MemoryDedup) Forget(_ context.Context, id, token string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if !d.m.Forget(id, token) {
 		return fmt.Errorf("webhook: dedup forget %.64q: %w", id, ErrStaleClaim)
 	}

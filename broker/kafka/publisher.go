@@ -97,16 +97,16 @@ func (p *Publisher) prepareTopic(ctx context.Context, topic string) error {
 // is sent), ErrUnknownTopic, ErrUnreachable, broker.ErrNotConfirmed or
 // broker.ErrClosed.
 func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...broker.Message) error {
-	prepareAll(msgs)
-	ctx, msgs, call := p.rec.Start(ctx, topic, msgs)
+	now := time.Now()
+	prepareAll(msgs, now)
+	ctx, msgs, call := p.rec.StartAt(ctx, now, topic, msgs)
 	err := p.publish(ctx, topic, msgs)
 	p.rec.End(ctx, call, err)
 	return err
 }
 
 // prepareAll fills empty IDs (one allocation for all) and zero Times.
-func prepareAll(msgs []broker.Message) {
-	now := time.Now()
+func prepareAll(msgs []broker.Message, now time.Time) {
 	nid := 0
 	for i := range msgs {
 		if msgs[i].ID == "" {
@@ -186,8 +186,9 @@ func (p *Publisher) PublishAsync(ctx context.Context, topic string, m broker.Mes
 	}
 	a := &asyncRec{p: p, done: done}
 	a.m[0] = m
-	prepare(&a.m[0], time.Now(), a.id[:])
-	ctx, ms, call := p.rec.Start(ctx, topic, a.m[:])
+	now := time.Now()
+	prepare(&a.m[0], now, a.id[:])
+	ctx, ms, call := p.rec.StartAt(ctx, now, topic, a.m[:])
 	a.m[0], a.ctx, a.call = ms[0], ctx, call
 	if err := validateTopicName(topic, broker.ErrInvalidMessage); err != nil {
 		a.finish(err)

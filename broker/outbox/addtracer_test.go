@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-integration/patterns/internal/testenv"
+
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/go-integration/patterns/broker"
@@ -155,7 +157,7 @@ func TestAddTracerHeadersAreStoredAndPublished(t *testing.T) {
 			got <- m
 		}
 	}}
-	run(t, newPool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond))
+	run(t, testenv.Pool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond))
 	c.wait(t, 2, 30*time.Second)
 	c.check(t, 2)
 	for range 2 {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-integration/patterns/internal/testenv"
+
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/outbox"
 )
@@ -85,7 +87,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			}
 			pub := &countingPublisher{Publisher: e.mem, want: int64(b.N), done: make(chan struct{})}
 			b.ResetTimer()
-			_, stop := run(b, newPool(b, e.dsn), pub, outbox.WithBatchSize(c.batch), outbox.WithWorkers(c.workers),
+			_, stop := run(b, testenv.Pool(b, e.dsn), pub, outbox.WithBatchSize(c.batch), outbox.WithWorkers(c.workers),
 				outbox.WithClaimBuckets(cmp.Or(c.claim, outbox.DefaultClaimBuckets)), outbox.WithLogger(quiet), outbox.WithPollInterval(time.Hour))
 			<-pub.done
 			b.StopTimer()
@@ -123,7 +125,7 @@ func BenchmarkLatency(b *testing.B) {
 				subDone <- e.mem.Subscribe(sctx, s, func(context.Context, broker.Message) error { got <- time.Now(); return nil })
 			}()
 			defer func() { cancel(); <-subDone }()
-			run(b, newPool(b, e.dsn), e.mem, append(c.opts, outbox.WithLogger(quiet))...)
+			run(b, testenv.Pool(b, e.dsn), e.mem, append(c.opts, outbox.WithLogger(quiet))...)
 			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := range b.N {
@@ -195,7 +197,7 @@ func BenchmarkUnderLoad(b *testing.B) {
 	e := newEnv(b)
 	ctx := context.Background()
 	pub := &confirmTimes{Publisher: e.mem, at: make(map[string]time.Time, b.N), want: b.N, done: make(chan struct{})}
-	run(b, newPool(b, e.dsn), pub, outbox.WithLogger(quiet))
+	run(b, testenv.Pool(b, e.dsn), pub, outbox.WithLogger(quiet))
 	const writers, perTx = 4, 20
 	payload := make([]byte, 200)
 	var mu sync.Mutex
@@ -286,7 +288,7 @@ func BenchmarkDrain(b *testing.B) {
 				pub := &countingPublisher{Publisher: discard{}, want: int64(n), done: make(chan struct{})}
 				b.StartTimer()
 				start := time.Now()
-				_, stop := run(b, newPool(b, e.dsn), pub, outbox.WithLogger(quiet))
+				_, stop := run(b, testenv.Pool(b, e.dsn), pub, outbox.WithLogger(quiet))
 				<-pub.done
 				took += time.Since(start)
 				b.StopTimer()

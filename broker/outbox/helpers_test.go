@@ -36,21 +36,11 @@ func newEnv(t testing.TB) *env {
 	_, dsn := testenv.Schema(t)
 	e := &env{dsn: dsn, mem: memory.MustNew(), topic: testenv.Name(t, "topic")}
 	t.Cleanup(func() { _ = e.mem.Close() })
-	e.db = newPool(t, dsn)
+	e.db = testenv.Pool(t, dsn)
 	if err := outbox.Migrate(context.Background(), e.db); err != nil {
 		t.Fatal(err)
 	}
 	return e
-}
-
-func newPool(t testing.TB, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
 }
 
 // add writes msgs in one committed transaction.

@@ -64,7 +64,7 @@ func TestRelayPublishesEveryFieldInOrderPerKey(t *testing.T) {
 		e.add(t, batch...)
 	}
 	tr := newTracer()
-	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.WithBatchSize(17), outbox.WithPollInterval(20*time.Millisecond), outbox.WithTracer(tr))
+	r, _ := run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithBatchSize(17), outbox.WithPollInterval(20*time.Millisecond), outbox.WithTracer(tr))
 
 	select {
 	case got = <-gotc:
@@ -114,7 +114,7 @@ func TestRolledBackMessagesAreNeverPublished(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	c := e.collect(t, 1)
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(20*time.Millisecond))
+	run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithPollInterval(20*time.Millisecond))
 
 	// The business write and the event in one transaction that rolls back.
 	tx, err := e.db.Begin(ctx)
@@ -278,8 +278,8 @@ func TestCustomTableNameInItsOwnSchema(t *testing.T) {
 	}
 	c := e.collect(t, 1)
 	// Two relays: the default table's (empty) and the custom one.
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
-	r, _ := run(t, newPool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(time.Hour))
+	run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
+	r, _ := run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(time.Hour))
 	if err := tbl.Add(ctx, e.db, e.topic, msg("k", 0), msg("k", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestNotifyWakesRelayWithoutPolling(t *testing.T) {
 	e := newEnv(t)
 	c := e.collect(t, 1)
 	// With an hour between polls only NOTIFY can bring these in time.
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
+	run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
 	for i := range 3 {
 		e.add(t, msg("k", i))
 		c.wait(t, i+1, 10*time.Second)
@@ -308,7 +308,7 @@ func TestPollingAloneRelays(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.collect(t, 1)
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithoutListen(), outbox.WithPollInterval(20*time.Millisecond))
+	run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithoutListen(), outbox.WithPollInterval(20*time.Millisecond))
 	for i := range 3 {
 		e.add(t, msg("k", i))
 		c.wait(t, i+1, 10*time.Second)
@@ -376,7 +376,7 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 		})
 	}
 	opts := []outbox.Option{outbox.WithPollInterval(20 * time.Millisecond), outbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond)}
-	_, stop1 := run(t, newPool(t, e.dsn+"&application_name="+app), pub, opts...)
+	_, stop1 := run(t, testenv.Pool(t, e.dsn+"&application_name="+app), pub, opts...)
 	select {
 	case <-killed:
 	case <-time.After(10 * time.Second):
@@ -395,7 +395,7 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 	}
 
 	// The next relay publishes the batch again.
-	r2, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
+	r2, _ := run(t, testenv.Pool(t, e.dsn), e.mem, opts...)
 	testenv.Eventually(t, 10*time.Second, "the batch published again", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.dups >= n })
 	if d := c.check(t, n); d != n {
 		t.Errorf("%d duplicates, want %d (the whole batch once more)", d, n)
@@ -451,7 +451,7 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	pub.down.Store(true)
 	tr := newTracer()
 	logs := newLevels(t)
-	r, _ := run(t, newPool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond), outbox.WithBackoff(5*time.Millisecond, 40*time.Millisecond),
+	r, _ := run(t, testenv.Pool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond), outbox.WithBackoff(5*time.Millisecond, 40*time.Millisecond),
 		outbox.WithBatchSize(50), outbox.WithTracer(tr), outbox.WithLogger(slog.New(logs)))
 
 	const keys, perKey = 5, 60
@@ -523,8 +523,8 @@ func TestTwoRelaysShareTenThousandMessages(t *testing.T) {
 	ctx := context.Background()
 	c := e.collect(t, 8)
 	opts := []outbox.Option{outbox.WithPollInterval(50 * time.Millisecond), outbox.WithBatchSize(200), outbox.WithBackoff(10*time.Millisecond, 100*time.Millisecond)}
-	r1, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
-	r2, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
+	r1, _ := run(t, testenv.Pool(t, e.dsn), e.mem, opts...)
+	r2, _ := run(t, testenv.Pool(t, e.dsn), e.mem, opts...)
 
 	const total, keys, producers, perTx = 10000, 50, 5, 10
 	var wg sync.WaitGroup
@@ -668,7 +668,7 @@ func TestRefusedMessageDoesNotBlockItsKey(t *testing.T) {
 	pub := &faultyPublisher{Publisher: e.mem, refuse: func(m broker.Message) bool { return string(m.Payload) == "poison" }}
 	e.add(t, msg("a", 0), broker.Message{Key: "a", Payload: []byte("poison")}, msg("a", 1), msg("b", 0), msg("a", 2))
 	tr := newTracer()
-	r, _ := run(t, newPool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond), outbox.WithTracer(tr))
+	r, _ := run(t, testenv.Pool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond), outbox.WithTracer(tr))
 	want := "a:0 a:1 b:0 a:2"
 	for {
 		mu.Lock()
@@ -720,7 +720,7 @@ func TestListenerReconnects(t *testing.T) {
 	c := e.collect(t, 1)
 	app := testenv.Name(t, "relay")
 	tr := newTracer()
-	run(t, newPool(t, e.dsn+"&application_name="+app), e.mem, outbox.WithPollInterval(time.Hour),
+	run(t, testenv.Pool(t, e.dsn+"&application_name="+app), e.mem, outbox.WithPollInterval(time.Hour),
 		outbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond), outbox.WithTracer(tr))
 	listener := func() (pid int32) {
 		testenv.Eventually(t, 10*time.Second, "the relay listens", func() bool {
@@ -782,7 +782,7 @@ func TestSimpleProtocol(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	simple := newPool(t, e.dsn+"&default_query_exec_mode=simple_protocol")
+	simple := testenv.Pool(t, e.dsn+"&default_query_exec_mode=simple_protocol")
 	c := e.collect(t, 1)
 	m := broker.Message{Key: "k", Payload: []byte("0"), Header: map[string]string{"a": "b'c"}}
 	if err := outbox.Add(ctx, simple, e.topic, m, msg("k", 1)); err != nil {

@@ -77,8 +77,6 @@ type Relay struct {
 	batches, published, setAside, failed, failures atomic.Uint64
 
 	mu       sync.Mutex
-	running  bool
-	closed   bool
 	closing  chan struct{}      // closed by Close
 	runDone  chan struct{}      // closed when the current Run returns; nil when none runs
 	hardStop context.CancelFunc // cancels the current Run's batches
@@ -161,15 +159,14 @@ where published_at < now() - make_interval(secs => $1) limit $2)`
 // already running.
 func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Lock()
-	if r.closed {
+	if r.isClosed() {
 		r.mu.Unlock()
 		return ErrClosed
 	}
-	if r.running {
+	if r.runDone != nil {
 		r.mu.Unlock()
 		return ErrRunning
 	}
-	r.running = true
 	done := make(chan struct{})
 	// hard carries the batches: it ends with ctx, after Close's drain
 	// timeout, or when the publisher was closed (the cause). soft ends with
@@ -196,10 +193,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	stop(nil)
 
 	r.mu.Lock()
-	r.running = false
 	r.runDone = nil
 	r.hardStop = nil
-	closed := r.closed
+	closed := r.isClosed()
 	r.mu.Unlock()
 	close(done)
 
@@ -257,8 +253,7 @@ func (r *Relay) run(hard, soft context.Context, stop context.CancelCauseFunc) er
 // publisher.
 func (r *Relay) Close() error {
 	r.mu.Lock()
-	if !r.closed {
-		r.closed = true
+	if !r.isClosed() {
 		close(r.closing)
 	}
 	done, hardStop := r.runDone, r.hardStop

@@ -200,7 +200,7 @@ func TestOneBatchCoversEveryBucketByDefault(t *testing.T) {
 	}
 	e.add(t, msgs...)
 	tr := newTracer()
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithTracer(tr))
+	run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithTracer(tr))
 	select {
 	case end := <-tr.ended:
 		tr.mu.Lock()
@@ -230,7 +230,7 @@ func TestFullBatchesClaimFewerBuckets(t *testing.T) {
 	e.add(t, msgs...)
 	c := e.collect(t, 1)
 	tr := newTracer()
-	run(t, newPool(t, e.dsn), e.mem, outbox.WithBatchSize(batch), outbox.WithTracer(tr))
+	run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithBatchSize(batch), outbox.WithTracer(tr))
 	c.wait(t, len(msgs), 20*time.Second)
 	c.check(t, len(msgs))
 	tr.mu.Lock()
@@ -268,8 +268,8 @@ func TestTwoRelaysShareADeepBacklog(t *testing.T) {
 	e.add(t, msgs...)
 	c := e.collect(t, 4)
 	opts := []outbox.Option{outbox.WithBatchSize(50), outbox.WithPollInterval(20 * time.Millisecond)}
-	r1, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
-	r2, _ := run(t, newPool(t, e.dsn), e.mem, opts...)
+	r1, _ := run(t, testenv.Pool(t, e.dsn), e.mem, opts...)
+	r2, _ := run(t, testenv.Pool(t, e.dsn), e.mem, opts...)
 	c.wait(t, len(msgs), 30*time.Second)
 	c.check(t, len(msgs))
 	testenv.Eventually(t, 10*time.Second, "both relays counted", func() bool {
@@ -325,7 +325,7 @@ func TestCloseLetsTheBatchInFlightFinish(t *testing.T) {
 	ctx := context.Background()
 	e.add(t, msg("k", 0), msg("k", 1), msg("k", 2))
 	pub := &blockingPublisher{Publisher: e.mem, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	r, err := outbox.NewRelay(newPool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond))
+	r, err := outbox.NewRelay(testenv.Pool(t, e.dsn), pub, outbox.WithPollInterval(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +376,7 @@ func TestCloseCancelsTheBatchAfterTheDrainTimeout(t *testing.T) {
 	pub := &blockingPublisher{Publisher: e.mem, entered: make(chan struct{}, 1), release: make(chan struct{})} // never released
 	tr := newTracer()
 	const drain = 100 * time.Millisecond
-	r, err := outbox.NewRelay(newPool(t, e.dsn), pub, outbox.WithDrainTimeout(drain), outbox.WithTracer(tr))
+	r, err := outbox.NewRelay(testenv.Pool(t, e.dsn), pub, outbox.WithDrainTimeout(drain), outbox.WithTracer(tr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +417,7 @@ func TestCloseWhileIdleAndBeforeRun(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	r, err := outbox.NewRelay(newPool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
+	r, err := outbox.NewRelay(testenv.Pool(t, e.dsn), e.mem, outbox.WithPollInterval(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +432,7 @@ func TestCloseWhileIdleAndBeforeRun(t *testing.T) {
 		t.Fatalf("Run: %v, want ErrClosed", err)
 	}
 
-	never, err := outbox.NewRelay(newPool(t, e.dsn), e.mem)
+	never, err := outbox.NewRelay(testenv.Pool(t, e.dsn), e.mem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +477,7 @@ func TestPublishRunsInTheTracedBatchContext(t *testing.T) {
 	c := e.collect(t, 1)
 	pub := &ctxPublisher{Publisher: e.mem}
 	tr1, tr2 := newTracer(), newTracer()
-	r, _ := run(t, newPool(t, e.dsn), pub, outbox.WithTracer(tr1), outbox.WithTracer(tr2), outbox.WithPollInterval(20*time.Millisecond))
+	r, _ := run(t, testenv.Pool(t, e.dsn), pub, outbox.WithTracer(tr1), outbox.WithTracer(tr2), outbox.WithPollInterval(20*time.Millisecond))
 	e.add(t, msg("a", 0), msg("b", 0))
 	c.wait(t, 2, 10*time.Second)
 	testenv.Eventually(t, 10*time.Second, "the batch counted", func() bool { return r.Stats().Published == 2 })
@@ -563,7 +563,7 @@ func TestMigrateUpgradesATableOfAnOlderVersion(t *testing.T) {
 		if len(before) != 4 || !slices.Equal(after, want) {
 			t.Errorf("%s: indexes %v before Migrate, %v after; want %v", name, before, after, want)
 		}
-		_, stop := run(t, newPool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(20*time.Millisecond))
+		_, stop := run(t, testenv.Pool(t, e.dsn), e.mem, outbox.WithTable(name), outbox.WithPollInterval(20*time.Millisecond))
 		c.wait(t, i+1, 10*time.Second)
 		if err := stop(); err != nil {
 			t.Fatal(err)

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -295,11 +295,7 @@ func otherTraces(spans []sdktrace.ReadOnlySpan, tid trace.TraceID) string {
 			counts[fmt.Sprintf("%s [%s]", s.Name(), s.SpanKind())]++
 		}
 	}
-	names := make([]string, 0, len(counts))
-	for n := range counts {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(counts))
 	for i, n := range names {
 		names[i] = fmt.Sprintf("%d %s", counts[n], n)
 	}
@@ -382,13 +378,8 @@ func metricValues(rm metricdata.ResourceMetrics, metric string, by attribute.Key
 
 // formatValues is "a 1, b 2", or "3" for a total.
 func formatValues(v map[string]float64) string {
-	keys := make([]string, 0, len(v))
-	for k := range v {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, cmp.Compare)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(v)) {
 		num := fmt.Sprintf("%g", v[k])
 		if k == "" {
 			parts = append(parts, num)

@@ -36,9 +36,6 @@ func New[V any](now func() time.Time) *Map[V] {
 	return &Map[V]{m: make(map[string]*Entry[V]), now: now, lastSweep: now()}
 }
 
-// Now returns the Map's clock reading.
-func (c *Map[V]) Now() time.Time { return c.now() }
-
 // Claim takes key for ttl with a new owner token unless a live entry holds it.
 // claimed reports which: when false, held is a copy of the live entry (its
 // Token cleared, so it cannot be used to settle).
@@ -54,6 +51,22 @@ func (c *Map[V]) ClaimWith(key string, ttl time.Duration, v V) (held Entry[V], t
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	return c.claim(key, now, now.Add(ttl), v)
+}
+
+// ClaimUntil is Claim for a caller that brings its own clock reading: the
+// Map's clock is not read, the time is now and the claim lasts until until
+// (webhook's MemoryDedup, whose DedupStore.Begin is given both).
+func (c *Map[V]) ClaimUntil(key string, now, until time.Time) (held Entry[V], token string, claimed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var zero V
+	return c.claim(key, now, until, zero)
+}
+
+// claim sweeps expired entries (at most once a minute) and takes key at now
+// until expires unless a live entry holds it. Callers hold c.mu.
+func (c *Map[V]) claim(key string, now, expires time.Time, v V) (held Entry[V], token string, claimed bool) {
 	if now.Sub(c.lastSweep) > time.Minute {
 		for k, e := range c.m {
 			if !now.Before(e.Expires) {
@@ -68,7 +81,7 @@ func (c *Map[V]) ClaimWith(key string, ttl time.Duration, v V) (held Entry[V], t
 		return held, "", false
 	}
 	token = ids.Hex()
-	c.m[key] = &Entry[V]{Token: token, Value: v, Expires: now.Add(ttl)}
+	c.m[key] = &Entry[V]{Token: token, Value: v, Expires: expires}
 	return Entry[V]{}, token, true
 }
 
@@ -99,11 +112,24 @@ func (c *Map[V]) Owned(key, token string) (e Entry[V], ok bool) {
 func (c *Map[V]) Complete(key, token string, v V, ttl time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.complete(key, token, v, c.now().Add(ttl))
+}
+
+// CompleteUntil is Complete keeping the settled entry until until rather
+// than for a TTL from the Map's clock.
+func (c *Map[V]) CompleteUntil(key, token string, v V, until time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.complete(key, token, v, until)
+}
+
+// complete settles key with v until expires if token owns it. Callers hold c.mu.
+func (c *Map[V]) complete(key, token string, v V, expires time.Time) bool {
 	e := c.owned(key, token)
 	if e == nil {
 		return false
 	}
-	e.Done, e.Value, e.Expires = true, v, c.now().Add(ttl)
+	e.Done, e.Value, e.Expires = true, v, expires
 	return true
 }
 

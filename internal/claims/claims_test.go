@@ -92,3 +92,31 @@ func TestClaimWithShowsTheValueWhileRunning(t *testing.T) {
 		t.Fatalf("held %+v; want the settled value", held)
 	}
 }
+
+// TestUntil: ClaimUntil and CompleteUntil use the caller's times, not the
+// Map's clock.
+func TestUntil(t *testing.T) {
+	reads := 0
+	m := New[struct{}](func() time.Time { reads++; return time.Time{} })
+	reads = 0 // New reads it once
+	at := time.Unix(1_700_000_000, 0)
+	_, tok, ok := m.ClaimUntil("k", at, at.Add(time.Minute))
+	if !ok {
+		t.Fatal("first claim refused")
+	}
+	if _, _, ok := m.ClaimUntil("k", at.Add(59*time.Second), at.Add(2*time.Minute)); ok {
+		t.Fatal("claimed while held")
+	}
+	if !m.CompleteUntil("k", tok, struct{}{}, at.Add(time.Hour)) {
+		t.Fatal("owner could not complete")
+	}
+	if held, _, ok := m.ClaimUntil("k", at.Add(59*time.Minute), at.Add(2*time.Hour)); ok || !held.Done || !held.Expires.Equal(at.Add(time.Hour)) {
+		t.Fatalf("held %+v ok=%v; want the settled entry until the hour", held, ok)
+	}
+	if _, _, ok := m.ClaimUntil("k", at.Add(time.Hour), at.Add(2*time.Hour)); !ok {
+		t.Fatal("settled entry outlived its until")
+	}
+	if reads != 0 {
+		t.Fatalf("the Map's clock was read %d times", reads)
+	}
+}

@@ -13,29 +13,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/go-integration/patterns/internal/testenv"
 	"github.com/go-integration/patterns/rpc"
 	"github.com/go-integration/patterns/rpc/pgstore"
 	"github.com/go-integration/patterns/rpc/rpctest"
 )
 
-func newPool(t testing.TB, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 // newStore returns a store on a fresh schema, its table created.
 func newStore(t *testing.T) (*pgstore.Store, string) {
 	t.Helper()
 	_, dsn := testenv.Schema(t)
-	s, err := pgstore.New(newPool(t, dsn))
+	s, err := pgstore.New(testenv.Pool(t, dsn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +60,7 @@ func TestCleanup(t *testing.T) {
 
 func TestWithTable(t *testing.T) {
 	schema, dsn := testenv.Schema(t)
-	s, err := pgstore.New(newPool(t, testenv.DatabaseURL(t)), pgstore.WithTable(schema+".idem"))
+	s, err := pgstore.New(testenv.Pool(t, testenv.DatabaseURL(t)), pgstore.WithTable(schema+".idem"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +72,13 @@ func TestWithTable(t *testing.T) {
 		t.Fatalf("%v %v", c, err)
 	}
 	var n int
-	if err := newPool(t, dsn).QueryRow(ctx, "select count(*) from idem").Scan(&n); err != nil || n != 1 {
+	if err := testenv.Pool(t, dsn).QueryRow(ctx, "select count(*) from idem").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows %d, %v", n, err)
 	}
 }
 
 func TestBadOptions(t *testing.T) {
-	pool := newPool(t, testenv.DatabaseURL(t))
+	pool := testenv.Pool(t, testenv.DatabaseURL(t))
 	for name, opt := range map[string]pgstore.Option{
 		"empty table":  pgstore.WithTable(""),
 		"three parts":  pgstore.WithTable("a.b.c"),
@@ -115,16 +103,16 @@ func TestBadOptions(t *testing.T) {
 // answers 503 with Retry-After without running the handler.
 func TestDatabaseDownIsAnError(t *testing.T) {
 	ctx := context.Background()
-	down, err := pgstore.New(newPool(t, "postgres://postgres@127.0.0.1:1/test?connect_timeout=2"))
+	down, err := pgstore.New(testenv.Pool(t, "postgres://postgres@127.0.0.1:1/test?connect_timeout=2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, dsn := newStore(t)
-	stuck, err := pgstore.New(newPool(t, dsn), pgstore.WithQueryTimeout(200*time.Millisecond))
+	stuck, err := pgstore.New(testenv.Pool(t, dsn), pgstore.WithQueryTimeout(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := newPool(t, dsn).Begin(ctx)
+	tx, err := testenv.Pool(t, dsn).Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +165,7 @@ func TestTwoServers(t *testing.T) {
 	})
 	var servers []*httptest.Server
 	for i := range 2 {
-		store, err := pgstore.New(newPool(t, dsn))
+		store, err := pgstore.New(testenv.Pool(t, dsn))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,13 +261,13 @@ func TestConcurrentMigrate(t *testing.T) {
 	const instances, rounds = 8, 20
 	stores := make([]*pgstore.Store, instances)
 	for i := range stores {
-		s, err := pgstore.New(newPool(t, dsn))
+		s, err := pgstore.New(testenv.Pool(t, dsn))
 		if err != nil {
 			t.Fatal(err)
 		}
 		stores[i] = s
 	}
-	admin := newPool(t, dsn)
+	admin := testenv.Pool(t, dsn)
 	var failed []error
 	for round := range rounds {
 		if _, err := admin.Exec(ctx, "drop table if exists rpc_idempotency"); err != nil {
@@ -314,12 +302,12 @@ func TestConcurrentMigrate(t *testing.T) {
 func TestSchemaAppliesAlone(t *testing.T) {
 	_, dsn := testenv.Schema(t)
 	ctx := context.Background()
-	s, err := pgstore.New(newPool(t, dsn))
+	s, err := pgstore.New(testenv.Pool(t, dsn))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 2 { // idempotent
-		if _, err := newPool(t, dsn).Exec(ctx, s.Schema()); err != nil {
+		if _, err := testenv.Pool(t, dsn).Exec(ctx, s.Schema()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -332,7 +320,7 @@ func TestSchemaAppliesAlone(t *testing.T) {
 func TestMigrateAddsOwnerColumn(t *testing.T) {
 	_, dsn := testenv.Schema(t)
 	ctx := context.Background()
-	pool := newPool(t, dsn)
+	pool := testenv.Pool(t, dsn)
 	if _, err := pool.Exec(ctx, `create table rpc_idempotency (
     key text primary key, fingerprint text not null, status int, header jsonb, body bytea,
     expires_at timestamptz not null, created_at timestamptz not null default now())`); err != nil {

@@ -1,6 +1,6 @@
 // Package tracing is what the broker adapters share of tracing and
 // statistics beyond the engine (which traces and counts the consuming
-// side): a Recorder wraps each Publish call in Start and End, so that
+// side): a Recorder wraps each Publish call in StartAt and End, so that
 // Publish is traced and counted the same on every adapter, and Check
 // validates a WithTracer value.
 package tracing
@@ -14,14 +14,14 @@ import (
 	"github.com/go-integration/patterns/internal/hooks"
 )
 
-// Names lists the broker tracer interfaces, for error messages.
-const Names = "broker.PublishTracer, broker.ProcessTracer, broker.DeadLetterTracer"
+// brokerTracerNames lists the broker tracer interfaces, for error messages.
+const brokerTracerNames = "broker.PublishTracer, broker.ProcessTracer, broker.DeadLetterTracer"
 
 // Check returns an error when t implements none of the broker tracer
 // interfaces nor any interface extra checks (an adapter's own, named in
 // extraNames); the adapter wraps it in its ErrInvalidOption.
 func Check(t any, extraNames string, extra ...func(any) bool) error {
-	names := Names
+	names := brokerTracerNames
 	if extraNames != "" {
 		names += ", " + extraNames
 	}
@@ -46,23 +46,10 @@ func New(system string, tracers []any) *Recorder {
 	return &Recorder{system: system, tracers: hooks.Pick[broker.PublishTracer](tracers)}
 }
 
-// Call is one traced call, from Start to End.
+// Call is one traced call, from StartAt to End.
 type Call struct {
 	n     int
 	start Mono // zero when untraced
-}
-
-// Start begins a Publish call of msgs (IDs and Times already filled) to
-// topic: StartAt, reading the clock.
-func (r *Recorder) Start(ctx context.Context, topic string, msgs []broker.Message) (context.Context, []broker.Message, Call) {
-	r.started.Add(uint64(len(msgs)))
-	c := Call{n: len(msgs)}
-	if len(r.tracers) == 0 {
-		return ctx, msgs, c
-	}
-	c.start = Now()
-	ctx, msgs = broker.StartPublish(ctx, r.tracers, r.system, topic, msgs)
-	return ctx, msgs, c
 }
 
 // StartAt begins a Publish call of msgs (IDs and Times already filled) to
@@ -85,7 +72,7 @@ func (r *Recorder) StartAt(ctx context.Context, now time.Time, topic string, msg
 
 // End ends c with the call's result: it counts the messages as published
 // or failed and calls the tracers' TracePublishEnd with ctx, the context
-// Start returned.
+// StartAt returned.
 func (r *Recorder) End(ctx context.Context, c Call, err error) {
 	if err == nil {
 		r.published.Add(uint64(c.n))

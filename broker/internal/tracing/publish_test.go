@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-integration/patterns/broker"
 )
@@ -28,7 +29,7 @@ func TestUntracedDoesNotAllocate(t *testing.T) {
 	msgs := []broker.Message{{ID: "a"}}
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(100, func() {
-		c, ms, call := r.Start(ctx, "t", msgs)
+		c, ms, call := r.StartAt(ctx, time.Now(), "t", msgs)
 		if &ms[0] != &msgs[0] {
 			t.Fatal("untraced Start copied the messages")
 		}
@@ -48,7 +49,7 @@ func TestTracedCopies(t *testing.T) {
 	r := New("test", []any{tr})
 	caller := map[string]string{"k": "v"}
 	msgs := []broker.Message{{ID: "a", Header: caller}, {ID: "b"}}
-	ctx, ms, call := r.Start(context.Background(), "t", msgs)
+	ctx, ms, call := r.StartAt(context.Background(), time.Now(), "t", msgs)
 	if st := r.Stats(); st.InFlight != 2 {
 		t.Errorf("in flight %d, want 2", st.InFlight)
 	}
@@ -95,7 +96,7 @@ func TestTracedWithoutWritesDoesNotCopy(t *testing.T) {
 	msgs := []broker.Message{{ID: "a", Header: map[string]string{"k": "v"}}}
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(100, func() {
-		c, ms, call := r.Start(ctx, "t", msgs)
+		c, ms, call := r.StartAt(ctx, time.Now(), "t", msgs)
 		if &ms[0] != &msgs[0] {
 			t.Fatal("Start copied the messages though no tracer wrote")
 		}

@@ -20,22 +20,12 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newPool(t testing.TB, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 // newStore returns a store on a fresh schema, its table created, and the
 // schema's database URL.
 func newStore(t *testing.T) (*pgdedup.Store, string) {
 	t.Helper()
 	_, dsn := testenv.Schema(t)
-	s, err := pgdedup.New(newPool(t, dsn))
+	s, err := pgdedup.New(testenv.Pool(t, dsn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +68,7 @@ func TestCleanup(t *testing.T) {
 
 func TestWithTableAndConcurrentMigrate(t *testing.T) {
 	schema, _ := testenv.Schema(t)
-	pool := newPool(t, testenv.DatabaseURL(t))
+	pool := testenv.Pool(t, testenv.DatabaseURL(t))
 	s, err := pgdedup.New(pool, pgdedup.WithTable(schema+".dedup"))
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-integration/patterns/internal/testenv"
+
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/middleware"
 	"github.com/go-integration/patterns/broker/middleware/pgdedup"
@@ -43,7 +45,7 @@ func TestChildConsumer(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv(envChildIDs))
 	inProgress, _ := time.ParseDuration(os.Getenv(envChildTTL))
 	ctx := context.Background()
-	pool := newPool(t, dsn)
+	pool := testenv.Pool(t, dsn)
 	store, err := pgdedup.New(pool)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +125,7 @@ func child(t *testing.T, dsn, mode string, ids int, inProgress time.Duration) *e
 // message IDs: every ID is handled exactly once, and both processes handle some.
 func TestTwoProcessesHandleEachIDOnce(t *testing.T) {
 	_, dsn := newStore(t)
-	pool := newPool(t, dsn)
+	pool := testenv.Pool(t, dsn)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, "create table handled (id text not null, pid int not null)"); err != nil {
 		t.Fatal(err)

@@ -63,7 +63,7 @@ func TestChildRabbitConsumer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }()
-	pool := newPool(t, os.Getenv(envRabbitDSN))
+	pool := testenv.Pool(t, os.Getenv(envRabbitDSN))
 	store, err := pgdedup.New(pool)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func (o *childOut) text() string {
 func TestTwoConsumerProcessesOverRabbitMQOneKilled(t *testing.T) {
 	vhost, amqpURL := testenv.VHost(t)
 	_, dsn := newStore(t)
-	pool := newPool(t, dsn)
+	pool := testenv.Pool(t, dsn)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, "create table handled (id text not null, pid int not null)"); err != nil {
 		t.Fatal(err)
