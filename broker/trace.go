@@ -159,6 +159,27 @@ type TracePublishEndData struct {
 	Duration time.Duration
 }
 
+// PublishTraceEnabler is implemented by a PublishTracer that can tell,
+// cheaply and before a Publish call, that it would do nothing for a call
+// made with ctx: an OpenTelemetry tracer on no-op providers, say. When
+// every PublishTracer an adapter has is an enabler reporting false, the
+// adapter calls none of them for that call (no TracePublishStart or End,
+// no clock reading, no header copy); when any reports true, or one is not
+// an enabler, it calls them all as usual. Tracing that costs nothing when
+// off is what the method is for: it must not block or allocate.
+type PublishTraceEnabler interface {
+	TracePublishEnabled(ctx context.Context) bool
+}
+
+// ProcessTraceEnabler is PublishTraceEnabler for handler calls: ctx is
+// the subscriber's, topic the subscription's and header the Header of the
+// message about to be handed to the handler (read-only; the trace context
+// a publisher wrote travels in it). When every ProcessTracer reports
+// false, none is called for that attempt and the handler runs in ctx.
+type ProcessTraceEnabler interface {
+	TraceProcessEnabled(ctx context.Context, topic string, header map[string]string) bool
+}
+
 // ProcessTracer traces handler calls: one Start and one End around each
 // attempt, on every adapter (the engine every adapter runs on calls them).
 type ProcessTracer interface {

@@ -64,6 +64,7 @@ func Run(t *testing.T, h Harness) {
 		{"PanicErrorValue", f.DeadLetter, s.testPanicErrorValue},
 		{"TracePublish", true, s.testTracePublish},
 		{"TraceProcessAndStats", f.DeadLetter, s.testTraceProcess},
+		{"TraceEnabler", true, s.testTraceEnabler},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

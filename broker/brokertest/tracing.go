@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-integration/patterns/broker"
@@ -163,8 +164,9 @@ func (r *recorder) check(t *testing.T) {
 	}
 }
 
-// traced makes a publisher and subscriber with tr installed, or skips.
-func (s *suite) traced(t *testing.T, tr *recorder) (broker.Publisher, broker.Subscriber) {
+// traced makes a publisher and subscriber with tr (a *recorder or a
+// *gatedRecorder) installed, or skips.
+func (s *suite) traced(t *testing.T, tr any) (broker.Publisher, broker.Subscriber) {
 	t.Helper()
 	if s.h.Traced == nil {
 		t.Skip("the harness has no Traced")
@@ -377,5 +379,84 @@ func (s *suite) testTraceProcess(t *testing.T) {
 	}
 	if w := (broker.SubscriberStats{Received: 4, Handled: 3, Retried: 2, DeadLettered: 1, Panics: 1}); ss != w {
 		t.Errorf("subscriber stats %+v, want %+v", ss, w)
+	}
+}
+
+// gatedRecorder is the suite's tracer with the enabler interfaces: a
+// Publish call is traced only when its context carries callerKey, a
+// handler call only when the message carries the publisher's trace header.
+type gatedRecorder struct {
+	*recorder
+	pubAsked, procAsked atomic.Int64
+}
+
+func (g *gatedRecorder) TracePublishEnabled(ctx context.Context) bool {
+	g.pubAsked.Add(1)
+	return ctx.Value(callerKey{}) != nil
+}
+
+func (g *gatedRecorder) TraceProcessEnabled(_ context.Context, _ string, header map[string]string) bool {
+	g.procAsked.Add(1)
+	return header[headerPublishTrace] != ""
+}
+
+// testTraceEnabler: a tracer implementing broker.PublishTraceEnabler and
+// broker.ProcessTraceEnabler is asked before each call and not called at
+// all for a call it reports false for (the handler then runs in the
+// subscriber's context), while the Stats still count everything.
+func (s *suite) testTraceEnabler(t *testing.T) {
+	tr := &gatedRecorder{recorder: &recorder{}}
+	p, sub := s.traced(t, tr)
+	topic := s.topic(t, "")
+	c := newCollector()
+	var untracedInHandler atomic.Int64
+	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g"}, func(ctx context.Context, m broker.Message) error {
+		if m.ID == "traced" {
+			tr.inHandler(ctx, m)
+		} else if ctx.Value(procKey{}) == nil {
+			untracedInHandler.Add(1)
+		}
+		return c.handler(ctx, m)
+	})
+	publish(t, p, topic, broker.Message{ID: "untraced", Key: "k.a"}) // context.Background: not enabled
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), callerKey{}, true), waitFor)
+	defer cancel()
+	if err := p.Publish(ctx, topic, broker.Message{ID: "traced", Key: "k.b"}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitUnique(t, 2)
+	testenv.Eventually(t, waitFor, "the traced handler call's TraceProcessEnd", func() bool { return tr.endedProcs() >= 1 })
+	tr.check(t)
+	if n := tr.pubAsked.Load(); n != 2 {
+		t.Errorf("TracePublishEnabled asked %d times, want once per Publish call (2)", n)
+	}
+	if n := tr.procAsked.Load(); n != 2 {
+		t.Errorf("TraceProcessEnabled asked %d times, want once per handler call (2)", n)
+	}
+	if got := c.byID()["untraced"].Header[headerPublishTrace]; got != "" {
+		t.Errorf("the untraced message carries %s = %q: its Publish call was traced", headerPublishTrace, got)
+	}
+	if untracedInHandler.Load() != 1 {
+		t.Error("the untraced message's handler ran in a traced context")
+	}
+	tr.mu.Lock()
+	pubs, procs := len(tr.pubs), len(tr.procs)
+	var procID string
+	if procs == 1 {
+		procID = tr.procs[0].start.Message.ID
+	}
+	tr.mu.Unlock()
+	if pubs != 1 || procs != 1 || procID != "traced" {
+		t.Errorf("%d publish and %d process spans (%q), want one of each, for the traced message", pubs, procs, procID)
+	}
+	if s.h.Stats != nil {
+		ps, ss := s.h.Stats(p, sub)
+		if ps.Published != 2 {
+			t.Errorf("publisher stats %+v, want 2 published, traced or not", ps)
+		}
+		testenv.Eventually(t, waitFor, "subscriber stats counting both", func() bool {
+			_, ss = s.h.Stats(p, sub)
+			return ss.Handled == 2
+		})
 	}
 }

@@ -96,8 +96,10 @@ type Engine struct {
 	cfg  Config
 	log  *slog.Logger
 	proc []broker.ProcessTracer
-	dead []broker.DeadLetterTracer
-	st   counters
+	// procGate says whether proc must be called for a handler call.
+	procGate tracing.Gate[broker.ProcessTraceEnabler]
+	dead     []broker.DeadLetterTracer
+	st       counters
 
 	mu      sync.Mutex
 	closed  bool
@@ -131,10 +133,12 @@ func New(d Driver, cfg Config) (*Engine, error) {
 	if cfg.Name == "" {
 		cfg.Name = "broker"
 	}
+	proc := hooks.Pick[broker.ProcessTracer](cfg.Tracers)
 	return &Engine{
 		d: d, cfg: cfg, log: cfg.Logger, closing: make(chan struct{}),
-		proc: hooks.Pick[broker.ProcessTracer](cfg.Tracers),
-		dead: hooks.Pick[broker.DeadLetterTracer](cfg.Tracers),
+		proc:     proc,
+		procGate: tracing.NewGate[broker.ProcessTraceEnabler](proc),
+		dead:     hooks.Pick[broker.DeadLetterTracer](cfg.Tracers),
 	}, nil
 }
 
@@ -702,7 +706,7 @@ func (rn *run) attempt(w *worker, it *item) {
 	m := rn.message(it)
 	ctx := w.ctx
 	var sp span
-	if len(rn.e.proc) > 0 {
+	if rn.e.procGate.Enabled(func(e broker.ProcessTraceEnabler) bool { return e.TraceProcessEnabled(ctx, rn.s.Topic, m.Header) }) {
 		ctx, sp = rn.traceStart(ctx, &m)
 	}
 	err := rn.call(ctx, m)

@@ -34,6 +34,7 @@ func Check(t any, extraNames string, extra ...func(any) bool) error {
 type Recorder struct {
 	system  string
 	tracers []broker.PublishTracer
+	gate    Gate[broker.PublishTraceEnabler]
 
 	// The in-flight gauge is started minus ended, so that a call costs
 	// two atomic additions.
@@ -43,13 +44,15 @@ type Recorder struct {
 // New returns a Recorder for the adapter named system ("rabbitmq"),
 // calling the broker.PublishTracer values among tracers in order.
 func New(system string, tracers []any) *Recorder {
-	return &Recorder{system: system, tracers: hooks.Pick[broker.PublishTracer](tracers)}
+	ts := hooks.Pick[broker.PublishTracer](tracers)
+	return &Recorder{system: system, tracers: ts, gate: NewGate[broker.PublishTraceEnabler](ts)}
 }
 
 // Call is one traced call, from StartAt to End.
 type Call struct {
-	n     int
-	start Mono // zero when untraced
+	n      int
+	traced bool // the tracers were called: End must be too
+	start  Mono
 }
 
 // StartAt begins a Publish call of msgs (IDs and Times already filled) to
@@ -62,9 +65,10 @@ type Call struct {
 func (r *Recorder) StartAt(ctx context.Context, now time.Time, topic string, msgs []broker.Message) (context.Context, []broker.Message, Call) {
 	r.started.Add(uint64(len(msgs)))
 	c := Call{n: len(msgs)}
-	if len(r.tracers) == 0 {
+	if !r.gate.Enabled(func(e broker.PublishTraceEnabler) bool { return e.TracePublishEnabled(ctx) }) {
 		return ctx, msgs, c
 	}
+	c.traced = true
 	c.start = MonoOf(now)
 	ctx, msgs = broker.StartPublish(ctx, r.tracers, r.system, topic, msgs)
 	return ctx, msgs, c
@@ -79,7 +83,7 @@ func (r *Recorder) End(ctx context.Context, c Call, err error) {
 	} else {
 		r.failed.Add(uint64(c.n))
 	}
-	if len(r.tracers) == 0 {
+	if !c.traced {
 		return
 	}
 	d := broker.TracePublishEndData{Err: err, Duration: c.start.Since()}

@@ -106,3 +106,42 @@ func TestTracedWithoutWritesDoesNotCopy(t *testing.T) {
 		t.Errorf("%v allocations per call", allocs)
 	}
 }
+
+// offTracer is a pubTracer that reports itself disabled.
+type offTracer struct{ pubTracer }
+
+func (*offTracer) TracePublishEnabled(context.Context) bool { return false }
+
+func TestGate(t *testing.T) {
+	off, plain := &offTracer{}, &pubTracer{}
+	ctx := context.Background()
+	msgs := []broker.Message{{ID: "a"}}
+
+	r := New("test", []any{off})
+	c, ms, call := r.StartAt(ctx, time.Now(), "t", msgs)
+	r.End(c, call, nil)
+	if off.starts != 0 || off.ends != 0 || &ms[0] != &msgs[0] {
+		t.Errorf("a disabled tracer was called (%d/%d) or the messages copied", off.starts, off.ends)
+	}
+	if st := r.Stats(); st.Published != 1 {
+		t.Errorf("an untraced call was not counted: %+v", st)
+	}
+
+	// One tracer that is not an enabler: both are called.
+	r = New("test", []any{off, plain})
+	c, ms, call = r.StartAt(ctx, time.Now(), "t", msgs)
+	r.End(c, call, nil)
+	if off.starts != 1 || off.ends != 1 || plain.starts != 1 || plain.ends != 1 || ms[0].Header["t"] != "x" {
+		t.Errorf("with a non-enabler both tracers must be called: %d/%d and %d/%d, header %v", off.starts, off.ends, plain.starts, plain.ends, ms[0].Header)
+	}
+
+	g := NewGate[broker.PublishTraceEnabler]([]broker.PublishTracer{off, off})
+	asked := 0
+	if g.Enabled(func(e broker.PublishTraceEnabler) bool { asked++; return asked == 2 }) != true || asked != 2 {
+		t.Errorf("a gate is enabled when any enabler is; asked %d", asked)
+	}
+	var none Gate[broker.PublishTraceEnabler]
+	if none.Enabled(func(broker.PublishTraceEnabler) bool { return true }) {
+		t.Error("a gate without tracers is enabled")
+	}
+}
