@@ -110,7 +110,7 @@ func (r *amqprpcTracer) TraceCallStart(ctx context.Context, d amqprpc.TraceCallS
 			semconv.MessagingDestinationName(d.Queue), semconv.MessagingRabbitMQDestinationRoutingKey(d.Queue),
 			semconv.MessagingMessageConversationID(d.CorrelationID), semconv.MessagingMessageBodySize(d.BodySize))
 	}
-	r.t.prop.Inject(ctx, propagation.MapCarrier(d.Header))
+	r.t.prop.Inject(ctx, brokerCarrier(d.Header))
 	return &amqprpcSpan{ctx, span}
 }
 
@@ -214,6 +214,9 @@ func (r *amqprpcTracer) TraceConnection(ctx context.Context, d amqprpc.TraceConn
 // amqprpcErrorType is error.type for a call's or handler's error: an
 // *amqprpc.Error's Code, or what the sentinel says.
 func amqprpcErrorType(err error) string {
+	if et := commonErrorType(err); et != "" {
+		return et
+	}
 	var re *amqprpc.Error
 	switch {
 	case errors.As(err, &re):

@@ -262,13 +262,20 @@ func BenchmarkBrokerTracerCalls(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				// As the adapters call it: a tracer that writes a header gets a copy.
-				pctx, sent := broker.StartPublish(ctx, pts, "memory", "bench", msgs)
-				pt.TracePublishEnd(pctx, broker.TracePublishEndData{Duration: time.Microsecond})
+				// As the adapters call it: skipped when not enabled, and a
+				// tracer that writes a header gets a copy.
+				sent := msgs
+				if pe, ok := pt.(broker.PublishTraceEnabler); !ok || pe.TracePublishEnabled(ctx) {
+					var pctx context.Context
+					pctx, sent = broker.StartPublish(ctx, pts, "memory", "bench", msgs)
+					pt.TracePublishEnd(pctx, broker.TracePublishEndData{Duration: time.Microsecond})
+				}
 				m := sent[0]
 				m.Attempt = 1
-				hctx := ct.TraceProcessStart(ctx, broker.TraceProcessStartData{System: "memory", Topic: "bench", Group: "g", Message: m})
-				ct.TraceProcessEnd(hctx, broker.TraceProcessEndData{Outcome: broker.OutcomeAcked, Duration: time.Microsecond})
+				if ce, ok := ct.(broker.ProcessTraceEnabler); !ok || ce.TraceProcessEnabled(ctx, "bench", m.Header) {
+					hctx := ct.TraceProcessStart(ctx, broker.TraceProcessStartData{System: "memory", Topic: "bench", Group: "g", Message: m})
+					ct.TraceProcessEnd(hctx, broker.TraceProcessEndData{Outcome: broker.OutcomeAcked, Duration: time.Microsecond})
+				}
 			}
 		})
 	}

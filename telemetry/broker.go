@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
@@ -78,7 +79,9 @@ const brokerEventDeadLetter = "dead_letter"
 //
 // A received traceparent that is not 55 characters long or does not
 // parse is ignored (the process span is a new root and the message is
-// handled as usual); a tracestate over 512 bytes is dropped.
+// handled as usual); a tracestate over 512 bytes or a baggage over 8192
+// is dropped. What it writes is capped to those limits by dropping whole
+// list-members (see docs/telemetry.md).
 //
 // With trace/noop's TracerProvider, or the global one while none is
 // installed, no span is started at all (spans start once
@@ -96,7 +99,7 @@ const brokerEventDeadLetter = "dead_letter"
 // Give the same value to a publisher and a subscriber, or one each: it
 // keeps no per-adapter state.
 func (t *Telemetry) Broker() any {
-	return &brokerTracer{t: t, w3cOnly: brokerW3COnly(t), tpKind: brokerTPKind(t.tp)}
+	return &brokerTracer{t: t, w3cOnly: brokerW3COnly(t), tpKind: brokerTPKind(t.tp), mpKind: brokerMPKind(t.mp)}
 }
 
 // brokerTracer is what Broker returns.
@@ -105,17 +108,20 @@ type brokerTracer struct {
 	// w3cOnly: the propagator reads only traceparent, tracestate and
 	// baggage, so a header without traceparent carries no context.
 	w3cOnly bool
-	// tpKind tells noSpans whether spans are no-ops.
-	tpKind    int
-	sendNames nameCache
-	procNames nameCache
-	attrs     brokerAttrCache
+	// tpKind tells noSpans whether spans are no-ops, mpKind noMetrics
+	// whether instruments are.
+	tpKind, mpKind int
+	sendNames      nameCache
+	procNames      nameCache
+	attrs          brokerAttrCache
 }
 
 var (
-	_ broker.PublishTracer    = (*brokerTracer)(nil)
-	_ broker.ProcessTracer    = (*brokerTracer)(nil)
-	_ broker.DeadLetterTracer = (*brokerTracer)(nil)
+	_ broker.PublishTracer       = (*brokerTracer)(nil)
+	_ broker.ProcessTracer       = (*brokerTracer)(nil)
+	_ broker.DeadLetterTracer    = (*brokerTracer)(nil)
+	_ broker.PublishTraceEnabler = (*brokerTracer)(nil)
+	_ broker.ProcessTraceEnabler = (*brokerTracer)(nil)
 )
 
 // brokerInstruments are the broker tracer's metrics.
@@ -268,7 +274,60 @@ func (b *brokerTracer) noSpans() bool {
 	return false
 }
 
-// Kinds of TracerProvider, for noSpans.
+// noMetrics reports whether recording a measurement is known to do
+// nothing: the MeterProvider is metric/noop's, or the global one while no
+// provider has been installed (otel.SetMeterProvider).
+func (b *brokerTracer) noMetrics() bool {
+	switch b.mpKind {
+	case brokerTPNoop:
+		return true
+	case brokerTPGlobal:
+		return otel.GetMeterProvider() == b.t.mp
+	}
+	return false
+}
+
+// TracePublishEnabled implements broker.PublishTraceEnabler: with no-op
+// (or not yet installed global) providers a Publish call has nothing to
+// do unless ctx carries trace context or baggage to write into the
+// messages. The adapters then skip the tracer for the call, which is what
+// keeps an installed but unconfigured Broker() nearly free.
+func (b *brokerTracer) TracePublishEnabled(ctx context.Context) bool {
+	if !b.w3cOnly || !b.noSpans() || !b.noMetrics() {
+		return true
+	}
+	if sp := trace.SpanFromContext(ctx); sp != noSpan && sp.SpanContext().IsValid() {
+		return true
+	}
+	return baggage.FromContext(ctx).Len() > 0
+}
+
+// noSpan is what trace.SpanFromContext returns for a context without a
+// span: comparing with it is cheaper than copying a SpanContext.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// TraceProcessEnabled implements broker.ProcessTraceEnabler: with no-op
+// providers a handler call has nothing to do unless the message carries
+// trace context or baggage for the handler's context.
+func (b *brokerTracer) TraceProcessEnabled(_ context.Context, _ string, header map[string]string) bool {
+	if !b.w3cOnly || !b.noSpans() || !b.noMetrics() {
+		return true
+	}
+	return header["traceparent"] != "" || header["baggage"] != ""
+}
+
+// brokerMPKind is brokerTPKind for a MeterProvider.
+func brokerMPKind(mp metric.MeterProvider) int {
+	if _, ok := mp.(metricnoop.MeterProvider); ok {
+		return brokerTPNoop
+	}
+	if rt := reflect.TypeOf(mp); rt.Kind() == reflect.Pointer && rt.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" {
+		return brokerTPGlobal
+	}
+	return brokerTPOther
+}
+
+// Kinds of TracerProvider and MeterProvider, for noSpans and noMetrics.
 const (
 	brokerTPOther = iota
 	brokerTPNoop
@@ -518,6 +577,9 @@ func brokerOutcome(o broker.Outcome, err error) string {
 
 // brokerErrorType is the low-cardinality error.type of a broker error.
 func brokerErrorType(err error) string {
+	if et := commonErrorType(err); et != "" {
+		return et
+	}
 	switch {
 	case errors.Is(err, broker.ErrHandlerPanic):
 		return "panic"
@@ -529,25 +591,30 @@ func brokerErrorType(err error) string {
 		return "not_confirmed"
 	case errors.Is(err, broker.ErrClosed):
 		return "closed"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
 	}
 	return semconv.ErrorTypeOther.Value.AsString()
 }
 
-// brokerCarrier is a message Header as a propagation.TextMapCarrier that
-// hides a traceparent that is not 55 characters and a tracestate over 512
-// bytes, so that the propagator ignores them.
+// brokerCarrier is a message Header (or any string map: an amqprpc
+// request's, an outbox row's) as a propagation.TextMapCarrier that hides
+// a received traceparent, tracestate or baggage outside the limits
+// (inbound), so that the propagator ignores it, and caps what the
+// propagator writes (outbound).
 type brokerCarrier map[string]string
 
-// Get returns the header's value for key, "" for an invalid traceparent
-// or tracestate.
+// Get returns the header's value for key, "" for an invalid traceparent,
+// tracestate or baggage.
 func (c brokerCarrier) Get(key string) string { return inbound(key, c[key]) }
 
-// Set sets the header key to value.
-func (c brokerCarrier) Set(key, value string) { c[key] = value }
+// Set sets the header key to value cut to the limits, or removes it when
+// nothing is left.
+func (c brokerCarrier) Set(key, value string) {
+	if v := outbound(key, value); v != "" {
+		c[key] = v
+	} else {
+		delete(c, key)
+	}
+}
 
 // Keys lists the header's keys.
 func (c brokerCarrier) Keys() []string {

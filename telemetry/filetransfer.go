@@ -227,12 +227,6 @@ func endWithError(span trace.Span, err error) {
 
 // exportErrorType is error.type for a failed export or day.
 func exportErrorType(err error) attribute.KeyValue {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return semconv.ErrorTypeKey.String("deadline_exceeded")
-	case errors.Is(err, context.Canceled):
-		return semconv.ErrorTypeKey.String("canceled")
-	}
-	et, _ := dbErrorType(err) // SQLSTATE for a server error
+	et, _ := dbErrorType(err) // the shared vocabulary, then SQLSTATE for a server error
 	return semconv.ErrorTypeKey.String(et)
 }

@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
@@ -164,7 +163,7 @@ func (o *outboxTracer) TraceAddStart(ctx context.Context, d outbox.TraceAddStart
 			for _, f := range o.fields {
 				delete(h, f)
 			}
-			t.prop.Inject(ctx, propagation.MapCarrier(h))
+			t.prop.Inject(ctx, brokerCarrier(h))
 		}
 	}
 	if !span.IsRecording() {
@@ -301,6 +300,9 @@ func outboxFail(span trace.Span, err error) {
 // outboxErrorType is the low-cardinality error.type of an outbox error:
 // the SQLSTATE of a PostgreSQL error, else the broker's kind of error.
 func outboxErrorType(err error) string {
+	if et := commonErrorType(err); et != "" {
+		return et
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return pe.Code

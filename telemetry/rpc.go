@@ -39,7 +39,10 @@ import (
 //
 // A breaker change is an event "rpc.breaker.change" on the attempt's span and
 // counted in patterns.rpc.breaker.changes by server.address, server.port and
-// patterns.rpc.breaker.from/to ("closed", "open", "half-open"). An
+// patterns.rpc.breaker.from/to ("closed", "open", "half-open"); the gauge
+// patterns.rpc.breaker.state is each host's state since its last change
+// (0 closed, 1 half-open, 2 open, by server.address and server.port), so
+// that an open breaker shows without a query over the changes. An
 // Idempotency outcome is an event "rpc.idempotency" on the request's span
 // (the server span of an HTTP middleware, if any) and counted in
 // patterns.rpc.idempotency by patterns.rpc.idempotency.outcome ("stored",
@@ -63,6 +66,8 @@ type rpcInstruments struct {
 	retries            metric.Int64Counter
 	giveUps            metric.Int64Counter
 	breakerChanges     metric.Int64Counter
+	breakerState       metric.Int64ObservableGauge // fed by breakerStates
+	breakerStates      breakerStates
 	idempotency        metric.Int64Counter
 }
 
@@ -81,6 +86,8 @@ func (in *rpcInstruments) init(m metric.Meter) error {
 	errs = append(errs, err)
 	in.breakerChanges, err = m.Int64Counter("patterns.rpc.breaker.changes",
 		metric.WithUnit("{change}"), metric.WithDescription("Circuit breaker state changes, by host and states."))
+	errs = append(errs, err)
+	in.breakerState, err = initBreakerState(m, &in.breakerStates)
 	errs = append(errs, err)
 	in.idempotency, err = m.Int64Counter("patterns.rpc.idempotency",
 		metric.WithUnit("{request}"), metric.WithDescription("Requests the rpc Idempotency middleware handled with a key, by outcome."))
@@ -166,7 +173,7 @@ func (r *rpcTracer) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptSta
 		}
 		span.SetAttributes(attrs...)
 	}
-	r.t.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	r.t.prop.Inject(ctx, headerCarrier(req.Header))
 	return a
 }
 
@@ -233,6 +240,7 @@ func (r *rpcTracer) TraceBreakerChange(ctx context.Context, d rpc.TraceBreakerCh
 		span.AddEvent("rpc.breaker.change", trace.WithAttributes(semconv.ServerAddress(addr),
 			keyRPCBreakerFrom.String(from), keyRPCBreakerTo.String(to)))
 	}
+	r.t.instr.rpc.breakerStates.set(breakerHost{addr, port}, d.To)
 	if c := r.t.instr.rpc.breakerChanges; c.Enabled(ctx) {
 		attrs := []attribute.KeyValue{semconv.ServerAddress(addr), keyRPCBreakerFrom.String(from), keyRPCBreakerTo.String(to)}
 		if port != 0 {
@@ -263,8 +271,10 @@ func (r *rpcTracer) TraceIdempotency(ctx context.Context, d rpc.TraceIdempotency
 
 // rpcErrorType is error.type for an rpc attempt's error.
 func rpcErrorType(err error) string {
-	switch {
-	case errors.Is(err, rpc.ErrCircuitOpen):
+	if et := commonErrorType(err); et != "" {
+		return et
+	}
+	if errors.Is(err, rpc.ErrCircuitOpen) {
 		return "circuit_open"
 	}
 	return errTypeOf(err)
@@ -289,19 +299,12 @@ func rpcGiveUpReason(err error) string {
 
 // The helpers below are shared by RPC, AMQPRPC and Webhook.
 
-// errTypeOf is a low-cardinality error.type for err: "timeout" or
-// "canceled" for context and network timeouts, else the Go type of the
-// first error in its chain that is not a plain wrapper, or "_OTHER".
+// errTypeOf is a low-cardinality error.type for err: the shared
+// vocabulary (commonErrorType), else the Go type of the first error in its
+// chain that is not a plain wrapper, or "_OTHER".
 func errTypeOf(err error) string {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
+	if et := commonErrorType(err); et != "" {
+		return et
 	}
 	for e := err; e != nil; e = errors.Unwrap(e) {
 		switch t := fmt.Sprintf("%T", e); t {

@@ -436,6 +436,9 @@ func appendServer(attrs []attribute.KeyValue, addr string) []attribute.KeyValue 
 // dbErrorType returns error.type for a failed read (low cardinality) and
 // the SQLSTATE when the server answered with an error.
 func dbErrorType(err error) (errType, sqlState string) {
+	if et := commonErrorType(err); et != "" {
+		return et, ""
+	}
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe):
@@ -446,10 +449,6 @@ func dbErrorType(err error) (errType, sqlState string) {
 		return "invalid_token", ""
 	case errors.Is(err, shareddb.ErrClosed):
 		return "closed", ""
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded", ""
-	case errors.Is(err, context.Canceled):
-		return "canceled", ""
 	}
 	var ne *shareddb.NodeError
 	if errors.As(err, &ne) && ne.Err != nil {

@@ -189,7 +189,7 @@ func (w *webhookTracer) TraceAttemptStart(ctx context.Context, d webhook.TraceAt
 		span.SetAttributes(attrs...)
 	}
 	if w.propagate && d.Header != nil {
-		w.t.prop.Inject(ctx, propagation.HeaderCarrier(d.Header))
+		w.t.prop.Inject(ctx, headerCarrier(d.Header))
 	}
 	return a
 }
@@ -252,6 +252,9 @@ func webhookOutcome(d webhook.TraceAttemptEndData) string {
 
 // webhookErrorType is error.type of an attempt that got no response.
 func webhookErrorType(err error) string {
+	if et := commonErrorType(err); et != "" {
+		return et
+	}
 	switch {
 	case errors.Is(err, webhook.ErrBlockedAddress):
 		return "blocked_address"
