@@ -280,3 +280,25 @@ func BenchmarkBrokerTracerCalls(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSDKSpanFloor is the least the SDK costs per message when it
+// records every span: a send span and a process span started and ended,
+// with no attributes, no propagation and no metrics, through the same
+// provider set-up as the "sdk" benchmarks. No instrumentation that records
+// both spans can cost less; compare it with BenchmarkBrokerTracerCalls/sdk
+// (what Broker() adds on top) and BenchmarkBrokerMemory/none (the whole
+// memory broker path).
+func BenchmarkSDKSpanFloor(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+		sdktrace.WithBatcher(discardExporter{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tr := tp.Tracer("bench")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for range b.N {
+		sctx, send := tr.Start(ctx, "send bench")
+		send.End()
+		_, proc := tr.Start(sctx, "process bench")
+		proc.End()
+	}
+}
