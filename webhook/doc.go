@@ -33,6 +33,16 @@
 // IANA's special-purpose address registries). Run delivers until its context
 // ends or Close, which drains the attempts in flight.
 //
+// # CloudEvents
+//
+// WithCloudEvents makes each delivery also a CloudEvent over the HTTP
+// binding, in binary mode (ce-* headers, the payload as the body) or
+// structured mode (application/cloudevents+json), still signed over the
+// exact body sent. A Receiver reads CloudEvents in either mode into
+// Event.CloudEvent and answers 400 with ErrInvalidCloudEvent when a required
+// attribute is missing or the event is malformed; WithUnsignedCloudEvents
+// takes CloudEvents from producers that do not sign.
+//
 // # Options, tracing, stats
 //
 // NewVerifier, NewSender and NewReceiver take sealed options (VerifierOption,

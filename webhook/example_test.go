@@ -156,3 +156,78 @@ func ExampleWithTracer() {
 	// attempt 1 503 pending webhook: endpoint answered 503 Service Unavailable
 	// attempt 2 200 succeeded <nil>
 }
+
+// Deliver every message as a CloudEvent too: here in structured mode, the
+// event as JSON with the payload inline. The Standard Webhooks headers sign
+// the exact body sent.
+func ExampleWithCloudEvents() {
+	got := make(chan string, 1)
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- r.Header.Get("Content-Type") + "\n" + string(body)
+	}))
+	defer endpoint.Close()
+
+	store := webhook.NewMemoryStore()
+	ctx := context.Background()
+	_ = store.SaveEndpoint(ctx, webhook.Endpoint{ID: "billing", URL: endpoint.URL, Secrets: []string{webhook.NewSecret()}})
+	sender, err := webhook.NewSender(store,
+		webhook.WithCloudEvents(webhook.CloudEventsStructured, "https://billing.example.com"),
+		webhook.WithCloudEventsSubject(func(m webhook.Message) string { return "inv_7" }),
+		webhook.WithAllowedNetworks(netip.MustParsePrefix("127.0.0.0/8")))
+	if err != nil {
+		panic(err)
+	}
+	defer sender.Close()
+	_, _, _ = sender.Send(ctx, webhook.Message{ID: "msg_42", Type: "invoice.paid", Payload: []byte(`{"amount":10}`),
+		Time: time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)})
+	_, _ = sender.RunOnce(ctx)
+	fmt.Println(<-got)
+	// Output:
+	// application/cloudevents+json
+	// {"specversion":"1.0","id":"msg_42","source":"https://billing.example.com","type":"invoice.paid","time":"2026-12-01T09:30:00Z","subject":"inv_7","datacontenttype":"application/json","data":{"amount":10}}
+}
+
+// Receive CloudEvents from producers that do not sign (Knative, Dapr, the
+// CloudEvents SDKs): no Verifier, only CloudEvents accepted, deduplicated
+// on source and id. Put authentication in front (mTLS, a gateway).
+func ExampleWithUnsignedCloudEvents() {
+	recv, err := webhook.NewReceiver(nil, webhook.WithUnsignedCloudEvents())
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(recv.Handler(func(ctx context.Context, e webhook.Event) error {
+		ce := e.CloudEvent
+		fmt.Printf("%s %s %s from %s: %s\n", ce.Mode, ce.Type, ce.ID, ce.Source, ce.Data)
+		return nil
+	}))
+	defer srv.Close()
+
+	post := func(header map[string]string, body string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			panic(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(strings.TrimSpace(fmt.Sprint(resp.StatusCode, " ", string(msg))))
+	}
+	// Binary mode: attributes in ce-* headers, the data is the body.
+	post(map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "e1", "Ce-Source": "/orders", "Ce-Type": "order.created",
+		"Content-Type": "application/json"}, `{"order":1}`)
+	// Structured mode: the whole event as JSON.
+	post(map[string]string{"Content-Type": "application/cloudevents+json"},
+		`{"specversion":"1.0","id":"e2","source":"/orders","type":"order.paid","data":{"order":1}}`)
+	// A required attribute missing: 400, the handler is not called.
+	post(map[string]string{"Content-Type": "application/cloudevents+json"}, `{"specversion":"1.0","id":"e3","source":"/orders"}`)
+	// Output:
+	// binary order.created e1 from /orders: {"order":1}
+	// 204
+	// structured order.paid e2 from /orders: {"order":1}
+	// 204
+	// 400 webhook: invalid CloudEvent: attribute type is missing or empty
+}

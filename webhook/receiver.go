@@ -19,7 +19,8 @@ const (
 	DefaultDedupKeep    = 72 * time.Hour
 )
 
-// Event is a verified webhook request.
+// Event is a verified webhook request. Under WithUnsignedCloudEvents it is
+// an unsigned CloudEvent: ID is the CloudEvent's id and Timestamp is zero.
 type Event struct {
 	// ID is the webhook-id header: the message ID, the same on every attempt.
 	ID string
@@ -29,6 +30,12 @@ type Event struct {
 	Body []byte
 	// Header is the request's header.
 	Header http.Header
+	// CloudEvent is the request's CloudEvent, in either content mode of
+	// the CloudEvents HTTP binding, checked (required attributes present,
+	// specversion 1.0); nil when the request is not a CloudEvent. In
+	// structured mode Body is the JSON event and CloudEvent.Data the data
+	// in it; in binary mode both are the body.
+	CloudEvent *CloudEvent
 }
 
 type eventKey struct{}
@@ -45,7 +52,8 @@ func EventFromContext(ctx context.Context) (Event, bool) {
 // and hands the event on. It answers:
 //
 //	413 body larger than the limit
-//	400 a header is missing or the timestamp is not a number
+//	400 a header is missing or the timestamp is not a number, or the request
+//	    is a CloudEvent that cannot be accepted (ErrInvalidCloudEvent)
 //	401 timestamp outside tolerance or no matching signature
 //	200 the ID was already handled successfully (the handler is not called)
 //	409 a request with the same ID is being handled right now
@@ -54,6 +62,11 @@ func EventFromContext(ctx context.Context) (Event, bool) {
 // and otherwise whatever the handler answers. The ID is remembered as handled
 // only when the handler answered 2xx; otherwise it is forgotten so the
 // sender's retry is handled again.
+//
+// A request that is a CloudEvent (Content-Type application/cloudevents+json,
+// or ce-* headers) is also read as one, after its signature is verified:
+// Event.CloudEvent has its attributes and data. Without signatures, see
+// WithUnsignedCloudEvents.
 //
 // A handler that outlives the dedup lease (WithDedupTimes) loses its claim
 // once another request with the ID arrives: that request is handled too. The
@@ -79,6 +92,8 @@ type receiverConfig struct {
 	maxBody   int64
 	lease     time.Duration
 	keep      time.Duration
+	// unsignedCE: no Verifier; only CloudEvents, deduplicated on source and id.
+	unsignedCE bool
 }
 
 // WithMaxBodyBytes sets the largest body accepted; larger ones get 413.
@@ -128,16 +143,19 @@ func WithDedupTimes(lease, keep time.Duration) ReceiverOption {
 	})
 }
 
-// NewReceiver returns a Receiver that verifies with v. A nil v, or an
-// option it cannot accept, gives an error wrapping ErrInvalidOption that
-// names it.
+// NewReceiver returns a Receiver that verifies with v. A nil v (unless
+// WithUnsignedCloudEvents, which requires it), or an option it cannot
+// accept, gives an error wrapping ErrInvalidOption that names it.
 func NewReceiver(v *Verifier, opts ...ReceiverOption) (*Receiver, error) {
-	if v == nil {
-		return nil, optionErrorf("webhook: NewReceiver: nil Verifier")
-	}
 	c := receiverConfig{common: defaultCommon(), maxBody: DefaultMaxBodyBytes, lease: DefaultDedupLease, keep: DefaultDedupKeep}
 	if err := applyOptions(opts, func(o ReceiverOption) error { return o.applyReceiver(&c) }); err != nil {
 		return nil, err
+	}
+	switch {
+	case v == nil && !c.unsignedCE:
+		return nil, optionErrorf("webhook: NewReceiver: nil Verifier")
+	case v != nil && c.unsignedCE:
+		return nil, optionErrorf("webhook: NewReceiver: a Verifier and WithUnsignedCloudEvents conflict (dropping the signature would bypass the Verifier)")
 	}
 	switch {
 	case c.withDedup && c.noDedup:
@@ -223,6 +241,9 @@ func (r *Receiver) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.stats.requests.Add(1)
 		id := headerValue(req.Header, HeaderID)
+		if r.verifier == nil {
+			id = headerValue(req.Header, headerCEID) // binary mode; structured: known after parsing
+		}
 		if len(r.tr.receive) == 0 {
 			r.serve(w, req, id, next)
 			return
@@ -271,21 +292,43 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request, id string, ne
 		code, err = r.reject(w, req, id, http.StatusBadRequest, err, err.Error())
 		return code, false, err
 	}
-	if err := r.verifier.Verify(req.Header, body); err != nil {
-		code := http.StatusUnauthorized
-		if errors.Is(err, ErrMissingHeader) || errors.Is(err, ErrInvalidMessageID) || errors.Is(err, ErrInvalidTimestamp) {
-			code = http.StatusBadRequest
+	if r.verifier != nil {
+		if err := r.verifier.Verify(req.Header, body); err != nil {
+			code := http.StatusUnauthorized
+			if errors.Is(err, ErrMissingHeader) || errors.Is(err, ErrInvalidMessageID) || errors.Is(err, ErrInvalidTimestamp) {
+				code = http.StatusBadRequest
+			}
+			code, err = r.reject(w, req, id, code, err, err.Error())
+			return code, false, err
 		}
-		code, err = r.reject(w, req, id, code, err, err.Error())
+	}
+	var ce *CloudEvent
+	switch {
+	case isCloudEvent(req.Header):
+		if ce, err = parseCloudEvent(req.Header, body); err != nil {
+			code, err = r.reject(w, req, id, http.StatusBadRequest, err, err.Error())
+			return code, false, err
+		}
+	case r.verifier == nil:
+		err := invalidCE("not a CloudEvent (no ce-* headers, Content-Type not %s), and this receiver takes only CloudEvents", ContentTypeCloudEventsJSON)
+		code, err = r.reject(w, req, id, http.StatusBadRequest, err, err.Error())
 		return code, false, err
 	}
-	ts, _ := strconv.ParseInt(headerValue(req.Header, HeaderTimestamp), 10, 64)
-	ev := Event{ID: id, Timestamp: time.Unix(ts, 0), Body: body, Header: req.Header}
+	var ev Event
+	key := id // what the dedup store remembers
+	if r.verifier != nil {
+		ts, _ := strconv.ParseInt(headerValue(req.Header, HeaderTimestamp), 10, 64)
+		ev = Event{ID: id, Timestamp: time.Unix(ts, 0), Body: body, Header: req.Header, CloudEvent: ce}
+	} else {
+		// CloudEvents ids are unique per source, not globally.
+		id, key = ce.ID, ce.dedupKey()
+		ev = Event{ID: id, Body: body, Header: req.Header, CloudEvent: ce}
+	}
 	ctx := req.Context()
 	var token string
 	if r.cfg.dedup != nil {
 		now := r.cfg.now()
-		claim, err := r.cfg.dedup.Begin(ctx, ev.ID, now, now.Add(r.cfg.lease))
+		claim, err := r.cfg.dedup.Begin(ctx, key, now, now.Add(r.cfg.lease))
 		switch {
 		case err != nil:
 			// The client sees a generic message; logs and tracers get the cause.
@@ -320,11 +363,11 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request, id string, ne
 		// The request's context may be cancelled by now; record anyway.
 		ctx := context.WithoutCancel(ctx)
 		if ok {
-			if derr := r.cfg.dedup.Done(ctx, ev.ID, token, r.cfg.now().Add(r.cfg.keep)); derr != nil {
+			if derr := r.cfg.dedup.Done(ctx, key, token, r.cfg.now().Add(r.cfg.keep)); derr != nil {
 				err = fmt.Errorf("webhook: dedup done: %w", derr)
 				r.storeError(ctx, "dedup done", err)
 			}
-		} else if derr := r.cfg.dedup.Forget(ctx, ev.ID, token); derr != nil {
+		} else if derr := r.cfg.dedup.Forget(ctx, key, token); derr != nil {
 			// A stale claim (the lease expired and another request took
 			// the ID) is left to its new owner.
 			err = fmt.Errorf("webhook: dedup forget: %w", derr)

@@ -100,6 +100,7 @@ type senderConfig struct {
 	contentType   string
 	tlsConfig     *tls.Config
 	transport     func(base *http.Transport) http.RoundTripper
+	ce            ceConfig
 }
 
 // WithSchedule sets the delay before each attempt; its length is the number
@@ -298,6 +299,13 @@ func NewSender(store Store, opts ...SenderOption) (*Sender, error) {
 	if c.lease <= c.timeout {
 		return nil, optionErrorf("webhook: WithLease(%v) must exceed WithAttemptTimeout(%v)", c.lease, c.timeout)
 	}
+	if c.ce.subject != nil && c.ce.mode == 0 {
+		return nil, optionErrorf("webhook: WithCloudEventsSubject needs WithCloudEvents")
+	}
+	if c.ce.mode != 0 && strings.HasPrefix(mediaType(c.contentType), "application/cloudevents") {
+		// The content type is the data's; the Sender writes the event format itself.
+		return nil, optionErrorf("webhook: WithContentType(%q) and WithCloudEvents conflict: the content type is the payload's", c.contentType)
+	}
 	tr, err := newSenderTracers(c.tracers)
 	if err != nil {
 		return nil, err
@@ -381,7 +389,9 @@ func (s *Sender) attemptContext(parent context.Context) (context.Context, contex
 // It fills an empty ID (NewID) and a zero Time, and returns the message as
 // stored and the number of deliveries created. Sending a message ID again
 // creates no second delivery to an endpoint. An ID containing '.' is refused
-// with an error wrapping ErrInvalidMessageID. After Close it returns ErrClosed.
+// with an error wrapping ErrInvalidMessageID. With WithCloudEvents, a
+// message with an empty Type is refused with an error wrapping
+// ErrInvalidCloudEvent. After Close it returns ErrClosed.
 func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
 	if s.isClosed() {
 		return m, 0, ErrClosed
@@ -392,6 +402,11 @@ func (s *Sender) Send(ctx context.Context, m Message) (Message, int, error) {
 	}
 	if err := ValidateMessageID(m.ID); err != nil {
 		return m, 0, fmt.Errorf("webhook: Send: %w", err)
+	}
+	if s.cfg.ce.mode != 0 {
+		if err := checkCloudEventMessage(m); err != nil {
+			return m, 0, fmt.Errorf("webhook: Send: %w", err)
+		}
 	}
 	if m.Time.IsZero() {
 		m.Time = now
@@ -614,6 +629,9 @@ func (s *Sender) deliver(ctx context.Context, d Delivery) {
 	case a.StatusCode == 0 && ValidateMessageID(d.Message.ID) != nil:
 		// Stored before IDs were checked: it can never be signed safely.
 		a.State = DeliveryFailed
+	case a.StatusCode == 0 && errors.Is(attemptErr, ErrInvalidCloudEvent):
+		// Enqueued without Send's check (pgstore.EnqueueTx): no retry helps.
+		a.State = DeliveryFailed
 	case a.StatusCode >= 200 && a.StatusCode < 300:
 		a.State = DeliverySucceeded
 	case a.StatusCode == http.StatusGone:
@@ -700,9 +718,19 @@ func (s *Sender) attempt(ctx context.Context, d Delivery, header http.Header) (A
 	if err != nil {
 		return fail("endpoint secrets: ", err)
 	}
+	body, contentType := d.Message.Payload, s.cfg.contentType
+	if s.cfg.ce.mode != 0 {
+		if err := checkCloudEventMessage(d.Message); err != nil {
+			a.Error = err.Error()
+			return a, 0, err
+		}
+		if s.cfg.ce.mode == CloudEventsStructured {
+			body, contentType = s.cfg.ce.structuredBody(d.Message, contentType), ContentTypeCloudEventsJSON
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.Endpoint.URL, bytes.NewReader(d.Message.Payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.Endpoint.URL, bytes.NewReader(body))
 	if err != nil {
 		return fail("endpoint URL: ", err)
 	}
@@ -710,9 +738,13 @@ func (s *Sender) attempt(ctx context.Context, d Delivery, header http.Header) (A
 		return fail("endpoint URL: ", fmt.Errorf("scheme %q is not http or https", req.URL.Scheme))
 	}
 	req.Header = header
-	req.Header.Set("Content-Type", s.cfg.contentType)
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("User-Agent", s.cfg.userAgent)
-	if err := sg.SignHeader(req.Header, d.Message.ID, a.Start, d.Message.Payload); err != nil {
+	if s.cfg.ce.mode == CloudEventsBinary {
+		s.cfg.ce.setBinaryHeaders(req.Header, d.Message)
+	}
+	// The signature covers the exact body sent: in structured mode, the event.
+	if err := sg.SignHeader(req.Header, d.Message.ID, a.Start, body); err != nil {
 		return fail("message ID: ", err)
 	}
 	resp, err := s.client.Do(req)
@@ -721,14 +753,14 @@ func (s *Sender) attempt(ctx context.Context, d Delivery, header http.Header) (A
 		a.Error = err.Error()
 		return a, 0, err
 	}
-	var body []byte
+	var respBody []byte
 	var rerr error
 	if s.cfg.maxBody > 0 {
-		body, rerr = io.ReadAll(io.LimitReader(resp.Body, s.cfg.maxBody))
+		respBody, rerr = io.ReadAll(io.LimitReader(resp.Body, s.cfg.maxBody))
 	}
 	resp.Body.Close()
 	a.Duration = time.Since(began)
-	a.StatusCode, a.ResponseBody = resp.StatusCode, body
+	a.StatusCode, a.ResponseBody = resp.StatusCode, respBody
 	var retryAfter time.Duration
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:

@@ -35,8 +35,9 @@ type TraceAttemptStartData struct {
 	URL        string // the endpoint's URL; the method is always POST
 	Attempt    int    // 1 for the first attempt of the delivery (since its last resend)
 	// Header is the outgoing request's header. A tracer may add to it
-	// (traceparent, say); the Sender then sets Content-Type, User-Agent and
-	// the webhook-id, webhook-timestamp and webhook-signature headers over
+	// (traceparent, say); the Sender then sets Content-Type, User-Agent,
+	// the ce-* headers (WithCloudEvents in binary mode) and the
+	// webhook-id, webhook-timestamp and webhook-signature headers over
 	// whatever it finds.
 	Header http.Header
 }
@@ -132,13 +133,15 @@ type RejectTracer interface {
 
 // TraceRejectData describes a rejected request.
 type TraceRejectData struct {
-	Request    *http.Request
-	MessageID  string // the webhook-id header, verified or not
-	StatusCode int    // the status answered
+	Request *http.Request
+	// MessageID is the webhook-id header, verified or not (under
+	// WithUnsignedCloudEvents the CloudEvent's id, when known).
+	MessageID  string
+	StatusCode int // the status answered
 	// Err is the reason: ErrBodyTooLarge, a Verify error (ErrMissingHeader,
 	// ErrInvalidMessageID, ErrTimestampTooOld, ErrNoMatchingSignature, ...),
-	// ErrDuplicate (200: already handled), ErrInFlight (409) or, for 503,
-	// the dedup store's error.
+	// ErrInvalidCloudEvent (400), ErrDuplicate (200: already handled),
+	// ErrInFlight (409) or, for 503, the dedup store's error.
 	Err error
 }
 
