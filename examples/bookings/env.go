@@ -62,7 +62,7 @@ func (e *env) openDB(ctx context.Context, t *tour) {
 	if err != nil {
 		e.noDB = fmt.Sprintf("DATABASE_URL=%s does not answer", redact(base))
 		t.printf("   PostgreSQL: not available, %s: %s\n", e.noDB, brief(err))
-		t.printf("   steps that need it (outbox, reporting, daily export) will be skipped\n")
+		t.printf("   steps that need it (outbox, reporting, daily export, change data capture) will be skipped\n")
 		return
 	}
 	defer conn.Close(ctx)

@@ -7,7 +7,11 @@
 //  4. a signed webhook reaches a partner, who verifies it (webhook);
 //  5. synchronous calls retry safely behind a circuit breaker (rpc, rpc/amqprpc);
 //  6. a reporting service reads through the replica under a schema contract (shareddb);
-//  7. a daily CSV export lands in S3 and is served as one link per day (filetransfer).
+//  7. a daily CSV export lands in S3 and is served as one link per day (filetransfer);
+//  8. the bookings table itself streams to Kafka through change data capture, and
+//     a new service rebuilds it by replaying the topic (broker/cdc);
+//  9. a typed event at version 1 reaches a service on version 2 (upcast) and one
+//     still on version 1; a payload that breaks the contract is dead-lettered (event).
 //
 // It runs on embedded defaults: go run ./examples/bookings
 //
@@ -74,7 +78,7 @@ func run(ctx context.Context, w io.Writer, metricsAddr string) (err error) {
 func runTour(ctx context.Context, w io.Writer, obs *observability) (*tour, error) {
 	t := &tour{ctx: ctx, w: w, obs: obs, tel: obs.tel}
 	e := &env{}
-	t.printf("A rental-booking platform, told in seven steps. A monolith takes bookings of\n")
+	t.printf("A rental-booking platform, told in nine steps. A monolith takes bookings of\n")
 	t.printf("chalets and flats; the services around it learn about them through events,\n")
 	t.printf("webhooks, synchronous calls, a shared database and files.\n\n")
 	t.printf("== Services\n")
@@ -90,6 +94,8 @@ func runTour(ctx context.Context, w io.Writer, obs *observability) (*tour, error
 	t.step("5b. Request-reply over RabbitMQ (rpc/amqprpc)", amqpCall)
 	t.step("6. Reporting reads through the replica (shareddb)", withEnv(reporting))
 	t.step("7. Daily CSV export to S3, one link per day (filetransfer)", withEnv(dailyExport))
+	t.step("8. The bookings table streamed to Kafka (broker/cdc)", withEnv(changeDataCapture))
+	t.step("9. Typed events: one contract, two versions (event)", typedEvents)
 	// Read the metrics before closing the replica reader: its lag gauges go with it.
 	var merr error
 	t.metrics, merr = obs.collect(ctx)

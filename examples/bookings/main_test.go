@@ -53,6 +53,22 @@ var expected = map[string][]string{
 		"report: cortina: 1 booking(s), 5 nights; nevache: 2 booking(s), 10 nights; paris: 1 booking(s), 2 nights",
 		"reader is read-only",
 	},
+	"9.": {
+		"invoicing (v2) got b-1001 sent as v1: 7 nights, 84000 EUR cents",
+		"invoicing (v2) got b-1002 sent as v1: 2 nights, 25990 EUR cents",
+		"loyalty (v1) got b-1001: 7 nights, 840.00 EUR, 84 points",
+		"dead letter from invoicing: permanent: event: upcast failed: com.rentals.booking.confirmed from version 1",
+		"dead letter from loyalty: permanent: event: cannot decode: com.rentals.booking.confirmed version 1",
+		"invoicing: 2 handled, 1 dead-lettered; loyalty: 2 handled, 1 dead-lettered",
+	},
+	"8.": {
+		"the monolith had 4 bookings; then it extended b-1002, took b-1006 and cancelled b-1003",
+		"cdc: 4 snapshot rows (op r) and 3 changes published to Kafka and confirmed",
+		"occupancy: op u b-1002 flat-3, 4 nights",
+		"occupancy: op c b-1006 flat-3, 4 nights",
+		"occupancy: op d b-1003 deleted",
+		"occupancy's view equals the bookings table: b-1001, b-1002, b-1004, b-1006",
+	},
 	"7.": {
 		"GET /exports/bookings?from=2026-07-01&to=2026-07-03 -> 3 link(s), 0 day(s) missing",
 		"| b-1004,chalet-17,nevache,3,2026-07-03",
@@ -97,8 +113,8 @@ func runForTest(t *testing.T) (*tour, string) {
 func TestTourRuns(t *testing.T) {
 	tr, out := runForTest(t)
 	required := os.Getenv("INTEGRATION") == "required"
-	if len(tr.results) != 8 {
-		t.Errorf("%d steps ran, want 8", len(tr.results))
+	if len(tr.results) != 10 {
+		t.Errorf("%d steps ran, want 10", len(tr.results))
 	}
 	for _, r := range tr.results {
 		prefix, _, _ := strings.Cut(r.name, " ")
@@ -144,7 +160,7 @@ func TestTourWithoutServices(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
 	t.Setenv("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
 	tr, out := runForTest(t)
-	needs := map[string]string{"1.": "needs PostgreSQL", "5b.": "needs RabbitMQ", "6.": "needs PostgreSQL", "7.": "needs PostgreSQL"}
+	needs := map[string]string{"1.": "needs PostgreSQL", "5b.": "needs RabbitMQ", "6.": "needs PostgreSQL", "7.": "needs PostgreSQL", "8.": "needs PostgreSQL"}
 	for _, r := range tr.results {
 		prefix, _, _ := strings.Cut(r.name, " ")
 		if r.err != nil {
@@ -160,11 +176,11 @@ func TestTourWithoutServices(t *testing.T) {
 	out = strings.Join(strings.Fields(out), " ")
 	for _, want := range []string{
 		"PostgreSQL: not available, DATABASE_URL=postgres://postgres@127.0.0.1:1/test",
-		"steps that need it (outbox, reporting, daily export) will be skipped",
+		"steps that need it (outbox, reporting, daily export, change data capture) will be skipped",
 		"skipped (needs RabbitMQ: AMQP_URL=amqp://guest:xxxxx@127.0.0.1:1/ does not answer",
 		"french-concierge got the 2 French bookings, analytics got all 3",
 		"== Telemetry: the trace of booking b-1001 no trace: step 1 did not take the booking",
-		"== Telemetry: metrics of the run messages sent: kafka 8, memory 3",
+		"== Telemetry: metrics of the run messages sent: kafka 8, memory 6",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)

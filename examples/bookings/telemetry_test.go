@@ -156,7 +156,7 @@ func checkMetrics(t *testing.T, tr *tour, out string) {
 	}
 	wants := []want{
 		{"2.", "messaging.client.sent.messages", "messaging.system", "memory", 0},
-		{"3.", "messaging.client.sent.messages", "messaging.system", "kafka", float64(len(bookingChanges))},
+		{"3.", "messaging.client.sent.messages", "messaging.destination.name", "booking_changes", float64(len(bookingChanges))},
 		{"2.", "messaging.process.duration", "patterns.messaging.outcome", "ok", 0},
 		{"3.", "patterns.kafka.rebalance.partitions", "patterns.kafka.rebalance.event", "assigned", 0},
 		{"1.", "patterns.outbox.published", "patterns.outbox.outcome", "ok", float64(len(sampleBookings))},
