@@ -29,4 +29,13 @@
 // stores the headers they add (a request's trace context) in the rows, so
 // the relay's publish continues the request's trace; the package-level Add
 // traces nothing. See docs/outbox.md for the design and its reasons.
+//
+// Given a TxPublisher (kafka.TxPublisher) instead of a plain publisher, the
+// relay publishes exactly once for consumers that read committed records
+// only: each batch is one Kafka transaction that also writes, per bucket, a
+// checkpoint naming the rows it publishes (as Kafka Connect's exactly-once
+// source connectors do, KIP-618); before publishing a bucket the relay
+// reads its checkpoint, and rows it names that are still pending (a relay
+// died after Kafka's commit and before PostgreSQL's) are marked without
+// being published again. See docs/kafka-transactions.md.
 package outbox

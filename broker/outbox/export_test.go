@@ -5,3 +5,7 @@ package outbox
 func FetchSQL(r *Relay) string { return r.fetchSQL }
 
 const BeginSQL = beginSQL
+
+// SetHookBeforeMark runs f after the publisher confirmed a batch and before
+// its rows are marked (the crash window of TestTxRelayKilledBetweenCommits).
+func SetHookBeforeMark(f func()) { testHookBeforeMark = f }

@@ -46,6 +46,11 @@ type Stats struct {
 	Failed uint64
 	// Failures counts failed batches (a Publish error or a database error).
 	Failures uint64
+	// Recovered counts rows a TxPublisher's checkpoints showed already
+	// published (a relay died between the broker's commit and its own)
+	// and that were marked without publishing them again. They are
+	// counted in Published too.
+	Recovered uint64
 }
 
 // Backlog is what waits in the outbox table, for all relays.
@@ -63,10 +68,12 @@ type Backlog struct {
 // confirmed it. Several relays (processes or Relay values) may run on one
 // table: they share the ordering buckets through PostgreSQL advisory locks.
 // Delivery is at-least-once: a relay that dies between publish and mark
-// leaves the rows pending and they are published again.
+// leaves the rows pending and they are published again; through a
+// TxPublisher it is exactly once for consumers reading committed records.
 type Relay struct {
 	pool *pgxpool.Pool
 	pub  broker.Publisher
+	txp  TxPublisher // pub, when it publishes in transactions with checkpoints
 	t    *Table
 	cfg  config
 	log  *slog.Logger
@@ -74,7 +81,7 @@ type Relay struct {
 	batchTracers   []BatchTracer
 	backoffTracers []BackoffTracer
 
-	batches, published, setAside, failed, failures atomic.Uint64
+	batches, published, setAside, failed, failures, recovered atomic.Uint64
 
 	mu       sync.Mutex
 	closing  chan struct{}      // closed by Close
@@ -95,7 +102,9 @@ const beginSQL = `begin; set local enable_seqscan = off; set local enable_bitmap
 
 // NewRelay returns a relay from pool's outbox table (WithTable) to pub. It
 // checks its options but does not touch the database; Run does. The relay
-// never closes pool or pub.
+// never closes pool or pub. When pub is a TxPublisher (kafka.TxPublisher),
+// the relay publishes each batch in a broker transaction with checkpoints,
+// exactly once for read_committed consumers (see TxPublisher).
 func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, opts ...Option) (*Relay, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: NewRelay needs a pool", ErrInvalidOption)
@@ -114,6 +123,7 @@ func NewRelay(pool *pgxpool.Pool, pub broker.Publisher, opts ...Option) (*Relay,
 		backoffTracers: hooks.Pick[BackoffTracer](cfg.tracers),
 		closing:        make(chan struct{}),
 	}
+	r.txp, _ = pub.(TxPublisher)
 
 	id := t.ident
 	// Claim: walk the buckets from a random offset, lock (for this
@@ -466,6 +476,9 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, w *worker, buckets 
 	// order (which keeps each key's order, as each bucket's rows come in seq
 	// order): one Publish per topic, topics in order of first appearance.
 	slices.SortFunc(batch, func(a, b row) int { return cmp.Compare(a.seq, b.seq) })
+	if r.txp != nil {
+		return r.publishBatchTx(ctx, tx, w, buckets, batch, res)
+	}
 	var topics []string
 	byTopic := make(map[string][]*row, 1)
 	for i := range batch {
@@ -478,7 +491,6 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, w *worker, buckets 
 	done := make([]int64, 0, len(batch))
 	var refused []int64
 	var reasons []string
-	var oldest time.Time
 	var pubErrs []error
 	for _, tp := range topics {
 		rs := byTopic[tp]
@@ -492,12 +504,22 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, w *worker, buckets 
 			res.Failed += len(rs) - len(ok) - len(bad)
 		}
 	}
+	return r.markCommit(ctx, tx, w, len(buckets), batch, done, refused, reasons, errors.Join(pubErrs...), res)
+}
+
+// markCommit marks the rows the publisher confirmed (done) and those it
+// refused, commits, and counts; pubErr is the batch's publish error, if any.
+func (r *Relay) markCommit(ctx context.Context, tx pgx.Tx, w *worker, buckets int, batch []row, done, refused []int64, reasons []string, pubErr error, res TraceBatchEndData) TraceBatchEndData {
+	var oldest time.Time
 	confirmed := time.Now()
 	if len(done)+len(refused) > 0 {
 		// Mark and commit even when ctx was cancelled meanwhile: the messages
 		// are out, and marking them saves duplicates.
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.publishTimeout)
 		defer cancel()
+		if h := testHookBeforeMark; h != nil {
+			h()
+		}
 		if len(done) > 0 {
 			if _, err := tx.Exec(mctx, r.markSQL, done); err != nil {
 				res.Err = fmt.Errorf("outbox: mark %d rows published (they will be published again): %w", len(done), err)
@@ -531,9 +553,9 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, w *worker, buckets 
 		r.published.Add(uint64(len(done)))
 		r.batches.Add(1)
 		r.log.Debug("outbox relay: batch published", "worker", w.id, "messages", len(done), "set_aside", len(refused),
-			"buckets", len(buckets), "lag", res.Lag, "duration", time.Since(confirmed))
+			"buckets", buckets, "lag", res.Lag, "duration", time.Since(confirmed))
 	}
-	res.Err = errors.Join(pubErrs...)
+	res.Err = pubErr
 	return res
 }
 
@@ -617,6 +639,7 @@ func (r *Relay) Stats() Stats {
 		SetAside:  r.setAside.Load(),
 		Failed:    r.failed.Load(),
 		Failures:  r.failures.Load(),
+		Recovered: r.recovered.Load(),
 	}
 }
 
