@@ -106,3 +106,26 @@ func ExampleParseToken() {
 	fmt.Println(tok, uint64(tok.LSN()), err)
 	// Output: 16/B374D848 97500059720 <nil>
 }
+
+// A reader that follows a primary failover: the primary's URL names both
+// hosts, and the pool connects to whichever is out of recovery
+// (target_session_attrs=read-write; every shareddb session is read-only, so
+// shareddb checks pg_is_in_recovery() for it). After a failover the old
+// replica reports Promoted; reads that need the primary reach it through
+// the same URL (docs/failover.md).
+func ExampleNew_failover() {
+	ctx := context.Background()
+	r, err := shareddb.New(ctx,
+		"postgres://reader@db-a:5432,db-b:5432/orders?target_session_attrs=read-write&connect_timeout=2",
+		shareddb.WithReplicas("postgres://reader@db-b:5432/orders"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+	for _, st := range r.Status() {
+		if st.Promoted {
+			fmt.Printf("%s (%s) was promoted: point the replica URLs at the new standbys\n", st.Name, st.Addr)
+		}
+	}
+}

@@ -34,12 +34,17 @@ func (r NodeRole) String() string {
 // NodeStatus is what the background checker last saw on one node.
 type NodeStatus struct {
 	Name string   // "primary", "replica1", "replica2", ...
-	Addr string   // host:port
+	Addr string   // host:port; for a multi-host URL every host:port, comma-separated
 	Role NodeRole // configured role
 	// Healthy is true when the last check succeeded and the node has its
 	// configured role (a replica in recovery, a primary not in recovery).
 	Healthy    bool
 	InRecovery bool // pg_is_in_recovery() at the last check
+	// Promoted is true when a replica answered its last check out of
+	// recovery: it was promoted (a failover). It is no longer a replica
+	// (Healthy is false, LastError is ErrNotReplica), and while the primary
+	// is unhealthy, reads that go to the primary go to it instead.
+	Promoted bool
 	// ReplayPaused is true when replay is paused on a replica (pg_wal_replay_pause()).
 	ReplayPaused bool
 	// Streaming is true when the replica's WAL receiver is streaming from
@@ -123,6 +128,7 @@ type nodeState struct {
 	healthy    bool
 	err        error
 	inRecovery bool
+	promoted   bool // a replica out of recovery
 	paused     bool
 	streaming  bool
 	lag        time.Duration
@@ -138,7 +144,7 @@ func (n *node) status() NodeStatus {
 	s := n.state.Load()
 	return NodeStatus{
 		Name: n.name, Addr: n.addr, Role: n.role,
-		Healthy: s.healthy, InRecovery: s.inRecovery, ReplayPaused: s.paused, Streaming: s.streaming,
+		Healthy: s.healthy, InRecovery: s.inRecovery, Promoted: s.promoted, ReplayPaused: s.paused, Streaming: s.streaming,
 		Lag: s.lag, LagKnown: s.lagKnown, LagBytes: s.lagBytes,
 		ReplayLSN: s.replayLSN, CurrentLSN: s.currentLSN,
 		Latency: s.latency, LastError: s.err, CheckedAt: s.checkedAt,
@@ -231,6 +237,7 @@ func (n *node) check(ctx context.Context, primaryLSN LSN) *nodeState {
 		}
 	case RoleReplica:
 		if !s.inRecovery {
+			s.promoted = true
 			s.err = fmt.Errorf("%w: %s is not in recovery (pg_is_in_recovery() = false): is it a primary?", ErrNotReplica, n.addr)
 			return s
 		}

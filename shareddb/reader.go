@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/go-integration/patterns/internal/backoff"
@@ -160,9 +163,19 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 	// lock theirs), and a connection that was switched back (SET ... = off) is
 	// destroyed instead of being used again.
 	pc.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	// That makes every server look read-only to target_session_attrs
+	// (pgx asks "show transaction_read_only"), so read-write would accept no
+	// host and read-only any: ask what they mean here, whether the server
+	// is in recovery. A multi-host URL then follows a failover.
+	switch funcID(pc.ConnConfig.ValidateConnect) {
+	case funcID(pgconn.ValidateConnectTargetSessionAttrsReadWrite):
+		pc.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsPrimary
+	case funcID(pgconn.ValidateConnectTargetSessionAttrsReadOnly):
+		pc.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsStandby
+	}
 	n := &node{
 		idx: idx, name: name, role: role,
-		addr:     net.JoinHostPort(pc.ConnConfig.Host, strconv.Itoa(int(pc.ConnConfig.Port))),
+		addr:     hostList(pc.ConnConfig),
 		checkCfg: pc.ConnConfig.Copy(),
 		conns:    map[*pgx.Conn]struct{}{},
 	}
@@ -205,6 +218,27 @@ func newNode(idx int, name string, role NodeRole, url string, configure func(str
 	n.pool = pool
 	n.state.Store(&nodeState{err: errors.New("not checked yet")})
 	return n, nil
+}
+
+// funcID identifies a top-level function, to recognise pgx's validators.
+func funcID(f pgconn.ValidateConnectFunc) uintptr {
+	if f == nil {
+		return 0
+	}
+	return reflect.ValueOf(f).Pointer()
+}
+
+// hostList is host:port, or every host:port of a multi-host connection
+// string, comma-separated in the order pgx tries them.
+func hostList(c *pgx.ConnConfig) string {
+	addrs := []string{net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))}
+	for _, f := range c.Fallbacks {
+		// pgx adds a fallback per TLS mode (sslmode=prefer): the same host again.
+		if a := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return strings.Join(addrs, ",")
 }
 
 // firstCheck checks every node once, concurrently, and reports configuration errors.
@@ -301,6 +335,10 @@ func (r *ReplicaReader) checkOnce(ctx context.Context, n *node, timeout time.Dur
 	changed := changes[:0]
 	wrongRole := func(err error) bool { return errors.Is(err, ErrNotReplica) || errors.Is(err, ErrPrimaryInRecovery) }
 	switch {
+	case s.promoted && !old.promoted:
+		r.log.Error("replica was promoted (not in recovery): reads skip it as a replica; while the primary is unhealthy, primary reads go to it",
+			"node", n.name, "addr", n.addr, "primary_healthy", r.primary.state.Load().healthy)
+		changed = append(changed, NodeWrongRole)
 	case wrongRole(s.err) && !wrongRole(old.err):
 		r.log.Error("node has the wrong role: reads skip it", "node", n.name, "addr", n.addr, "err", s.err)
 		changed = append(changed, NodeWrongRole)
@@ -370,15 +408,18 @@ func (r *ReplicaReader) Stats() Stats {
 
 // Token returns the primary's current WAL position as a Token: a read given
 // it (WithToken) sees everything committed on the primary before this call.
+// While the primary is unhealthy and a replica was promoted, it asks that
+// replica, the new primary.
 func (r *ReplicaReader) Token(ctx context.Context) (Token, error) {
 	if r.closed.Load() {
 		return Token{}, ErrClosed
 	}
-	return CurrentToken(ctx, r.primary.pool)
+	return CurrentToken(ctx, r.primaryNow().pool)
 }
 
 // Verify checks the contract given with WithContract against the primary
-// now (New already did once). It returns nil when no contract is set.
+// now (New already did once); while the primary is unhealthy and a replica
+// was promoted, against that replica. It returns nil when no contract is set.
 func (r *ReplicaReader) Verify(ctx context.Context) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -386,7 +427,7 @@ func (r *ReplicaReader) Verify(ctx context.Context) error {
 	if r.cfg.contract == nil {
 		return nil
 	}
-	return r.cfg.contract.Verify(ctx, r.primary.pool)
+	return r.cfg.contract.Verify(ctx, r.primaryNow().pool)
 }
 
 // Close stops taking reads (they fail with ErrClosed), ends the waits for
@@ -510,11 +551,11 @@ func (r *ReplicaReader) route(ctx context.Context, o *readOpts, excluded uint64)
 		if err != nil {
 			return decision{waited: waited}, err
 		}
-		if n == nil && excluded&1 == 0 {
+		if p := r.primaryNow(); n == nil && excluded&(1<<p.idx) == 0 {
 			// The token asks for correctness: the primary has it, whatever the policy.
-			r.count(r.primary, RouteTokenFallback)
+			r.count(p, RouteTokenFallback)
 			r.log.Debug("read falls back to the primary: no replica reached the token", "token", o.token)
-			return decision{n: r.primary, route: RouteTokenFallback, waited: waited}, nil
+			return decision{n: p, route: RouteTokenFallback, waited: waited}, nil
 		}
 	}
 	if n != nil {
@@ -535,23 +576,40 @@ func (r *ReplicaReader) count(n *node, route Route) {
 	}
 }
 
+// primaryNow is the node that reads meant for the primary go to: the
+// primary, or, while it is unhealthy, a replica whose last check found it
+// promoted (out of recovery): the new primary after a failover that the
+// primary's URL does not follow (a URL naming only the old host).
+func (r *ReplicaReader) primaryNow() *node {
+	if r.primary.state.Load().healthy {
+		return r.primary
+	}
+	for _, n := range r.replicas {
+		if n.state.Load().promoted {
+			return n
+		}
+	}
+	return r.primary
+}
+
 func (r *ReplicaReader) fallback(o *readOpts, excluded uint64) (decision, error) {
-	if excluded&1 != 0 {
+	p := r.primaryNow()
+	if excluded&(1<<p.idx) != 0 {
 		return decision{}, errAllTried
 	}
 	if len(r.replicas) == 0 {
-		r.count(r.primary, RoutePrimary)
-		return decision{n: r.primary, route: RoutePrimary}, nil
+		r.count(p, RoutePrimary)
+		return decision{n: p, route: RoutePrimary}, nil
 	}
 	if o.fallback == FallbackRefuse {
 		r.refused.Add(1)
 		return decision{}, fmt.Errorf("%w: %s", ErrNoFreshReplica, r.whyNoReplica(o, excluded))
 	}
-	r.count(r.primary, RouteFallback)
+	r.count(p, RouteFallback)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
-		r.log.Debug("read falls back to the primary", "why", r.whyNoReplica(o, excluded))
+		r.log.Debug("read falls back to the primary", "node", p.name, "why", r.whyNoReplica(o, excluded))
 	}
-	return decision{n: r.primary, route: RouteFallback}, nil
+	return decision{n: p, route: RouteFallback}, nil
 }
 
 // whyNoReplica explains, per replica, why it did not qualify.
@@ -609,7 +667,7 @@ func (r *ReplicaReader) checkToken(ctx context.Context, tok LSN) error {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.checkTimeout)
-	cur, err := CurrentToken(cctx, r.primary.pool)
+	cur, err := CurrentToken(cctx, r.primaryNow().pool)
 	cancel()
 	if err != nil {
 		// Cannot judge the token (the primary is slow or down, or ctx

@@ -57,6 +57,15 @@ var (
 	// with it without confirming the change: retrying cannot help, and
 	// skipping it would lose it.
 	ErrRejected = errors.New("cdc: publisher rejected a change")
+	// ErrSlotLost: the slot this source streamed from (in this process,
+	// or in an earlier one that recorded its snapshot) no longer exists:
+	// it was dropped, or the server failed over to a standby that does not
+	// have it (PostgreSQL before 17 does not copy logical slots to
+	// standbys). The changes made since its last confirmed position cannot
+	// be read any more, so Run stops with it instead of silently starting
+	// over; WithRecreateLostSlot starts over with a new slot and a new
+	// snapshot.
+	ErrSlotLost = errors.New("cdc: replication slot lost")
 )
 
 // DecimalMode says how numeric/decimal values are written (Debezium's
@@ -94,6 +103,7 @@ type config struct {
 	maxBatch         int
 	statusInterval   time.Duration
 	publishTimeout   time.Duration
+	recreateLost     bool
 	drainTimeout     time.Duration
 	backoff          backoff.Policy
 	retainedWarning  int64
@@ -248,6 +258,16 @@ func WithStatusInterval(d time.Duration) Option {
 		}
 		c.statusInterval = d
 	})
+}
+
+// WithRecreateLostSlot makes Run create a new slot and take a new
+// snapshot when the slot it streamed from is gone (see ErrSlotLost),
+// logging it at Error, instead of stopping with ErrSlotLost. Changes made
+// while no slot existed are not published: consumers must treat the new
+// snapshot as a full resync (a row deleted in between reaches them only as
+// missing from it). Default: off.
+func WithRecreateLostSlot() Option {
+	return option(func(c *config) { c.recreateLost = true })
 }
 
 // WithPublishTimeout bounds one Publish call: one that takes longer is

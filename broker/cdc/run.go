@@ -108,7 +108,7 @@ func (s *Source) run(hard, soft context.Context) error {
 // (a lost connection, a server restarting, the slot still held by the
 // session before this one).
 func fatal(err error) bool {
-	if errors.Is(err, ErrRejected) || errors.Is(err, broker.ErrClosed) {
+	if errors.Is(err, ErrRejected) || errors.Is(err, ErrSlotLost) || errors.Is(err, broker.ErrClosed) {
 		return true
 	}
 	var pe *pgconn.PgError
@@ -142,6 +142,9 @@ func (s *Source) session(hard, soft context.Context) error {
 		exists = true
 	}
 	if !exists {
+		if err := s.checkLost(soft); err != nil {
+			return err
+		}
 		if s.cfg.snapshot {
 			// Recorded before the slot exists: a crash between the two
 			// leaves tables pending, which the next session snapshots.
@@ -203,6 +206,29 @@ on conflict (slot, schema_name, table_name) do update set snapshot_lsn = null, s
 		s.confirmed.Store(uint64(start))
 	}
 	return s.stream(hard, soft, rconn, skip)
+}
+
+// checkLost returns ErrSlotLost when the slot is missing but was there
+// before: this source received from it, or an earlier one recorded a
+// snapshot started under it. With WithRecreateLostSlot it logs that at
+// Error and returns nil, so that the caller creates a new slot.
+func (s *Source) checkLost(ctx context.Context) error {
+	had := s.received.Load() != 0 || s.confirmed.Load() != 0
+	if !had && s.cfg.snapshot {
+		if err := s.pool.QueryRow(ctx, `select exists (select 1 from `+s.stateID+` where slot = $1 and (started or done))`, s.cfg.slot).Scan(&had); err != nil {
+			return fmt.Errorf("cdc: read snapshot state: %w", err)
+		}
+	}
+	if !had {
+		return nil
+	}
+	last := pglogrepl.LSN(s.confirmed.Load())
+	if !s.cfg.recreateLost {
+		return fmt.Errorf("%w: slot %q does not exist any more (dropped, or a failover to a server without it: PostgreSQL before 17 does not copy logical slots to standbys); the changes after %s cannot be read: start over with a new slot and a full snapshot (WithRecreateLostSlot, or DropWithState and Run again)", ErrSlotLost, s.cfg.slot, last)
+	}
+	s.log.Error("cdc: the replication slot is gone; creating a new one and taking a new snapshot: changes made while no slot existed are not published, consumers must treat the snapshot as a full resync",
+		"last_confirmed", last)
+	return nil
 }
 
 // closeConn closes a replication connection, waiting at most 5 s for the
