@@ -14,9 +14,16 @@ services:
 
 # The server-wide fault tests first, one package at a time (they restart
 # RabbitMQ and the replica and pause replay, so nothing else may share the
-# servers while they run), then every test in parallel.
+# servers while they run), then every test in parallel. The 3-node RabbitMQ
+# cluster (scripts/rabbitmq-cluster) runs for the fault step only, whose
+# cluster failover tests need it (about 20 s to start); it is stopped after
+# that step, whatever its outcome, so that its three Erlang VMs do not
+# compete with the parallel step; so is the PostgreSQL pair the failover
+# tests start (scripts/pg-pair).
 test: services
-	FAULT_TESTS=1 $(GO) test -race -count=1 -p 1 -timeout 10m -run '^TestFault' ./...
+	scripts/rabbitmq-cluster start
+	FAULT_TESTS=1 $(GO) test -race -count=1 -p 1 -timeout 10m -run '^TestFault' ./...; \
+		status=$$?; scripts/rabbitmq-cluster stop; scripts/pg-pair stop >/dev/null 2>&1; exit $$status
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # Tests that need no external service still run; the rest skip with the reason.

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -28,12 +31,13 @@ func kafkaScenario(ctx context.Context, cfg config) []*row {
 	const what = "1 KiB, 64 keys, 8 partitions, 16 producing goroutines"
 	sync := &row{scenario: "Kafka (kfake) produce, " + what + ", each call waits for its ack", unit: msgPerSec, n: n}
 	async := &row{scenario: "Kafka (kfake) produce async, " + what + ", then Flush", unit: msgPerSec, n: n}
+	asyncID := &row{scenario: "Kafka (kfake) produce async, " + what + ", then Flush, raw records carrying the x-message-id header ours adds", unit: msgPerSec, n: n}
 	con := &row{scenario: "Kafka (kfake) group consume with commits, what the side produced (Subscribe to last handled)", unit: msgPerSec, n: n}
-	rows := []*row{sync, async, con}
+	rows := []*row{sync, async, asyncID, con}
 	var topics []string
 	for r := range cfg.rounds {
 		for _, s := range []string{"ours", "raw", "watermill"} {
-			topics = append(topics, kafkaTopic(s, r), kafkaTopic(s, r)+"-async")
+			topics = append(topics, kafkaTopic(s, r), kafkaTopic(s, r)+"-async", kafkaTopic(s, r)+"-async-id")
 		}
 	}
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(kafkaPartitions),
@@ -50,6 +54,10 @@ func kafkaScenario(ctx context.Context, cfg config) []*row {
 	async.raw.label = "franz-go v1.22.3 Produce with a promise + Flush"
 	async.peer.label = "none"
 	async.peer.err = notApplicable("Watermill's Kafka publisher is synchronous")
+	asyncID.ours.label = "the ours run of the row above"
+	asyncID.raw.label = "franz-go v1.22.3 Produce with a promise + Flush, each record with an x-message-id header of 32 random hex characters (what PublishAsync sends)"
+	asyncID.peer.label = "none"
+	asyncID.peer.err = async.peer.err
 	con.ours.label = "broker/kafka, Subscription.Concurrency 16"
 	con.raw.label = "franz-go v1.22.3 consumer group, PollFetches loop, CommitUncommittedOffsets after each poll"
 	con.peer.label = "watermill-kafka v3.0.6 (Sarama consumer group, oldest offset), 16 goroutines acking, offsets marked on ack and auto-committed every 1 s"
@@ -57,13 +65,15 @@ func kafkaScenario(ctx context.Context, cfg config) []*row {
 		side{[]*outcome{&sync.ours, &con.ours, &async.ours}, func(ctx context.Context, r int) ([]sample, error) {
 			return kafkaOurs(ctx, addrs, kafkaTopic("ours", r), n)
 		}},
-		side{[]*outcome{&sync.raw, &con.raw, &async.raw}, func(ctx context.Context, r int) ([]sample, error) {
+		side{[]*outcome{&sync.raw, &con.raw, &async.raw, &asyncID.raw}, func(ctx context.Context, r int) ([]sample, error) {
 			return kafkaRaw(ctx, addrs, kafkaTopic("raw", r), n)
 		}},
 		side{[]*outcome{&sync.peer, &con.peer}, func(ctx context.Context, r int) ([]sample, error) {
 			return kafkaWatermill(ctx, addrs, kafkaTopic("watermill", r), n)
 		}},
 	)
+	asyncID.ours = async.ours
+	asyncID.ours.label = "broker/kafka PublishAsync + Flush (the ours run of the row above)"
 	return rows
 }
 
@@ -130,7 +140,32 @@ func kafkaRaw(ctx context.Context, addrs []string, topic string, n int) ([]sampl
 	if err != nil {
 		return []sample{syncSample, conSample}, fmt.Errorf("async produce: %w", err)
 	}
-	return []sample{syncSample, conSample, asyncSample}, nil
+
+	// The same with the header PublishAsync adds: an ID of 16 random bytes in hex.
+	start = time.Now()
+	err = publishParallel(ctx, n, kafkaProducers, func(_ context.Context, i int) error {
+		id := make([]byte, 32)
+		var raw [16]byte
+		binary.LittleEndian.PutUint64(raw[:8], rand.Uint64())
+		binary.LittleEndian.PutUint64(raw[8:], rand.Uint64())
+		hex.Encode(id, raw[:])
+		cl.Produce(produceCtx, &kgo.Record{Topic: topic + "-async-id", Key: []byte(keys[i%64]), Value: p,
+			Headers: []kgo.RecordHeader{{Key: "x-message-id", Value: id}}}, promise)
+		return nil
+	})
+	if err == nil {
+		err = cl.Flush(ctx)
+	}
+	idSample := sample{n: n, elapsed: time.Since(start), allocs: -1}
+	mu.Lock()
+	if err == nil {
+		err = firstErr
+	}
+	mu.Unlock()
+	if err != nil {
+		return []sample{syncSample, conSample, asyncSample}, fmt.Errorf("async produce with headers: %w", err)
+	}
+	return []sample{syncSample, conSample, asyncSample, idSample}, nil
 }
 
 // kafkaRawConsume reads n records of topic in a new group, committing after each poll.

@@ -48,6 +48,7 @@ var scenarios = []struct {
 }{
 	{"memory", memoryScenario},
 	{"rabbitmq", rabbitScenario},
+	{"rabbitmq-cluster", rabbitClusterScenario},
 	{"kafka", kafkaScenario},
 	{"webhook", webhookScenario},
 }
@@ -60,7 +61,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds per scenario; the table shows the median")
 	flag.Float64Var(&cfg.scale, "scale", 1, "multiply every scenario's message count by this")
 	flag.DurationVar(&cfg.perRun, "timeout", 45*time.Second, "deadline for one side's run of one round")
-	flag.StringVar(&only, "only", "", "comma-separated scenarios to run (memory,rabbitmq,kafka,webhook); empty runs all")
+	flag.StringVar(&only, "only", "", "comma-separated scenarios to run (memory,rabbitmq,rabbitmq-cluster,kafka,webhook); empty runs all")
 	flag.Parse()
 	if cfg.rounds < 1 || cfg.scale <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be ≥ 1 and -scale > 0")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
@@ -57,4 +58,42 @@ func oursPubSub(ctx context.Context, pub broker.Publisher, sub broker.Subscriber
 		return []sample{pubSample}, fmt.Errorf("consume: %w", err)
 	}
 	return []sample{pubSample, t.sample()}, nil
+}
+
+// oursAsync times n one-message PublishAsync calls of 1 KiB over 64 keys
+// from g goroutines to topic, then Flush: the time until every outcome is
+// in. It fails on the first error outcome.
+func oursAsync(ctx context.Context, pub broker.AsyncPublisher, topic string, n, g int) (sample, error) {
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	done := func(_ broker.Message, err error) {
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		}
+	}
+	p, keys := payload1K(), benchKeys()
+	// Messages outlive the goroutine that published them: give them the
+	// round's context, not publishParallel's, which ends when it returns.
+	publishCtx := ctx
+	start := time.Now()
+	err := publishParallel(ctx, n, g, func(_ context.Context, i int) error {
+		pub.PublishAsync(publishCtx, topic, broker.Message{Key: keys[i%64], Payload: p}, done)
+		return nil
+	})
+	if err == nil {
+		err = pub.Flush(ctx)
+	}
+	elapsed := time.Since(start)
+	mu.Lock()
+	if err == nil {
+		err = firstErr
+	}
+	mu.Unlock()
+	return sample{n: n, elapsed: elapsed, allocs: -1}, err
 }

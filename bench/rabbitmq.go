@@ -37,7 +37,9 @@ func rabbitScenario(ctx context.Context, cfg config) []*row {
 	pub := &row{scenario: "RabbitMQ publish with confirms, 1 KiB persistent, 16 publishing goroutines", unit: msgPerSec, n: n}
 	con := &row{scenario: "RabbitMQ consume with acks, 16 handlers, messages the side published (Subscribe to last handled)", unit: msgPerSec, n: n}
 	batch := &row{scenario: fmt.Sprintf("RabbitMQ publish with confirms, 1 KiB persistent, 16 publishing goroutines, %d messages per Publish call", rmqBatch), unit: msgPerSec, n: n}
-	rows := []*row{pub, batch, con}
+	async := &row{scenario: "RabbitMQ publish async with confirms, 1 KiB persistent, 16 publishing goroutines, one message per call, then Flush", unit: msgPerSec, n: n}
+	asyncTopic := &row{scenario: "RabbitMQ publish async with confirms, 1 KiB persistent, 16 publishing goroutines, one message per call, then Flush; raw through a topic exchange with our message properties", unit: msgPerSec, n: n}
+	rows := []*row{pub, batch, async, asyncTopic, con}
 	env, err := newRabbitEnv()
 	if err != nil {
 		return []*row{{scenario: "RabbitMQ publish with confirms and consume with acks", skip: err}}
@@ -48,16 +50,26 @@ func rabbitScenario(ctx context.Context, cfg config) []*row {
 	pub.peer.label = "watermill-amqp v3.0.2, NewDurableQueueConfig, ConfirmDelivery, ChannelPoolSize 16"
 	batch.ours.label = fmt.Sprintf("broker/rabbitmq, Publish(ctx, topic, msgs...) with %d messages", rmqBatch)
 	batch.peer.label = fmt.Sprintf("watermill-amqp v3.0.2, Publish(topic, msgs...) with %d messages", rmqBatch)
+	async.ours.label = fmt.Sprintf("broker/rabbitmq PublishAsync + Flush, WithChannels(16), WithMaxInFlight(%d): %d confirms in flight", rmqWindow, rmqPublishers*rmqWindow)
+	async.peer.label = "none"
+	async.peer.err = notApplicable("watermill-amqp has no asynchronous publish")
 	con.ours.label = "broker/rabbitmq, Subscription.Concurrency 16"
 	con.raw.label = fmt.Sprintf("amqp091-go v1.16.0, one channel, prefetch %d, 16 goroutines acking each delivery", rmqPrefetch)
 	con.peer.label = "watermill-amqp v3.0.2, 16 Subscribe calls on the queue (one message in flight each), prefetch 16"
 	runRounds(ctx, cfg.rounds, cfg.perRun,
-		side{[]*outcome{&pub.ours, &con.ours, &batch.ours}, func(ctx context.Context, r int) ([]sample, error) { return rabbitOurs(ctx, env, r, n) }},
-		side{[]*outcome{&pub.raw, &con.raw}, func(ctx context.Context, r int) ([]sample, error) { return rabbitRaw(ctx, env, n) }},
+		side{[]*outcome{&pub.ours, &con.ours, &batch.ours, &async.ours}, func(ctx context.Context, r int) ([]sample, error) { return rabbitOurs(ctx, env, r, n) }},
+		side{[]*outcome{&pub.raw, &con.raw, &asyncTopic.raw}, func(ctx context.Context, r int) ([]sample, error) { return rabbitRaw(ctx, env, n) }},
 		side{[]*outcome{&pub.peer, &con.peer, &batch.peer}, func(ctx context.Context, r int) ([]sample, error) { return rabbitWatermill(ctx, env, n) }},
 	)
 	batch.raw = pub.raw
 	batch.raw.label = "the raw run of the row above (it keeps 128 confirms in flight per goroutine)"
+	async.raw = pub.raw
+	async.raw.label = fmt.Sprintf("the raw run of the first RabbitMQ publish row (%d goroutines × %d confirms in flight)", rmqPublishers, rmqWindow)
+	asyncTopic.ours = async.ours
+	asyncTopic.ours.label = "the ours run of the row above"
+	asyncTopic.raw.label = fmt.Sprintf("amqp091-go as in the first RabbitMQ publish row (%d channels × %d confirms in flight), through a topic exchange bound with \"#\", with a message ID, timestamp and one int64 header as broker/rabbitmq sends", rmqPublishers, rmqWindow)
+	asyncTopic.peer.label = "none"
+	asyncTopic.peer.err = async.peer.err
 	return rows
 }
 
@@ -139,6 +151,22 @@ func (e *rabbitEnv) purge(queue string) error {
 		return err
 	}
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		return err
+	}
+	_, err = ch.QueuePurge(queue, false)
+	return err
+}
+
+// purgeExisting empties queue, which must exist (declared with whatever
+// arguments its owner chose).
+func (e *rabbitEnv) purgeExisting(queue string) error {
+	conn, err := e.dial("bench-admin")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
 		return err
 	}
 	_, err = ch.QueuePurge(queue, false)
@@ -228,11 +256,71 @@ func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
 	if err != nil {
 		return []sample{pubSample}, fmt.Errorf("consume: %w", err)
 	}
-	return []sample{pubSample, t.sample()}, nil
+	conSample := t.sample()
+
+	// The same publish through a topic exchange bound to the queue, with
+	// the properties broker/rabbitmq sends (message ID, timestamp, a
+	// header with the time in nanoseconds): what the server does for ours.
+	if err := env.purge(queue); err != nil {
+		return []sample{pubSample, conSample}, err
+	}
+	ach, err := conn.Channel()
+	if err != nil {
+		return []sample{pubSample, conSample}, err
+	}
+	if err := ach.ExchangeDeclare("raw-topic", amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return []sample{pubSample, conSample}, err
+	}
+	if err := ach.QueueBind(queue, "#", "raw-topic", false, nil); err != nil {
+		return []sample{pubSample, conSample}, err
+	}
+	_ = ach.Close()
+	keys := benchKeys()
+	start = time.Now()
+	for g, ch := range chans {
+		count := n / rmqPublishers
+		if g < n%rmqPublishers {
+			count++
+		}
+		go func() {
+			errs <- rawPublishWith(ctx, ch, count, func(i int) (string, string, amqp.Publishing) {
+				now := time.Now()
+				return "raw-topic", keys[(g+i*rmqPublishers)%64], amqp.Publishing{
+					DeliveryMode: amqp.Persistent, MessageId: rawID(), Timestamp: now,
+					Headers: amqp.Table{"x-patterns-time": now.UnixNano()}, Body: p,
+				}
+			})
+		}()
+	}
+	for range chans {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	topicSample := sample{n: n, elapsed: time.Since(start), allocs: -1}
+	if err != nil {
+		return []sample{pubSample, conSample}, fmt.Errorf("publish through a topic exchange: %w", err)
+	}
+	return []sample{pubSample, conSample, topicSample}, env.purge(queue)
+}
+
+// rawID is a message ID like broker.NewID's: 16 random bytes in hex.
+func rawID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // rawPublish publishes count messages on ch keeping rmqWindow confirms in flight.
 func rawPublish(ctx context.Context, ch *amqp.Channel, queue string, p []byte, count int) error {
+	return rawPublishWith(ctx, ch, count, func(int) (string, string, amqp.Publishing) {
+		return "", queue, amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/octet-stream", Body: p}
+	})
+}
+
+// rawPublishWith publishes count messages made by msg (exchange, routing
+// key, message) on ch keeping rmqWindow confirms in flight.
+func rawPublishWith(ctx context.Context, ch *amqp.Channel, count int, msg func(i int) (string, string, amqp.Publishing)) error {
 	pending := make([]*amqp.DeferredConfirmation, 0, rmqWindow)
 	wait := func(dc *amqp.DeferredConfirmation) error {
 		ok, err := dc.WaitContext(ctx)
@@ -244,12 +332,9 @@ func rawPublish(ctx context.Context, ch *amqp.Channel, queue string, p []byte, c
 		}
 		return nil
 	}
-	for range count {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{
-			DeliveryMode: amqp.Persistent,
-			ContentType:  "application/octet-stream",
-			Body:         p,
-		})
+	for i := range count {
+		exchange, key, m := msg(i)
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, m)
 		if err != nil {
 			return err
 		}

@@ -54,6 +54,48 @@ type Publisher interface {
 	Close() error
 }
 
+// AsyncPublisher publishes without waiting for the broker: PublishAsync
+// hands m over and returns, and done later reports its outcome. Every
+// adapter's publisher implements it (memory, RabbitMQ, Kafka), with the
+// same semantics:
+//
+//   - done is called exactly once per call: with nil once the broker
+//     confirmed m (as a nil Publish would say), otherwise with the error
+//     Publish would have returned for m. It gets m as published (ID and
+//     Time filled). It runs on an adapter goroutine, or on the calling
+//     goroutine before PublishAsync returns when the outcome is known at
+//     once (invalid input, after Close, the memory adapter): it must be
+//     quick, must not publish, Flush or Close (they would wait for it)
+//     and must not take a lock the caller of PublishAsync holds. done may
+//     be nil.
+//   - PublishAsync blocks while the adapter's in-flight bound is reached
+//     (backpressure); when ctx ends first, done gets ctx's error (wrapped).
+//     ctx also bounds the message's retries: it should outlive the call.
+//   - Invalid input (a topic the adapter refuses, a message too large or
+//     with a bad header) gets done with an error wrapping ErrInvalidMessage
+//     at once, and nothing is sent. After Close, done gets ErrClosed.
+//   - Flush waits until every call made before it has had its outcome, or
+//     until ctx ends (then it returns ctx's error).
+//   - Close flushes, up to the adapter's drain timeout, then fails the
+//     messages still unconfirmed (errors wrapping ErrNotConfirmed or
+//     ErrClosed): none is dropped without an outcome.
+//   - Successive PublishAsync calls from one goroutine with the same
+//     non-empty Key reach the broker in call order, except where an
+//     adapter documents a reordering on recovery (RabbitMQ: messages
+//     republished after a lost channel land behind later ones).
+//
+// Publish tracers (PublishTracer) see one call per message: Start when
+// PublishAsync is called, End at its outcome.
+type AsyncPublisher interface {
+	Publisher
+	// PublishAsync publishes m to topic and reports the outcome to done.
+	// It fills m's empty ID and zero Time. m must not be changed until
+	// done is called.
+	PublishAsync(ctx context.Context, topic string, m Message, done func(Message, error))
+	// Flush waits for the outcome of every PublishAsync call made before it.
+	Flush(ctx context.Context) error
+}
+
 // Handler processes one delivered message. Returning nil acknowledges it;
 // returning an error redelivers it (until the subscription's MaxAttempts, then
 // it is dead-lettered). Wrap an error with Permanent to skip the retries.

@@ -65,6 +65,12 @@ func Run(t *testing.T, h Harness) {
 		{"TracePublish", true, s.testTracePublish},
 		{"TraceProcessAndStats", f.DeadLetter, s.testTraceProcess},
 		{"TraceEnabler", true, s.testTraceEnabler},
+		{"AsyncOutcomes", true, s.testAsyncOutcomes},
+		{"AsyncInvalid", true, s.testAsyncInvalid},
+		{"AsyncClose", true, s.testAsyncClose},
+		{"AsyncOrderPerKey", f.OrderPerKey, s.testAsyncOrderPerKey},
+		{"AsyncCancelled", true, s.testAsyncCancelled},
+		{"AsyncTrace", true, s.testAsyncTrace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -100,3 +100,37 @@ func ExampleWithTracer() {
 	// processed: acked
 	// published 1, handled 1
 }
+
+// PublishAsync hands a message over and reports its outcome to a callback;
+// Flush waits for every outcome. The same code runs on every adapter
+// (broker.AsyncPublisher).
+func ExampleBroker_PublishAsync() {
+	b := memory.MustNew()
+	defer b.Close()
+	ctx := context.Background()
+	_ = b.Provision(ctx, broker.Subscription{Topic: "bookings", Group: "billing"})
+
+	var ap broker.AsyncPublisher = b
+	var mu sync.Mutex
+	failed := 0
+	for i := range 3 {
+		ap.PublishAsync(ctx, "bookings", broker.Message{Key: "booking.42", Payload: fmt.Appendf(nil, `{"n":%d}`, i)},
+			func(m broker.Message, err error) {
+				if err != nil {
+					mu.Lock()
+					failed++
+					mu.Unlock()
+				}
+			})
+	}
+	ap.PublishAsync(ctx, "", broker.Message{}, func(_ broker.Message, err error) {
+		fmt.Println("empty topic:", err)
+	})
+	if err := ap.Flush(ctx); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println("failed:", failed, "pending for billing:", b.Pending("bookings", "billing"))
+	// Output:
+	// empty topic: broker: invalid message: empty topic
+	// failed: 0 pending for billing: 3
+}

@@ -19,12 +19,13 @@ import (
 // reconnects with backoff until closed. Users of the connection wait for it
 // with get and redeclare their own topology on the new one.
 type connection struct {
-	url      string
-	redacted string
+	urls     []string // the constructor's URL, then WithNodes
+	redacted []string // urls without passwords
 	cfg      *config
 	obs      *observer
 
 	mu        sync.Mutex
+	node      int // index in urls of conn, or of the node last connected to
 	conn      *amqp.Connection
 	gen       uint64
 	ready     chan struct{} // closed while conn is usable
@@ -53,23 +54,27 @@ func dial(ctx context.Context, rawURL string, cfg *config, obs *observer) (*conn
 		return nil, fmt.Errorf("rabbitmq: invalid URL: %w", err)
 	}
 	c := &connection{
-		url: rawURL, redacted: redact(rawURL), cfg: cfg, obs: obs,
+		cfg: cfg, obs: obs,
 		ready: make(chan struct{}), unblocked: make(chan struct{}),
 		closing: make(chan struct{}), done: make(chan struct{}),
 	}
+	for _, u := range append([]string{rawURL}, cfg.nodes...) {
+		c.urls, c.redacted = append(c.urls, u), append(c.redacted, redact(u))
+	}
 	close(c.unblocked)
-	ac, err := c.dialOnce(ctx)
+	ac, node, err := c.dialAny(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
-	c.install(ac)
+	c.install(ac, node)
 	obs.connection(ctx, c, TraceConnectionData{Event: ConnectionConnected})
-	cfg.logger.Debug("rabbitmq: connected", "url", c.redacted)
+	cfg.logger.Debug("rabbitmq: connected", "url", c.addr())
 	go c.loop(ac)
 	return c, nil
 }
 
-func (c *connection) dialOnce(ctx context.Context) (*amqp.Connection, error) {
+// dialNode makes one connection attempt to node i of urls.
+func (c *connection) dialNode(ctx context.Context, i int) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	if c.cfg.name != "" {
 		props.SetClientConnectionName(c.cfg.name)
@@ -77,7 +82,7 @@ func (c *connection) dialOnce(ctx context.Context) (*amqp.Connection, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
 	defer cancel()
 	deadline, _ := dctx.Deadline()
-	ac, err := amqp.DialConfig(c.url, amqp.Config{
+	ac, err := amqp.DialConfig(c.urls[i], amqp.Config{
 		Heartbeat:  c.cfg.heartbeat,
 		Properties: props,
 		Locale:     "en_US",
@@ -96,7 +101,7 @@ func (c *connection) dialOnce(ctx context.Context) (*amqp.Connection, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("rabbitmq: connect to %s: %w", c.redacted, describeDialError(err))
+		return nil, fmt.Errorf("rabbitmq: connect to %s: %w", c.redacted[i], describeDialError(err))
 	}
 	return ac, nil
 }
@@ -115,10 +120,11 @@ func describeDialError(err error) error {
 	return err
 }
 
-func (c *connection) install(ac *amqp.Connection) {
+func (c *connection) install(ac *amqp.Connection, node int) {
 	blocks := ac.NotifyBlocked(make(chan amqp.Blocking, 8))
 	c.mu.Lock()
 	c.conn = ac
+	c.node = node
 	c.gen++
 	close(c.ready)
 	c.mu.Unlock()
@@ -178,28 +184,32 @@ func (c *connection) loop(ac *amqp.Connection) {
 		c.mu.Lock()
 		c.conn = nil
 		c.ready = make(chan struct{})
+		lostNode := c.node
 		c.mu.Unlock()
 		var err error = amqp.ErrClosed
 		if why != nil {
 			err = why
 		}
-		c.cfg.logger.Warn("rabbitmq: connection lost, reconnecting", "url", c.redacted, "err", err)
+		c.cfg.logger.Warn("rabbitmq: connection lost, reconnecting", "url", c.redacted[lostNode], "err", err)
 		c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionLost, Err: err})
 
 		policy := backoff.Policy{Min: c.cfg.backoffMin, Max: c.cfg.backoffMax}
+		// Start with the node after the lost one: with several nodes, the
+		// lost one is the likeliest to be down.
+		start := lostNode + 1
 		for attempt := 1; ; attempt++ {
 			ctx, cancel := c.closingContext()
-			next, err := c.dialOnce(ctx)
+			next, node, err := c.dialAny(ctx, start)
 			cancel()
 			if err == nil {
 				ac = next
-				c.install(ac)
+				c.install(ac, node)
 				c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionReconnected})
-				c.cfg.logger.Info("rabbitmq: reconnected", "url", c.redacted)
+				c.cfg.logger.Info("rabbitmq: reconnected", "url", c.redacted[node])
 				break
 			}
 			wait := policy.Wait(attempt)
-			c.cfg.logger.Debug("rabbitmq: reconnect failed", "url", c.redacted, "err", err, "retry_in", wait)
+			c.cfg.logger.Debug("rabbitmq: reconnect failed", "err", err, "retry_in", wait)
 			c.obs.connection(context.Background(), c, TraceConnectionData{Event: ConnectionReconnecting, Err: err, Attempt: attempt, Wait: wait})
 			t := time.NewTimer(wait)
 			select {
@@ -288,7 +298,7 @@ func (c *connection) current() *amqp.Connection {
 func (c *connection) ping(ctx context.Context, abort <-chan struct{}) error {
 	ac, _, err := c.get(ctx, abort)
 	if err != nil {
-		return fmt.Errorf("rabbitmq: ping %s: not connected: %w", c.redacted, err)
+		return fmt.Errorf("rabbitmq: ping %s: not connected: %w", c.addr(), err)
 	}
 	// channel.open is an RPC that a blocked connection (resource alarm) does
 	// not answer: wait for it under ctx.
@@ -310,7 +320,7 @@ func (c *connection) ping(ctx context.Context, abort <-chan struct{}) error {
 		err = broker.ErrClosed
 	}
 	if err != nil {
-		return fmt.Errorf("rabbitmq: ping %s: %w", c.redacted, err)
+		return fmt.Errorf("rabbitmq: ping %s: %w", c.addr(), err)
 	}
 	return nil
 }

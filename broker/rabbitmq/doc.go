@@ -54,6 +54,13 @@
 // opt-in Recovery so that confirms, consumers and topology are handled in one
 // place with this package's promises.
 //
+// In a cluster, WithNodes adds the other nodes' URLs: a lost connection is
+// replaced by one to the next node that answers (each node tried once per
+// round, rounds separated by the reconnect backoff), where the subscriber
+// declares its topology again. Give groups quorum queues
+// (WithQueueType(Quorum)) so their queues outlive a node; docs/rabbitmq.md,
+// "Clusters", says what else changes with them.
+//
 // Options are typed per side: PublisherOption, SubscriberOption, and Option
 // for both, so a subscriber's option passed to NewPublisher does not compile;
 // invalid values fail the constructor with ErrInvalidOption.

@@ -59,3 +59,27 @@ func ExampleWithMandatory() {
 	err = pub.Publish(ctx, "audit", broker.Message{Key: "nobody.listens"})
 	fmt.Println(errors.Is(err, broker.ErrUnroutable))
 }
+
+// Publish one event per request without waiting for its confirm: the
+// outcome arrives on a callback, at most WithMaxInFlight per channel are
+// unconfirmed, and Flush (or Close) waits for the rest. (No Output: it
+// needs a running RabbitMQ.)
+func ExamplePublisher_PublishAsync() {
+	ctx := context.Background()
+	pub, err := rabbitmq.NewPublisher(ctx, "amqp://guest:guest@127.0.0.1:5672/", rabbitmq.WithMaxInFlight(2048))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	for i := range 1000 {
+		m := broker.Message{Key: fmt.Sprintf("booking.%d", i%16), Payload: []byte(`{"nights":3}`)}
+		pub.PublishAsync(ctx, "bookings", m, func(m broker.Message, err error) {
+			if err != nil {
+				log.Printf("booking event %s not published: %v", m.ID, err)
+			}
+		})
+	}
+	if err := pub.Flush(ctx); err != nil {
+		log.Fatal(err)
+	}
+}

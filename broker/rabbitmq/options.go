@@ -68,12 +68,14 @@ type config struct {
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	exchange    string
+	nodes       []string // WithNodes: more nodes of the cluster, after the main URL
 
 	// publisher
 	channels       int
 	mandatory      bool
 	transient      bool
 	maxMessageSize int
+	maxInFlight    int
 
 	// subscriber
 	queueName       func(topic, group string) string
@@ -104,6 +106,7 @@ func defaultConfig() config {
 		backoffMax:      2 * time.Second,
 		channels:        1,
 		maxMessageSize:  DefaultMaxMessageSize,
+		maxInFlight:     DefaultMaxInFlight,
 		queueName:       DefaultQueueName,
 		queueType:       Classic,
 		deadLetterQueue: true,
@@ -213,6 +216,28 @@ func WithReconnectBackoff(minWait, maxWait time.Duration) Option {
 	return bothOption(func(c *config) { c.backoffMin, c.backoffMax = minWait, maxWait })
 }
 
+// WithNodes adds more nodes of a RabbitMQ cluster (amqp:// or amqps://
+// URLs) to the one the constructor is given. The first connection tries the
+// constructor's URL, then these in order; after a connection is lost, every
+// node is tried once, starting with the one after the node that was lost,
+// before waiting the reconnect backoff (WithReconnectBackoff) and trying them
+// all again. Topology is declared again on whichever node answers. Use quorum
+// queues (WithQueueType(Quorum)) for groups, so a queue survives its node.
+// Default: the constructor's URL only.
+func WithNodes(urls ...string) Option {
+	return bothOption(func(c *config) {
+		if len(urls) == 0 {
+			c.invalid("WithNodes: no URL")
+		}
+		for i, u := range urls {
+			if _, err := amqp.ParseURI(u); err != nil {
+				c.invalid("WithNodes: URL %d: %v", i+1, err)
+			}
+		}
+		c.nodes = append(c.nodes, urls...)
+	})
+}
+
 // WithExchange routes every topic through one shared durable topic exchange
 // named name, with routing keys "<topic>.<key>" (Hutch style). Default: one
 // exchange per topic, named like the topic. Publisher and Subscriber must agree.
@@ -231,6 +256,20 @@ func WithChannels(n int) PublisherOption {
 			c.invalid("WithChannels: %d is below 1", n)
 		}
 		c.channels = n
+	})
+}
+
+// WithMaxInFlight bounds the PublishAsync messages the publisher keeps
+// unconfirmed to n per channel of the pool (WithChannels): n × channels in
+// all, shared by the channels (a key's channel may hold more than n while
+// others hold less). PublishAsync blocks while that many are unconfirmed.
+// Default DefaultMaxInFlight. Publisher only.
+func WithMaxInFlight(n int) PublisherOption {
+	return publisherOption(func(c *config) {
+		if n < 1 {
+			c.invalid("WithMaxInFlight: %d is below 1", n)
+		}
+		c.maxInFlight = n
 	})
 }
 

@@ -41,6 +41,10 @@ type Publisher struct {
 	abandon   chan struct{} // closed flushTimeout after Close: stop waiting for confirms
 	flush     time.Duration // the drain timeout
 	closeOnce sync.Once
+
+	async     []*asyncSlot   // PublishAsync's side of each slot
+	asyncStop chan struct{}  // closed once Close stopped PublishAsync
+	asyncWG   sync.WaitGroup // the slots' confirm loops
 }
 
 var _ broker.Publisher = (*Publisher)(nil)
@@ -77,7 +81,8 @@ func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Pu
 		return nil, err
 	}
 	p := &Publisher{cfg: cfg, obs: newObserver(cfg.tracers), rec: tracing.New("rabbitmq", cfg.tracers), r: route{cfg.exchange},
-		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{}), flush: cfg.drainTimeout}
+		declared: map[string]uint64{}, closing: make(chan struct{}), abandon: make(chan struct{}), flush: cfg.drainTimeout,
+		asyncStop: make(chan struct{})}
 	p.c, err = dial(ctx, url, &p.cfg, p.obs)
 	if err != nil {
 		return nil, err
@@ -86,6 +91,7 @@ func NewPublisher(ctx context.Context, url string, opts ...PublisherOption) (*Pu
 	for i := range p.slots {
 		p.slots[i] = &pubSlot{lock: make(chan struct{}, 1)}
 	}
+	p.async = newAsyncSlots(p.slots, cfg.maxInFlight)
 	return p, nil
 }
 
@@ -407,7 +413,11 @@ func sleep(ctx context.Context, abort <-chan struct{}, d time.Duration) error {
 // channel returns an open confirm-mode channel from the pool, opening one
 // (and waiting for a connection) when needed.
 func (p *Publisher) channel(ctx context.Context) (*pubChannel, error) {
-	s := p.slots[p.next.Add(1)%uint64(len(p.slots))]
+	return p.slotChannel(ctx, p.slots[p.next.Add(1)%uint64(len(p.slots))])
+}
+
+// slotChannel returns s's channel, opening a new one when it is closed.
+func (p *Publisher) slotChannel(ctx context.Context, s *pubSlot) (*pubChannel, error) {
 	if pc := s.pc.Load(); pc != nil && !pc.ch.IsClosed() {
 		return pc, nil
 	}
@@ -617,16 +627,22 @@ func (p *Publisher) Conn() *amqp.Connection { return p.c.current() }
 // Close stops publishing: calls waiting for a connection return
 // broker.ErrClosed, calls waiting for confirms finish (for up to the drain
 // timeout, WithDrainTimeout, since a blocked connection may never send them;
-// then they fail with broker.ErrNotConfirmed), then the connection closes. Close
-// is idempotent.
+// then they fail with broker.ErrNotConfirmed), then the connection closes.
+// PublishAsync messages are flushed within the same drain timeout; those
+// still unconfirmed then fail with broker.ErrNotConfirmed (and a lost
+// channel's messages are no longer republished once Close began), and
+// PublishAsync calls after Close fail with broker.ErrClosed. Close is
+// idempotent.
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.closing)
 		t := time.AfterFunc(p.flush, func() { close(p.abandon) })
 		p.mu.Lock()
-		t.Stop()
 		p.closed = true
 		p.mu.Unlock()
+		close(p.asyncStop)
+		p.asyncWG.Wait() // the confirm loops deliver or fail every outcome
+		t.Stop()
 		p.c.close() // closes the channels with it
 	})
 	return nil

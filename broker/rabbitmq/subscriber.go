@@ -220,7 +220,7 @@ func (r *receiver) Receive(ctx context.Context, max int, deliver func([]engine.D
 }
 
 func (r *receiver) cancelled(ctx context.Context) error {
-	err := fmt.Errorf("rabbitmq: the server cancelled the consumer of queue %q (queue deleted?)", r.queue)
+	err := fmt.Errorf("rabbitmq: the server cancelled the consumer of queue %q (queue deleted, or a quorum queue's leader moved?)", r.queue)
 	r.s.obs.connection(ctx, r.s.c, TraceConnectionData{Event: ConsumerCancelled, Queue: r.queue, Err: err})
 	return err
 }

@@ -34,7 +34,8 @@ const (
 	ConnectionLost
 	// ConnectionReconnecting: a reconnect attempt failed (Err); the next
 	// one is made after Wait. Attempt counts the failed attempts since the
-	// connection was lost.
+	// connection was lost; with WithNodes an attempt tries every node once
+	// and Err names each one's failure.
 	ConnectionReconnecting
 	// ConnectionReconnected: the connection was made again; publishers
 	// republish what was not confirmed, subscriptions redeclare their
@@ -46,7 +47,8 @@ const (
 	// ConnectionUnblocked: the broker lifted the block.
 	ConnectionUnblocked
 	// ConsumerCancelled: the server cancelled the consumer of Queue (the
-	// queue was deleted); the subscription declares it again and resumes.
+	// queue was deleted, or in a cluster a quorum queue's leader moved);
+	// the subscription declares it again and resumes.
 	ConsumerCancelled
 )
 
@@ -65,8 +67,9 @@ func (e ConnectionEvent) String() string {
 type TraceConnectionData struct {
 	Event ConnectionEvent
 	// Name is the connection's name (WithConnectionName; a Subscriber's
-	// dead-letter connection adds " (retries)"), URL its address without
-	// the password.
+	// dead-letter connection adds " (retries)"), URL the address without
+	// the password of the node connected to (with WithNodes, the node
+	// lost until another one answers).
 	Name, URL string
 	// Err is why the connection was lost, why a reconnect attempt
 	// failed, why the broker blocked, why a consumer was cancelled.
@@ -141,7 +144,7 @@ func (o *observer) connection(ctx context.Context, c *connection, d TraceConnect
 		return
 	}
 	if c != nil {
-		d.Name, d.URL = c.cfg.name, c.redacted
+		d.Name, d.URL = c.cfg.name, c.addr()
 	}
 	for _, t := range o.conn {
 		t.TraceConnection(ctx, d)

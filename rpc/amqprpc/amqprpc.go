@@ -124,6 +124,8 @@ type config struct {
 	reconnect    backoff.Policy
 	drainTimeout time.Duration
 	declare      bool
+	quorum       bool     // WithQuorumQueue
+	nodes        []string // WithNodes: more nodes of the cluster, after the main URL
 	logger       *slog.Logger
 	tracers      []any
 }

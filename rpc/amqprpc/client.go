@@ -37,6 +37,7 @@ type Client struct {
 	dials    sync.WaitGroup
 	failures int       // failed dials in a row; guarded by mu
 	nextDial time.Time // no dial before; guarded by mu
+	nextNode int       // node the next dial tries first (WithNodes); guarded by mu
 	closed   bool
 	closing  chan struct{}
 	inflight sync.WaitGroup
@@ -81,6 +82,7 @@ type result struct {
 type session struct {
 	conn amqpConn
 	ch   *amqp.Channel
+	node string // the node's URL without password
 
 	mu      sync.Mutex
 	pending map[string]chan result
@@ -135,6 +137,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 		c.dialing = d
 		c.dials.Add(1)
 		wait := time.Until(c.nextDial)
+		start := c.nextNode
 		tctx := context.WithoutCancel(ctx)
 		go func() {
 			defer c.dials.Done()
@@ -143,7 +146,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 			if wait > 0 && !sleep(wait, c.closing) {
 				err = ErrClosed
 			} else {
-				s, err = c.dial()
+				s, err = c.dial(start)
 			}
 			c.mu.Lock()
 			var ev TraceConnectionData
@@ -158,7 +161,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 				c.failures = 0
 				c.nextDial = time.Time{}
 				c.nDials.Add(1)
-				ev = TraceConnectionData{Role: "client", Event: ConnectionUp}
+				ev = TraceConnectionData{Role: "client", Event: ConnectionUp, URL: s.node}
 			}
 			if err == nil && c.closed {
 				s.closing.Store(true)
@@ -211,11 +214,17 @@ type dialing struct {
 	err  error
 }
 
-func (c *Client) dial() (*session, error) {
-	conn, err := dialAMQP(c.url, c.cfg.amqp)
+// dial connects to the first node that answers, from node start on, and
+// makes the node after it the first one the next dial tries: a lost
+// connection's node is the likeliest to be down.
+func (c *Client) dial(start int) (*session, error) {
+	conn, node, err := dialNodes(c.url, c.cfg, start)
 	if err != nil {
-		return nil, fmt.Errorf("amqprpc: dial: %w", err)
+		return nil, err
 	}
+	c.mu.Lock()
+	c.nextNode = node + 1
+	c.mu.Unlock()
 	ch, err := conn.Channel()
 	if err != nil {
 		conn.Close()
@@ -230,7 +239,7 @@ func (c *Client) dial() (*session, error) {
 	}
 	returns := ch.NotifyReturn(make(chan amqp.Return, 64))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	s := &session{conn: conn, ch: ch, pending: map[string]chan result{}, done: make(chan struct{}), client: c}
+	s := &session{conn: conn, ch: ch, node: redact(nodeURL(c.url, c.cfg, node)), pending: map[string]chan result{}, done: make(chan struct{}), client: c}
 	go s.dispatch(replies, returns, closes)
 	return s, nil
 }
@@ -277,7 +286,7 @@ func (s *session) dispatch(replies <-chan amqp.Delivery, returns <-chan amqp.Ret
 	_ = s.conn.close()
 	if reason == ErrConnectionLost {
 		s.client.nLost.Add(1)
-		s.client.traceConn(context.Background(), TraceConnectionData{Role: "client", Event: ConnectionLost, Err: err, Failures: 1})
+		s.client.traceConn(context.Background(), TraceConnectionData{Role: "client", Event: ConnectionLost, Err: err, URL: s.node, Failures: 1})
 	}
 }
 

@@ -20,8 +20,10 @@
 // A Server runs in the caller's goroutine: Run(ctx) serves until ctx ends
 // (nil) or Close (ErrClosed); Close lets running handlers reply for at most
 // the drain timeout (WithDrainTimeout, 30s by default). Both sides reconnect
-// with exponential backoff and full jitter (WithReconnectBackoff). NewClient
-// takes a context: it connects. Options are typed (ClientOption,
+// with exponential backoff and full jitter (WithReconnectBackoff); in a
+// cluster, WithNodes lists the other nodes, each tried once before the
+// backoff, and WithQuorumQueue makes the request queue outlive its node.
+// NewClient takes a context: it connects. Options are typed (ClientOption,
 // ServerOption; an Option is both) and a bad one fails the constructor with
 // ErrInvalidOption. Tracers (WithTracer) see every call (CallTracer: routing
 // key, correlation id, headers to inject trace context into), every request

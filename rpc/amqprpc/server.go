@@ -31,12 +31,14 @@ type Server struct {
 	serves []ServeTracer
 	conns  []ConnectionTracer
 
-	mu      sync.Mutex
-	conn    *amqp.Connection
-	serving bool
-	closing chan struct{}
-	stopped chan struct{}
-	once    sync.Once
+	mu       sync.Mutex
+	conn     *amqp.Connection
+	nextNode int    // node the next dial tries first (WithNodes)
+	node     string // URL without password of the node last connected to
+	serving  bool
+	closing  chan struct{}
+	stopped  chan struct{}
+	once     sync.Once
 
 	nReceived, nHandled, nFailed, nPanics, nExpired, nReplyFailed, nConnects, nLost atomic.Uint64
 	nInFlight                                                                       atomic.Int64
@@ -137,6 +139,9 @@ func (s *Server) Run(ctx context.Context) error {
 		if connected {
 			failures = 0
 			ev.Event = ConnectionLost
+			s.mu.Lock()
+			ev.URL = s.node
+			s.mu.Unlock()
 		}
 		failures++
 		s.nLost.Add(1)
@@ -186,10 +191,20 @@ func (s *Server) localAddr() net.Addr {
 // serveConn dials and serves until the connection ends; connected reports
 // whether it got as far as consuming.
 func (s *Server) serveConn(ctx context.Context) (connected bool, err error) {
-	conn, err := dialAMQP(s.url, s.cfg.amqp)
+	s.mu.Lock()
+	start := s.nextNode
+	s.mu.Unlock()
+	conn, node, err := dialNodes(s.url, s.cfg, start)
 	if err != nil {
-		return false, fmt.Errorf("amqprpc: dial: %w", err)
+		return false, err
 	}
+	// The next dial starts with the node after this one, likeliest to be
+	// up when this connection is lost.
+	s.mu.Lock()
+	s.nextNode = node + 1
+	s.node = redact(nodeURL(s.url, s.cfg, node))
+	url := s.node
+	s.mu.Unlock()
 	defer func() { _ = conn.close() }()
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	ch, err := conn.Channel()
@@ -200,7 +215,7 @@ func (s *Server) serveConn(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("amqprpc: qos: %w", err)
 	}
 	if s.cfg.declare {
-		if _, err := ch.QueueDeclare(s.queue, true, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(s.queue, true, false, false, false, s.queueArgs()); err != nil {
 			return false, fmt.Errorf("amqprpc: declare queue %s: %w", s.queue, err)
 		}
 	}
@@ -214,7 +229,7 @@ func (s *Server) serveConn(ctx context.Context) (connected bool, err error) {
 	s.mu.Unlock()
 	s.nConnects.Add(1)
 	for _, t := range s.conns {
-		t.TraceConnection(ctx, TraceConnectionData{Role: "server", Queue: s.queue, Event: ConnectionUp})
+		t.TraceConnection(ctx, TraceConnectionData{Role: "server", Queue: s.queue, Event: ConnectionUp, URL: url})
 	}
 
 	// Handlers run under a context that ends when the connection is lost

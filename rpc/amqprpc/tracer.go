@@ -114,6 +114,10 @@ type TraceConnectionData struct {
 	Queue string
 	Event ConnectionEvent
 	Err   error
+	// URL is the node (without password) connected to (ConnectionUp) or
+	// whose connection was lost (ConnectionLost); "" for ConnectionDialFailed,
+	// whose Err names every node tried (WithNodes).
+	URL string
 	// Failures counts the failed dials and lost connections in a row,
 	// this one included (0 for ConnectionUp).
 	Failures int
