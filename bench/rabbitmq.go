@@ -283,7 +283,7 @@ func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
 			count++
 		}
 		go func() {
-			errs <- rawPublishWith(ctx, ch, count, func(i int) (string, string, amqp.Publishing) {
+			errs <- rawPublishWith(ctx, ch, rmqWindow, count, func(i int) (string, string, amqp.Publishing) {
 				now := time.Now()
 				return "raw-topic", keys[(g+i*rmqPublishers)%64], amqp.Publishing{
 					DeliveryMode: amqp.Persistent, MessageId: rawID(), Timestamp: now,
@@ -313,15 +313,15 @@ func rawID() string {
 
 // rawPublish publishes count messages on ch keeping rmqWindow confirms in flight.
 func rawPublish(ctx context.Context, ch *amqp.Channel, queue string, p []byte, count int) error {
-	return rawPublishWith(ctx, ch, count, func(int) (string, string, amqp.Publishing) {
+	return rawPublishWith(ctx, ch, rmqWindow, count, func(int) (string, string, amqp.Publishing) {
 		return "", queue, amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/octet-stream", Body: p}
 	})
 }
 
 // rawPublishWith publishes count messages made by msg (exchange, routing
-// key, message) on ch keeping rmqWindow confirms in flight.
-func rawPublishWith(ctx context.Context, ch *amqp.Channel, count int, msg func(i int) (string, string, amqp.Publishing)) error {
-	pending := make([]*amqp.DeferredConfirmation, 0, rmqWindow)
+// key, message) on ch keeping window confirms in flight.
+func rawPublishWith(ctx context.Context, ch *amqp.Channel, window, count int, msg func(i int) (string, string, amqp.Publishing)) error {
+	pending := make([]*amqp.DeferredConfirmation, 0, window)
 	wait := func(dc *amqp.DeferredConfirmation) error {
 		ok, err := dc.WaitContext(ctx)
 		if err != nil {
@@ -339,11 +339,11 @@ func rawPublishWith(ctx context.Context, ch *amqp.Channel, count int, msg func(i
 			return err
 		}
 		pending = append(pending, dc)
-		if len(pending) == rmqWindow {
+		if len(pending) == window {
 			if err := wait(pending[0]); err != nil {
 				return err
 			}
-			pending = append(pending[:0], pending[1:]...)
+			pending = pending[1:] // append reallocates now and then: no copy per message
 		}
 	}
 	for _, dc := range pending {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -265,13 +264,13 @@ func clusterRaw(ctx context.Context, t amqpTarget, round, n int) ([]sample, erro
 				count++
 			}
 			go func() {
-				errs <- rawWindowed(ctx, ch, window, count, func(i int) (string, amqp.Publishing) {
+				errs <- rawPublishWith(ctx, ch, window, count, func(i int) (string, string, amqp.Publishing) {
 					now := time.Now()
-					return keys[(g+i*len(chans))%64], amqp.Publishing{
+					return topic, keys[(g+i*len(chans))%64], amqp.Publishing{
 						DeliveryMode: amqp.Persistent, MessageId: clusterID(), Timestamp: now,
 						Headers: amqp.Table{"x-patterns-time": now.UnixNano()}, Body: p,
 					}
-				}, topic)
+				})
 			}()
 		}
 		var err error
@@ -298,40 +297,4 @@ func clusterID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// rawWindowed publishes count messages made by msg to exchange on ch,
-// keeping at most window confirms outstanding.
-func rawWindowed(ctx context.Context, ch *amqp.Channel, window, count int, msg func(i int) (string, amqp.Publishing), exchange string) error {
-	pending := make([]*amqp.DeferredConfirmation, 0, window)
-	wait := func(dc *amqp.DeferredConfirmation) error {
-		ok, err := dc.WaitContext(ctx)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("nacked by the broker")
-		}
-		return nil
-	}
-	for i := range count {
-		key, m := msg(i)
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, m)
-		if err != nil {
-			return err
-		}
-		pending = append(pending, dc)
-		if len(pending) == window {
-			if err := wait(pending[0]); err != nil {
-				return err
-			}
-			pending = append(pending[:0], pending[1:]...)
-		}
-	}
-	for _, dc := range pending {
-		if err := wait(dc); err != nil {
-			return err
-		}
-	}
-	return nil
 }
