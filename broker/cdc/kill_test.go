@@ -309,33 +309,29 @@ func killChild(t *testing.T) {
 	}
 	defer pub.Close()
 	schema := schemaOf(t, dsn)
-	src, err := cdc.New(ctx, dsn, pub, cdc.WithSlot(slot), cdc.WithPublication(slot), cdc.WithSnapshot(false),
+	// Each time the confirmed position moves (after Stats counted the
+	// changes), print the count: the parent waits on these lines.
+	var src *cdc.Source
+	progress := confirmFunc(func(context.Context, cdc.TraceConfirmData) {
+		fmt.Printf("confirmed %d\n", src.Stats().Changes)
+	})
+	src, err = cdc.New(ctx, dsn, pub, cdc.WithSlot(slot), cdc.WithPublication(slot), cdc.WithSnapshot(false),
 		cdc.WithStateTable(schema+".cdc_state"), cdc.WithMaxBatch(20), cdc.WithStatusInterval(100*time.Millisecond),
+		cdc.WithTracer(progress),
 		cdc.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	runDone := make(chan error, 1)
-	go func() { runDone <- src.Run(ctx) }()
-	last := uint64(0)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-			if n := src.Stats().Changes; n != last {
-				last = n
-				fmt.Printf("confirmed %d\n", n)
-			}
-		case err := <-runDone:
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			_ = src.Close()
-			return
-		}
+	if err := src.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
+	_ = src.Close()
 }
+
+// confirmFunc is a cdc.ConfirmTracer made of a function.
+type confirmFunc func(context.Context, cdc.TraceConfirmData)
+
+func (f confirmFunc) TraceConfirm(ctx context.Context, d cdc.TraceConfirmData) { f(ctx, d) }
 
 // schemaOf is the search_path schema of a testenv.Schema URL.
 func schemaOf(t *testing.T, dsn string) string {
