@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-integration/patterns/internal/backoff"
+	"github.com/go-integration/patterns/internal/pgschema"
 )
 
 // Defaults of the options.
@@ -223,7 +224,7 @@ func WithSnapshot(on bool) Option {
 // snapshot resumes. It is created when missing. Default: DefaultStateTable.
 func WithStateTable(name string) Option {
 	return option(func(c *config) {
-		if _, _, err := splitTable(name); err != nil {
+		if _, _, err := pgschema.ParseTable(name); err != nil {
 			c.invalid("WithStateTable(%q): %v", name, err)
 			return
 		}

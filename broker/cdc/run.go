@@ -133,6 +133,9 @@ func (s *Source) session(hard, soft context.Context) error {
 
 	var start pglogrepl.LSN
 	var exists bool
+	// The snapshot LSN of each table whose snapshot is done: the stream
+	// skips the changes committed before it.
+	skip := map[string]pglogrepl.LSN{}
 	err = s.pool.QueryRow(soft, `select confirmed_flush_lsn from pg_replication_slots where slot_name = $1`, s.cfg.slot).Scan(&start)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -173,33 +176,17 @@ on conflict (slot, schema_name, table_name) do update set snapshot_lsn = null, s
 		s.log.Info("cdc: created replication slot", "consistent_point", start)
 		if s.cfg.snapshot {
 			// The exported snapshot lives while rconn stays idle: use it now.
-			if err := s.snapshot(hard, soft, res.SnapshotName, start); err != nil {
+			pending, err := s.readState(soft, skip)
+			if err != nil {
+				return err
+			}
+			if err := s.snapshot(hard, soft, res.SnapshotName, start, pending, skip); err != nil {
 				return err
 			}
 		}
 	} else if s.cfg.snapshot {
-		if err := s.resumeSnapshot(hard, soft); err != nil {
+		if err := s.resumeSnapshot(hard, soft, skip); err != nil {
 			return err
-		}
-	}
-	skip := map[string]pglogrepl.LSN{}
-	if s.cfg.snapshot {
-		rows, err := s.pool.Query(soft, `select schema_name || '.' || table_name, snapshot_lsn from `+s.stateID+` where slot = $1 and done and snapshot_lsn is not null`, s.cfg.slot)
-		if err != nil {
-			return fmt.Errorf("cdc: read snapshot state: %w", err)
-		}
-		for rows.Next() {
-			var t string
-			var at pglogrepl.LSN
-			if err := rows.Scan(&t, &at); err != nil {
-				rows.Close()
-				return fmt.Errorf("cdc: read snapshot state: %w", err)
-			}
-			skip[t] = at
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("cdc: read snapshot state: %w", err)
 		}
 	}
 	if c := pglogrepl.LSN(s.confirmed.Load()); start > c {
@@ -241,13 +228,14 @@ func closeConn(c *pgconn.PgConn) {
 
 // resumeSnapshot snapshots the tables whose snapshot did not finish, from
 // a fresh snapshot exported by a temporary slot: its consistent point
-// says which streamed changes that snapshot already holds.
-func (s *Source) resumeSnapshot(hard, soft context.Context) error {
-	var pending int
-	if err := s.pool.QueryRow(soft, `select count(*) from `+s.stateID+` where slot = $1 and not done`, s.cfg.slot).Scan(&pending); err != nil {
-		return fmt.Errorf("cdc: read snapshot state: %w", err)
+// says which streamed changes that snapshot already holds. It fills skip
+// as readState does.
+func (s *Source) resumeSnapshot(hard, soft context.Context, skip map[string]pglogrepl.LSN) error {
+	tables, err := s.readState(soft, skip)
+	if err != nil {
+		return err
 	}
-	if pending == 0 {
+	if len(tables) == 0 {
 		return nil
 	}
 	tmp, err := pgconn.ConnectConfig(soft, s.replCfg)
@@ -266,39 +254,20 @@ func (s *Source) resumeSnapshot(hard, soft context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cdc: temporary slot: consistent point: %w", err)
 	}
-	s.log.Info("cdc: resuming the snapshot", "tables", pending, "snapshot_lsn", at)
-	return s.snapshot(hard, soft, res.SnapshotName, at)
+	s.log.Info("cdc: resuming the snapshot", "tables", len(tables), "snapshot_lsn", at)
+	return s.snapshot(hard, soft, res.SnapshotName, at, tables, skip)
 }
 
-// snapshot publishes every row of the pending tables as read by the
-// exported snapshot name, taken at LSN at, and marks each table done once
-// all its rows are confirmed.
-func (s *Source) snapshot(hard, soft context.Context, name string, at pglogrepl.LSN) error {
+// snapshot publishes every row of tables (the pending ones) as read by the
+// exported snapshot name, taken at LSN at, marks each table done once all
+// its rows are confirmed and adds its snapshot LSN to skip.
+func (s *Source) snapshot(hard, soft context.Context, name string, at pglogrepl.LSN, tables [][2]string, skip map[string]pglogrepl.LSN) error {
 	// A table some of whose rows were published keeps the LSN of that
 	// first snapshot: the stream replays its changes from there (see the
 	// package doc); the others take this snapshot's.
 	if _, err := s.pool.Exec(soft, `update `+s.stateID+` set snapshot_lsn = $2 where slot = $1 and not done and not started`, s.cfg.slot, at); err != nil {
 		return fmt.Errorf("cdc: record snapshot state: %w", err)
 	}
-	rows, err := s.pool.Query(soft, `select schema_name, table_name from `+s.stateID+` where slot = $1 and not done`, s.cfg.slot)
-	if err != nil {
-		return fmt.Errorf("cdc: record snapshot state: %w", err)
-	}
-	var tables [][2]string
-	for rows.Next() {
-		var t [2]string
-		if err := rows.Scan(&t[0], &t[1]); err != nil {
-			rows.Close()
-			return fmt.Errorf("cdc: record snapshot state: %w", err)
-		}
-		tables = append(tables, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("cdc: record snapshot state: %w", err)
-	}
-	slices.SortFunc(tables, func(a, b [2]string) int { return strings.Compare(a[0]+"."+a[1], b[0]+"."+b[1]) })
-
 	conn, err := pgx.ConnectConfig(soft, s.connCfg)
 	if err != nil {
 		return fmt.Errorf("cdc: snapshot connection: %w", err)
@@ -316,12 +285,44 @@ func (s *Source) snapshot(hard, soft context.Context, name string, at pglogrepl.
 		if err := s.snapshotTable(hard, soft, tx, t[0], t[1], at); err != nil {
 			return err
 		}
-		if _, err := s.pool.Exec(soft, `update `+s.stateID+` set done = true where slot = $1 and schema_name = $2 and table_name = $3`, s.cfg.slot, t[0], t[1]); err != nil {
+		var done *pglogrepl.LSN // at, or a started table's earlier snapshot LSN
+		if err := s.pool.QueryRow(soft, `update `+s.stateID+` set done = true where slot = $1 and schema_name = $2 and table_name = $3 returning snapshot_lsn`, s.cfg.slot, t[0], t[1]).Scan(&done); err != nil {
 			return fmt.Errorf("cdc: record snapshot state: %w", err)
+		}
+		if done != nil {
+			skip[t[0]+"."+t[1]] = *done
 		}
 	}
 	s.log.Info("cdc: snapshot done", "tables", len(tables), "snapshot_lsn", at)
 	return tx.Commit(soft)
+}
+
+// readState reads the slot's snapshot state in one query: it returns the
+// tables whose snapshot is not done, as (schema, table) sorted by
+// schema.table, and puts the snapshot LSN of the done ones in skip.
+func (s *Source) readState(ctx context.Context, skip map[string]pglogrepl.LSN) ([][2]string, error) {
+	rows, err := s.pool.Query(ctx, `select schema_name, table_name, snapshot_lsn, done from `+s.stateID+` where slot = $1`, s.cfg.slot)
+	if err != nil {
+		return nil, fmt.Errorf("cdc: read snapshot state: %w", err)
+	}
+	var pending [][2]string
+	var t [2]string
+	var at *pglogrepl.LSN
+	var done bool
+	_, err = pgx.ForEachRow(rows, []any{&t[0], &t[1], &at, &done}, func() error {
+		switch {
+		case !done:
+			pending = append(pending, t)
+		case at != nil:
+			skip[t[0]+"."+t[1]] = *at
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cdc: read snapshot state: %w", err)
+	}
+	slices.SortFunc(pending, func(a, b [2]string) int { return strings.Compare(a[0]+"."+a[1], b[0]+"."+b[1]) })
+	return pending, nil
 }
 
 func (s *Source) snapshotTable(hard, soft context.Context, tx pgx.Tx, schema, name string, at pglogrepl.LSN) error {

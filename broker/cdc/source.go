@@ -198,7 +198,7 @@ func (s *Source) check(ctx context.Context) error {
 		return fmt.Errorf("%w: role %q may not replicate: ALTER ROLE %s REPLICATION", ErrPermission, user, pgx.Identifier{user}.Sanitize())
 	}
 	if s.cfg.snapshot {
-		id, _, _ := splitTable(s.cfg.stateTable)
+		id, _, _ := pgschema.ParseTable(s.cfg.stateTable)
 		s.stateID = id
 		ddl := `create table if not exists ` + id + ` (
   slot text not null,
@@ -262,7 +262,7 @@ func (s *Source) checkPublication(ctx context.Context) error {
 	}
 	idents := make([]string, len(s.cfg.tables))
 	for i, t := range s.cfg.tables {
-		id, _, err := splitTable(t)
+		id, _, err := pgschema.ParseTable(t)
 		if err != nil {
 			return fmt.Errorf("%w: WithTables(%q): %v", ErrInvalidOption, t, err)
 		}
@@ -427,7 +427,7 @@ func DropWithState(ctx context.Context, connString, slot, publication, stateTabl
 			return wrapPermission(fmt.Errorf("cdc: drop slot %q: %w", slot, err))
 		}
 	}
-	if id, _, err := splitTable(stateTable); err == nil {
+	if id, _, err := pgschema.ParseTable(stateTable); err == nil {
 		var exists bool
 		if err := conn.QueryRow(ctx, `select to_regclass($1) is not null`, id).Scan(&exists); err == nil && exists {
 			if _, err := conn.Exec(ctx, `delete from `+id+` where slot = $1`, slot); err != nil {
@@ -476,11 +476,6 @@ func (s *Source) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
-}
-
-// splitTable parses "table" or "schema.table" and returns it quoted.
-func splitTable(name string) (ident, raw string, err error) {
-	return pgschema.ParseTable(name)
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
