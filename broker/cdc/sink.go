@@ -16,8 +16,7 @@ import (
 type batch struct {
 	topics  []string
 	byTopic map[string][]broker.Message
-	n       int
-	changes uint64 // messages of streamed changes in the batch
+	n       int    // messages in the batch, all of streamed changes
 	txs     uint64 // transactions that ended in the batch
 }
 
@@ -28,7 +27,6 @@ func (b *batch) add(topic string, m broker.Message) {
 	}
 	b.byTopic[topic] = append(ms, m)
 	b.n++
-	b.changes++
 }
 
 // tx is the transaction the sink is in.
@@ -60,10 +58,10 @@ func (s *Source) sink(hard, soft context.Context, chunks <-chan []item, skip map
 				b.byTopic[topic] = ms // a retry after a later failure starts here
 			}
 		}
-		s.changes.Add(b.changes)
+		s.changes.Add(uint64(b.n))
 		s.transactions.Add(b.txs)
 		clear(b.byTopic)
-		b.topics, b.n, b.changes, b.txs = b.topics[:0], 0, 0, 0
+		b.topics, b.n, b.txs = b.topics[:0], 0, 0
 		var oldest time.Time
 		if cur.open {
 			oldest = cur.time
@@ -161,7 +159,7 @@ func (s *Source) handle(it item, rels map[uint32]*relation, skip map[string]pglo
 		for _, id := range m.RelationIDs {
 			rel := rels[id]
 			if rel.full == s.stateFull || s.skip(rel, skip, cur) {
-				return nil
+				continue // the other tables of the statement are still truncated
 			}
 			s.emit(b, cur, &change{op: 't', rel: rel}, rel.keyPrefix, it.lsn, now, "", "")
 		}
