@@ -39,9 +39,9 @@ func with(h map[string]string, k, v string) map[string]string {
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	for _, bc := range brokers {
-		t.Run(bc.name, func(t *testing.T) {
+		t.Run(bc.Name, func(t *testing.T) {
 			t.Parallel()
-			badInput(t, bc.make(t))
+			badInput(t, bc.Make(t))
 		})
 	}
 }
@@ -73,7 +73,7 @@ func badInput(t *testing.T, p pair) {
 	}))
 
 	dead := newCollector()
-	run(t, p, broker.Subscription{Topic: dlq, Group: "reader"}, dead.handle)
+	run(t, p, broker.Subscription{Topic: dlq, Group: "reader"}, dead.Handle)
 	var mu sync.Mutex
 	calls := map[string]int{}
 	counting := func(ctx context.Context, m broker.Message) error {
@@ -107,9 +107,9 @@ func badInput(t *testing.T, p pair) {
 			`{"specversion":"1.0","type":"com.example.order.placed","source":"/x","data":{}}`, event.ErrMissingAttribute, "id"},
 	}
 	for _, c := range cases {
-		must(t, p.pub.Publish(ctx, topic, broker.Message{ID: c.id, Key: "k", Payload: []byte(c.payload), Header: c.header}))
+		must(t, p.Pub.Publish(ctx, topic, broker.Message{ID: c.id, Key: "k", Payload: []byte(c.payload), Header: c.header}))
 	}
-	must(t, event.Publish(ctx, reg, p.pub, topic, "k", OrderPlaced{Order: "ok"}, event.WithID("good")))
+	must(t, event.Publish(ctx, reg, p.Pub, topic, "k", OrderPlaced{Order: "ok"}, event.WithID("good")))
 	select {
 	case e := <-good:
 		if e.ID != "good" || e.Data.Order != "ok" {
@@ -118,9 +118,9 @@ func badInput(t *testing.T, p pair) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the good event behind the bad ones was not handled")
 	}
-	testenv.Eventually(t, 30*time.Second, "every bad input dead-lettered", func() bool { return dead.len() >= len(cases) })
+	testenv.Eventually(t, 30*time.Second, "every bad input dead-lettered", func() bool { return dead.Len() >= len(cases) })
 	for _, c := range cases {
-		m, ok := dead.get(c.id)
+		m, ok := dead.Get(c.id)
 		if !ok {
 			t.Errorf("%s: not dead-lettered", c.id)
 			continue
@@ -173,7 +173,7 @@ func (f *flaky) Unmarshal(ctx context.Context, t event.TypeInfo, data []byte, v 
 // retried, not dead-lettered.
 func TestUnavailableIsTransient(t *testing.T) {
 	t.Parallel()
-	p := brokers[0].make(t)
+	p := brokers[0].Make(t)
 	ctx := context.Background()
 	codec := &flaky{}
 	codec.marshalDown.Store(1)
@@ -186,14 +186,14 @@ func TestUnavailableIsTransient(t *testing.T) {
 	got := make(chan event.Event[OrderPlaced], 1)
 	must(t, event.Handle(rt, func(_ context.Context, e event.Event[OrderPlaced]) error { got <- e; return nil }))
 	dead := newCollector()
-	run(t, p, broker.Subscription{Topic: "flaky.dlq", Group: "reader"}, dead.handle)
+	run(t, p, broker.Subscription{Topic: "flaky.dlq", Group: "reader"}, dead.Handle)
 	run(t, p, broker.Subscription{Topic: "flaky", Group: "g", MaxAttempts: 5, DeadLetterTopic: "flaky.dlq"}, rt.Handler())
 
-	err = event.Publish(ctx, reg, p.pub, "flaky", "k", OrderPlaced{Order: "1"})
+	err = event.Publish(ctx, reg, p.Pub, "flaky", "k", OrderPlaced{Order: "1"})
 	if !errors.Is(err, event.ErrUnavailable) || errors.Is(err, event.ErrEncode) {
 		t.Fatalf("Publish while the codec is down: %v, want ErrUnavailable", err)
 	}
-	must(t, event.Publish(ctx, reg, p.pub, "flaky", "k", OrderPlaced{Order: "1"}))
+	must(t, event.Publish(ctx, reg, p.Pub, "flaky", "k", OrderPlaced{Order: "1"}))
 	select {
 	case e := <-got:
 		if e.Message.Attempt != 3 {
@@ -206,7 +206,7 @@ func TestUnavailableIsTransient(t *testing.T) {
 	if s := rt.Stats(); s.Failed != 2 || s.Rejected != 0 || s.Handled != 1 {
 		t.Errorf("stats %+v", s)
 	}
-	if dead.len() != 0 {
-		t.Errorf("%d dead letters", dead.len())
+	if dead.Len() != 0 {
+		t.Errorf("%d dead letters", dead.Len())
 	}
 }

@@ -22,7 +22,7 @@ import (
 // our dataversion extension, and its other extensions reach Event.Extensions.
 func TestSDKStructuredIsRead(t *testing.T) {
 	t.Parallel()
-	p := brokers[0].make(t)
+	p := brokers[0].Make(t)
 	ctx := context.Background()
 	reg := registry(t)
 	rt, err := event.NewRouter(reg)
@@ -48,7 +48,7 @@ func TestSDKStructuredIsRead(t *testing.T) {
 		must(t, e.Validate())
 		b, err := json.Marshal(e)
 		must(t, err)
-		must(t, p.pub.Publish(ctx, "sdk", broker.Message{ID: e.ID(), Key: "orders.sdk", Payload: b,
+		must(t, p.Pub.Publish(ctx, "sdk", broker.Message{ID: e.ID(), Key: "orders.sdk", Payload: b,
 			Header: map[string]string{"content-type": ce.ApplicationCloudEventsJSON}}))
 		select {
 		case ev := <-got:

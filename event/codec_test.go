@@ -55,7 +55,7 @@ func (r *recording) Unmarshal(ctx context.Context, t event.TypeInfo, data []byte
 // pointer type.
 func TestCodecContract(t *testing.T) {
 	t.Parallel()
-	p := brokers[0].make(t)
+	p := brokers[0].Make(t)
 	ctx := context.Background()
 	c := &recording{}
 	reg, err := event.NewRegistry(event.WithSource("/tests/codec"), event.WithCodec(c))
@@ -68,8 +68,8 @@ func TestCodecContract(t *testing.T) {
 	must(t, event.Handle(rt, func(_ context.Context, e event.Event[OrderPlaced]) error { got <- e.Data; return nil }))
 	must(t, event.Handle(rt, func(_ context.Context, e event.Event[*Refund]) error { got <- e.Data; return nil }))
 	run(t, p, broker.Subscription{Topic: "codec.topic", Group: "g", DeadLetterTopic: "codec.dlq"}, rt.Handler())
-	must(t, event.Publish(ctx, reg, p.pub, "codec.topic", "k", OrderPlaced{Order: "a"}))
-	must(t, event.Publish(ctx, reg, p.pub, "codec.topic", "k", &Refund{Order: "b", Amount: 3}))
+	must(t, event.Publish(ctx, reg, p.Pub, "codec.topic", "k", OrderPlaced{Order: "a"}))
+	must(t, event.Publish(ctx, reg, p.Pub, "codec.topic", "k", &Refund{Order: "b", Amount: 3}))
 	for range 2 {
 		select {
 		case v := <-got:

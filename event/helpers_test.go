@@ -4,17 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-integration/patterns/broker"
-	"github.com/go-integration/patterns/broker/kafka"
-	"github.com/go-integration/patterns/broker/memory"
-	"github.com/go-integration/patterns/broker/rabbitmq"
 	"github.com/go-integration/patterns/event"
-	"github.com/go-integration/patterns/internal/testenv"
-	"github.com/go-integration/patterns/internal/testenv/kafkaenv"
+	"github.com/go-integration/patterns/event/internal/eventbrokers"
 )
 
 // Event types of the tests: three on one topic, one a pointer type.
@@ -66,107 +60,13 @@ func must(t testing.TB, err error) {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// pair is one broker under test.
-type pair struct {
-	pub broker.Publisher
-	sub broker.Subscriber
-}
+// The broker set-up and the CPU clock of the benchmarks are shared with
+// event/schemaregistry's tests.
+type pair = eventbrokers.Pair
 
-type brokerCase struct {
-	name string
-	make func(t *testing.T) pair
-}
-
-var brokers = []brokerCase{
-	{"memory", func(t *testing.T) pair {
-		b, err := memory.New(memory.WithLogger(quiet()), memory.WithRetryBackoff(time.Millisecond, 5*time.Millisecond))
-		must(t, err)
-		t.Cleanup(func() { _ = b.Close() })
-		return pair{b, b}
-	}},
-	{"rabbitmq", func(t *testing.T) pair {
-		_, url := testenv.VHost(t)
-		ctx := context.Background()
-		pub, err := rabbitmq.NewPublisher(ctx, url, rabbitmq.WithLogger(quiet()))
-		must(t, err)
-		t.Cleanup(func() { _ = pub.Close() })
-		sub, err := rabbitmq.NewSubscriber(ctx, url, rabbitmq.WithLogger(quiet()),
-			rabbitmq.WithRetryBackoff(time.Millisecond, 5*time.Millisecond), rabbitmq.WithDrainTimeout(5*time.Second))
-		must(t, err)
-		t.Cleanup(func() { _ = sub.Close() })
-		return pair{pub, sub}
-	}},
-	{"kafka", func(t *testing.T) pair {
-		bs := kafkaenv.Brokers(t)
-		pub, err := kafka.NewPublisher(bs, kafka.WithLogger(quiet()))
-		must(t, err)
-		t.Cleanup(func() { _ = pub.Close() })
-		session := 2 * time.Second
-		if kafkaenv.External() {
-			session = 6 * time.Second
-		}
-		sub, err := kafka.NewSubscriber(bs, kafka.WithLogger(quiet()),
-			kafka.WithGroupTimeouts(session, 10*time.Second, 100*time.Millisecond),
-			kafka.WithRetryBackoff(time.Millisecond, 5*time.Millisecond),
-			kafka.WithCommitInterval(200*time.Millisecond), kafka.WithDrainTimeout(5*time.Second))
-		must(t, err)
-		t.Cleanup(func() { _ = sub.Close() })
-		return pair{pub, sub}
-	}},
-}
-
-// run subscribes h on p for s until the test ends; it provisions s first, so
-// everything published after run returns reaches it, and waits for Ready.
-func run(t *testing.T, p pair, s broker.Subscription, h broker.Handler) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	must(t, p.sub.(broker.Provisioner).Provision(ctx, s))
-	ready := make(chan struct{})
-	s.Ready = func() { close(ready) }
-	done := make(chan error, 1)
-	go func() { done <- p.sub.Subscribe(ctx, s, h) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Subscribe %s: %v", s.Topic, err)
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-done:
-		done <- err
-		t.Fatalf("Subscribe %s ended: %v", s.Topic, err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("Subscribe %s: not ready", s.Topic)
-	}
-}
-
-// collector gathers messages (dead letters) by ID.
-type collector struct {
-	mu  sync.Mutex
-	got map[string]broker.Message
-	n   int // deliveries, duplicates included
-}
-
-func newCollector() *collector { return &collector{got: map[string]broker.Message{}} }
-
-func (c *collector) handle(_ context.Context, m broker.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.got[m.ID] = m
-	c.n++
-	return nil
-}
-
-func (c *collector) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.got)
-}
-
-func (c *collector) get(id string) (broker.Message, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m, ok := c.got[id]
-	return m, ok
-}
+var (
+	brokers      = eventbrokers.Cases
+	run          = eventbrokers.Run
+	newCollector = eventbrokers.NewCollector
+	processCPU   = eventbrokers.ProcessCPU
+)

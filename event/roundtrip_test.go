@@ -67,9 +67,9 @@ func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, bc := range brokers {
 		for _, ec := range envelopes {
-			t.Run(bc.name+"/"+ec.name, func(t *testing.T) {
+			t.Run(bc.Name+"/"+ec.name, func(t *testing.T) {
 				t.Parallel()
-				roundTrip(t, bc.name, bc.make(t), ec.opts, ec.headers, ec.mode)
+				roundTrip(t, bc.Name, bc.Make(t), ec.opts, ec.headers, ec.mode)
 			})
 		}
 	}
@@ -124,7 +124,7 @@ func roundTrip(t *testing.T, brokerName string, p pair, opts []event.Option, h e
 	for seq := range perKey {
 		for k := range keys {
 			key := fmt.Sprintf("orders.k%d", k)
-			must(t, publishSample(ctx, reg, p.pub, topic, key, seq,
+			must(t, publishSample(ctx, reg, p.Pub, topic, key, seq,
 				event.WithID(fmt.Sprintf("%s-%d", key, seq)),
 				event.WithTime(base.Add(time.Duration(seq)*time.Millisecond)),
 				event.WithSubject("orders/"+key)))

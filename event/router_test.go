@@ -60,10 +60,10 @@ func TestUnknownPolicies(t *testing.T) {
 // has a dead-letter destination.
 func TestRouterSubscribeNeedsDeadLetter(t *testing.T) {
 	t.Parallel()
-	p := brokers[0].make(t)
+	p := brokers[0].Make(t)
 	rt, err := event.NewRouter(registry(t))
 	must(t, err)
-	err = rt.Subscribe(context.Background(), p.sub, broker.Subscription{Topic: "t", Group: "g"})
+	err = rt.Subscribe(context.Background(), p.Sub, broker.Subscription{Topic: "t", Group: "g"})
 	if !errors.Is(err, broker.ErrInvalidSubscription) {
 		t.Fatalf("without a dead-letter destination: %v", err)
 	}
@@ -71,7 +71,7 @@ func TestRouterSubscribeNeedsDeadLetter(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- rt.Subscribe(ctx, p.sub, broker.Subscription{Topic: "t", Group: "g", MaxAttempts: 3, Ready: func() { close(ready) }})
+		done <- rt.Subscribe(ctx, p.Sub, broker.Subscription{Topic: "t", Group: "g", MaxAttempts: 3, Ready: func() { close(ready) }})
 	}()
 	select {
 	case <-ready:

@@ -51,7 +51,7 @@ func v2Registry(t *testing.T) *event.Registry {
 // change the old type cannot read.
 func TestVersions(t *testing.T) {
 	t.Parallel()
-	p := brokers[0].make(t)
+	p := brokers[0].Make(t)
 	ctx := context.Background()
 	v1, v2 := v1Registry(t), v2Registry(t)
 
@@ -64,13 +64,13 @@ func TestVersions(t *testing.T) {
 	got1 := make(chan event.Event[PriceChangedV1], 1)
 	must(t, event.Handle(rt1, func(_ context.Context, e event.Event[PriceChangedV1]) error { got1 <- e; return nil }))
 	dead := newCollector()
-	run(t, p, broker.Subscription{Topic: "prices.dlq", Group: "reader"}, dead.handle)
+	run(t, p, broker.Subscription{Topic: "prices.dlq", Group: "reader"}, dead.Handle)
 	run(t, p, broker.Subscription{Topic: "prices", Group: "v2", DeadLetterTopic: "prices.dlq"}, rt2.Handler())
 	run(t, p, broker.Subscription{Topic: "prices", Group: "v1", DeadLetterTopic: "prices.dlq"}, rt1.Handler())
 
 	// v1 producer: both consumers handle it, v2 after upcasting.
-	must(t, event.Publish(ctx, v1, p.pub, "prices", "sku.1", PriceChangedV1{SKU: "tent", Price: 129.99}, event.WithID("from-v1")))
-	must(t, event.Publish(ctx, v1, p.pub, "prices", "sku.1", PriceChangedV1{SKU: "stove", Price: 45.5},
+	must(t, event.Publish(ctx, v1, p.Pub, "prices", "sku.1", PriceChangedV1{SKU: "tent", Price: 129.99}, event.WithID("from-v1")))
+	must(t, event.Publish(ctx, v1, p.Pub, "prices", "sku.1", PriceChangedV1{SKU: "stove", Price: 45.5},
 		event.WithID("from-v1-structured"), event.WithMode(event.Structured)))
 	want := map[string]PriceChangedV2{
 		"from-v1":            {SKU: "tent", Cents: 12999, Currency: "EUR"},
@@ -101,7 +101,7 @@ func TestVersions(t *testing.T) {
 	}
 
 	// v2 producer: the v2 consumer handles it as is, the v1 consumer refuses it.
-	must(t, event.Publish(ctx, v2, p.pub, "prices", "sku.1", PriceChangedV2{SKU: "mat", Cents: 1999, Currency: "EUR"}, event.WithID("from-v2")))
+	must(t, event.Publish(ctx, v2, p.Pub, "prices", "sku.1", PriceChangedV2{SKU: "mat", Cents: 1999, Currency: "EUR"}, event.WithID("from-v2")))
 	select {
 	case e := <-got2:
 		if e.ID != "from-v2" || e.Version != 2 || e.Data.Cents != 1999 {
@@ -110,8 +110,8 @@ func TestVersions(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("v2 consumer did not handle the v2 event")
 	}
-	testenv.Eventually(t, 10*time.Second, "the v1 consumer dead-letters the v2 event", func() bool { _, ok := dead.get("from-v2"); return ok })
-	m, _ := dead.get("from-v2")
+	testenv.Eventually(t, 10*time.Second, "the v1 consumer dead-letters the v2 event", func() bool { _, ok := dead.Get("from-v2"); return ok })
+	m, _ := dead.Get("from-v2")
 	if xerr := m.Header[broker.HeaderError]; !strings.Contains(xerr, event.ErrVersion.Error()) || m.Header[broker.HeaderOriginGroup] != "v1" {
 		t.Errorf("dead letter: x-error %q, group %q", xerr, m.Header[broker.HeaderOriginGroup])
 	}

@@ -47,7 +47,7 @@ func TestConformance(t *testing.T) {
 // resolves it, with an identity upcaster to accept dataversion 1.
 func TestVersions(t *testing.T) {
 	t.Parallel()
-	p := brokers[0].make(t)
+	p := brokers[0].Make(t)
 	f := newFake(t)
 	ctx := context.Background()
 	topic := testenv.Name(t, "sr-versions")
@@ -66,8 +66,8 @@ func TestVersions(t *testing.T) {
 	must(t, event.Handle(rt, func(_ context.Context, e event.Event[Order]) error { got <- e; return nil }))
 	run(t, p, broker.Subscription{Topic: topic, Group: "g", DeadLetterTopic: topic + ".dlq"}, rt.Handler())
 
-	must(t, event.Publish(ctx, v1, p.pub, topic, "k", OrderV1{Order: "old", Seq: 1}))
-	must(t, event.Publish(ctx, v2, p.pub, topic, "k", Order{Order: "new", Seq: 2, Channel: "shop"}))
+	must(t, event.Publish(ctx, v1, p.Pub, topic, "k", OrderV1{Order: "old", Seq: 1}))
+	must(t, event.Publish(ctx, v2, p.Pub, topic, "k", Order{Order: "new", Seq: 2, Channel: "shop"}))
 	for _, want := range []struct {
 		v       Order
 		version int

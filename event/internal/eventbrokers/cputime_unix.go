@@ -1,15 +1,15 @@
 //go:build unix
 
-package schemaregistry_test
+package eventbrokers
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU returns the CPU time (user and system) the process used so far:
+// ProcessCPU returns the CPU time (user and system) the process used so far:
 // steadier than wall time on a loaded machine.
-func processCPU() time.Duration {
+func ProcessCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
