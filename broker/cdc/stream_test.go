@@ -276,11 +276,27 @@ func TestPublisherDown(t *testing.T) {
 	before := s.Stats()
 	testenv.Eventually(t, 10*time.Second, "failed publishes", func() bool { return s.Stats().PublishFailures >= before.PublishFailures+5 })
 	held := slotLSN()
-	// Several status intervals (200 ms) pass: the server hears from the
-	// source, but the position stays.
+	// Status updates (every 200 ms) reach the server while publishing
+	// fails, but the position stays: wait for two replies sent after now.
 	calls := r.calls.Load()
 	testenv.Eventually(t, 10*time.Second, "more failed publishes", func() bool { return r.calls.Load() >= calls+10 })
-	time.Sleep(500 * time.Millisecond)
+	var since time.Time
+	if err := e.db.QueryRow(ctx, `select now()`).Scan(&since); err != nil {
+		t.Fatal(err)
+	}
+	replies := 0
+	var last time.Time
+	testenv.Eventually(t, 10*time.Second, "two status updates from the source while it fails", func() bool {
+		var at *time.Time
+		if err := e.db.QueryRow(ctx, `select max(reply_time) from pg_stat_replication where application_name = 'patterns-cdc' and pid = (select active_pid from pg_replication_slots where slot_name = $1)`, e.slot).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		if at != nil && at.After(since) && !at.Equal(last) {
+			last = *at
+			replies++
+		}
+		return replies >= 2
+	})
 	if got := slotLSN(); got != held {
 		t.Errorf("the slot moved from %s to %s while the publisher failed", held, got)
 	}

@@ -124,11 +124,7 @@ func TestCloseAbandonsUnconfirmedAsNotConfirmed(t *testing.T) {
 	px.muted.Store(true)
 	errc := make(chan error, 1)
 	go func() { errc <- p.Publish(ctxT(t, 30*time.Second), "mute", broker.Message{ID: "unconfirmed"}) }()
-	for deadline := time.Now().Add(5 * time.Second); p.Stats().Sent < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the second message was not sent")
-		}
-	}
+	testenv.Eventually(t, 5*time.Second, "the second message sent", func() bool { return p.Stats().Sent >= 2 })
 	closed := make(chan struct{})
 	go func() { _ = p.Close(); close(closed) }()
 	select {
