@@ -87,7 +87,7 @@ const (
 type amqprpcSpanKey struct{}
 
 // amqprpcSpan is the context the Start methods return: ctx with the span
-// under amqprpcSpanKey (see rpcAttempt).
+// under amqprpcSpanKey (see httpAttempt).
 type amqprpcSpan struct {
 	context.Context
 	span trace.Span
@@ -123,9 +123,7 @@ func (r *amqprpcTracer) TraceCallEnd(ctx context.Context, d amqprpc.TraceCallEnd
 	if span, ok := ctx.Value(amqprpcSpanKey{}).(trace.Span); ok {
 		if span.IsRecording() {
 			if d.Err != nil {
-				span.SetAttributes(semconv.ErrorTypeKey.String(errType))
-				span.RecordError(d.Err)
-				span.SetStatus(codes.Error, d.Err.Error())
+				setSpanErrorType(span, errType, d.Err)
 			} else {
 				span.SetAttributes(keyAMQPRPCReplyBody.Int(d.ReplySize))
 			}
@@ -231,5 +229,5 @@ func amqprpcErrorType(err error) string {
 	case errors.Is(err, amqprpc.ErrClosed):
 		return "closed"
 	}
-	return errTypeOf(err)
+	return goErrorType(err)
 }

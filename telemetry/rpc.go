@@ -121,13 +121,18 @@ const (
 	keyRPCRetryWait         = attribute.Key("patterns.rpc.retry.wait")
 )
 
-type rpcAttemptKey struct{}
+type (
+	rpcAttemptKey     struct{}
+	webhookAttemptKey struct{}
+)
 
-// rpcAttempt is what TraceAttemptStart keeps for TraceAttemptEnd: it is the
-// context TraceAttemptStart returns (one allocation for the state and the
-// context value), found again under rpcAttemptKey.
-type rpcAttempt struct {
+// httpAttempt is what the RPC and Webhook tracers' TraceAttemptStart keeps
+// for their TraceAttemptEnd: it is the context TraceAttemptStart returns
+// (one allocation for the state and the context value), found again under
+// key, one per tracer so that one's attempt is never taken for the other's.
+type httpAttempt struct {
 	context.Context
+	key    any // rpcAttemptKey{} or webhookAttemptKey{}
 	span   trace.Span
 	method string // the semantic-convention method ("_OTHER" for unknown ones)
 	addr   string
@@ -135,11 +140,23 @@ type rpcAttempt struct {
 	scheme string
 }
 
-func (a *rpcAttempt) Value(key any) any {
-	if key == (rpcAttemptKey{}) {
+func (a *httpAttempt) Value(key any) any {
+	if key == a.key {
 		return a
 	}
 	return a.Context.Value(key)
+}
+
+// setSpanErrorType marks an HTTP client attempt's span failed with
+// error.type; an error status without an error (4xx, 5xx) has no message.
+func setSpanErrorType(span trace.Span, errType string, err error) {
+	span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return
+	}
+	span.SetStatus(codes.Error, "")
 }
 
 // Span start options of RPC, AMQPRPC and Webhook, made once, not per span.
@@ -153,7 +170,7 @@ var (
 // context into the attempt's request header.
 func (r *rpcTracer) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptStartData) context.Context {
 	req := d.Request
-	a := &rpcAttempt{method: httpMethod(req.Method), scheme: req.URL.Scheme}
+	a := &httpAttempt{key: rpcAttemptKey{}, method: httpMethod(req.Method), scheme: req.URL.Scheme}
 	a.addr, a.port = hostPort(d.Host, req.URL.Scheme)
 	name := a.method
 	if name == "_OTHER" {
@@ -179,7 +196,7 @@ func (r *rpcTracer) TraceAttemptStart(ctx context.Context, d rpc.TraceAttemptSta
 
 // TraceAttemptEnd ends the attempt's span and records its metrics.
 func (r *rpcTracer) TraceAttemptEnd(ctx context.Context, d rpc.TraceAttemptEndData) {
-	a, _ := ctx.Value(rpcAttemptKey{}).(*rpcAttempt)
+	a, _ := ctx.Value(rpcAttemptKey{}).(*httpAttempt)
 	if a == nil {
 		return
 	}
@@ -200,13 +217,7 @@ func (r *rpcTracer) TraceAttemptEnd(ctx context.Context, d rpc.TraceAttemptEndDa
 			span.SetAttributes(semconv.HTTPResponseStatusCode(d.StatusCode))
 		}
 		if errType != "" {
-			span.SetAttributes(semconv.ErrorTypeKey.String(errType))
-			if d.Err != nil {
-				span.RecordError(d.Err)
-				span.SetStatus(codes.Error, d.Err.Error())
-			} else {
-				span.SetStatus(codes.Error, "")
-			}
+			setSpanErrorType(span, errType, d.Err)
 		}
 		if d.Retry {
 			span.SetAttributes(keyRPCRetryWait.String(d.Wait.String()))
@@ -277,7 +288,7 @@ func rpcErrorType(err error) string {
 	if errors.Is(err, rpc.ErrCircuitOpen) {
 		return "circuit_open"
 	}
-	return errTypeOf(err)
+	return goErrorType(err)
 }
 
 // rpcGiveUpReason names TraceAttemptEndData.GiveUp.
@@ -300,12 +311,18 @@ func rpcGiveUpReason(err error) string {
 // The helpers below are shared by RPC, AMQPRPC and Webhook.
 
 // errTypeOf is a low-cardinality error.type for err: the shared
-// vocabulary (commonErrorType), else the Go type of the first error in its
-// chain that is not a plain wrapper, or "_OTHER".
+// vocabulary (commonErrorType), else goErrorType.
 func errTypeOf(err error) string {
 	if et := commonErrorType(err); et != "" {
 		return et
 	}
+	return goErrorType(err)
+}
+
+// goErrorType is the Go type of the first error in err's chain that is not
+// a plain wrapper, or "_OTHER": the last resort of the component error-type
+// functions, which have asked commonErrorType already.
+func goErrorType(err error) string {
 	for e := err; e != nil; e = errors.Unwrap(e) {
 		switch t := fmt.Sprintf("%T", e); t {
 		case "*fmt.wrapError", "*fmt.wrapErrors", "*errors.errorString", "*errors.joinError":

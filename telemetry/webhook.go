@@ -145,30 +145,11 @@ const (
 	keyWebhookHandled       = attribute.Key("patterns.webhook.handled")
 )
 
-type webhookAttemptKey struct{}
-
-// webhookAttempt is what TraceAttemptStart keeps for TraceAttemptEnd, and
-// the context it returns (see rpcAttempt).
-type webhookAttempt struct {
-	context.Context
-	span   trace.Span
-	addr   string
-	port   int
-	scheme string
-}
-
-func (a *webhookAttempt) Value(key any) any {
-	if key == (webhookAttemptKey{}) {
-		return a
-	}
-	return a.Context.Value(key)
-}
-
 // TraceAttemptStart starts the attempt's client span; with propagation on,
 // it injects its context into the request's header.
 func (w *webhookTracer) TraceAttemptStart(ctx context.Context, d webhook.TraceAttemptStartData) context.Context {
 	ctx, span := w.t.tracer.Start(ctx, http.MethodPost, rwClientOpts...)
-	a := &webhookAttempt{Context: ctx, span: span}
+	a := &httpAttempt{Context: ctx, key: webhookAttemptKey{}, span: span, method: http.MethodPost}
 	recording := span.IsRecording()
 	// The endpoint's address is only for the span and the duration
 	// metric: with neither (no providers) the URL is not parsed.
@@ -196,7 +177,7 @@ func (w *webhookTracer) TraceAttemptStart(ctx context.Context, d webhook.TraceAt
 
 // TraceAttemptEnd ends the attempt's span and records its metrics.
 func (w *webhookTracer) TraceAttemptEnd(ctx context.Context, d webhook.TraceAttemptEndData) {
-	a, _ := ctx.Value(webhookAttemptKey{}).(*webhookAttempt)
+	a, _ := ctx.Value(webhookAttemptKey{}).(*httpAttempt)
 	if a == nil {
 		return
 	}
@@ -217,13 +198,7 @@ func (w *webhookTracer) TraceAttemptEnd(ctx context.Context, d webhook.TraceAtte
 			span.SetAttributes(keyWebhookNextAttempt.String(d.NextAttempt.UTC().Format(time.RFC3339Nano)))
 		}
 		if errType != "" {
-			span.SetAttributes(semconv.ErrorTypeKey.String(errType))
-			if d.Err != nil {
-				span.RecordError(d.Err)
-				span.SetStatus(codes.Error, d.Err.Error())
-			} else {
-				span.SetStatus(codes.Error, "")
-			}
+			setSpanErrorType(span, errType, d.Err)
 		}
 	}
 	a.span.End()
@@ -233,7 +208,7 @@ func (w *webhookTracer) TraceAttemptEnd(ctx context.Context, d webhook.TraceAtte
 		c.Add(ctx, 1, metric.WithAttributes(keyWebhookOutcome.String(outcome)))
 	}
 	if (d.StatusCode != 0 || d.Duration > 0) && in.rpc.httpClientDuration.Enabled(ctx) {
-		in.rpc.recordHTTPClient(ctx, d.Duration, http.MethodPost, a.addr, a.port, a.scheme, d.StatusCode, errType)
+		in.rpc.recordHTTPClient(ctx, d.Duration, a.method, a.addr, a.port, a.scheme, d.StatusCode, errType)
 	}
 }
 
@@ -261,7 +236,7 @@ func webhookErrorType(err error) string {
 	case errors.Is(err, webhook.ErrClosed):
 		return "closed"
 	}
-	return errTypeOf(err)
+	return goErrorType(err)
 }
 
 // TraceDisable adds an event to the attempt's span and counts it.
@@ -296,7 +271,7 @@ func (w *webhookTracer) TraceStoreError(ctx context.Context, d webhook.TraceStor
 type webhookReceiveKey struct{}
 
 // webhookReceive is what TraceReceiveStart keeps for TraceReceiveEnd, and
-// the context it returns (see rpcAttempt).
+// the context it returns (see httpAttempt).
 type webhookReceive struct {
 	context.Context
 	span   trace.Span
