@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -55,13 +56,15 @@ var scenarios = []struct {
 
 func main() {
 	var (
-		cfg  config
-		only string
+		cfg        config
+		only       string
+		cpuprofile string
 	)
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds per scenario; the table shows the median")
 	flag.Float64Var(&cfg.scale, "scale", 1, "multiply every scenario's message count by this")
 	flag.DurationVar(&cfg.perRun, "timeout", 45*time.Second, "deadline for one side's run of one round")
 	flag.StringVar(&only, "only", "", "comma-separated scenarios to run (memory,rabbitmq,rabbitmq-cluster,kafka,webhook); empty runs all")
+	flag.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if cfg.rounds < 1 || cfg.scale <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be ≥ 1 and -scale > 0")
@@ -72,6 +75,17 @@ func main() {
 		for _, s := range strings.Split(only, ",") {
 			cfg.only[strings.TrimSpace(s)] = true
 		}
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -89,6 +103,7 @@ func main() {
 	}
 	printTable(os.Stdout, machine, rows, cfg, time.Since(started))
 	if ctx.Err() != nil {
+		pprof.StopCPUProfile() // os.Exit skips the deferred call
 		os.Exit(130)
 	}
 }

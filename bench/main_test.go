@@ -69,3 +69,32 @@ func TestWebhookRawRejects(t *testing.T) {
 		t.Error("missing webhook-id verified")
 	}
 }
+
+// TestKafkaQuickRun runs the Kafka scenario (in-process kfake) at a small
+// scale: every side of every row measures something, the asynchronous
+// rows included.
+func TestKafkaQuickRun(t *testing.T) {
+	cfg := config{rounds: 1, scale: 0.02, perRun: 30 * time.Second}
+	rows := kafkaScenario(context.Background(), cfg)
+	if len(rows) != 4 {
+		t.Fatalf("got %d rows, want 4", len(rows))
+	}
+	for _, r := range rows {
+		for name, o := range map[string]*outcome{"ours": &r.ours, "raw": &r.raw, "peer": &r.peer} {
+			var na *naError
+			if errors.As(o.err, &na) {
+				continue
+			}
+			if o.err != nil {
+				t.Errorf("%s / %s: %v", r.scenario, name, o.err)
+				continue
+			}
+			if v, ok := o.median(r.unit); !ok || v <= 0 {
+				t.Errorf("%s / %s: median %v, %v", r.scenario, name, v, ok)
+			}
+		}
+	}
+	if got := len(rows[1].ours.samples); got != cfg.rounds*kafkaAsyncRounds {
+		t.Errorf("async row: %d samples, want %d", got, cfg.rounds*kafkaAsyncRounds)
+	}
+}
