@@ -158,9 +158,99 @@ func (in *brokerInstruments) init(m metric.Meter) error {
 
 // Span start options, shared so that starting a span does not allocate them.
 var (
-	brokerSendOpts    = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
-	brokerProcessRoot = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithNewRoot()}
+	brokerSendOpts     = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	brokerKindConsumer = trace.WithSpanKind(trace.SpanKindConsumer)
+	brokerNewRoot      = trace.WithNewRoot()
 )
+
+// brokerMaxAttrs bounds the attributes a broker span is given when it
+// starts (a process span of a Kafka record has 11).
+const brokerMaxAttrs = 12
+
+// brokerSpanBuf is scratch space for starting a span, taken from
+// brokerSpanBufs and put back once the span has its attributes, so that
+// neither the link option nor the attribute slice is allocated per span.
+//
+// Start options: an implementation reads them only through
+// trace.NewSpanStartConfig (their method is unexported), which copies
+// links into the SpanConfig it returns, so the link option and its slice
+// can be reused with any implementation once Start has returned.
+// Attributes: the OpenTelemetry SDK's SetAttributes copies what it keeps,
+// so the slice is reused only for an SDK span (brokerSpanCopies); any
+// other span gets a slice of its own, which it may keep.
+type brokerSpanBuf struct {
+	attrs   [brokerMaxAttrs]attribute.KeyValue
+	link    [1]trace.Link
+	linkOpt trace.SpanStartOption // trace.WithLinks(link[:]...), made on first use
+	opts    [2]trace.SpanStartOption
+}
+
+var brokerSpanBufs = sync.Pool{New: func() any { return new(brokerSpanBuf) }}
+
+// withLink returns the start option for a link to sc.
+func (buf *brokerSpanBuf) withLink(sc trace.SpanContext) trace.SpanStartOption {
+	buf.link[0] = trace.Link{SpanContext: sc}
+	if buf.linkOpt == nil {
+		buf.linkOpt = trace.WithLinks(buf.link[:]...)
+	}
+	return buf.linkOpt
+}
+
+// attrsFor returns an empty slice with room for brokerMaxAttrs
+// attributes to give span: buf's own when span copies what it is given.
+func (buf *brokerSpanBuf) attrsFor(span trace.Span) []attribute.KeyValue {
+	if brokerSpanCopies(span) {
+		return buf.attrs[:0]
+	}
+	return make([]attribute.KeyValue, 0, brokerMaxAttrs)
+}
+
+// release clears what buf holds (no message stays reachable from the
+// pool), its first n attributes and its link, and puts it back.
+func (buf *brokerSpanBuf) release(n int) {
+	clear(buf.attrs[:min(n, len(buf.attrs))])
+	buf.link[0] = trace.Link{}
+	clear(buf.opts[:])
+	brokerSpanBufs.Put(buf)
+}
+
+// brokerSDKTrace is the package of the OpenTelemetry SDK's spans.
+const brokerSDKTrace = "go.opentelemetry.io/otel/sdk/trace"
+
+// brokerSpanCopies reports whether span is the OpenTelemetry SDK's, whose
+// SetAttributes copies the attributes it keeps (normalised, into a slice
+// of its own) and does not keep the slice it is given.
+func brokerSpanCopies(span trace.Span) bool {
+	rt := reflect.TypeOf(span)
+	return rt != nil && rt.Kind() == reflect.Pointer && rt.Elem().PkgPath() == brokerSDKTrace
+}
+
+// startSend starts a send span: for message i of d when i >= 0 (with its
+// messaging.message.id), else for the whole Publish call (with the id
+// of its only message, or the batch's message count).
+func (b *brokerTracer) startSend(ctx context.Context, d broker.TracePublishStartData, i int) (context.Context, trace.Span) {
+	ctx, span := b.t.tracer.Start(ctx, b.sendNames.get("send ", d.Topic), brokerSendOpts...)
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	buf := brokerSpanBufs.Get().(*brokerSpanBuf)
+	attrs := append(buf.attrsFor(span),
+		semconv.MessagingSystemKey.String(d.System),
+		semconv.MessagingDestinationName(d.Topic),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingOperationName("send"))
+	switch {
+	case i >= 0:
+		attrs = append(attrs, semconv.MessagingMessageID(d.Messages[i].ID))
+	case len(d.Messages) == 1:
+		attrs = append(attrs, semconv.MessagingMessageID(d.Messages[0].ID))
+	case len(d.Messages) > 1:
+		attrs = append(attrs, semconv.MessagingBatchMessageCount(len(d.Messages)))
+	}
+	span.SetAttributes(attrs...)
+	buf.release(len(attrs))
+	return ctx, span
+}
 
 // publishCall is the context TracePublishStart returns when there is
 // something to end or record: it carries the call's span, its
@@ -188,21 +278,8 @@ func (b *brokerTracer) TracePublishStart(ctx context.Context, d broker.TracePubl
 	var span trace.Span // nil without spans
 	recording := false
 	if !b.noSpans() {
-		ctx, span = t.tracer.Start(ctx, b.sendNames.get("send ", d.Topic), brokerSendOpts...)
-		if recording = span.IsRecording(); recording {
-			attrs := make([]attribute.KeyValue, 0, 5)
-			attrs = append(attrs,
-				semconv.MessagingSystemKey.String(d.System),
-				semconv.MessagingDestinationName(d.Topic),
-				semconv.MessagingOperationTypeSend,
-				semconv.MessagingOperationName("send"))
-			if len(d.Messages) == 1 {
-				attrs = append(attrs, semconv.MessagingMessageID(d.Messages[0].ID))
-			} else if len(d.Messages) > 1 {
-				attrs = append(attrs, semconv.MessagingBatchMessageCount(len(d.Messages)))
-			}
-			span.SetAttributes(attrs...)
-		}
+		ctx, span = b.startSend(ctx, d, -1)
+		recording = span.IsRecording()
 	}
 	var msgSpans []trace.Span
 	callSC := trace.SpanContextFromContext(ctx)
@@ -244,17 +321,8 @@ func (b *brokerTracer) TracePublishStart(ctx context.Context, d broker.TracePubl
 // carries its creation context (extracted into mctx), a child of it, and
 // writes its context into the Header.
 func (b *brokerTracer) messageSpan(mctx context.Context, d broker.TracePublishStartData, i int) trace.Span {
-	t := b.t
-	mctx, ms := t.tracer.Start(mctx, b.sendNames.get("send ", d.Topic), brokerSendOpts...)
-	if ms.IsRecording() {
-		ms.SetAttributes(
-			semconv.MessagingSystemKey.String(d.System),
-			semconv.MessagingDestinationName(d.Topic),
-			semconv.MessagingOperationTypeSend,
-			semconv.MessagingOperationName("send"),
-			semconv.MessagingMessageID(d.Messages[i].ID))
-	}
-	t.prop.Inject(mctx, brokerCarrier(d.Header(i)))
+	mctx, ms := b.startSend(mctx, d, i)
+	b.t.prop.Inject(mctx, brokerCarrier(d.Header(i)))
 	return ms
 }
 
@@ -429,23 +497,12 @@ func (b *brokerTracer) TraceProcessStart(ctx context.Context, d broker.TraceProc
 	sc := trace.SpanContextFromContext(pctx)
 	fromMsg := sc.IsValid() && !sc.Equal(before)
 	var span trace.Span // nil without spans
-	switch {
-	case b.noSpans():
-		if fromMsg {
-			ctx = pctx // the publisher's context travels on from the handler
-		}
-	case fromMsg:
-		ctx, span = t.tracer.Start(pctx, b.procNames.get("process ", d.Topic),
-			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(trace.Link{SpanContext: sc}))
-	default:
-		// No context from the publisher (or a malformed one): a new root,
-		// whatever span the subscriber's context carries.
-		ctx, span = t.tracer.Start(pctx, b.procNames.get("process ", d.Topic), brokerProcessRoot...)
+	if !b.noSpans() {
+		ctx, span = b.startProcess(pctx, d, sc, fromMsg)
+	} else if fromMsg {
+		ctx = pctx // the publisher's context travels on from the handler
 	}
 	recording := span != nil && span.IsRecording()
-	if recording {
-		span.SetAttributes(b.processAttrs(d)...)
-	}
 	in := &t.instr.broker
 	metrics := false
 	if in.consumed.Enabled(ctx) {
@@ -464,10 +521,33 @@ func (b *brokerTracer) TraceProcessStart(ctx context.Context, d broker.TraceProc
 	return &processCall{Context: ctx, b: b, span: span, system: d.System, topic: d.Topic, group: d.Group}
 }
 
-// processAttrs are a process span's attributes.
-func (b *brokerTracer) processAttrs(d broker.TraceProcessStartData) []attribute.KeyValue {
+// startProcess starts the process span of d in pctx: a child of sc and
+// linked to it when fromMsg (sc is the context the message carries), else
+// a new root (no context from the publisher, or a malformed one, whatever
+// span the subscriber's context carries).
+func (b *brokerTracer) startProcess(pctx context.Context, d broker.TraceProcessStartData, sc trace.SpanContext, fromMsg bool) (context.Context, trace.Span) {
+	buf := brokerSpanBufs.Get().(*brokerSpanBuf)
+	opts := append(buf.opts[:0], brokerKindConsumer)
+	if fromMsg {
+		opts = append(opts, buf.withLink(sc))
+	} else {
+		opts = append(opts, brokerNewRoot)
+	}
+	ctx, span := b.t.tracer.Start(pctx, b.procNames.get("process ", d.Topic), opts...)
+	n := 0
+	if span.IsRecording() {
+		attrs := b.processAttrs(buf.attrsFor(span), d)
+		span.SetAttributes(attrs...)
+		n = len(attrs)
+	}
+	buf.release(n)
+	return ctx, span
+}
+
+// processAttrs appends a process span's attributes to attrs (at most
+// brokerMaxAttrs of them).
+func (b *brokerTracer) processAttrs(attrs []attribute.KeyValue, d broker.TraceProcessStartData) []attribute.KeyValue {
 	m := &d.Message
-	attrs := make([]attribute.KeyValue, 0, 12)
 	attrs = append(attrs,
 		semconv.MessagingSystemKey.String(d.System),
 		semconv.MessagingDestinationName(d.Topic),
@@ -509,7 +589,7 @@ func (b *brokerTracer) TraceProcessEnd(ctx context.Context, d broker.TraceProces
 	outcome := brokerOutcome(d.Outcome, d.Err)
 	if c.span != nil {
 		if c.span.IsRecording() {
-			c.span.SetAttributes(brokerAttrOutcome.String(outcome))
+			c.span.SetAttributes(brokerOutcomeAttr(outcome)...)
 			if d.Err != nil {
 				brokerFail(c.span, d.Err)
 			}
@@ -556,8 +636,7 @@ func (b *brokerTracer) TraceDeadLetter(ctx context.Context, d broker.TraceDeadLe
 // brokerOutcome names what became of a message; a panic is "panicked"
 // whatever followed it.
 func brokerOutcome(o broker.Outcome, err error) string {
-	var pe *broker.PanicError
-	if err != nil && errors.As(err, &pe) {
+	if err != nil && brokerPanicked(err) {
 		return brokerOutcomePanicked
 	}
 	switch o {
@@ -573,6 +652,34 @@ func brokerOutcome(o broker.Outcome, err error) string {
 		return brokerOutcomeReleased
 	}
 	return "unknown"
+}
+
+// brokerPanicked reports whether err is or wraps a *broker.PanicError.
+// (Apart from brokerOutcome so that a call without an error does not
+// allocate the target errors.As needs.)
+func brokerPanicked(err error) bool {
+	var pe *broker.PanicError
+	return errors.As(err, &pe)
+}
+
+// brokerOutcomeAttrs are the patterns.messaging.outcome attributes, each
+// in a slice of its own, made once: a span's SetAttributes reads the
+// slice it is given (and must not modify it).
+var brokerOutcomeAttrs = func() map[string][]attribute.KeyValue {
+	m := make(map[string][]attribute.KeyValue)
+	for _, o := range []string{brokerOutcomeOK, brokerOutcomeRetry, brokerOutcomeDeadLettered,
+		brokerOutcomeDropped, brokerOutcomeReleased, brokerOutcomePanicked, "unknown"} {
+		m[o] = []attribute.KeyValue{brokerAttrOutcome.String(o)}
+	}
+	return m
+}()
+
+// brokerOutcomeAttr returns the outcome attribute in a slice.
+func brokerOutcomeAttr(outcome string) []attribute.KeyValue {
+	if kv, ok := brokerOutcomeAttrs[outcome]; ok {
+		return kv
+	}
+	return []attribute.KeyValue{brokerAttrOutcome.String(outcome)}
 }
 
 // brokerErrorType is the low-cardinality error.type of a broker error.

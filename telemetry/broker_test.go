@@ -444,12 +444,18 @@ func TestBrokerTraceScripted(t *testing.T) {
 				t.Errorf("dead letter's process span parent %v, want the failed attempt", dlProc.Parent())
 			}
 
-			// Metrics.
-			var rm metricdata.ResourceMetrics
-			if err := e.reader.Collect(context.Background(), &rm); err != nil {
-				t.Fatal(err)
-			}
+			// Metrics. A handler call's span ends before its metrics are
+			// recorded (and the dead letter can be handled before both):
+			// wait for the last call's.
 			onTopic := attribute.String("messaging.destination.name", topic)
+			var rm metricdata.ResourceMetrics
+			testenv.Eventually(t, 30*time.Second, "the metrics of 9 handler calls and 1 dead letter", func() bool {
+				rm = metricdata.ResourceMetrics{}
+				if err := e.reader.Collect(context.Background(), &rm); err != nil {
+					t.Fatal(err)
+				}
+				return btCount(t, rm, "messaging.process.duration", onTopic) >= 9 && btSum(t, rm, "patterns.messaging.dead_letters", onTopic) >= 1
+			})
 			if got := btSum(t, rm, "messaging.client.sent.messages", onTopic); got != 5 {
 				t.Errorf("sent messages %d, want 5", got)
 			}

@@ -1,0 +1,199 @@
+package telemetry_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric/noop"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+
+	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/telemetry"
+)
+
+// Broker() builds span attributes and start options in scratch space it
+// reuses (see brokerSpanBuf): these tests check that no span ever sees
+// another span's attributes or link.
+
+// keepingTP is a TracerProvider whose spans keep the very slices given to
+// SetAttributes, as an implementation other than the SDK may: a tracer
+// that reused such a slice would change their attributes.
+type keepingTP struct {
+	embedded.TracerProvider
+	mu    sync.Mutex
+	spans []*keepingSpan
+	next  atomic.Uint64
+}
+
+func (p *keepingTP) Tracer(string, ...trace.TracerOption) trace.Tracer { return keepingTracer{p: p} }
+
+type keepingTracer struct {
+	embedded.Tracer
+	p *keepingTP
+}
+
+func (tr keepingTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	cfg := trace.NewSpanStartConfig(opts...)
+	var tid trace.TraceID
+	parent := trace.SpanContextFromContext(ctx)
+	if parent.IsValid() && !cfg.NewRoot() {
+		tid = parent.TraceID()
+	} else {
+		binary.BigEndian.PutUint64(tid[8:], tr.p.next.Add(1))
+	}
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(sid[:], tr.p.next.Add(1))
+	s := &keepingSpan{name: name, links: cfg.Links(), attrs: [][]attribute.KeyValue{cfg.Attributes()},
+		sc: trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})}
+	tr.p.mu.Lock()
+	tr.p.spans = append(tr.p.spans, s)
+	tr.p.mu.Unlock()
+	return trace.ContextWithSpan(ctx, s), s
+}
+
+type keepingSpan struct {
+	embedded.Span
+	name  string
+	sc    trace.SpanContext
+	links []trace.Link
+	mu    sync.Mutex
+	attrs [][]attribute.KeyValue // as given, not copied
+}
+
+func (s *keepingSpan) SetAttributes(kv ...attribute.KeyValue) {
+	s.mu.Lock()
+	s.attrs = append(s.attrs, kv)
+	s.mu.Unlock()
+}
+
+// attr returns the last value of attribute k the span was given.
+func (s *keepingSpan) attr(k attribute.Key) (attribute.Value, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var v attribute.Value
+	found := false
+	for _, kvs := range s.attrs {
+		for _, kv := range kvs {
+			if kv.Key == k {
+				v, found = kv.Value, true
+			}
+		}
+	}
+	return v, found
+}
+
+func (s *keepingSpan) End(...trace.SpanEndOption)              {}
+func (s *keepingSpan) AddEvent(string, ...trace.EventOption)   {}
+func (s *keepingSpan) AddLink(trace.Link)                      {}
+func (s *keepingSpan) IsRecording() bool                       { return true }
+func (s *keepingSpan) RecordError(error, ...trace.EventOption) {}
+func (s *keepingSpan) SpanContext() trace.SpanContext          { return s.sc }
+func (s *keepingSpan) SetStatus(codes.Code, string)            {}
+func (s *keepingSpan) SetName(string)                          {}
+func (s *keepingSpan) TracerProvider() trace.TracerProvider    { return nil }
+
+// TestBrokerAttrsKeptByOtherSpans: with a span implementation that keeps
+// the attribute slices it is given, every send and process span still
+// has its own message's id after many more spans have started.
+func TestBrokerAttrsKeptByOtherSpans(t *testing.T) {
+	tp := &keepingTP{}
+	tel, err := telemetry.New(telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(noop.NewMeterProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tel.Broker()
+	pt, ct := tr.(broker.PublishTracer), tr.(broker.ProcessTracer)
+	ctx := context.Background()
+	const n = 20
+	for i := range n {
+		id := fmt.Sprintf("m%d", i)
+		msgs := []broker.Message{{ID: id}}
+		pctx := pt.TracePublishStart(ctx, broker.TracePublishStartData{System: "memory", Topic: "t", Messages: msgs})
+		pt.TracePublishEnd(pctx, broker.TracePublishEndData{})
+		m := msgs[0]
+		m.Attempt = 1
+		hctx := ct.TraceProcessStart(ctx, broker.TraceProcessStartData{System: "memory", Topic: "t", Group: "g", Message: m})
+		ct.TraceProcessEnd(hctx, broker.TraceProcessEndData{Outcome: broker.OutcomeAcked})
+	}
+	if len(tp.spans) != 2*n {
+		t.Fatalf("%d spans, want %d", len(tp.spans), 2*n)
+	}
+	for i, s := range tp.spans {
+		want := fmt.Sprintf("m%d", i/2)
+		if v, ok := s.attr(semconv.MessagingMessageIDKey); !ok || v.AsString() != want {
+			t.Errorf("span %d %q: messaging.message.id = %q (present %v), want %q", i, s.name, v.AsString(), ok, want)
+		}
+		if i%2 == 1 {
+			send := tp.spans[i-1]
+			if l := s.links; len(l) != 1 || l[0].SpanContext.TraceID() != send.sc.TraceID() || l[0].SpanContext.SpanID() != send.sc.SpanID() {
+				t.Errorf("span %d %q: links %v, want one to %v", i, s.name, s.links, send.sc)
+			}
+		}
+	}
+}
+
+// TestBrokerSpansConcurrent: many goroutines publish and handle messages
+// of their own through one Broker() on the SDK; every process span has
+// its message's attributes and is linked to (and a child of) its own send
+// span, whatever other spans started meanwhile.
+func TestBrokerSpansConcurrent(t *testing.T) {
+	e := newBTEnv(t)
+	tr := e.tel.Broker()
+	pt, ct := tr.(broker.PublishTracer), tr.(broker.ProcessTracer)
+	const workers, each = 8, 50
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			ctx := context.Background()
+			for i := range each {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				msgs := []broker.Message{{ID: id, Payload: make([]byte, w*each+i)}}
+				pctx, sent := broker.StartPublish(ctx, []broker.PublishTracer{pt}, "memory", "conc", msgs)
+				pt.TracePublishEnd(pctx, broker.TracePublishEndData{Duration: time.Microsecond})
+				m := sent[0]
+				m.Attempt = 1 + i%3
+				hctx := ct.TraceProcessStart(ctx, broker.TraceProcessStartData{System: "memory", Topic: "conc", Group: "g", Message: m})
+				ct.TraceProcessEnd(hctx, broker.TraceProcessEndData{Outcome: broker.OutcomeAcked, Duration: time.Microsecond})
+			}
+		})
+	}
+	wg.Wait()
+	sends := make(map[string]trace.SpanContext)
+	for _, s := range e.spans("send conc") {
+		sends[btAttrs(s)[semconv.MessagingMessageIDKey].AsString()] = s.SpanContext()
+	}
+	procs := e.spans("process conc")
+	if len(sends) != workers*each || len(procs) != workers*each {
+		t.Fatalf("%d send spans with distinct ids and %d process spans, want %d each", len(sends), len(procs), workers*each)
+	}
+	for _, s := range procs {
+		a := btAttrs(s)
+		id := a[semconv.MessagingMessageIDKey].AsString()
+		var w, i int
+		if _, err := fmt.Sscanf(id, "w%d-%d", &w, &i); err != nil {
+			t.Fatalf("process span id %q: %v", id, err)
+		}
+		if got, want := a[semconv.MessagingMessageBodySizeKey].AsInt64(), int64(w*each+i); got != want {
+			t.Errorf("process span of %s: body size %d, want %d", id, got, want)
+		}
+		if got, want := a["patterns.messaging.attempt"].AsInt64(), int64(1+i%3); got != want {
+			t.Errorf("process span of %s: attempt %d, want %d", id, got, want)
+		}
+		if got := a["patterns.messaging.outcome"].AsString(); got != "ok" {
+			t.Errorf("process span of %s: outcome %q, want ok", id, got)
+		}
+		send := sends[id]
+		if len(s.Links()) != 1 || !btHasLink(s, send) || s.Parent().SpanID() != send.SpanID() {
+			t.Errorf("process span of %s: parent %v, links %v, want both to be send span %v", id, s.Parent(), s.Links(), send)
+		}
+	}
+}
