@@ -2,17 +2,21 @@ package telemetry_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/kafka"
@@ -222,7 +226,21 @@ func BenchmarkBrokerPublishKafka(b *testing.B) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("k%d", i)
 	}
-	for _, bt := range benchTracers(b) {
+	// header-only: Broker() on the no-op providers, each call's context
+	// carrying a new random span context, so that every record carries a
+	// traceparent as with the SDK but no span is recorded: what the header
+	// itself costs (on kfake, whose log is in memory, mostly its bytes).
+	tracers := append(benchTracers(b), struct {
+		name string
+		tr   func() any
+	}{"header-only", func() any {
+		tel, err := telemetry.New(telemetry.WithTracerProvider(tracenoop.NewTracerProvider()), telemetry.WithMeterProvider(metricnoop.NewMeterProvider()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tel.Broker()
+	}})
+	for _, bt := range tracers {
 		b.Run(bt.name, func(b *testing.B) {
 			topic := testenv.Name(b, "k")
 			opts := []kafka.PublisherOption{kafka.WithCreateTopics(kafka.Topic{Partitions: 8}), kafka.WithLogger(quietLogger())}
@@ -245,6 +263,10 @@ func BenchmarkBrokerPublishKafka(b *testing.B) {
 			start := time.Now()
 			benchParallel(b, func() error {
 				n := i.Add(1)
+				ctx := ctx
+				if bt.name == "header-only" {
+					ctx = randomSpanContext(ctx)
+				}
 				return p.Publish(ctx, topic, broker.Message{Key: keys[n%64], Payload: payload})
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
@@ -350,4 +372,16 @@ func BenchmarkSDKSpanFloorWithAttributes(b *testing.B) {
 		proc.SetAttributes(attribute.String("patterns.messaging.outcome", "ok"))
 		proc.End()
 	}
+}
+
+// randomSpanContext returns ctx carrying a new sampled remote span
+// context with random IDs, as a root span of the SDK would have.
+func randomSpanContext(ctx context.Context) context.Context {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	binary.LittleEndian.PutUint64(tid[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(tid[8:], rand.Uint64())
+	binary.LittleEndian.PutUint64(sid[:], rand.Uint64())
+	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true}))
 }
