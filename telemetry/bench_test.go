@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -384,4 +386,118 @@ func randomSpanContext(ctx context.Context) context.Context {
 	binary.LittleEndian.PutUint64(sid[:], rand.Uint64())
 	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true}))
+}
+
+// BenchmarkBrokerMemoryPaired is BenchmarkBrokerMemory with the tracer
+// set-ups alternating in one process: one memory broker per set-up, legs
+// of 20,000 messages each (publish from GOMAXPROCS goroutines until every
+// message is handled), the set-ups' order rotating every round. Machine
+// drift then hits every set-up alike, and the per-round ratios to "none"
+// ("global-noop/none", "sdk/none": medians, above 1 is slower) are far
+// steadier than separate runs:
+//
+//	go test -run '^$' -bench BrokerMemoryPaired -benchtime 2000000x ./telemetry/
+func BenchmarkBrokerMemoryPaired(b *testing.B) {
+	const leg = 20_000
+	var setups []string
+	var legs []func(n int) time.Duration
+	for _, bt := range benchTracers(b) {
+		if bt.name == "empty-tracer" {
+			continue
+		}
+		var opts []memory.Option
+		if tr := bt.tr(); tr != nil {
+			opts = append(opts, memory.WithTracer(tr))
+		}
+		setups = append(setups, bt.name)
+		legs = append(legs, memoryLeg(b, memory.MustNew(opts...)))
+	}
+	took := make([][]time.Duration, len(legs))
+	b.ResetTimer()
+	for round, done := 0, 0; done < b.N; round, done = round+1, done+leg {
+		n := min(leg, b.N-done)
+		for k := range legs {
+			i := (round + k) % len(legs)
+			took[i] = append(took[i], legs[i](n))
+		}
+	}
+	b.StopTimer()
+	for i, name := range setups {
+		var total time.Duration
+		for _, d := range took[i] {
+			total += d
+		}
+		b.ReportMetric(float64(b.N)/total.Seconds(), name+"-msg/s")
+		if i == 0 {
+			continue
+		}
+		ratios := make([]float64, len(took[i]))
+		for r := range took[i] {
+			ratios[r] = took[i][r].Seconds() / took[0][r].Seconds()
+		}
+		slices.Sort(ratios)
+		b.ReportMetric(ratios[len(ratios)/2], name+"/none")
+	}
+}
+
+// memoryLeg subscribes to br (concurrency 16, at most 4,096 messages in
+// flight) and returns a function that publishes n 1 KiB messages over 64
+// keys from GOMAXPROCS goroutines and returns once all n are handled.
+func memoryLeg(b *testing.B, br *memory.Broker) func(n int) time.Duration {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := broker.Subscription{Topic: "bench", Group: "g", Concurrency: 16}
+	if err := br.Provision(ctx, s); err != nil {
+		b.Fatal(err)
+	}
+	const window = 4096
+	slots := make(chan struct{}, window)
+	var handled, target atomic.Int64
+	done := make(chan struct{}, 1)
+	subDone := make(chan struct{})
+	go func() {
+		defer close(subDone)
+		_ = br.Subscribe(ctx, s, func(context.Context, broker.Message) error {
+			<-slots
+			if handled.Add(1) == target.Load() {
+				done <- struct{}{}
+			}
+			return nil
+		})
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-subDone
+		_ = br.Close()
+	})
+	payload := make([]byte, 1024)
+	keys := make([]string, 64)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("rentals.france.k%d", i)
+	}
+	return func(n int) time.Duration {
+		handled.Store(0)
+		target.Store(int64(n))
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range runtime.GOMAXPROCS(0) {
+			wg.Go(func() {
+				for {
+					i := next.Add(1)
+					if i > int64(n) {
+						return
+					}
+					slots <- struct{}{}
+					m := broker.Message{ID: "id", Key: keys[i%64], Payload: payload}
+					if err := br.Publish(ctx, "bench", m); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		<-done
+		return time.Since(start)
+	}
 }
