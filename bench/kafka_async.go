@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -86,19 +85,8 @@ func kafkaAsync(ctx context.Context, cfg config, addrs []string, n int, ours, ra
 // from 16 goroutines, then Flush; withID adds the header PublishAsync
 // sends: x-message-id with 16 random bytes in hex.
 func kafkaRawAsync(ctx context.Context, cl *kgo.Client, topic string, n int, withID bool) (sample, error) {
-	var (
-		mu       sync.Mutex
-		firstErr error
-	)
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			if firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-		}
-	}
+	var failed firstError
+	promise := func(_ *kgo.Record, err error) { failed.set(err) }
 	p, keys := payload1K(), benchKeys()
 	// Records are buffered past the goroutine's return: give them the
 	// round's context, not publishParallel's, which ends when it returns.
@@ -121,11 +109,9 @@ func kafkaRawAsync(ctx context.Context, cl *kgo.Client, topic string, n int, wit
 		err = cl.Flush(ctx)
 	}
 	s := sample{n: n, elapsed: time.Since(start), allocs: -1}
-	mu.Lock()
 	if err == nil {
-		err = firstErr
+		err = failed.get()
 	}
-	mu.Unlock()
 	if err != nil {
 		return sample{}, fmt.Errorf("async produce: %w", err)
 	}

@@ -130,3 +130,27 @@ func (t *consumeTimer) inc() {
 func (t *consumeTimer) sample() sample {
 	return sample{n: int(t.counter.n), elapsed: t.last.Sub(t.start), allocs: -1}
 }
+
+// firstError keeps the first non-nil error reported to it, from any
+// goroutine: asynchronous publishers report outcomes on their own.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	if err == nil {
+		return
+	}
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/go-integration/patterns/broker"
@@ -64,19 +63,8 @@ func oursPubSub(ctx context.Context, pub broker.Publisher, sub broker.Subscriber
 // from g goroutines to topic, then Flush: the time until every outcome is
 // in. It fails on the first error outcome.
 func oursAsync(ctx context.Context, pub broker.AsyncPublisher, topic string, n, g int) (sample, error) {
-	var (
-		mu       sync.Mutex
-		firstErr error
-	)
-	done := func(_ broker.Message, err error) {
-		if err != nil {
-			mu.Lock()
-			if firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-		}
-	}
+	var failed firstError
+	done := func(_ broker.Message, err error) { failed.set(err) }
 	p, keys := payload1K(), benchKeys()
 	// Messages outlive the goroutine that published them: give them the
 	// round's context, not publishParallel's, which ends when it returns.
@@ -90,10 +78,8 @@ func oursAsync(ctx context.Context, pub broker.AsyncPublisher, topic string, n, 
 		err = pub.Flush(ctx)
 	}
 	elapsed := time.Since(start)
-	mu.Lock()
 	if err == nil {
-		err = firstErr
+		err = failed.get()
 	}
-	mu.Unlock()
 	return sample{n: n, elapsed: elapsed, allocs: -1}, err
 }
