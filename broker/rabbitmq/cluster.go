@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-integration/patterns/internal/amqpnodes"
 )
 
 // dialAny tries every node once, from node start (modulo their number) on,
@@ -13,23 +15,16 @@ import (
 // node its error is that node's; with several it names every node's
 // failure. It stops early when ctx ends.
 func (c *connection) dialAny(ctx context.Context, start int) (*amqp.Connection, int, error) {
-	n := len(c.urls)
-	var errs []error
-	for k := range n {
-		i := (start + k) % n
-		ac, err := c.dialNode(ctx, i)
-		if err == nil {
-			return ac, i, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if n == 1 {
+	ac, i, errs := amqpnodes.DialAny(ctx, len(c.urls), start, func(i int) (*amqp.Connection, error) {
+		return c.dialNode(ctx, i)
+	})
+	switch {
+	case errs == nil:
+		return ac, i, nil
+	case len(c.urls) == 1:
 		return nil, 0, errs[0]
 	}
-	return nil, 0, fmt.Errorf("rabbitmq: no node of %d answered: %w", n, errors.Join(errs...))
+	return nil, 0, fmt.Errorf("rabbitmq: no node of %d answered: %w", len(c.urls), errors.Join(errs...))
 }
 
 // addr is the address (without password) of the node connected to, or of

@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/amqpnodes"
 	"github.com/go-integration/patterns/internal/backoff"
 )
 
@@ -37,18 +38,6 @@ type connection struct {
 	done      chan struct{}
 }
 
-// redact hides the password of an AMQP URL for error messages.
-func redact(raw string) string {
-	u, err := amqp.ParseURI(raw)
-	if err != nil {
-		return "<invalid URL>"
-	}
-	if u.Password != "" {
-		u.Password = "xxxxx"
-	}
-	return u.String()
-}
-
 func dial(ctx context.Context, rawURL string, cfg *config, obs *observer) (*connection, error) {
 	if _, err := amqp.ParseURI(rawURL); err != nil {
 		return nil, fmt.Errorf("rabbitmq: invalid URL: %w", err)
@@ -59,7 +48,7 @@ func dial(ctx context.Context, rawURL string, cfg *config, obs *observer) (*conn
 		closing: make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, u := range append([]string{rawURL}, cfg.nodes...) {
-		c.urls, c.redacted = append(c.urls, u), append(c.redacted, redact(u))
+		c.urls, c.redacted = append(c.urls, u), append(c.redacted, amqpnodes.Redact(u))
 	}
 	close(c.unblocked)
 	ac, node, err := c.dialAny(ctx, 0)

@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/internal/amqpname"
+	"github.com/go-integration/patterns/internal/amqpnodes"
 	"github.com/go-integration/patterns/internal/hooks"
 	"github.com/go-integration/patterns/internal/ids"
 )
@@ -239,7 +240,7 @@ func (c *Client) dial(start int) (*session, error) {
 	}
 	returns := ch.NotifyReturn(make(chan amqp.Return, 64))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	s := &session{conn: conn, ch: ch, node: redact(nodeURL(c.url, c.cfg, node)), pending: map[string]chan result{}, done: make(chan struct{}), client: c}
+	s := &session{conn: conn, ch: ch, node: amqpnodes.Redact(nodeURL(c.url, c.cfg, node)), pending: map[string]chan result{}, done: make(chan struct{}), client: c}
 	go s.dispatch(replies, returns, closes)
 	return s, nil
 }

@@ -1,9 +1,11 @@
 package amqprpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
+	"github.com/go-integration/patterns/internal/amqpnodes"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -57,20 +59,19 @@ func (s *Server) queueArgs() amqp.Table {
 // it names each node's failure (passwords hidden).
 func dialNodes(url string, cfg config, start int) (amqpConn, int, error) {
 	urls := append([]string{url}, cfg.nodes...)
-	n := len(urls)
-	var errs []error
-	for k := range n {
-		i := (start + k) % n
-		conn, err := dialAMQP(urls[i], cfg.amqp)
-		if err == nil {
-			return conn, i, nil
-		}
-		if n == 1 {
-			return amqpConn{}, 0, fmt.Errorf("amqprpc: dial: %w", err)
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", redact(urls[i]), err))
+	conn, i, errs := amqpnodes.DialAny(context.Background(), len(urls), start, func(i int) (amqpConn, error) {
+		return dialAMQP(urls[i], cfg.amqp)
+	})
+	switch {
+	case errs == nil:
+		return conn, i, nil
+	case len(urls) == 1:
+		return amqpConn{}, 0, fmt.Errorf("amqprpc: dial: %w", errs[0])
 	}
-	return amqpConn{}, 0, fmt.Errorf("amqprpc: dial: no node of %d answered: %w", n, errors.Join(errs...))
+	for k := range errs {
+		errs[k] = fmt.Errorf("%s: %w", amqpnodes.Redact(urls[(start+k)%len(urls)]), errs[k])
+	}
+	return amqpConn{}, 0, fmt.Errorf("amqprpc: dial: no node of %d answered: %w", len(urls), errors.Join(errs...))
 }
 
 // nodeURL returns node i of url and cfg.nodes.
@@ -79,16 +80,4 @@ func nodeURL(url string, cfg config, i int) string {
 		return url
 	}
 	return cfg.nodes[i-1]
-}
-
-// redact hides the password of an AMQP URL.
-func redact(raw string) string {
-	u, err := amqp.ParseURI(raw)
-	if err != nil {
-		return "<invalid URL>"
-	}
-	if u.Password != "" {
-		u.Password = "xxxxx"
-	}
-	return u.String()
 }

@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/internal/amqpname"
+	"github.com/go-integration/patterns/internal/amqpnodes"
 	"github.com/go-integration/patterns/internal/hooks"
 	"github.com/go-integration/patterns/internal/ids"
 )
@@ -202,7 +203,7 @@ func (s *Server) serveConn(ctx context.Context) (connected bool, err error) {
 	// up when this connection is lost.
 	s.mu.Lock()
 	s.nextNode = node + 1
-	s.node = redact(nodeURL(s.url, s.cfg, node))
+	s.node = amqpnodes.Redact(nodeURL(s.url, s.cfg, node))
 	url := s.node
 	s.mu.Unlock()
 	defer func() { _ = conn.close() }()
