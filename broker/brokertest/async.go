@@ -78,14 +78,22 @@ func (o *outcomes) check(t *testing.T, ids []string) []string {
 	return ok
 }
 
+// asyncSubscribed returns p as an AsyncPublisher, a new topic, and a
+// collector that sub feeds from the topic's group "g" with concurrency.
+func (s *suite) asyncSubscribed(t *testing.T, p broker.Publisher, sub broker.Subscriber, concurrency int) (broker.AsyncPublisher, string, *collector) {
+	t.Helper()
+	ap := asyncOf(t, p)
+	topic := s.topic(t, "")
+	c := newCollector()
+	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: concurrency}, c.handler)
+	return ap, topic, c
+}
+
 // Every call gets exactly one outcome, on time for Flush, and a message
 // with a nil outcome is delivered. IDs left empty are filled.
 func (s *suite) testAsyncOutcomes(t *testing.T) {
 	p, sub := s.new(t)
-	ap := asyncOf(t, p)
-	topic := s.topic(t, "")
-	c := newCollector()
-	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: 8}, c.handler)
+	ap, topic, c := s.asyncSubscribed(t, p, sub, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	o := newOutcomes()
@@ -151,10 +159,7 @@ func firstErrors(o *outcomes, n int) []error {
 // nothing is sent: the valid messages around it are delivered alone.
 func (s *suite) testAsyncInvalid(t *testing.T) {
 	p, sub := s.new(t)
-	ap := asyncOf(t, p)
-	topic := s.topic(t, "")
-	c := newCollector()
-	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g"}, c.handler)
+	ap, topic, c := s.asyncSubscribed(t, p, sub, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	bad := append([]string{"", strings.Repeat("t", broker.MaxNameLen+1), "bad\xff"}, s.h.InvalidTopics...)
@@ -191,10 +196,7 @@ func (s *suite) testAsyncInvalid(t *testing.T) {
 // returns at once.
 func (s *suite) testAsyncClose(t *testing.T) {
 	p, sub := s.new(t)
-	ap := asyncOf(t, p)
-	topic := s.topic(t, "")
-	c := newCollector()
-	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: 4}, c.handler)
+	ap, topic, c := s.asyncSubscribed(t, p, sub, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	o := newOutcomes()
@@ -250,10 +252,7 @@ func (s *suite) testAsyncClose(t *testing.T) {
 // call order (first copies: duplicates may follow).
 func (s *suite) testAsyncOrderPerKey(t *testing.T) {
 	p, sub := s.new(t)
-	ap := asyncOf(t, p)
-	topic := s.topic(t, "")
-	c := newCollector()
-	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g", Concurrency: 8}, c.handler)
+	ap, topic, c := s.asyncSubscribed(t, p, sub, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	const keys, per = 8, 250
@@ -285,10 +284,7 @@ func (s *suite) testAsyncOrderPerKey(t *testing.T) {
 // the message is not delivered.
 func (s *suite) testAsyncCancelled(t *testing.T) {
 	p, sub := s.new(t)
-	ap := asyncOf(t, p)
-	topic := s.topic(t, "")
-	c := newCollector()
-	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g"}, c.handler)
+	ap, topic, c := s.asyncSubscribed(t, p, sub, 0)
 	dead, cancel := context.WithCancel(context.Background())
 	cancel()
 	o := newOutcomes()
@@ -323,10 +319,7 @@ func (s *suite) testAsyncCancelled(t *testing.T) {
 func (s *suite) testAsyncTrace(t *testing.T) {
 	tr := &recorder{}
 	p, sub := s.traced(t, tr)
-	ap := asyncOf(t, p)
-	topic := s.topic(t, "")
-	c := newCollector()
-	subscribe(t, sub, broker.Subscription{Topic: topic, Group: "g"}, c.handler)
+	ap, topic, c := s.asyncSubscribed(t, p, sub, 0)
 	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), callerKey{}, true), waitFor)
 	defer cancel()
 	ended := func(id string) bool {
