@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-integration/patterns/event"
 	"github.com/go-integration/patterns/event/internal/eventbrokers"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // Event types of the tests: three on one topic, one a pointer type.
@@ -68,5 +69,5 @@ var (
 	brokers      = eventbrokers.Cases
 	run          = eventbrokers.Run
 	newCollector = eventbrokers.NewCollector
-	processCPU   = eventbrokers.ProcessCPU
+	processCPU   = testenv.ProcessCPU
 )

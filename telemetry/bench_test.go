@@ -134,7 +134,7 @@ func BenchmarkBrokerMemory(b *testing.B) {
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu0 := processCPU()
+			cpu0 := testenv.ProcessCPU()
 			var i atomic.Int64
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -150,7 +150,7 @@ func BenchmarkBrokerMemory(b *testing.B) {
 			<-done
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
-			if cpu := processCPU() - cpu0; cpu > 0 {
+			if cpu := testenv.ProcessCPU() - cpu0; cpu > 0 {
 				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 			}
 			cancel()

@@ -6,6 +6,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/go-integration/patterns/event/internal/eventbrokers"
+	"github.com/go-integration/patterns/internal/testenv"
 )
 
 // TestMain fails the package when a test leaves goroutines behind.
@@ -19,5 +20,5 @@ var (
 	brokers      = eventbrokers.Cases
 	run          = eventbrokers.Run
 	newCollector = eventbrokers.NewCollector
-	processCPU   = eventbrokers.ProcessCPU
+	processCPU   = testenv.ProcessCPU
 )

@@ -1,6 +1,6 @@
 //go:build unix
 
-package eventbrokers
+package testenv
 
 import (
 	"syscall"
