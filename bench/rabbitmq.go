@@ -139,8 +139,8 @@ func (e *rabbitEnv) dial(name string) (*amqp.Connection, error) {
 	return amqp.DialConfig(e.url, amqp.Config{Properties: amqp.Table{"connection_name": name}})
 }
 
-// purge declares queue (durable) and empties it, so a round starts clean.
-func (e *rabbitEnv) purge(queue string) error {
+// admin runs f on a channel of a connection of its own.
+func (e *rabbitEnv) admin(f func(ch *amqp.Channel) error) error {
 	conn, err := e.dial("bench-admin")
 	if err != nil {
 		return err
@@ -150,42 +150,50 @@ func (e *rabbitEnv) purge(queue string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+	return f(ch)
+}
+
+// purge declares queue (durable) and empties it, so a round starts clean.
+func (e *rabbitEnv) purge(queue string) error {
+	return e.admin(func(ch *amqp.Channel) error {
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return err
+		}
+		_, err := ch.QueuePurge(queue, false)
 		return err
-	}
-	_, err = ch.QueuePurge(queue, false)
-	return err
+	})
 }
 
 // purgeExisting empties queue, which must exist (declared with whatever
 // arguments its owner chose).
 func (e *rabbitEnv) purgeExisting(queue string) error {
-	conn, err := e.dial("bench-admin")
-	if err != nil {
+	return e.admin(func(ch *amqp.Channel) error {
+		_, err := ch.QueuePurge(queue, false)
 		return err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	_, err = ch.QueuePurge(queue, false)
-	return err
+	})
 }
 
 // deleteQueue deletes queue with its messages.
 func (e *rabbitEnv) deleteQueue(queue string) error {
-	conn, err := e.dial("bench-admin")
-	if err != nil {
+	return e.admin(func(ch *amqp.Channel) error {
+		_, err := ch.QueueDelete(queue, false, false, false)
 		return err
+	})
+}
+
+// confirmChannels opens n channels on conn in confirm mode.
+func confirmChannels(conn *amqp.Connection, n int) ([]*amqp.Channel, error) {
+	chans := make([]*amqp.Channel, n)
+	for i := range chans {
+		var err error
+		if chans[i], err = conn.Channel(); err != nil {
+			return nil, err
+		}
+		if err := chans[i].Confirm(false); err != nil {
+			return nil, err
+		}
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	_, err = ch.QueueDelete(queue, false, false, false)
-	return err
+	return chans, nil
 }
 
 func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
@@ -198,14 +206,9 @@ func rabbitRaw(ctx context.Context, env *rabbitEnv, n int) ([]sample, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	chans := make([]*amqp.Channel, rmqPublishers)
-	for i := range chans {
-		if chans[i], err = conn.Channel(); err != nil {
-			return nil, err
-		}
-		if err := chans[i].Confirm(false); err != nil {
-			return nil, err
-		}
+	chans, err := confirmChannels(conn, rmqPublishers)
+	if err != nil {
+		return nil, err
 	}
 	p := payload1K()
 	start := time.Now()

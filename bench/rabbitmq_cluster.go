@@ -245,14 +245,9 @@ func clusterRaw(ctx context.Context, t amqpTarget, round, n int) ([]sample, erro
 		return nil, err
 	}
 	defer conn.Close()
-	chans := make([]*amqp.Channel, rmqPublishers)
-	for i := range chans {
-		if chans[i], err = conn.Channel(); err != nil {
-			return nil, err
-		}
-		if err := chans[i].Confirm(false); err != nil {
-			return nil, err
-		}
+	chans, err := confirmChannels(conn, rmqPublishers)
+	if err != nil {
+		return nil, err
 	}
 	p, keys := payload1K(), benchKeys()
 	run := func(window int) (sample, error) {
