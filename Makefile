@@ -24,12 +24,14 @@ FAULT_PKGS := $(shell grep -rl --include='*_test.go' --exclude-dir=bench 'func T
 # cluster failover tests need it (about 20 s to start); it is stopped after
 # that step, whatever its outcome, so that its three Erlang VMs do not
 # compete with the parallel step; so is the PostgreSQL pair the failover
-# tests start (scripts/pg-pair).
+# tests start (scripts/pg-pair). Last, the tests of bench/ (its own
+# module): a quick run of the in-process scenarios.
 test: services
 	scripts/rabbitmq-cluster start
 	FAULT_TESTS=1 $(GO) test -race -count=1 -p 1 -timeout 10m -run '^TestFault' $(FAULT_PKGS); \
 		status=$$?; scripts/rabbitmq-cluster stop; scripts/pg-pair stop >/dev/null 2>&1; exit $$status
 	$(GO) test -race -count=1 -timeout 15m ./...
+	cd bench && $(GO) test -count=1 -timeout 5m ./...
 
 # Tests that need no external service still run; the rest skip with the reason.
 test-unit:
@@ -40,6 +42,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	"$$($(GO) env GOPATH)/bin/staticcheck" ./...
+	cd bench && $(GO) vet ./... && "$$($(GO) env GOPATH)/bin/staticcheck" ./...
 
 # Each package's testing.B benchmarks against its raw client. Brokers get
 # fixed counts (a growing b.N would fill kfake and RabbitMQ with gigabytes),
