@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/internal/tracing"
+	"github.com/go-integration/patterns/internal/amqpnodes"
 )
 
 var _ broker.AsyncPublisher = (*Publisher)(nil)
@@ -263,7 +264,7 @@ func (p *Publisher) sendAsync(ctx context.Context, sl *asyncSlot, a *asyncMsg) e
 		}
 		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, a.exchange, a.key, p.cfg.mandatory, false, a.pub)
 		if err != nil {
-			if ctx.Err() == nil && (pc.ac.IsClosed() || isClosedError(err) || isTransportError(err)) {
+			if ctx.Err() == nil && (pc.ac.IsClosed() || amqpnodes.ConnectionLost(err)) {
 				// the channel went away: send again on a new one.
 				_ = pc.ch.Close()
 				if err := sleep(ctx, p.closing, 5*time.Millisecond); err != nil {
@@ -309,7 +310,7 @@ func (p *Publisher) recover(ctx context.Context, sl *asyncSlot) (*pubChannel, er
 			sl.cur = pc
 			return pc, nil
 		}
-		if ctx.Err() != nil || !(pc.ch.IsClosed() || isClosedError(err) || isTransportError(err)) {
+		if ctx.Err() != nil || !(pc.ch.IsClosed() || amqpnodes.ConnectionLost(err)) {
 			return nil, err
 		}
 		_ = pc.ch.Close()

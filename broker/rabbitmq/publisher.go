@@ -4,19 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/go-integration/patterns/broker"
 	"github.com/go-integration/patterns/broker/internal/tracing"
+	"github.com/go-integration/patterns/internal/amqpnodes"
 	"github.com/go-integration/patterns/internal/backoff"
 )
 
@@ -247,7 +245,7 @@ func (p *Publisher) send(ctx context.Context, topic, exchange string, keys []str
 		if ctx.Err() != nil {
 			return notConfirmed(ctx.Err())
 		}
-		if sendErr != nil && (pc.ac.IsClosed() || isClosedError(sendErr) || isTransportError(sendErr)) {
+		if sendErr != nil && (pc.ac.IsClosed() || amqpnodes.ConnectionLost(sendErr)) {
 			// the connection or channel went away while we were sending:
 			// republish on a fresh channel (the dead one is dropped from the pool).
 			_ = pc.ch.Close()
@@ -358,24 +356,6 @@ func declareRefused(topic, exchange string, err error) error {
 	return fmt.Errorf("%w: rabbitmq: publish to %q: the server refused to declare exchange %q (%s): %w", sentinel, topic, exchange, why, err)
 }
 
-// isClosedError reports amqp091's "channel/connection is not open".
-func isClosedError(err error) bool {
-	var ae *amqp.Error
-	return errors.As(err, &ae) && ae.Code == amqp.ChannelError
-}
-
-// isTransportError reports a failed socket write or read (a reset, a broken
-// pipe, EOF) or amqp091's frame error for one. amqp091 shuts the connection
-// down only after returning such an error, so IsClosed may still say false:
-// the messages are republished on the next connection, not failed.
-func isTransportError(err error) bool {
-	var ne net.Error
-	var ae *amqp.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		(errors.As(err, &ae) && (ae.Code == amqp.FrameError || ae.Code == amqp.ConnectionForced))
-}
-
 // tooLarge reports whether reason is the server refusing a message size
 // ("message size N is larger than configured max size M") and one of the
 // pending messages is above M: other publishes that shared the channel are
@@ -445,7 +425,7 @@ func (p *Publisher) slotChannel(ctx context.Context, s *pubSlot) (*pubChannel, e
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		if !ac.IsClosed() && !isTransportError(err) && !isClosedError(err) {
+		if !ac.IsClosed() && !amqpnodes.ConnectionLost(err) {
 			return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
 		}
 		// The connection is going down (amqp091 closes it just after the

@@ -1,13 +1,44 @@
 // Package amqpnodes is what broker/rabbitmq and rpc/amqprpc share about
-// the nodes of a RabbitMQ cluster: trying them in turn, and naming them in
-// errors without their passwords.
+// the nodes of a RabbitMQ cluster: trying them in turn, naming them in
+// errors without their passwords, and telling a lost connection from an
+// error of the call.
 package amqpnodes
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
+
+// IsClosed reports amqp091's "channel/connection is not open" (ErrClosed
+// or any 504 channel error).
+func IsClosed(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Code == amqp.ChannelError
+}
+
+// IsTransport reports a failed socket write or read (a reset, a broken
+// pipe, EOF) or amqp091's frame error for one. amqp091 shuts the connection
+// down only after returning such an error, so IsClosed on the connection
+// may still say false: callers must take it for a lost connection.
+func IsTransport(err error) bool {
+	var ne net.Error
+	var ae *amqp.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		(errors.As(err, &ae) && (ae.Code == amqp.FrameError || ae.Code == amqp.ConnectionForced))
+}
+
+// ConnectionLost reports whether err from a publish, ack or declare means
+// the channel or its connection is gone (IsClosed or IsTransport), as
+// opposed to the server refusing this one call.
+func ConnectionLost(err error) bool {
+	return IsClosed(err) || IsTransport(err)
+}
 
 // Redact returns the AMQP URL raw with its password hidden, for logs and
 // errors; "<invalid URL>" when it does not parse.

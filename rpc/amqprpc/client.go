@@ -429,7 +429,9 @@ func (c *Client) call(ctx context.Context, queue, id string, req Message, header
 		if ctx.Err() != nil {
 			return Message{}, fmt.Errorf("amqprpc: call %s: %w", queue, ctx.Err())
 		}
-		if errors.Is(err, amqp.ErrClosed) {
+		// A reset socket comes back from the write before amqp091 marks
+		// the connection closed: it is the same lost connection.
+		if amqpnodes.ConnectionLost(err) {
 			return Message{}, fmt.Errorf("%w: publish: %w", ErrConnectionLost, err)
 		}
 		return Message{}, fmt.Errorf("amqprpc: publish to %s: %w", queue, err)
