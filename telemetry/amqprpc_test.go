@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/go-integration/patterns/internal/testenv"
@@ -100,6 +102,9 @@ func TestAMQPRPCCallAndServeShareTheTrace(t *testing.T) {
 	if len(calls) != 2 || len(handlers) != 2 {
 		t.Fatalf("%d call spans, %d handler spans", len(calls), len(handlers))
 	}
+	// The spans are recorded as they end, and a serve span ends after its
+	// reply is sent: the second call's serve span can end first.
+	byStart(serves)
 	for i := range 2 {
 		call, serve, handler := calls[i], serves[i], handlers[i]
 		if call.SpanKind() != trace.SpanKindClient || serve.SpanKind() != trace.SpanKindServer {
@@ -201,7 +206,9 @@ func TestAMQPRPCServeIgnoresBadTraceContext(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 10*time.Second, "serve spans", func() bool { return len(rig.named("serve "+queue)) == len(cases) })
-	for i, s := range rig.named("serve " + queue) {
+	serves := rig.named("serve " + queue)
+	byStart(serves) // in call order: see TestAMQPRPCCallAndServeShareTheTrace
+	for i, s := range serves {
 		tc := cases[i]
 		if got := s.Parent().IsValid(); got != tc.wantParent {
 			t.Errorf("%s: has parent %v, want %v", tc.name, got, tc.wantParent)
@@ -217,6 +224,12 @@ func TestAMQPRPCServeIgnoresBadTraceContext(t *testing.T) {
 			t.Errorf("good: tracestate %q", ts)
 		}
 	}
+}
+
+// byStart orders spans by their start: serve spans of calls made one
+// after the other in the order of the calls, which their ends need not be.
+func byStart(spans []sdktrace.ReadOnlySpan) {
+	slices.SortFunc(spans, func(a, b sdktrace.ReadOnlySpan) int { return a.StartTime().Compare(b.StartTime()) })
 }
 
 // bigTracestate is a well-formed tracestate (20 members) over 512 bytes.
