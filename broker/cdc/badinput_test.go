@@ -39,6 +39,11 @@ func TestBadInput(t *testing.T) {
 		if !errors.Is(err, cdc.ErrWALLevel) || !strings.Contains(err.Error(), "wal_level = logical") {
 			t.Errorf("got %v, want ErrWALLevel naming the fix", err)
 		}
+		// It is also a standby: a logical standby (PostgreSQL 16 decodes
+		// there) would still refuse the publication and state table.
+		if !errors.Is(err, cdc.ErrStandby) || !strings.Contains(err.Error(), "connect to the primary") {
+			t.Errorf("got %v, want ErrStandby too, naming the fix", err)
+		}
 	})
 	t.Run("no publication", func(t *testing.T) {
 		e := newEnv(t)
@@ -156,5 +161,20 @@ func TestRejected(t *testing.T) {
 	}
 	if p.calls != 1 {
 		t.Errorf("%d Publish calls, want 1 (no retry)", p.calls)
+	}
+}
+
+// A standby with wal_level = logical (the private pair's pair_b, a copy of
+// a logical primary) is still a standby: New says to use the primary and
+// does not blame wal_level. It starts the pair, hence the fault stage.
+func TestFaultStandby(t *testing.T) {
+	testenv.FaultTest(t)
+	testenv.Pair(t)
+	err := newQuick(t, testenv.PairStandbyURL, cdc.WithTables("x"))
+	if !errors.Is(err, cdc.ErrStandby) || !strings.Contains(err.Error(), "connect to the primary") {
+		t.Errorf("got %v, want ErrStandby naming the fix", err)
+	}
+	if errors.Is(err, cdc.ErrWALLevel) {
+		t.Errorf("got %v: the standby's wal_level is logical", err)
 	}
 }

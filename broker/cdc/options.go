@@ -39,6 +39,10 @@ var (
 	ErrRunning = errors.New("cdc: source already running")
 	// ErrWALLevel: the server's wal_level is not logical.
 	ErrWALLevel = errors.New("cdc: wal_level is not logical")
+	// ErrStandby: the server is a standby (in recovery), which is read-only:
+	// the source creates its publication, state table and slot, so it
+	// streams from the primary.
+	ErrStandby = errors.New("cdc: server is a standby")
 	// ErrNoPublication: the publication does not exist and WithTables was
 	// not given, or it publishes no table.
 	ErrNoPublication = errors.New("cdc: publication missing")

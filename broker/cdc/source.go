@@ -124,7 +124,8 @@ var sessionParams = map[string]string{
 // DSN, as pgx takes it; the Source opens from it a replication connection
 // (replication=database) for the slot, a connection for the snapshot and a
 // pool of two for its other queries. It checks, failing at once with an error
-// naming the fix: wal_level is logical (ErrWALLevel), the role may
+// naming the fix: the server is not a standby (ErrStandby), wal_level is
+// logical (ErrWALLevel), the role may
 // replicate (ErrPermission), the publication exists or WithTables says
 // what to create (ErrNoPublication), every published table has a primary
 // key or a replica identity (ErrNoReplicaIdentity), and the slot, when it
@@ -180,10 +181,10 @@ func New(ctx context.Context, connString string, pub broker.Publisher, opts ...O
 
 func (s *Source) check(ctx context.Context) error {
 	var walLevel, user, db string
-	var canReplicate bool
+	var canReplicate, standby bool
 	err := s.pool.QueryRow(ctx, `select current_setting('wal_level'), current_user, current_database(),
   coalesce((select rolreplication or rolsuper from pg_roles where rolname = current_user), false),
-  current_setting('server_version_num')::int`).Scan(&walLevel, &user, &db, &canReplicate, &s.serverVersion)
+  current_setting('server_version_num')::int, pg_is_in_recovery()`).Scan(&walLevel, &user, &db, &canReplicate, &s.serverVersion, &standby)
 	if err != nil {
 		return fmt.Errorf("cdc: connect: %w", err)
 	}
@@ -191,8 +192,14 @@ func (s *Source) check(ctx context.Context) error {
 	s.dbJSON = appendString(nil, []byte(db))
 	s.sourceHead = append(append([]byte(`,"source":{"version":"`+Version+`","connector":"postgresql","name":`),
 		appendString(nil, []byte(s.cfg.topicPrefix))...), `,"ts_ms":`...)
-	if walLevel != "logical" {
-		return fmt.Errorf("%w: it is %q: set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart the server", ErrWALLevel, walLevel)
+	walFix := fmt.Sprintf("it is %q: set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart the server", walLevel)
+	switch {
+	case standby && walLevel != "logical":
+		return fmt.Errorf("%w (read-only, in recovery): connect to the primary; %w there: %s", ErrStandby, ErrWALLevel, walFix)
+	case standby:
+		return fmt.Errorf("%w (read-only, in recovery): connect to the primary", ErrStandby)
+	case walLevel != "logical":
+		return fmt.Errorf("%w: %s", ErrWALLevel, walFix)
 	}
 	if !canReplicate {
 		return fmt.Errorf("%w: role %q may not replicate: ALTER ROLE %s REPLICATION", ErrPermission, user, pgx.Identifier{user}.Sanitize())
