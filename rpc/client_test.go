@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-integration/patterns/rpc"
@@ -475,67 +476,88 @@ func TestIdempotencyKeysAreAddedAndKeptAcrossRetries(t *testing.T) {
 	}
 }
 
-func TestBreakerOpensHalfOpensAndCloses(t *testing.T) {
-	var down atomic.Bool
-	down.Store(true)
-	var hits atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		if down.Load() {
-			w.WriteHeader(503)
-		}
-	}))
-	defer srv.Close()
-	onChange := &breakerChanges{}
-	c, tr := newClient(t, rpc.WithMaxAttempts(1), rpc.WithTracer(onChange),
-		rpc.WithBreaker(rpc.BreakerConfig{Failures: 3, OpenFor: 100 * time.Millisecond}))
-	host := strings.TrimPrefix(srv.URL, "http://")
+// inProcess is a base RoundTripper that serves requests with a handler in
+// this goroutine, without a listener: usable in a synctest bubble.
+type inProcess struct{ h http.Handler }
 
-	// The server stays down: three failures open the breaker.
-	for range 3 {
-		if resp, err := get(t, c, context.Background(), srv.URL); err != nil || resp.StatusCode != 503 {
+func (p inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	p.h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	resp.Request = r
+	return resp, nil
+}
+
+// The breaker runs in a synctest bubble: its clock moves only when the test
+// sleeps, so OpenFor passes exactly then, and the open breaker stays open
+// however slowly the calls in between run on a loaded machine.
+func TestBreakerOpensHalfOpensAndCloses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var down atomic.Bool
+		down.Store(true)
+		var hits atomic.Int64
+		srv := inProcess{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			if down.Load() {
+				w.WriteHeader(503)
+			}
+		})}
+		const host = "backend.test"
+		const url = "http://" + host + "/"
+		onChange := &breakerChanges{}
+		c, tr := newClient(t, rpc.WithBase(srv), rpc.WithMaxAttempts(1), rpc.WithTracer(onChange),
+			rpc.WithBreaker(rpc.BreakerConfig{Failures: 3, OpenFor: 100 * time.Millisecond}))
+
+		// The server stays down: three failures open the breaker.
+		for range 3 {
+			if resp, err := get(t, c, context.Background(), url); err != nil || resp.StatusCode != 503 {
+				t.Fatalf("%v %v", resp, err)
+			}
+		}
+		if s := tr.BreakerState(host); s != rpc.BreakerOpen {
+			t.Fatalf("breaker %v after 3 failures", s)
+		}
+		// Open: calls fail fast without reaching the server.
+		before := hits.Load()
+		for range 5 {
+			if _, err := get(t, c, context.Background(), url); !errors.Is(err, rpc.ErrCircuitOpen) {
+				t.Fatalf("err = %v, want ErrCircuitOpen", err)
+			}
+		}
+		if hits.Load() != before {
+			t.Fatal("an open breaker let requests through")
+		}
+		time.Sleep(99 * time.Millisecond)
+		if s := tr.BreakerState(host); s != rpc.BreakerOpen {
+			t.Fatalf("breaker %v before OpenFor", s)
+		}
+		// After OpenFor: half-open; a failed trial opens it again.
+		time.Sleep(2 * time.Millisecond)
+		if s := tr.BreakerState(host); s != rpc.BreakerHalfOpen {
+			t.Fatalf("breaker %v after OpenFor", s)
+		}
+		if resp, err := get(t, c, context.Background(), url); err != nil || resp.StatusCode != 503 {
 			t.Fatalf("%v %v", resp, err)
 		}
-	}
-	if s := tr.BreakerState(host); s != rpc.BreakerOpen {
-		t.Fatalf("breaker %v after 3 failures", s)
-	}
-	// Open: calls fail fast without reaching the server.
-	before := hits.Load()
-	for range 5 {
-		if _, err := get(t, c, context.Background(), srv.URL); !errors.Is(err, rpc.ErrCircuitOpen) {
-			t.Fatalf("err = %v, want ErrCircuitOpen", err)
+		if s := tr.BreakerState(host); s != rpc.BreakerOpen {
+			t.Fatalf("breaker %v after failed trial", s)
 		}
-	}
-	if hits.Load() != before {
-		t.Fatal("an open breaker let requests through")
-	}
-	// After OpenFor: half-open; a failed trial opens it again.
-	time.Sleep(150 * time.Millisecond)
-	if s := tr.BreakerState(host); s != rpc.BreakerHalfOpen {
-		t.Fatalf("breaker %v after OpenFor", s)
-	}
-	if resp, err := get(t, c, context.Background(), srv.URL); err != nil || resp.StatusCode != 503 {
-		t.Fatalf("%v %v", resp, err)
-	}
-	if s := tr.BreakerState(host); s != rpc.BreakerOpen {
-		t.Fatalf("breaker %v after failed trial", s)
-	}
-	// The server recovers: the next trial closes the breaker.
-	down.Store(false)
-	time.Sleep(150 * time.Millisecond)
-	if resp, err := get(t, c, context.Background(), srv.URL); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
-	}
-	if s := tr.BreakerState(host); s != rpc.BreakerClosed {
-		t.Fatalf("breaker %v after successful trial", s)
-	}
-	onChange.mu.Lock()
-	defer onChange.mu.Unlock()
-	want := "closed>open open>half-open half-open>open open>half-open half-open>closed"
-	if got := strings.Join(onChange.changes, " "); got != want {
-		t.Fatalf("changes %q, want %q", got, want)
-	}
+		// The server recovers: the next trial closes the breaker.
+		down.Store(false)
+		time.Sleep(101 * time.Millisecond)
+		if resp, err := get(t, c, context.Background(), url); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		if s := tr.BreakerState(host); s != rpc.BreakerClosed {
+			t.Fatalf("breaker %v after successful trial", s)
+		}
+		onChange.mu.Lock()
+		defer onChange.mu.Unlock()
+		want := "closed>open open>half-open half-open>open open>half-open half-open>closed"
+		if got := strings.Join(onChange.changes, " "); got != want {
+			t.Fatalf("changes %q, want %q", got, want)
+		}
+	})
 }
 
 func TestFlappingServerIsRetriedAndKeepsTheBreakerClosed(t *testing.T) {

@@ -163,7 +163,22 @@ func TestRebalanceThirdMemberJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 90*time.Second, "every record", func() bool { return all.unique() == n })
-	time.Sleep(200 * time.Millisecond)
+	// No duplicate can come after the group committed every partition to
+	// its end: a partition's next owner starts there, and a member still
+	// holding records of it would not have committed past them (handlers
+	// count a record as they start, so a running one is counted already).
+	testenv.Eventually(t, 30*time.Second, "the group to commit every record", func() bool {
+		lag, err := e.admin.Lag(ctxT(t, 10*time.Second), sub.Group, topic)
+		if err != nil || len(lag) != 8 {
+			return false
+		}
+		for _, l := range lag {
+			if l != 0 {
+				return false
+			}
+		}
+		return true
+	})
 	all.mu.Lock()
 	dups := all.total - len(all.ids)
 	all.mu.Unlock()

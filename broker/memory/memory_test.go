@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -72,38 +73,45 @@ func TestPublishToTopicWithoutGroupsIsDropped(t *testing.T) {
 	}
 }
 
+// The bubble lets the test wait until every goroutine has reacted to the
+// cancel (synctest.Wait) before it looks at the handler's context: a
+// context wrongly derived from Subscribe's would be cancelled by then.
 func TestHandlerContextOutlivesCancelledSubscribe(t *testing.T) {
-	b := memory.MustNew(memory.WithDrainTimeout(time.Second))
-	defer b.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	ctxErrDuringDrain := make(chan error, 1)
-	done := make(chan error, 1)
-	if err := b.Provision(ctx, broker.Subscription{Topic: "t", Group: "g"}); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		done <- b.Subscribe(ctx, broker.Subscription{Topic: "t", Group: "g"}, func(hctx context.Context, m broker.Message) error {
-			close(started)
-			time.Sleep(100 * time.Millisecond) // Subscribe's ctx is cancelled meanwhile
-			ctxErrDuringDrain <- hctx.Err()
-			return nil
-		})
-	}()
-	if err := b.Publish(ctx, "t", broker.Message{Payload: []byte("x")}); err != nil {
-		t.Fatal(err)
-	}
-	<-started
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Subscribe = %v, want nil after cancel", err)
-	}
-	if err := <-ctxErrDuringDrain; err != nil {
-		t.Fatalf("handler's context was cancelled before the drain timeout: %v", err)
-	}
-	if n := b.Pending("t", "g"); n != 0 {
-		t.Fatalf("%d messages pending: the drained handler's message was requeued", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.MustNew(memory.WithDrainTimeout(time.Second))
+		defer b.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		started, release := make(chan struct{}), make(chan struct{})
+		ctxErrDuringDrain := make(chan error, 1)
+		done := make(chan error, 1)
+		if err := b.Provision(ctx, broker.Subscription{Topic: "t", Group: "g"}); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			done <- b.Subscribe(ctx, broker.Subscription{Topic: "t", Group: "g"}, func(hctx context.Context, m broker.Message) error {
+				close(started)
+				<-release // Subscribe's ctx is cancelled meanwhile
+				ctxErrDuringDrain <- hctx.Err()
+				return nil
+			})
+		}()
+		if err := b.Publish(ctx, "t", broker.Message{Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		<-started
+		cancel()
+		synctest.Wait() // everything has seen the cancel; the drain timeout has not passed
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatalf("Subscribe = %v, want nil after cancel", err)
+		}
+		if err := <-ctxErrDuringDrain; err != nil {
+			t.Fatalf("handler's context was cancelled before the drain timeout: %v", err)
+		}
+		if n := b.Pending("t", "g"); n != 0 {
+			t.Fatalf("%d messages pending: the drained handler's message was requeued", n)
+		}
+	})
 }
 
 func TestDrainTimeoutCancelsStuckHandlers(t *testing.T) {

@@ -181,10 +181,20 @@ func TestQueueOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// Every Publish was confirmed, so the queue applied its limit to
+		// all five already: holding two before anyone consumes, it dropped
+		// the other three for good.
+		ch := admin(t, url)
+		testenv.Eventually(t, 10*time.Second, "the queue to hold its 2 messages", func() bool {
+			info, err := ch.QueueDeclarePassive(rabbitmq.DefaultQueueName("len", "g"), true, false, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info.Messages == 2
+		})
 		c := newCollector()
 		run(t, s, sub, c.handle)
 		c.waitFor(t, 10*time.Second, "m3", "m4")
-		time.Sleep(200 * time.Millisecond)
 		if n := c.unique(); n != 2 {
 			t.Errorf("received %d messages from a queue of max length 2", n)
 		}
@@ -194,9 +204,21 @@ func TestQueueOptions(t *testing.T) {
 		b := newSubscriber(t, url, rabbitmq.WithSingleActiveConsumer())
 		ca, cb := newCollector(), newCollector()
 		sub := broker.Subscription{Topic: "sac", Group: "g", Concurrency: 4}
-		run(t, a, sub, ca.handle)
-		run(t, b, sub, cb.handle)
-		time.Sleep(200 * time.Millisecond)
+		// Both consumers are registered (Ready) before anything is
+		// published: one is active, the other waits.
+		readyA, readyB := make(chan struct{}), make(chan struct{})
+		subA, subB := sub, sub
+		subA.Ready = func() { close(readyA) }
+		subB.Ready = func() { close(readyB) }
+		run(t, a, subA, ca.handle)
+		run(t, b, subB, cb.handle)
+		for _, ready := range []chan struct{}{readyA, readyB} {
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				t.Fatal("a subscription did not become ready")
+			}
+		}
 		for i := range 50 {
 			if err := p.Publish(ctx, "sac", broker.Message{ID: fmt.Sprint("m", i)}); err != nil {
 				t.Fatal(err)
@@ -368,9 +390,12 @@ func TestSharedExchange(t *testing.T) {
 		}
 		return orders.handle(ctx, m)
 	}
-	run(t, s, broker.Subscription{Topic: "orders", Group: "g", Keys: []string{"a.*", ""}, MaxAttempts: 2}, fail)
-	run(t, s, broker.Subscription{Topic: "orders.dlq", Group: "g"}, dead.handle)
 	ctx := ctxT(t, 30*time.Second)
+	sub := broker.Subscription{Topic: "orders", Group: "g", Keys: []string{"a.*", ""}, MaxAttempts: 2}
+	if err := s.Provision(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s, broker.Subscription{Topic: "orders.dlq", Group: "g"}, dead.handle)
 	msgs := []broker.Message{{ID: "ab", Key: "a.b"}, {ID: "nokey"}, {ID: "abc", Key: "a.b.c"}, {ID: "bad", Key: "a.x"}}
 	if err := p.Publish(ctx, "orders", msgs...); err != nil {
 		t.Fatal(err)
@@ -378,9 +403,25 @@ func TestSharedExchange(t *testing.T) {
 	if err := p.Publish(ctx, "users", broker.Message{ID: "user", Key: "a.b"}); err != nil {
 		t.Fatal(err)
 	}
+	// Both Publish calls were confirmed, so routing is done: the queue,
+	// not consumed yet, holds exactly what matched (ab, nokey, bad), and
+	// nothing else can reach the handler later.
+	ch := admin(t, url)
+	queued := 0
+	testenv.Eventually(t, 10*time.Second, "the orders queue to hold the 3 matching messages", func() bool {
+		info, err := ch.QueueDeclarePassive(rabbitmq.DefaultQueueName("orders", "g"), true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = info.Messages
+		return queued >= 3
+	})
+	if queued != 3 {
+		t.Errorf("the orders queue holds %d messages, want ab, nokey and bad only", queued)
+	}
+	run(t, s, sub, fail)
 	orders.waitFor(t, 10*time.Second, "ab", "nokey")
 	dead.waitFor(t, 10*time.Second, "bad")
-	time.Sleep(200 * time.Millisecond)
 	if n := orders.unique(); n != 2 {
 		t.Errorf("orders got %d messages, want ab and nokey only", n)
 	}

@@ -226,7 +226,8 @@ func TestPublishDuringOutage(t *testing.T) {
 	// Close ends a Publish waiting through the outage with ErrClosed.
 	closed := make(chan error, 1)
 	go func() { closed <- closing.Publish(ctxT(t, 30*time.Second), "outage", broker.Message{ID: "closed"}) }()
-	time.Sleep(100 * time.Millisecond)
+	// In flight during the outage, it can only wait for the connection.
+	testenv.Eventually(t, 10*time.Second, "the Publish to be in flight", func() bool { return closing.Stats().InFlight == 1 })
 	_ = closing.Close()
 	select {
 	case err := <-closed:
@@ -239,7 +240,7 @@ func TestPublishDuringOutage(t *testing.T) {
 	// A publish that outlives the outage succeeds.
 	errc := make(chan error, 1)
 	go func() { errc <- p.Publish(ctxT(t, 30*time.Second), "outage", broker.Message{ID: "waited"}) }()
-	time.Sleep(300 * time.Millisecond)
+	testenv.Eventually(t, 10*time.Second, "the Publish to be in flight", func() bool { return p.Stats().InFlight == 1 })
 	if out, err := testenv.Rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"); err != nil {
 		t.Fatalf("set_permissions: %v: %s", err, out)
 	}
