@@ -448,12 +448,16 @@ func (b *brokerTracer) TracePublishEnd(ctx context.Context, d broker.TracePublis
 	if d.Err != nil {
 		errType = brokerErrorType(d.Err)
 	}
-	if in.sent.Enabled(ctx) {
-		o := b.attrs.get(brokerAttrKey{kind: brokerAttrSent, system: c.system, topic: c.topic, errType: errType})
+	sent, timed := in.sent.Enabled(ctx), in.sendDuration.Enabled(ctx)
+	if !sent && !timed {
+		return
+	}
+	// One entry holds both instruments' attribute sets: one lookup.
+	o := b.attrs.get(brokerAttrKey{kind: brokerAttrSend, system: c.system, topic: c.topic, errType: errType})
+	if sent {
 		in.sent.Add(ctx, int64(c.n), o.add...)
 	}
-	if in.sendDuration.Enabled(ctx) {
-		o := b.attrs.get(brokerAttrKey{kind: brokerAttrSendDuration, system: c.system, topic: c.topic, errType: errType})
+	if timed {
 		in.sendDuration.Record(ctx, d.Duration.Seconds(), o.rec...)
 	}
 }
@@ -775,8 +779,9 @@ func (c *nameCache) get(prefix, topic string) string {
 type brokerAttrKind uint8
 
 const (
-	brokerAttrSent brokerAttrKind = iota
-	brokerAttrSendDuration
+	// brokerAttrSend: add for messaging.client.sent.messages, rec for
+	// messaging.client.operation.duration (which adds the operation type).
+	brokerAttrSend brokerAttrKind = iota
 	brokerAttrConsumed
 	brokerAttrGroup // redeliveries and dead letters
 	brokerAttrProcess
@@ -832,15 +837,13 @@ func (c *brokerAttrCache) get(k brokerAttrKey) *brokerAttrOpts {
 	return o
 }
 
-// opts builds the attribute set of k.
+// opts builds the attribute sets of k.
 func (k brokerAttrKey) opts() *brokerAttrOpts {
 	attrs := make([]attribute.KeyValue, 0, 7)
 	attrs = append(attrs, semconv.MessagingSystemKey.String(k.system), semconv.MessagingDestinationName(k.topic))
 	switch k.kind {
-	case brokerAttrSent:
+	case brokerAttrSend:
 		attrs = append(attrs, semconv.MessagingOperationName("send"))
-	case brokerAttrSendDuration:
-		attrs = append(attrs, semconv.MessagingOperationName("send"), semconv.MessagingOperationTypeSend)
 	case brokerAttrConsumed, brokerAttrProcess:
 		attrs = append(attrs, semconv.MessagingOperationName("process"))
 		if k.kind == brokerAttrProcess {
@@ -854,5 +857,10 @@ func (k brokerAttrKey) opts() *brokerAttrOpts {
 		attrs = append(attrs, semconv.ErrorTypeKey.String(k.errType))
 	}
 	o := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	if k.kind == brokerAttrSend {
+		// The duration's set: the same and the operation type.
+		attrs = append(attrs, semconv.MessagingOperationTypeSend)
+		return &brokerAttrOpts{add: []metric.AddOption{o}, rec: []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))}}
+	}
 	return &brokerAttrOpts{add: []metric.AddOption{o}, rec: []metric.RecordOption{o}}
 }
