@@ -407,10 +407,10 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	t.Parallel()
 	_, url := testenv.VHost(t)
 	queue := testenv.Name(t, "q")
-	started := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	s, err := amqprpc.NewServer(url, queue, func(ctx context.Context, req amqprpc.Message) (amqprpc.Message, error) {
 		close(started)
-		time.Sleep(200 * time.Millisecond)
+		<-release
 		return amqprpc.Message{Body: []byte("finished")}, nil
 	}, quiet)
 	if err != nil {
@@ -429,7 +429,21 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 		out <- err
 	}()
 	<-started
-	s.Close()
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	// Close has begun draining once the server's consumer is gone; the
+	// handler still holds its request, so Close must not have returned.
+	waitForNoConsumer(t, url, queue)
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a handler was running")
+	default:
+	}
+	close(release)
+	<-closed
 	if err := <-errc; !errors.Is(err, amqprpc.ErrClosed) {
 		t.Fatalf("Run = %v", err)
 	}
@@ -439,6 +453,28 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	if d := queueDepth(t, url, queue); d != 0 {
 		t.Fatalf("%d requests left unacked in the queue", d)
 	}
+}
+
+// waitForNoConsumer waits until queue has no consumer.
+func waitForNoConsumer(t testing.TB, url, queue string) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	testenv.Eventually(t, 10*time.Second, "no consumer on "+queue, func() bool {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ch.Close()
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Consumers == 0
+	})
 }
 
 // TestServerDrainTimeoutHandsBackStuckRequests: a handler still running at
