@@ -61,12 +61,24 @@ func startServer(t testing.TB, url, queue string, h amqprpc.Handler, opts ...amq
 // server's start.
 func waitForConsumer(t testing.TB, url, queue string) {
 	t.Helper()
+	waitConsumers(t, url, queue, "a consumer on "+queue, func(n int) bool { return n > 0 })
+}
+
+// waitForNoConsumer waits until queue has no consumer.
+func waitForNoConsumer(t testing.TB, url, queue string) {
+	t.Helper()
+	waitConsumers(t, url, queue, "no consumer on "+queue, func(n int) bool { return n == 0 })
+}
+
+// waitConsumers waits until ok holds for the number of queue's consumers.
+func waitConsumers(t testing.TB, url, queue, what string, ok func(int) bool) {
+	t.Helper()
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	testenv.Eventually(t, 10*time.Second, "a consumer on "+queue, func() bool {
+	testenv.Eventually(t, 10*time.Second, what, func() bool {
 		ch, err := conn.Channel()
 		if err != nil {
 			t.Fatal(err)
@@ -76,7 +88,7 @@ func waitForConsumer(t testing.TB, url, queue string) {
 			return false // the failed declare closed the channel
 		}
 		ch.Close()
-		return q.Consumers > 0
+		return ok(q.Consumers)
 	})
 }
 
@@ -455,27 +467,6 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	}
 }
 
-// waitForNoConsumer waits until queue has no consumer.
-func waitForNoConsumer(t testing.TB, url, queue string) {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	testenv.Eventually(t, 10*time.Second, "no consumer on "+queue, func() bool {
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ch.Close()
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return q.Consumers == 0
-	})
-}
 
 // TestServerDrainTimeoutHandsBackStuckRequests: a handler still running at
 // the drain timeout does not answer its request, whether it ignores its
