@@ -467,7 +467,6 @@ func TestServerCloseFinishesRunningHandlers(t *testing.T) {
 	}
 }
 
-
 // TestServerDrainTimeoutHandsBackStuckRequests: a handler still running at
 // the drain timeout does not answer its request, whether it ignores its
 // context or returns the context's error: the request goes back to the
