@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/go-integration/patterns/internal/pgschema"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -38,7 +39,7 @@ func (c *Contract) RoleSQL(role string, o RoleOptions) ([]string, error) {
 	r := ident(role)
 	create := "create role " + r + " login nosuperuser nocreatedb nocreaterole noreplication nobypassrls"
 	if o.Password != "" {
-		create += " password " + literal(o.Password)
+		create += " password " + pgschema.Literal(o.Password)
 	}
 	if o.ConnectionLimit > 0 {
 		create += fmt.Sprintf(" connection limit %d", o.ConnectionLimit)
@@ -129,5 +130,3 @@ func DropRoleSQL(role string) []string {
 }
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
-
-func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/internal/pgschema"
 )
 
 // errDrainTimeout cancels the Publish call in flight once Close's drain
@@ -278,7 +279,7 @@ func (s *Source) snapshot(hard, soft context.Context, name string, at pglogrepl.
 		return fmt.Errorf("cdc: snapshot: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(soft, `set transaction snapshot `+quoteLiteral(name)); err != nil {
+	if _, err := tx.Exec(soft, `set transaction snapshot `+pgschema.Literal(name)); err != nil {
 		return fmt.Errorf("cdc: import snapshot %s: %w", name, err)
 	}
 	for _, t := range tables {
@@ -534,7 +535,7 @@ func (s *Source) stream(hard, soft context.Context, rconn *pgconn.PgConn, skip m
 	err := pglogrepl.StartReplication(soft, rconn, s.cfg.slot, 0, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'",
-			"publication_names " + quoteLiteral(s.cfg.publication)},
+			"publication_names " + pgschema.Literal(s.cfg.publication)},
 	})
 	if err != nil {
 		return fmt.Errorf("cdc: start replication: %w", err)

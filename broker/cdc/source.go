@@ -277,7 +277,7 @@ func (s *Source) checkPublication(ctx context.Context) error {
 	}
 	ddl := `create publication ` + pgx.Identifier{s.cfg.publication}.Sanitize() + ` for table ` + strings.Join(idents, ", ")
 	if err := pgschema.Apply(ctx, s.pool, "broker/cdc create publication "+s.cfg.publication, `do $$ begin
-if not exists (select 1 from pg_publication where pubname = `+quoteLiteral(s.cfg.publication)+`) then execute `+quoteLiteral(ddl)+`; end if;
+if not exists (select 1 from pg_publication where pubname = `+pgschema.Literal(s.cfg.publication)+`) then execute `+pgschema.Literal(ddl)+`; end if;
 end $$`); err != nil {
 		return wrapPermission(fmt.Errorf("cdc: %s: %w", ddl, err))
 	}
@@ -484,5 +484,3 @@ func (s *Source) isClosed() bool {
 	defer s.mu.Unlock()
 	return s.closed
 }
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

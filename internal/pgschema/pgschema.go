@@ -28,8 +28,16 @@ type Execer interface {
 // as one implicit transaction, so the lock is held until the DDL commits or
 // rolls back; inside an explicit transaction it is held until that ends.
 func Locked(key, ddl string) string {
-	return "select pg_advisory_xact_lock(hashtext('" + strings.ReplaceAll(key, "'", "''") + "'));\n" + ddl
+	return "select pg_advisory_xact_lock(hashtext(" + Literal(key) + "));\n" + ddl
 }
+
+// Literal quotes s as an SQL string literal, for the statements that take
+// no parameters: DDL run under Locked, replication commands, SET
+// TRANSACTION SNAPSHOT, a role's password. It doubles single quotes, which
+// is enough with standard_conforming_strings on (PostgreSQL's default
+// since 9.1, and what pgx requires of the simple protocol); the
+// replication grammar accepts no other form of string.
+func Literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // Apply runs ddl through db under the advisory lock of key (see Locked).
 // Callers that apply the same DDL must use the same key: derive it from a

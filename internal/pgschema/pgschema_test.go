@@ -19,3 +19,11 @@ func TestParseTable(t *testing.T) {
 		}
 	}
 }
+
+func TestLiteral(t *testing.T) {
+	for in, want := range map[string]string{"": "''", "abc": "'abc'", "it's": "'it''s'", "''": "''''''"} {
+		if got := Literal(in); got != want {
+			t.Errorf("Literal(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
