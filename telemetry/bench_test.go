@@ -57,6 +57,13 @@ func (emptyTracer) TraceProcessStart(ctx context.Context, _ broker.TraceProcessS
 }
 func (emptyTracer) TraceProcessEnd(context.Context, broker.TraceProcessEndData) {}
 
+// offTracer is emptyTracer with the enabler methods, always false: what
+// the adapters' gate costs without any OpenTelemetry check behind it.
+type offTracer struct{ emptyTracer }
+
+func (offTracer) TracePublishEnabled(context.Context) bool                            { return false }
+func (offTracer) TraceProcessEnabled(context.Context, string, map[string]string) bool { return false }
+
 // benchTracers are the tracer set-ups compared: nil is no tracer.
 func benchTracers(b *testing.B) []struct {
 	name string
@@ -68,6 +75,7 @@ func benchTracers(b *testing.B) []struct {
 	}{
 		{"none", func() any { return nil }},
 		{"empty-tracer", func() any { return emptyTracer{} }},
+		{"off-tracer", func() any { return offTracer{} }},
 		{"global-noop", func() any {
 			tel, err := telemetry.New()
 			if err != nil {
@@ -406,8 +414,10 @@ func BenchmarkBrokerMemoryPaired(b *testing.B) {
 		tracers[bt.name] = bt.tr
 	}
 	// "none" against itself is the harness's own bias; "empty-tracer" a
-	// tracer without the enabler methods, so always called.
-	for _, name := range []string{"none", "empty-tracer", "global-noop", "sdk"} {
+	// tracer without the enabler methods, so always called; "off-tracer"
+	// one whose enablers say no at once (the gate's cost without the
+	// OpenTelemetry checks that global-noop adds).
+	for _, name := range []string{"none", "empty-tracer", "off-tracer", "global-noop", "sdk"} {
 		b.Run(name, func(b *testing.B) {
 			const leg = 20_000
 			newOther := func() func(int) time.Duration {
