@@ -45,6 +45,16 @@ type discardExporter struct{}
 func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discardExporter) Shutdown(context.Context) error                             { return nil }
 
+// benchTracerProvider is the SDK set-up of the "sdk" benchmarks: every
+// span recorded (always-on sampler) through a batch span processor into
+// an exporter that discards, shut down when b ends.
+func benchTracerProvider(b *testing.B) *sdktrace.TracerProvider {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+		sdktrace.WithBatcher(discardExporter{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp
+}
+
 // emptyTracer does nothing: what the adapters cost with any tracer.
 type emptyTracer struct{}
 
@@ -84,13 +94,9 @@ func benchTracers(b *testing.B) []struct {
 			return tel.Broker()
 		}},
 		{"sdk", func() any {
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-				sdktrace.WithBatcher(discardExporter{}))
+			tp := benchTracerProvider(b)
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-			b.Cleanup(func() {
-				_ = tp.Shutdown(context.Background())
-				_ = mp.Shutdown(context.Background())
-			})
+			b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 			tel, err := telemetry.New(telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(mp))
 			if err != nil {
 				b.Fatal(err)
@@ -330,10 +336,7 @@ func BenchmarkBrokerTracerCalls(b *testing.B) {
 // the SDK costs for spans with Broker()'s attributes and link) and
 // BenchmarkBrokerMemory/none (the whole memory broker path).
 func BenchmarkSDKSpanFloor(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-		sdktrace.WithBatcher(discardExporter{}))
-	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	tr := tp.Tracer("bench")
+	tr := benchTracerProvider(b).Tracer("bench")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for range b.N {
@@ -353,10 +356,7 @@ func BenchmarkSDKSpanFloor(b *testing.B) {
 // Broker()'s spans when they are recorded without Broker()'s reuse of
 // options and attribute slices.
 func BenchmarkSDKSpanFloorWithAttributes(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-		sdktrace.WithBatcher(discardExporter{}))
-	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	tr := tp.Tracer("bench")
+	tr := benchTracerProvider(b).Tracer("bench")
 	ctx := context.Background()
 	payload := make([]byte, 1024)
 	b.ReportAllocs()

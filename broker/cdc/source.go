@@ -192,14 +192,17 @@ func (s *Source) check(ctx context.Context) error {
 	s.dbJSON = appendString(nil, []byte(db))
 	s.sourceHead = append(append([]byte(`,"source":{"version":"`+Version+`","connector":"postgresql","name":`),
 		appendString(nil, []byte(s.cfg.topicPrefix))...), `,"ts_ms":`...)
-	walFix := fmt.Sprintf("it is %q: set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart the server", walLevel)
-	switch {
-	case standby && walLevel != "logical":
-		return fmt.Errorf("%w (read-only, in recovery): connect to the primary; %w there: %s", ErrStandby, ErrWALLevel, walFix)
-	case standby:
-		return fmt.Errorf("%w (read-only, in recovery): connect to the primary", ErrStandby)
-	case walLevel != "logical":
-		return fmt.Errorf("%w: %s", ErrWALLevel, walFix)
+	// Both can be wrong (a standby of a primary without logical wal_level):
+	// name both fixes at once.
+	var serverErrs []error
+	if standby {
+		serverErrs = append(serverErrs, fmt.Errorf("%w (read-only, in recovery): connect to the primary", ErrStandby))
+	}
+	if walLevel != "logical" {
+		serverErrs = append(serverErrs, fmt.Errorf("%w: it is %q: set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart the server", ErrWALLevel, walLevel))
+	}
+	if err := errors.Join(serverErrs...); err != nil {
+		return err
 	}
 	if !canReplicate {
 		return fmt.Errorf("%w: role %q may not replicate: ALTER ROLE %s REPLICATION", ErrPermission, user, pgx.Identifier{user}.Sanitize())

@@ -14,18 +14,18 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// IsClosed reports amqp091's "channel/connection is not open" (ErrClosed
+// isClosed reports amqp091's "channel/connection is not open" (ErrClosed
 // or any 504 channel error).
-func IsClosed(err error) bool {
+func isClosed(err error) bool {
 	var ae *amqp.Error
 	return errors.As(err, &ae) && ae.Code == amqp.ChannelError
 }
 
-// IsTransport reports a failed socket write or read (a reset, a broken
+// isTransport reports a failed socket write or read (a reset, a broken
 // pipe, EOF) or amqp091's frame error for one. amqp091 shuts the connection
 // down only after returning such an error, so IsClosed on the connection
 // may still say false: callers must take it for a lost connection.
-func IsTransport(err error) bool {
+func isTransport(err error) bool {
 	var ne net.Error
 	var ae *amqp.Error
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -34,10 +34,10 @@ func IsTransport(err error) bool {
 }
 
 // ConnectionLost reports whether err from a publish, ack or declare means
-// the channel or its connection is gone (IsClosed or IsTransport), as
+// the channel or its connection is gone (isClosed or isTransport), as
 // opposed to the server refusing this one call.
 func ConnectionLost(err error) bool {
-	return IsClosed(err) || IsTransport(err)
+	return isClosed(err) || isTransport(err)
 }
 
 // Redact returns the AMQP URL raw with its password hidden, for logs and
