@@ -72,7 +72,12 @@ const brokerEventDeadLetter = "dead_letter"
 //     patterns.messaging.outcome: "ok", "retry", "dead_lettered",
 //     "dropped", "released" or "panicked" (a panic, whether the message
 //     was then retried or dead-lettered), and an error status when the
-//     handler failed. Its attempt is patterns.messaging.attempt.
+//     handler failed. Its attempt is patterns.messaging.attempt. The
+//     attributes the semantic conventions name for sampling (system,
+//     destination, operation, consumer group) are given when it starts,
+//     so that a sampler sees them; the message's are set with the outcome
+//     when it ends. (A send span gets all of its attributes right after
+//     it starts: giving them at creation costs the SDK another copy.)
 //   - A dead letter is a "dead_letter" event on the process span (with
 //     patterns.messaging.dead_letter.destination and error.type), and the
 //     dead letter carries the process span's context.
@@ -163,9 +168,10 @@ var (
 	brokerNewRoot      = trace.WithNewRoot()
 )
 
-// brokerMaxAttrs bounds the attributes a broker span is given when it
-// starts (a process span of a Kafka record has 11).
-const brokerMaxAttrs = 12
+// brokerMaxAttrs bounds the attributes a broker span is given in one
+// SetAttributes call: 5 for a send span, and for a process span of a
+// Kafka record 7 (its message's, set with the outcome when it ends).
+const brokerMaxAttrs = 8
 
 // brokerSpanBuf is scratch space for starting a span, taken from
 // brokerSpanBufs and put back once the span has its attributes, so that
@@ -182,7 +188,7 @@ type brokerSpanBuf struct {
 	attrs   [brokerMaxAttrs]attribute.KeyValue
 	link    [1]trace.Link
 	linkOpt trace.SpanStartOption // trace.WithLinks(link[:]...), made on first use
-	opts    [2]trace.SpanStartOption
+	opts    [3]trace.SpanStartOption
 }
 
 var brokerSpanBufs = sync.Pool{New: func() any { return new(brokerSpanBuf) }}
@@ -478,6 +484,11 @@ type processCall struct {
 	b                    *brokerTracer
 	span                 trace.Span
 	system, topic, group string
+	// tail holds the recording span's attributes that are set when it
+	// ends, with room for the outcome; buf, when not nil, is the pooled
+	// buffer tail lives in, put back once the span has them.
+	tail []attribute.KeyValue
+	buf  *brokerSpanBuf
 }
 
 func (c *processCall) Value(key any) any {
@@ -501,8 +512,13 @@ func (b *brokerTracer) TraceProcessStart(ctx context.Context, d broker.TraceProc
 	sc := trace.SpanContextFromContext(pctx)
 	fromMsg := sc.IsValid() && !sc.Equal(before)
 	var span trace.Span // nil without spans
+	var tail []attribute.KeyValue
+	var buf *brokerSpanBuf
+	consumedKey := brokerAttrKey{kind: brokerAttrConsumed, system: d.System, topic: d.Topic, group: d.Group}
+	var co *brokerAttrOpts // the consumedKey entry, once looked up
 	if !b.noSpans() {
-		ctx, span = b.startProcess(pctx, d, sc, fromMsg)
+		co = b.attrs.get(consumedKey)
+		ctx, span, tail, buf = b.startProcess(pctx, d, sc, fromMsg, co.spanHead)
 	} else if fromMsg {
 		ctx = pctx // the publisher's context travels on from the handler
 	}
@@ -511,8 +527,10 @@ func (b *brokerTracer) TraceProcessStart(ctx context.Context, d broker.TraceProc
 	metrics := false
 	if in.consumed.Enabled(ctx) {
 		metrics = true
-		o := b.attrs.get(brokerAttrKey{kind: brokerAttrConsumed, system: d.System, topic: d.Topic, group: d.Group})
-		in.consumed.Add(ctx, 1, o.add...)
+		if co == nil {
+			co = b.attrs.get(consumedKey)
+		}
+		in.consumed.Add(ctx, 1, co.add...)
 	}
 	if m.Attempt > 1 && in.redeliveries.Enabled(ctx) {
 		metrics = true
@@ -522,47 +540,52 @@ func (b *brokerTracer) TraceProcessStart(ctx context.Context, d broker.TraceProc
 	if !recording && !metrics && !in.procDuration.Enabled(ctx) && !in.deadLetters.Enabled(ctx) {
 		return ctx
 	}
-	return &processCall{Context: ctx, b: b, span: span, system: d.System, topic: d.Topic, group: d.Group}
+	return &processCall{Context: ctx, b: b, span: span, system: d.System, topic: d.Topic, group: d.Group, tail: tail, buf: buf}
 }
 
 // startProcess starts the process span of d in pctx: a child of sc and
 // linked to it when fromMsg (sc is the context the message carries), else
 // a new root (no context from the publisher, or a malformed one, whatever
 // span the subscriber's context carries).
-func (b *brokerTracer) startProcess(pctx context.Context, d broker.TraceProcessStartData, sc trace.SpanContext, fromMsg bool) (context.Context, trace.Span) {
+//
+// The attributes the semantic conventions name for sampling decisions
+// (system, destination, operation, consumer group) are given at creation,
+// so that a sampler sees them. The rest, about the message, are returned
+// as tail, to be set with the outcome when the span ends: the SDK sizes a
+// span's attribute slice to each SetAttributes call, so one call at the
+// end, rather than one after Start and another for the outcome, saves it
+// growing and copying the slice once more. buf, when not nil, is the
+// pooled buffer tail lives in.
+func (b *brokerTracer) startProcess(pctx context.Context, d broker.TraceProcessStartData, sc trace.SpanContext, fromMsg bool, head trace.SpanStartOption) (context.Context, trace.Span, []attribute.KeyValue, *brokerSpanBuf) {
 	buf := brokerSpanBufs.Get().(*brokerSpanBuf)
-	opts := append(buf.opts[:0], brokerKindConsumer)
+	opts := append(buf.opts[:0], brokerKindConsumer, head)
 	if fromMsg {
 		opts = append(opts, buf.withLink(sc))
 	} else {
 		opts = append(opts, brokerNewRoot)
 	}
 	ctx, span := b.t.tracer.Start(pctx, b.procNames.get("process ", d.Topic), opts...)
-	n := 0
-	if span.IsRecording() {
-		attrs := b.processAttrs(buf.attrsFor(span), d)
-		span.SetAttributes(attrs...)
-		n = len(attrs)
+	if !span.IsRecording() {
+		buf.release(0)
+		return ctx, span, nil, nil
 	}
-	buf.release(n)
-	return ctx, span
+	tail := b.processAttrs(buf.attrsFor(span), d)
+	if !brokerSpanCopies(span) {
+		// tail is a slice of its own, which the span may keep.
+		buf.release(0)
+		buf = nil
+	}
+	return ctx, span, tail, buf
 }
 
-// processAttrs appends a process span's attributes to attrs (at most
-// brokerMaxAttrs of them).
+// processAttrs appends the attributes a process span gets when it ends,
+// but for the outcome, to attrs (at most brokerMaxAttrs-1 of them).
 func (b *brokerTracer) processAttrs(attrs []attribute.KeyValue, d broker.TraceProcessStartData) []attribute.KeyValue {
 	m := &d.Message
 	attrs = append(attrs,
-		semconv.MessagingSystemKey.String(d.System),
-		semconv.MessagingDestinationName(d.Topic),
-		semconv.MessagingOperationTypeProcess,
-		semconv.MessagingOperationName("process"),
 		semconv.MessagingMessageID(m.ID),
 		brokerAttrAttempt.Int(m.Attempt),
 		semconv.MessagingMessageBodySize(len(m.Payload)))
-	if d.Group != "" {
-		attrs = append(attrs, semconv.MessagingConsumerGroupName(d.Group))
-	}
 	switch raw := m.Raw.(type) {
 	case *kgo.Record:
 		attrs = append(attrs,
@@ -593,7 +616,13 @@ func (b *brokerTracer) TraceProcessEnd(ctx context.Context, d broker.TraceProces
 	outcome := brokerOutcome(d.Outcome, d.Err)
 	if c.span != nil {
 		if c.span.IsRecording() {
-			c.span.SetAttributes(brokerOutcomeAttr(outcome)...)
+			attrs := append(c.tail, brokerAttrOutcome.String(outcome))
+			c.span.SetAttributes(attrs...)
+			if c.buf != nil {
+				c.buf.release(len(attrs))
+				c.buf = nil
+			}
+			c.tail = nil
 			if d.Err != nil {
 				brokerFail(c.span, d.Err)
 			}
@@ -664,26 +693,6 @@ func brokerOutcome(o broker.Outcome, err error) string {
 func brokerPanicked(err error) bool {
 	var pe *broker.PanicError
 	return errors.As(err, &pe)
-}
-
-// brokerOutcomeAttrs are the patterns.messaging.outcome attributes, each
-// in a slice of its own, made once: a span's SetAttributes reads the
-// slice it is given (and must not modify it).
-var brokerOutcomeAttrs = func() map[string][]attribute.KeyValue {
-	m := make(map[string][]attribute.KeyValue)
-	for _, o := range []string{brokerOutcomeOK, brokerOutcomeRetry, brokerOutcomeDeadLettered,
-		brokerOutcomeDropped, brokerOutcomeReleased, brokerOutcomePanicked, "unknown"} {
-		m[o] = []attribute.KeyValue{brokerAttrOutcome.String(o)}
-	}
-	return m
-}()
-
-// brokerOutcomeAttr returns the outcome attribute in a slice.
-func brokerOutcomeAttr(outcome string) []attribute.KeyValue {
-	if kv, ok := brokerOutcomeAttrs[outcome]; ok {
-		return kv
-	}
-	return []attribute.KeyValue{brokerAttrOutcome.String(outcome)}
 }
 
 // brokerErrorType is the low-cardinality error.type of a broker error.
@@ -798,6 +807,9 @@ type brokerAttrKey struct {
 type brokerAttrOpts struct {
 	add []metric.AddOption
 	rec []metric.RecordOption
+	// spanHead (brokerAttrConsumed) gives a process span the attributes
+	// it is created with.
+	spanHead trace.SpanStartOption
 }
 
 // brokerAttrCache holds brokerAttrOpts per key, copied on write and
@@ -862,5 +874,14 @@ func (k brokerAttrKey) opts() *brokerAttrOpts {
 		attrs = append(attrs, semconv.MessagingOperationTypeSend)
 		return &brokerAttrOpts{add: []metric.AddOption{o}, rec: []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))}}
 	}
-	return &brokerAttrOpts{add: []metric.AddOption{o}, rec: []metric.RecordOption{o}}
+	opts := &brokerAttrOpts{add: []metric.AddOption{o}, rec: []metric.RecordOption{o}}
+	if k.kind == brokerAttrConsumed {
+		head := []attribute.KeyValue{semconv.MessagingSystemKey.String(k.system), semconv.MessagingDestinationName(k.topic),
+			semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process")}
+		if k.group != "" {
+			head = append(head, semconv.MessagingConsumerGroupName(k.group))
+		}
+		opts.spanHead = trace.WithAttributes(head...)
+	}
+	return opts
 }

@@ -3,7 +3,11 @@ package telemetry_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,11 +16,13 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric/noop"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
 
 	"github.com/go-integration/patterns/broker"
+	"github.com/go-integration/patterns/broker/memory"
 	"github.com/go-integration/patterns/telemetry"
 )
 
@@ -195,5 +201,126 @@ func TestBrokerSpansConcurrent(t *testing.T) {
 		if len(s.Links()) != 1 || !btHasLink(s, send) || s.Parent().SpanID() != send.SpanID() {
 			t.Errorf("process span of %s: parent %v, links %v, want both to be send span %v", id, s.Parent(), s.Links(), send)
 		}
+	}
+}
+
+// TestBrokerProcessSpansOverlap: a process span holds its scratch space
+// from its start to its end (its message's attributes are set when it
+// ends), so handler calls that overlap, started in one order and ended in
+// the other, each end with their own message's attributes.
+func TestBrokerProcessSpansOverlap(t *testing.T) {
+	e := newBTEnv(t)
+	ct := e.tel.Broker().(broker.ProcessTracer)
+	ctx := context.Background()
+	const n = 16
+	var hctxs []context.Context
+	for i := range n {
+		m := broker.Message{ID: fmt.Sprintf("m%d", i), Payload: make([]byte, i), Attempt: 1 + i}
+		hctxs = append(hctxs, ct.TraceProcessStart(ctx, broker.TraceProcessStartData{System: "memory", Topic: "overlap", Group: "g", Message: m}))
+	}
+	for i := n - 1; i >= 0; i-- { // odd ones failed and are retried
+		end := broker.TraceProcessEndData{Outcome: broker.OutcomeAcked}
+		if i%2 == 1 {
+			end = broker.TraceProcessEndData{Outcome: broker.OutcomeRetry, Err: errors.New("boom")}
+		}
+		ct.TraceProcessEnd(hctxs[i], end)
+	}
+	procs := e.spans("process overlap")
+	if len(procs) != n {
+		t.Fatalf("%d process spans, want %d", len(procs), n)
+	}
+	for _, s := range procs {
+		a := btAttrs(s)
+		var i int
+		if _, err := fmt.Sscanf(a[semconv.MessagingMessageIDKey].AsString(), "m%d", &i); err != nil {
+			t.Fatalf("span with messaging.message.id %q: %v", a[semconv.MessagingMessageIDKey].AsString(), err)
+		}
+		if got := a[semconv.MessagingMessageBodySizeKey].AsInt64(); got != int64(i) {
+			t.Errorf("m%d: body size %d, want %d", i, got, i)
+		}
+		if got := a["patterns.messaging.attempt"].AsInt64(); got != int64(1+i) {
+			t.Errorf("m%d: attempt %d, want %d", i, got, 1+i)
+		}
+		want := "ok"
+		if i%2 == 1 {
+			want = "retry"
+		}
+		if got := a["patterns.messaging.outcome"].AsString(); got != want {
+			t.Errorf("m%d: outcome %q, want %q", i, got, want)
+		}
+		if got := len(s.Attributes()); got != 9 {
+			t.Errorf("m%d: %d attributes, want 9 (5 at the start, 3 of the message, the outcome): %v", i, got, s.Attributes())
+		}
+	}
+}
+
+// samplerRecorder samples every span and keeps the attributes each
+// process span was created with: what a sampler can decide on.
+type samplerRecorder struct {
+	mu    sync.Mutex
+	attrs [][]attribute.KeyValue
+}
+
+func (r *samplerRecorder) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if strings.HasPrefix(p.Name, "process ") {
+		r.mu.Lock()
+		r.attrs = append(r.attrs, slices.Clone(p.Attributes))
+		r.mu.Unlock()
+	}
+	return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
+}
+
+func (*samplerRecorder) Description() string { return "samplerRecorder" }
+
+// TestBrokerProcessSpanSamplingAttributes: a sampler sees the attributes
+// the semantic conventions name for sampling decisions on a process span
+// (system, destination, operation type and name, consumer group), on a
+// real subscription.
+func TestBrokerProcessSpanSamplingAttributes(t *testing.T) {
+	sampler := &samplerRecorder{}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tel, err := telemetry.New(telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(noop.NewMeterProvider()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := memory.MustNew(memory.WithTracer(tel.Broker()))
+	t.Cleanup(func() { _ = br.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := broker.Subscription{Topic: "sampled", Group: "g"}
+	if err := br.Provision(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Publish(ctx, "sampled", broker.Message{ID: "m1"}); err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan struct{})
+	go func() {
+		_ = br.Subscribe(ctx, s, func(context.Context, broker.Message) error {
+			close(handled)
+			return nil
+		})
+	}()
+	<-handled
+	cancel()
+	sampler.mu.Lock()
+	defer sampler.mu.Unlock()
+	if len(sampler.attrs) != 1 {
+		t.Fatalf("the sampler was asked about %d process spans, want 1", len(sampler.attrs))
+	}
+	got := make(map[attribute.Key]string)
+	for _, kv := range sampler.attrs[0] {
+		got[kv.Key] = kv.Value.String()
+	}
+	want := map[attribute.Key]string{
+		semconv.MessagingSystemKey:            "memory",
+		semconv.MessagingDestinationNameKey:   "sampled",
+		semconv.MessagingOperationTypeKey:     "process",
+		semconv.MessagingOperationNameKey:     "process",
+		semconv.MessagingConsumerGroupNameKey: "g",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("the sampler saw %v, want %v", got, want)
 	}
 }
